@@ -1,0 +1,204 @@
+"""`foley`: the command line over foley_core and the flows.
+
+    foley script clip.mp4                      # the real Video-LLaVA (downloads ~14 GB once)
+    foley script clip.mp4 --model tiny-random  # the offline random test model: meaningless text
+    foley smoke                                # the whole chain offline, on a generated clip
+
+Exit codes: 0 ok, 2 bad input (the message says what and why), 1 anything else.
+Progress and messages go to stderr; the script goes to stdout or --out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from foley_core.errors import FoleyError, InputError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Multi-track foley scripts from videos, with a video-LLM chain of thought.",
+)
+err = Console(stderr=True)
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Hub id, local folder, served model name, or 'tiny-random' (offline test model)."),
+]
+BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (in-process) or openai (a server).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
+AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder; uses the simple prompt.")]
+PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt templates (default: shipped).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if available).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")]
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False)],
+        force=True,
+    )
+    # transformers' own progress bars and warnings are noise on this CLI's stderr
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def quiet_transformers() -> None:
+    """transformers' own progress bars would tear through this CLI's progress display."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print the error the way a user can act on it and exit with the documented code."""
+    if os.environ.get("FOLEY_DEBUG"):
+        raise error
+    code = 2 if isinstance(error, InputError) else 1
+    label = "bad input" if code == 2 else "error"
+    err.print(f"[bold red]{label}:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(run: Callable[[], None]) -> None:
+    try:
+        run()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except FoleyError as error:
+        fail(error)
+    except Exception as error:  # the last line of defence: a message, not a traceback
+        fail(RuntimeError(f"{type(error).__name__}: {error} (set FOLEY_DEBUG=1 for the traceback)"))
+
+
+def warn_if_tiny(model: str | None) -> None:
+    from foley_core.backends.tiny import is_tiny
+
+    if model and is_tiny(model):
+        err.print(
+            f"[yellow]warning:[/] {model!r} is a tiny random-weight test model: it exercises every code "
+            "path, but its descriptions are meaningless. Use the default model for real scripts.",
+            highlight=False,
+        )
+
+
+def write_json(data: object, out: Path | None) -> None:
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if out is None:
+        sys.stdout.write(text + "\n")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+
+
+def script_video(
+    video: str,
+    *,
+    model: str | None,
+    backend: str,
+    base_url: str | None,
+    adapter: str | None,
+    prompts_dir: Path | None,
+    device: str | None,
+):
+    """Open the video (failing fast), load the model, run the chain with a progress display."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from foley_core.backends import load_backend
+    from foley_core.chain import run_chain
+    from foley_core.prompts import load_prompts
+    from foley_core.video import open_video
+
+    opened = open_video(video)  # a bad video fails here, before any model is loaded
+    prompts = load_prompts(prompts_dir)
+    quiet_transformers()
+    warn_if_tiny(model)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"loading {model or 'the default model'}", total=None)
+        llm = load_backend(backend, model, base_url=base_url, adapter=adapter, device=device)
+        result = run_chain(
+            opened, llm, prompts,
+            on_step=lambda step: progress.update(task, description=f"{step}: {Path(video).name}"),
+        )
+    return result
+
+
+@app.command()
+def script(
+    video: Annotated[str, typer.Argument(help="Video file or fsspec URI (s3://, gs://, https://).")],
+    model: ModelOpt = None,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    adapter: AdapterOpt = None,
+    prompts: PromptsOpt = None,
+    device: DeviceOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the script here (default: stdout).")] = None,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Write the full chain trace here.")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the multi-track foley script of one video (JSON, seed format plus start/end/event)."""
+    setup_logging(verbose)
+
+    def run() -> None:
+        result = script_video(video, model=model, backend=backend, base_url=base_url, adapter=adapter,
+                              prompts_dir=prompts, device=device)
+        write_json(result.script.model_dump(), out)
+        if trace:
+            write_json(result.trace.model_dump(), trace)
+        cues = len(result.script.cues())
+        err.print(f"{cues} cue(s) in {len(result.trace.events)} event(s)"
+                  + (f"; script: {out}" if out else "") + (f"; trace: {trace}" if trace else ""))
+
+    guarded(run)
+
+
+@app.command()
+def smoke(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where the clip, script and trace go.")] = Path(
+        "foley-smoke"
+    ),
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the whole chain offline: the tiny random model on a generated clip. Checks an install."""
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.backends.tiny import TINY_VIDEO_LLAVA, tiny_model_path
+        from foley_core.synthetic import write_scene_video
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with err.status("building the tiny offline model (once)"):
+            tiny_model_path(TINY_VIDEO_LLAVA)
+        clip = write_scene_video(out_dir / "clip.mp4")
+        result = script_video(str(clip), model=TINY_VIDEO_LLAVA, backend="transformers", base_url=None,
+                              adapter=None, prompts_dir=None, device=None)
+        write_json(result.script.model_dump(), out_dir / "script.json")
+        write_json(result.trace.model_dump(), out_dir / "trace.json")
+        err.print(
+            f"[green]smoke ok:[/] the chain ran offline ({len(result.trace.calls)} model calls, "
+            f"{len(result.script.cues())} cues; the text is meaningless by design).\n"
+            f"  clip:   {clip}\n  script: {out_dir / 'script.json'}\n  trace:  {out_dir / 'trace.json'}",
+            highlight=False,
+        )
+
+    guarded(run)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,236 @@
+"""Video-LLMs run in-process with Hugging Face transformers: Video-LLaVA (default), Qwen2.5-VL, and
+other `AutoModelForImageTextToText` models whose processor takes `videos=`.
+
+One model per process: `load_transformers_model` caches by (model, revision, adapter, device, dtype).
+Batches are left-padded; requests with a JSON Schema decode under an xgrammar grammar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foley_core.backends.base import (
+    DEFAULT_MAX_NEW_TOKENS,
+    Generation,
+    GenerationParams,
+    GenerationRequest,
+    VideoLLM,
+)
+from foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
+from foley_core.backends.tiny import BUILD_VERSION, is_tiny, tiny_model_path
+from foley_core.errors import ModelNotFoundError, TransientBackendError
+from foley_core.schema.decoding import max_output_bytes
+from foley_core.video.sampling import FramePolicy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
+    if dtype:
+        return getattr(torch, dtype)
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+class TransformersVideoLLM(VideoLLM):
+    """A transformers model and its processor, loaded once."""
+
+    backend = "transformers"
+    supports_json_schema = True
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+        self.model_id = model
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.batch_size = batch_size
+        location = str(tiny_model_path(model)) if is_tiny(model) else model
+        try:
+            config = AutoConfig.from_pretrained(location, revision=revision)
+            self.processor = AutoProcessor.from_pretrained(location, revision=revision)
+        except OSError as err:
+            raise ModelNotFoundError(
+                f"cannot load model {model!r}: {err}. Give a Hub id this machine can download, a local "
+                "folder saved with save_pretrained, or 'tiny-random' for the offline test model."
+            ) from None
+        self.family = config.model_type
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            location, revision=revision, dtype=self.dtype
+        ).to(self.device)
+        self.model.eval()
+        self.revision = revision or _revision_of(location, config)
+        if adapter:
+            self._apply_adapter(adapter)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        text_config = getattr(config, "text_config", config)
+        self.grammars = GrammarCache(self.tokenizer, vocab_size=text_config.vocab_size)
+        # Qwen2.5-VL encodes absolute time, so it gets frames at a fixed rate; Video-LLaVA was
+        # trained on 8 frames spread over the clip.
+        self.frame_policy = (
+            FramePolicy("fps", n=32, fps=2.0) if self.family.startswith("qwen") else FramePolicy("uniform", 8)
+        )
+
+    def _apply_adapter(self, adapter: str) -> None:
+        from peft import PeftModel
+
+        if not Path(adapter, "adapter_config.json").exists():
+            raise ModelNotFoundError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+        self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device)
+        self.model.eval()
+        self.adapter = adapter
+        self.revision = f"{self.revision}+adapter:{_folder_digest(Path(adapter))}"
+
+    # prompt formatting -------------------------------------------------------------------------
+
+    def format_prompt(self, prompt: str) -> str:
+        """The full text the model reads, with the video placeholder and the chat format."""
+        if self.family == "video_llava":
+            return f"USER: <video>\n{prompt} ASSISTANT:"
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, requests: Sequence[GenerationRequest], answers: Sequence[str] | None = None) -> dict:
+        """Processor inputs for a batch; with `answers`, each answer is appended (for training)."""
+        texts = [self.format_prompt(r.prompt) for r in requests]
+        if answers is not None:
+            eos = self.tokenizer.eos_token or ""
+            texts = [f"{t}{a}{eos}" for t, a in zip(texts, answers, strict=True)]
+        videos = [r.frames.images for r in requests]
+        kwargs: dict[str, Any] = {}
+        if self.family.startswith("qwen"):
+            kwargs["videos_kwargs"] = {
+                "do_sample_frames": False,
+                "video_metadata": [_qwen_metadata(r) for r in requests],
+            }
+        return self.processor(text=texts, videos=videos, padding=True, return_tensors="pt", **kwargs)
+
+    # generation -----------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        results: list[Generation] = []
+        for start in range(0, len(requests), self.batch_size):
+            results.extend(self._generate_batch(requests[start : start + self.batch_size], params))
+        return results
+
+    def token_budget(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> int:
+        """max_new_tokens for a batch: the caller's cap, or the longest answer the schemas allow."""
+        if params.max_new_tokens is not None:
+            return params.max_new_tokens
+        if all(r.json_schema for r in requests):
+            # A token is at least one byte, so the byte bound is a token bound; +1 for EOS.
+            return max(max_output_bytes(r.json_schema) for r in requests) + 1
+        return DEFAULT_MAX_NEW_TOKENS
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, requests: Sequence[GenerationRequest], params: GenerationParams
+    ) -> list[Generation]:
+        inputs = self.encode(requests).to(self.device)
+        if "pixel_values_videos" in inputs:
+            inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+        grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
+        processor = JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size) if any(grammars) else None
+        sampling: dict[str, Any] = {"do_sample": False}
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        budget = self.token_budget(requests, params)
+        try:
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=budget,
+                logits_processor=[processor] if processor else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                **sampling,
+            )
+        except torch.OutOfMemoryError as err:
+            raise TransientBackendError(
+                f"CUDA out of memory with a batch of {len(requests)}: {err}"
+            ) from None
+        new = output[:, inputs["input_ids"].shape[1] :]
+        results = []
+        for row in range(len(requests)):
+            tokens = new[row]
+            ended = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
+            count = int(ended.float().argmax()) if bool(ended.any()) else len(tokens)
+            text = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+            finished = bool(ended.any())  # pad only ever follows EOS
+            results.append(
+                Generation(
+                    text=text, new_tokens=count, finished=finished, constrained=grammars[row] is not None
+                )
+            )
+        return results
+
+
+def _qwen_metadata(request: GenerationRequest) -> dict[str, Any]:
+    times = request.frames.times
+    span = times[-1] - times[0] if len(times) > 1 else 0.0
+    fps = (len(times) - 1) / span if span > 0 else 1.0
+    return {"fps": fps, "total_num_frames": len(times), "frames_indices": list(range(len(times)))}
+
+
+def _revision_of(location: str, config) -> str:
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return commit
+    if is_tiny(Path(location).name.rsplit("-v", 1)[0]):
+        return f"tiny-build-{BUILD_VERSION}"
+    folder = Path(location)
+    return _folder_digest(folder) if folder.is_dir() else "unknown"
+
+
+def _folder_digest(folder: Path) -> str:
+    """A content digest of a model folder: config files hashed in full, weights by name and size."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".json", ".jinja", ".txt", ".model"):
+            digest.update(path.name.encode() + path.read_bytes())
+        elif path.is_file():
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=2)
+def load_transformers_model(
+    model: str = DEFAULT_MODEL,
+    revision: str | None = None,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 8,
+) -> TransformersVideoLLM:
+    """The process-wide instance for these settings (models are large; load each once)."""
+    t0 = time.perf_counter()
+    llm = TransformersVideoLLM(
+        model, revision=revision, adapter=adapter, device=device, dtype=dtype, batch_size=batch_size
+    )
+    log.info("loaded %s (%s) on %s in %.1f s", model, llm.family, llm.device, time.perf_counter() - t0)
+    return llm

@@ -1,0 +1,230 @@
+"""The chain of thought, one function per step: identify -> reason (per event) -> synthesize -> validate.
+
+Each step takes typed inputs and returns a `StepResult`: its value, the model calls it made and the
+notes on anything it clamped, dropped or merged. Steps do not sample frames or load models; the
+runner (or a Prefect task) hands them a `Clip` and a `VideoLLM`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from foley_core.backends.base import GenerationParams, VideoLLM
+from foley_core.chain.ask import Question, ask
+from foley_core.chain.trace import StepCall
+from foley_core.prompts import PromptSet
+from foley_core.schema.decoding import (
+    IdentifyAnswer,
+    ReasonAnswer,
+    SchemaLimits,
+    SynthesisAnswer,
+    identify_schema,
+    reason_schema,
+    synthesize_schema,
+)
+from foley_core.schema.events import Event, EventReasoning
+from foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
+from foley_core.video.reader import Frames
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The model's view of one video: identity, length and the frames of the whole-clip questions."""
+
+    uri: str  # the video's URI
+    sha256: str  # content hash
+    duration: float  # seconds
+    frames: Frames  # frames for questions about the whole clip
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What every step needs besides its inputs."""
+
+    llm: VideoLLM  # the model
+    prompts: PromptSet  # the templates
+    params: GenerationParams  # decoding parameters
+    limits: SchemaLimits  # answer size bounds
+    constrained: bool = True  # decode under JSON Schemas where the backend can
+
+
+@dataclass
+class StepResult(Generic[T]):
+    value: T  # the step's output
+    calls: list[StepCall] = field(default_factory=list)  # model calls made
+    notes: list[str] = field(default_factory=list)  # corrections made to the model's answer
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.2f}"
+
+
+def clean_text(text: str) -> str:
+    """Collapse every run of whitespace (tabs and newlines too) into one space."""
+    return " ".join(text.split())
+
+
+def identify(clip: Clip, s: StepSettings) -> StepResult[list[Event]]:
+    """Ask for the clip's audio-visual events with time windows; place them inside the video."""
+    prompt = s.prompts.render(
+        "identify",
+        duration=_seconds(clip.duration),
+        frame_times=clip.frames.describe_times(),
+        n_frames=len(clip.frames),
+        max_events=s.limits.max_events,
+    )
+    question = Question(
+        "identify", None, clip.frames, prompt, identify_schema(clip.duration, s.limits), IdentifyAnswer
+    )
+    ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
+    events, notes = place_events(answer, clip.duration)  # type: ignore[arg-type]
+    return StepResult(events, [call], notes)
+
+
+def place_events(answer: IdentifyAnswer, duration: float) -> tuple[list[Event], list[str]]:
+    """Events in time order inside [0, duration]: swapped, clamped or dropped, each with a note."""
+    notes: list[str] = []
+    placed: list[tuple[float, float, str]] = []
+    for k, found in enumerate(answer.events):
+        start, end = found.start, found.end
+        if start > end:
+            notes.append(f"event {k}: start {start} s after end {end} s; swapped")
+            start, end = end, start
+        if start >= duration or end < 0:
+            notes.append(f"event {k}: {start}-{end} s lies outside the video (0-{duration} s); dropped")
+            continue
+        if start < 0:
+            notes.append(f"event {k}: start {start} s clamped to 0")
+            start = 0.0
+        if end > duration:
+            notes.append(f"event {k}: end {end} s clamped to the video's end ({duration} s)")
+            end = duration
+        placed.append((start, end, clean_text(found.what)))
+    placed.sort(key=lambda e: (e[0], e[1]))
+    events = [Event(index=i, start=a, end=b, summary=what) for i, (a, b, what) in enumerate(placed)]
+    return events, notes
+
+
+def reason(
+    clip: Clip,
+    events: list[Event],
+    s: StepSettings,
+    frames_for: Callable[[Event], Frames] | None = None,
+) -> StepResult[list[EventReasoning]]:
+    """The four questions for every event, asked as one batch.
+
+    `frames_for` picks the frames shown for an event (default: the whole-clip frames).
+    """
+    questions = []
+    for event in events:
+        frames = frames_for(event) if frames_for else clip.frames
+        prompt = s.prompts.render(
+            "reason",
+            duration=_seconds(clip.duration),
+            frame_times=frames.describe_times(),
+            n_frames=len(frames),
+            event_start=_seconds(event.start),
+            event_end=_seconds(event.end),
+            event_summary=event.summary,
+            max_sounds=s.limits.max_sounds,
+        )
+        questions.append(
+            Question("reason", event.index, frames, prompt, reason_schema(s.limits), ReasonAnswer)
+        )
+    if not questions:
+        return StepResult([])
+    answered = ask(s.llm, questions, s.params, s.prompts, constrained=s.constrained)
+    reasoning = [
+        EventReasoning(
+            event=event.index,
+            main_object=clean_text(answer.main_object),
+            action=clean_text(answer.action),
+            context=clean_text(answer.context),
+            sounds=[clean_text(sound) for sound in answer.sounds],
+        )
+        for event, (answer, _call) in zip(events, answered, strict=True)
+    ]
+    return StepResult(reasoning, [call for _answer, call in answered])
+
+
+def events_json(events: list[Event], reasoning: list[EventReasoning]) -> str:
+    """The events and their reasoning as the compact JSON the synthesize prompt quotes."""
+    notes = {r.event: r for r in reasoning}
+    rows = []
+    for event in events:
+        row = {
+            "event": event.index,
+            "start": round(event.start, 2),
+            "end": round(event.end, 2),
+            "what": event.summary,
+        }
+        if event.index in notes:
+            row.update(notes[event.index].model_dump(exclude={"event"}))
+        rows.append(row)
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def synthesize(
+    clip: Clip, events: list[Event], reasoning: list[EventReasoning], s: StepSettings
+) -> StepResult[SynthesisAnswer]:
+    """Ask for the four-track script, given every event and its reasoning."""
+    prompt = s.prompts.render(
+        "synthesize",
+        duration=_seconds(clip.duration),
+        frame_times=clip.frames.describe_times(),
+        n_frames=len(clip.frames),
+        events_json=events_json(events, reasoning),
+        max_cues=s.limits.max_cues_per_track,
+    )
+    schema = synthesize_schema(clip.duration, len(events), s.limits)
+    question = Question("synthesize", None, clip.frames, prompt, schema, SynthesisAnswer)
+    ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
+    return StepResult(answer, [call])  # type: ignore[arg-type]
+
+
+def validate(
+    draft: SynthesisAnswer, events: list[Event], duration: float, timing: str = "model"
+) -> StepResult[FoleyScript]:
+    """Turn the draft into a valid script: link events, clamp times, sort, merge duplicates.
+
+    With timing "measured", a cue tied to an event takes that event's measured window (the model
+    describes the sound; measurement places it).
+    """
+    notes: list[str] = []
+    by_index = {e.index: e for e in events}
+    tracks: dict[str, list[Cue]] = {}
+    for name in TRACKS:
+        cues: list[Cue] = []
+        for k, draft_cue in enumerate(getattr(draft, name)):
+            where = f"{name}[{k}]"
+            event = by_index.get(draft_cue.event)
+            if draft_cue.event != -1 and event is None:
+                notes.append(f"{where}: unknown event {draft_cue.event}; unlinked")
+            start, end = draft_cue.start, draft_cue.end
+            if timing == "measured" and event is not None:
+                start, end = (event.onset if event.onset is not None else event.start), event.end
+            if start > end:
+                notes.append(f"{where}: start {start} s after end {end} s; swapped")
+                start, end = end, start
+            if start >= duration or end < 0:
+                notes.append(f"{where}: {start}-{end} s lies outside the video; dropped")
+                continue
+            start, end = max(start, 0.0), min(end, duration)
+            if (start, end) != (draft_cue.start, draft_cue.end) and timing != "measured":
+                notes.append(f"{where}: clamped to {start}-{end} s")
+            text = clean_text(draft_cue.description)
+            if not text:
+                notes.append(f"{where}: blank description; dropped")
+                continue
+            cues.append(Cue.at(start, min(end, duration), text, event.index if event else None))
+        merged = normalize_track(cues)
+        if len(merged) < len(cues):
+            notes.append(f"{name}: merged {len(cues) - len(merged)} duplicate cue(s)")
+        tracks[name] = merged
+    script = validate_script(FoleyScript(**tracks), duration)
+    return StepResult(script, [], notes)

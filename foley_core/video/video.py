@@ -1,0 +1,98 @@
+"""`open_video`: one object per video that knows its content hash, its frame table and how to sample."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from foley_core.video.probe import VideoInfo, probe
+from foley_core.video.reader import FrameReader, Frames
+from foley_core.video.sampling import (
+    FramePolicy,
+    fps_indices,
+    policy_indices,
+    uniform_indices,
+    window_indices,
+)
+from foley_core.video.source import LocalVideo, fetch
+
+log = logging.getLogger(__name__)
+
+
+def make_reader(name: str = "auto") -> FrameReader:
+    """'decord', 'pyav', or 'auto' (decord where it imports, else PyAV)."""
+    from foley_core.video.pyav_reader import PyAVReader
+
+    if name == "pyav":
+        return PyAVReader()
+    try:
+        from foley_core.video.decord_reader import DecordReader
+
+        return DecordReader()
+    except ImportError:
+        if name == "decord":
+            raise
+        log.info("decord is not installed; decoding with PyAV")
+        return PyAVReader()
+
+
+@dataclass
+class Video:
+    """A probed, hashed video ready for frame sampling. Build it with `open_video`."""
+
+    source: LocalVideo  # where the bytes are, and their sha256
+    info: VideoInfo  # duration, fps, size, audio
+    frame_times: np.ndarray  # presentation time of every frame, seconds from the first frame
+    reader: FrameReader  # the decoder used for sampling
+    max_side: int | None = None  # frames are scaled down so their longer side is at most this
+
+    @property
+    def uri(self) -> str:
+        return self.source.uri
+
+    @property
+    def sha256(self) -> str:
+        return self.source.sha256
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    def frames(self, indices: list[int]) -> Frames:
+        """Decode the frames at these presentation indices."""
+        images = self.reader.read(self.path, self.uri, indices, self.info, max_side=self.max_side)
+        times = tuple(round(float(self.frame_times[i]), 6) for i in indices)
+        return Frames(images=images, times=times, indices=tuple(indices))
+
+    def uniform(self, n: int) -> Frames:
+        """`n` frames spread over the whole video (Video-LLaVA's sampling)."""
+        return self.frames(uniform_indices(self.info.frame_count, n))
+
+    def window(self, start: float, end: float, n: int) -> Frames:
+        """`n` frames spread over the frames shown in [start, end)."""
+        return self.frames(window_indices(self.frame_times, start, end, n))
+
+    def at_fps(self, fps: float, start: float = 0.0, end: float | None = None) -> Frames:
+        """The frames on screen every 1/fps seconds from `start` to `end`."""
+        return self.frames(fps_indices(self.frame_times, fps, start, end))
+
+    def sample(self, policy: FramePolicy, start: float = 0.0, end: float | None = None) -> Frames:
+        """Frames as a model's `FramePolicy` asks, over [start, end) (default: the whole video)."""
+        return self.frames(policy_indices(self.frame_times, policy, start, end))
+
+
+def open_video(
+    uri: str,
+    *,
+    reader: str | FrameReader = "auto",
+    cache_dir: str | Path | None = None,
+    max_side: int | None = None,
+) -> Video:
+    """Fetch (if remote), hash and probe `uri`. Raises a `VideoError` subclass if it is unusable."""
+    source = fetch(uri, cache_dir)
+    info, times = probe(source.path, uri)
+    chosen = make_reader(reader) if isinstance(reader, str) else reader
+    return Video(source=source, info=info, frame_times=times, reader=chosen, max_side=max_side)

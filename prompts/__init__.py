@@ -1,0 +1,1 @@
+"""Versioned prompt templates, one file per chain step (loaded by foley_core.prompts)."""

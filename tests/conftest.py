@@ -1,0 +1,93 @@
+"""Shared fixtures: an isolated cache folder, the tiny models, generated videos and broken files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download
+
+
+@pytest.fixture(scope="session", autouse=True)
+def foley_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session builds its tiny models into its own cache (unless one is given)."""
+    cache = Path(os.environ.get("FOLEY_TEST_CACHE") or tmp_path_factory.mktemp("foley-cache"))
+    os.environ["FOLEY_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(foley_cache):
+    from foley_core.backends.transformers_backend import load_transformers_model
+
+    return load_transformers_model("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def scene_video(media_dir: Path) -> Path:
+    from foley_core.synthetic import write_scene_video
+
+    return write_scene_video(media_dir / "scene.mp4")
+
+
+@pytest.fixture(scope="session")
+def bad_videos(media_dir: Path, scene_video: Path) -> dict[str, Path]:
+    """One file per failure reason, keyed by the VideoError reason tag it must produce."""
+    from foley_core.synthetic import SceneSpec, scene_audio, write_index_video
+
+    folder = media_dir / "bad"
+    folder.mkdir()
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    text = folder / "notes.mp4"
+    text.write_text("this is a text file with a video's name\n" * 10)
+    whole = write_index_video(folder / "whole.mp4", 40).read_bytes()
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    audio_only = folder / "audio_only.mka"
+    _write_audio_only(audio_only, scene_audio(SceneSpec(duration=1.0)))
+    no_frames = folder / "no_frames.avi"
+    _write_no_frames(no_frames)
+    return {
+        "missing": folder / "does-not-exist.mp4",
+        "empty": empty,
+        "not_a_video": text,
+        "corrupt": truncated,
+        "no_video_stream": audio_only,
+        "zero_duration": no_frames,
+    }
+
+
+def _write_audio_only(path: Path, audio) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((audio * 32767).astype(np.int16).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_no_frames(path: Path) -> None:
+    """A complete container header with a video stream and not one frame."""
+    import av
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+    container.start_encoding()
+    container.close()

@@ -1,0 +1,77 @@
+"""The `foley` command as users run it: a real subprocess for the end-to-end run, typer's runner
+(same process, same code) for the many bad-input cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from foley_core.schema import validate_script
+from foley_core.video import open_video
+
+runner = CliRunner()
+
+
+def test_script_end_to_end_in_a_subprocess(scene_video, tmp_path, foley_cache):
+    out, trace = tmp_path / "script.json", tmp_path / "trace.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "script", str(scene_video), "--model", "tiny-random",
+         "--out", str(out), "--trace", str(trace)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "FOLEY_CACHE_DIR": str(foley_cache)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "meaningless" in done.stderr  # the tiny model is never passed off as real
+    script = validate_script(json.loads(out.read_text()), open_video(str(scene_video)).info.duration)
+    assert script.cues()
+    recorded = json.loads(trace.read_text())
+    steps = [call["step"] for call in recorded["calls"]]
+    assert steps[0] == "identify" and steps[-1] == "synthesize" and "reason" in steps
+    for call in recorded["calls"]:
+        assert call["prompt"] and call["raw"] and call["answer"] is not None and call["frame_times"]
+    assert recorded["prompt_version"] and recorded["events"] and recorded["reasoning"]
+
+
+def test_script_prints_to_stdout(scene_video):
+    result = runner.invoke(app, ["script", str(scene_video), "--model", "tiny-random"])
+    assert result.exit_code == 0, result.output
+    start = result.stdout.index("{")
+    payload = json.loads(result.stdout[start:])
+    assert set(payload) == {"foley", "fx", "ambience", "dialogue"}
+
+
+@pytest.mark.parametrize("reason", ["missing", "empty", "not_a_video", "corrupt", "no_video_stream",
+                                    "zero_duration"])
+def test_bad_video_exits_2_with_the_reason_and_no_traceback(bad_videos, reason):
+    path = bad_videos[reason]
+    # A model that cannot load: the video must be rejected before any model is touched.
+    result = runner.invoke(app, ["script", str(path), "--model", "/no/such/model"])
+    assert result.exit_code == 2
+    assert "bad input" in result.output and str(path) in result.output
+    assert "model" not in result.output.split(str(path), 1)[1]
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_exits_2(scene_video, tmp_path):
+    result = runner.invoke(app, ["script", str(scene_video), "--model", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "cannot load model" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_openai_backend_needs_a_url(scene_video):
+    result = runner.invoke(app, ["script", str(scene_video), "--backend", "openai", "--model", "m"])
+    assert result.exit_code == 2 and "--base-url" in result.output
+
+
+def test_smoke(tmp_path: Path):
+    result = runner.invoke(app, ["smoke", "--out-dir", str(tmp_path / "smoke")])
+    assert result.exit_code == 0, result.output
+    assert "smoke ok" in result.output
+    for name in ("clip.mp4", "script.json", "trace.json"):
+        assert (tmp_path / "smoke" / name).stat().st_size > 0

@@ -1,0 +1,192 @@
+"""Video access on real encoded files: true frame times for every sampling strategy, with both decoders,
+and one specific VideoError per kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from foley_core.synthetic import read_index, write_index_video
+from foley_core.video import (
+    CorruptVideoError,
+    EmptyVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    VideoError,
+    VideoNotFoundError,
+    ZeroDurationError,
+    open_video,
+    sha256_file,
+)
+from foley_core.video.sampling import FramePolicy, fps_indices, uniform_indices, window_indices
+
+N_FRAMES = 60
+
+# (suffix, codec, encoder options, fps): mp4/mkv with B-frames, and the AVI + mpeg4 B-frames case
+# where decord's own seeks return wrong frames.
+CONTAINERS = {
+    "mp4-h264": (".mp4", "libx264", {"bf": "2"}, 10.0),
+    "mkv-h264": (".mkv", "libx264", {"bf": "3"}, 25.0),
+    "avi-mpeg4-bframes": (".avi", "mpeg4", {"bf": "2", "g": "12"}, 12.0),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONTAINERS))
+def index_video(request, tmp_path_factory) -> tuple[Path, float]:
+    suffix, codec, options, fps = CONTAINERS[request.param]
+    path = tmp_path_factory.mktemp("index") / f"index{suffix}"
+    write_index_video(path, N_FRAMES, fps, codec=codec, options=options)
+    return path, fps
+
+
+def assert_true_frames(frames, fps: float) -> None:
+    """Each decoded image shows the index it claims, at the time that index has in the stream."""
+    shown = [read_index(image) for image in frames.images]
+    assert shown == list(frames.indices)
+    assert frames.times == pytest.approx([i / fps for i in frames.indices], abs=1e-6)
+
+
+@pytest.mark.parametrize("reader", ["decord", "pyav"])
+class TestSampling:
+    def test_uniform(self, index_video, reader):
+        path, fps = index_video
+        video = open_video(str(path), reader=reader)
+        assert video.info.frame_count == N_FRAMES
+        assert video.info.duration == pytest.approx(N_FRAMES / fps)
+        frames = video.uniform(8)
+        assert frames.indices[0] == 0 and frames.indices[-1] == N_FRAMES - 1
+        assert_true_frames(frames, fps)
+
+    def test_window(self, index_video, reader):
+        path, fps = index_video
+        video = open_video(str(path), reader=reader)
+        start, end = 13 / fps, 37 / fps
+        frames = video.window(start, end, 5)
+        assert frames.indices[0] == 13 and max(frames.indices) <= 36
+        assert_true_frames(frames, fps)
+
+    def test_fps(self, index_video, reader):
+        path, fps = index_video
+        video = open_video(str(path), reader=reader)
+        frames = video.at_fps(fps / 3)
+        assert frames.indices[:4] == (0, 3, 6, 9)
+        assert_true_frames(frames, fps)
+
+    def test_random_order_and_repeats(self, index_video, reader):
+        path, fps = index_video
+        video = open_video(str(path), reader=reader)
+        frames = video.frames([41, 3, 41, 59, 0])
+        assert_true_frames(frames, fps)
+
+    def test_downscaled_frames_keep_their_identity(self, index_video, reader):
+        path, fps = index_video
+        video = open_video(str(path), reader=reader, max_side=80)
+        frames = video.uniform(4)
+        assert frames.images.shape[1:] == (48, 80, 3)
+        assert_true_frames(frames, fps)
+
+
+def test_decord_falls_back_when_its_seeks_are_wrong(tmp_path, caplog):
+    """On AVI with B-frames decord itself returns wrong frames; the reader must notice and fix it."""
+    import decord
+
+    fps = 12.0
+    path = write_index_video(tmp_path / "b.avi", N_FRAMES, fps, codec="mpeg4", options={"bf": "2", "g": "12"})
+    wanted = [0, 13, 29, 41]
+    raw = decord.VideoReader(str(path)).get_batch(wanted).asnumpy()
+    raw_shown = [read_index(image) for image in raw]
+    video = open_video(str(path), reader="decord")
+    assert_true_frames(video.frames(wanted), fps)
+    if raw_shown != wanted:  # decord got it wrong on its own, so the fallback must have fired
+        assert "using sequential decoding" in caplog.text
+
+
+def test_sampling_functions_on_a_table():
+    times = np.arange(10) / 10.0
+    assert uniform_indices(10, 4) == [0, 3, 6, 9]
+    assert uniform_indices(3, 5) == [0, 0, 1, 2, 2]  # repeats keep the frame count a model needs
+    assert window_indices(times, 0.2, 0.6, 2) == [2, 5]
+    assert window_indices(times, 0.33, 0.34, 3) == [3, 3, 3]  # shorter than a frame: the frame on screen
+    assert fps_indices(times, 5.0) == [0, 2, 4, 6, 8]
+    assert fps_indices(times, 100.0) == list(range(10))  # more fps than frames: each frame once
+    with pytest.raises(ValueError):
+        fps_indices(times, 0)
+
+
+def test_fps_policy_is_capped():
+    from foley_core.video.sampling import policy_indices
+
+    times = np.arange(100) / 10.0
+    picks = policy_indices(times, FramePolicy("fps", n=6, fps=2.0))
+    assert len(picks) == 6 and picks[0] == 0 and picks[-1] == 95  # the frame shown at 9.5 s
+
+
+def test_probe_facts(scene_video):
+    video = open_video(str(scene_video))
+    assert video.info.has_audio
+    assert (video.info.width, video.info.height) == (160, 96)
+    assert video.info.fps == pytest.approx(12.0)
+    assert video.sha256 == sha256_file(scene_video)
+
+
+def test_fsspec_uri_is_fetched_and_hashed(scene_video, tmp_path):
+    data = scene_video.read_bytes()
+    with fsspec.open("memory://bucket/clips/scene.mp4", "wb") as handle:
+        handle.write(data)
+    video = open_video("memory://bucket/clips/scene.mp4", cache_dir=tmp_path)
+    assert video.sha256 == sha256_file(scene_video)
+    assert video.path.parent == tmp_path and video.path.read_bytes() == data
+    assert len(video.uniform(8)) == 8
+    with pytest.raises(VideoNotFoundError, match="memory://bucket/clips/other.mp4"):
+        open_video("memory://bucket/clips/other.mp4", cache_dir=tmp_path)
+
+
+EXPECTED = {
+    "missing": VideoNotFoundError,
+    "empty": EmptyVideoError,
+    "not_a_video": NotAVideoError,
+    "corrupt": CorruptVideoError,
+    "no_video_stream": NoVideoStreamError,
+    "zero_duration": ZeroDurationError,
+}
+
+
+@pytest.mark.parametrize("reason", list(EXPECTED))
+def test_bad_input_raises_its_specific_error(bad_videos, reason):
+    path = bad_videos[reason]
+    with pytest.raises(VideoError) as caught:
+        open_video(str(path))
+    assert type(caught.value) is EXPECTED[reason]
+    assert caught.value.reason == reason
+    assert str(path) in str(caught.value)
+
+
+def test_a_still_image_is_not_a_video(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "poster.mp4"
+    Image.new("RGB", (32, 32)).save(path, format="PNG")
+    with pytest.raises(NotAVideoError, match="still image"):
+        open_video(str(path))
+
+
+def test_truncated_faststart_mp4_is_corrupt(tmp_path):
+    """moov at the front, data cut: the header promises frames the file no longer holds."""
+    import av
+
+    source = write_index_video(tmp_path / "src.mp4", 40)
+    faststart = tmp_path / "fast.mp4"
+    with av.open(str(source)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = faststart.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptVideoError, match="truncated"):
+        open_video(str(cut))
