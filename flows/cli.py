@@ -34,13 +34,23 @@ err = Console(stderr=True)
 
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Hub id, local folder, served model name, or 'tiny-random' (offline test model)."),
+    typer.Option(
+        "--model", help="Hub id, local folder, served model name, or 'tiny-random' (offline test model)."
+    ),
 ]
 BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (in-process) or openai (a server).")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")]
-AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter folder; uses the simple prompt.")]
-PromptsOpt = Annotated[Path | None, typer.Option("--prompts", help="Folder of prompt templates (default: shipped).")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if available).")]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+]
+AdapterOpt = Annotated[
+    str | None, typer.Option("--adapter", help="LoRA adapter folder; uses the simple prompt.")
+]
+PromptsOpt = Annotated[
+    Path | None, typer.Option("--prompts", help="Folder of prompt templates (default: shipped).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if available).")
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")]
 
 
@@ -133,7 +143,9 @@ def script_video(
         task = progress.add_task(f"loading {model or 'the default model'}", total=None)
         llm = load_backend(backend, model, base_url=base_url, adapter=adapter, device=device)
         result = run_chain(
-            opened, llm, prompts,
+            opened,
+            llm,
+            prompts,
             on_step=lambda step: progress.update(task, description=f"{step}: {Path(video).name}"),
         )
     return result
@@ -148,7 +160,9 @@ def script(
     adapter: AdapterOpt = None,
     prompts: PromptsOpt = None,
     device: DeviceOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the script here (default: stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the script here (default: stdout).")
+    ] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the full chain trace here.")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -156,14 +170,24 @@ def script(
     setup_logging(verbose)
 
     def run() -> None:
-        result = script_video(video, model=model, backend=backend, base_url=base_url, adapter=adapter,
-                              prompts_dir=prompts, device=device)
+        result = script_video(
+            video,
+            model=model,
+            backend=backend,
+            base_url=base_url,
+            adapter=adapter,
+            prompts_dir=prompts,
+            device=device,
+        )
         write_json(result.script.model_dump(), out)
         if trace:
             write_json(result.trace.model_dump(), trace)
         cues = len(result.script.cues())
-        err.print(f"{cues} cue(s) in {len(result.trace.events)} event(s)"
-                  + (f"; script: {out}" if out else "") + (f"; trace: {trace}" if trace else ""))
+        err.print(
+            f"{cues} cue(s) in {len(result.trace.events)} event(s)"
+            + (f"; script: {out}" if out else "")
+            + (f"; trace: {trace}" if trace else "")
+        )
 
     guarded(run)
 
@@ -186,8 +210,15 @@ def smoke(
         with err.status("building the tiny offline model (once)"):
             tiny_model_path(TINY_VIDEO_LLAVA)
         clip = write_scene_video(out_dir / "clip.mp4")
-        result = script_video(str(clip), model=TINY_VIDEO_LLAVA, backend="transformers", base_url=None,
-                              adapter=None, prompts_dir=None, device=None)
+        result = script_video(
+            str(clip),
+            model=TINY_VIDEO_LLAVA,
+            backend="transformers",
+            base_url=None,
+            adapter=None,
+            prompts_dir=None,
+            device=None,
+        )
         write_json(result.script.model_dump(), out_dir / "script.json")
         write_json(result.trace.model_dump(), out_dir / "trace.json")
         err.print(

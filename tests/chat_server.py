@@ -80,12 +80,26 @@ class ChatServer:
                 else:
                     schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
                     content = json.dumps(smallest_instance(schema)) if schema else '{"note": "no schema"}'
-                return self._send(200, {
-                    "id": "chatcmpl-test", "object": "chat.completion", "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": len(content) // 4, "total_tokens": 20},
-                })
+                return self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": content},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 10,
+                            "completion_tokens": len(content) // 4,
+                            "total_tokens": 20,
+                        },
+                    },
+                )
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()

@@ -73,8 +73,9 @@ def _write_audio_only(path: Path, audio) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=16000)
         stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((audio * 32767).astype(np.int16).reshape(1, -1), format="s16",
-                                           layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (audio * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
         frame.sample_rate = 16000
         for packet in stream.encode(frame):
             container.mux(packet)

@@ -69,7 +69,7 @@ def test_retries_give_up_as_a_transient_error(server, scene_video):
 def test_4xx_fails_at_once_with_the_servers_message(server, scene_video):
     server.script.append("400")
     llm = OpenAIVideoLLM("m", server.url, backoff_s=0.01)
-    with pytest.raises(BackendError, match="HTTP 400.*scripted 400"):
+    with pytest.raises(BackendError, match=r"HTTP 400.*scripted 400"):
         run_chain(open_video(str(scene_video)), llm)
     assert len(server.requests) == 1
 
@@ -89,5 +89,5 @@ def test_free_text_answer_is_repaired_once(server, scene_video):
 def test_garbage_twice_fails_the_chain_clearly(server, scene_video):
     server.script.extend(["garbage", "garbage"])
     llm = OpenAIVideoLLM("m", server.url, json_schema=False)
-    with pytest.raises(ChainError, match="identify: unusable answer: .*after one repair"):
+    with pytest.raises(ChainError, match=r"identify: unusable answer: .*after one repair"):
         run_chain(open_video(str(scene_video)), llm, config=ChainConfig(constrained=False))

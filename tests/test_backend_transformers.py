@@ -27,7 +27,9 @@ def test_mixed_batch_constrained_and_free(tiny_llm, scene_video):
     limits = SchemaLimits()
     requests = [
         GenerationRequest(frames, "List the events.", identify_schema(video.info.duration, limits)),
-        GenerationRequest(frames, "Describe the main event in much more detail, please.", reason_schema(limits)),
+        GenerationRequest(
+            frames, "Describe the main event in much more detail, please.", reason_schema(limits)
+        ),
         GenerationRequest(frames, "Say anything.", None),
     ]
     out = tiny_llm.generate(requests, GenerationParams(max_new_tokens=None))
@@ -60,8 +62,8 @@ def test_chain_with_tiny_video_llava_is_valid(tiny_llm, scene_video):
     result = run_chain(video, tiny_llm)
     validate_script(result.script, video.info.duration)
     trace = result.trace
-    assert [c.step for c in trace.calls][0] == "identify"
-    assert [c.step for c in trace.calls][-1] == "synthesize"
+    assert trace.calls[0].step == "identify"
+    assert trace.calls[-1].step == "synthesize"
     assert sum(c.step == "reason" for c in trace.calls) == len(trace.events) >= 1
     assert all(c.constrained and c.answer is not None and c.raw for c in trace.calls)
     assert len(trace.frame_times) == 8 and trace.model["model_id"] == "tiny-random"
@@ -71,7 +73,7 @@ def test_chain_with_tiny_video_llava_is_valid(tiny_llm, scene_video):
 def test_unconstrained_random_model_fails_clearly(tiny_llm, scene_video):
     """The random model's free text is garbage: one repair, then a ChainError that says so."""
     config = ChainConfig(constrained=False, params=GenerationParams(max_new_tokens=24))
-    with pytest.raises(ChainError, match="identify: unusable answer.*after one repair"):
+    with pytest.raises(ChainError, match=r"identify: unusable answer.*after one repair"):
         run_chain(open_video(str(scene_video)), tiny_llm, config=config)
 
 

@@ -7,15 +7,22 @@ from foley_core.schema import Event, EventReasoning, IdentifyAnswer, SynthesisAn
 
 
 def test_events_are_swapped_clamped_dropped_and_sorted():
-    answer = IdentifyAnswer.model_validate({"events": [
-        {"start": 6.0, "end": 5.0, "what": "door\tcloses"},
-        {"start": 9.5, "end": 14.0, "what": "car passes"},
-        {"start": 12.0, "end": 13.0, "what": "after the end"},
-        {"start": 0.0, "end": 1.0, "what": "step"},
-    ]})
+    answer = IdentifyAnswer.model_validate(
+        {
+            "events": [
+                {"start": 6.0, "end": 5.0, "what": "door\tcloses"},
+                {"start": 9.5, "end": 14.0, "what": "car passes"},
+                {"start": 12.0, "end": 13.0, "what": "after the end"},
+                {"start": 0.0, "end": 1.0, "what": "step"},
+            ]
+        }
+    )
     events, notes = place_events(answer, duration=10.0)
     assert [(e.index, e.start, e.end, e.summary) for e in events] == [
-        (0, 0.0, 1.0, "step"), (1, 5.0, 6.0, "door closes"), (2, 9.5, 10.0, "car passes")]
+        (0, 0.0, 1.0, "step"),
+        (1, 5.0, 6.0, "door closes"),
+        (2, 9.5, 10.0, "car passes"),
+    ]
     assert any("swapped" in n for n in notes)
     assert any("clamped to the video's end" in n for n in notes)
     assert any("outside the video" in n and "dropped" in n for n in notes)
@@ -25,8 +32,10 @@ def _draft(**tracks) -> SynthesisAnswer:
     return SynthesisAnswer.model_validate(tracks)
 
 
-EVENTS = [Event(index=0, start=1.0, end=2.0, summary="a"), Event(index=1, start=3.0, end=3.5, summary="b",
-                                                                    onset=3.1)]
+EVENTS = [
+    Event(index=0, start=1.0, end=2.0, summary="a"),
+    Event(index=1, start=3.0, end=3.5, summary="b", onset=3.1),
+]
 
 
 def test_validate_links_clamps_and_merges():
@@ -38,8 +47,10 @@ def test_validate_links_clamps_and_merges():
         ],
         fx=[{"event": 7, "start": 2.0, "end": 1.0, "description": "Thud."}],
         ambience=[{"event": -1, "start": 0.0, "end": 99.0, "description": "Room tone."}],
-        dialogue=[{"event": 0, "start": 11.0, "end": 12.0, "description": "Too late."},
-                  {"event": 0, "start": 1.0, "end": 2.0, "description": " \t "}],
+        dialogue=[
+            {"event": 0, "start": 11.0, "end": 12.0, "description": "Too late."},
+            {"event": 0, "start": 1.0, "end": 2.0, "description": " \t "},
+        ],
     )
     result = validate(draft, EVENTS, duration=10.0)
     script = result.value
@@ -48,22 +59,31 @@ def test_validate_links_clamps_and_merges():
     assert (script.ambience[0].end, script.ambience[0].timestamp) == (10.0, "00:00")
     assert script.dialogue == []
     notes = " | ".join(result.notes)
-    for expected in ("unknown event 7", "swapped", "clamped", "outside the video", "blank description",
-                     "merged 1 duplicate"):
+    for expected in (
+        "unknown event 7",
+        "swapped",
+        "clamped",
+        "outside the video",
+        "blank description",
+        "merged 1 duplicate",
+    ):
         assert expected in notes
 
 
 def test_measured_timing_takes_the_event_window():
-    draft = _draft(fx=[{"event": 1, "start": 0.0, "end": 0.1, "description": "Click."}],
-                   ambience=[{"event": -1, "start": 0.0, "end": 4.0, "description": "Hum."}])
+    draft = _draft(
+        fx=[{"event": 1, "start": 0.0, "end": 0.1, "description": "Click."}],
+        ambience=[{"event": -1, "start": 0.0, "end": 4.0, "description": "Hum."}],
+    )
     script = validate(draft, EVENTS, duration=10.0, timing="measured").value
     assert (script.fx[0].start, script.fx[0].end) == (3.1, 3.5)  # snapped to the onset
     assert (script.ambience[0].start, script.ambience[0].end) == (0.0, 4.0)  # unlinked: the model's times
 
 
 def test_events_json_merges_reasoning():
-    reasoning = [EventReasoning(event=1, main_object="glass", action="set down", context="table",
-                                sounds=["clink"])]
+    reasoning = [
+        EventReasoning(event=1, main_object="glass", action="set down", context="table", sounds=["clink"])
+    ]
     text = events_json(EVENTS, reasoning)
     assert '"event":0,"start":1.0,"end":2.0,"what":"a"}' in text
     assert '"main_object":"glass"' in text and '"sounds":["clink"]' in text

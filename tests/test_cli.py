@@ -22,9 +22,23 @@ runner = CliRunner()
 def test_script_end_to_end_in_a_subprocess(scene_video, tmp_path, foley_cache):
     out, trace = tmp_path / "script.json", tmp_path / "trace.json"
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "script", str(scene_video), "--model", "tiny-random",
-         "--out", str(out), "--trace", str(trace)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "FOLEY_CACHE_DIR": str(foley_cache)},
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "script",
+            str(scene_video),
+            "--model",
+            "tiny-random",
+            "--out",
+            str(out),
+            "--trace",
+            str(trace),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FOLEY_CACHE_DIR": str(foley_cache)},
     )
     assert done.returncode == 0, done.stderr
     assert "meaningless" in done.stderr  # the tiny model is never passed off as real
@@ -46,8 +60,9 @@ def test_script_prints_to_stdout(scene_video):
     assert set(payload) == {"foley", "fx", "ambience", "dialogue"}
 
 
-@pytest.mark.parametrize("reason", ["missing", "empty", "not_a_video", "corrupt", "no_video_stream",
-                                    "zero_duration"])
+@pytest.mark.parametrize(
+    "reason", ["missing", "empty", "not_a_video", "corrupt", "no_video_stream", "zero_duration"]
+)
 def test_bad_video_exits_2_with_the_reason_and_no_traceback(bad_videos, reason):
     path = bad_videos[reason]
     # A model that cannot load: the video must be rejected before any model is touched.

@@ -21,8 +21,9 @@ def prompt_copy(tmp_path: Path) -> Path:
 def test_shipped_prompts_load_and_render():
     prompts = load_prompts()
     assert set(prompts.templates) == set(CHAIN_STEPS)
-    text = prompts.render("identify", duration="4.00", frame_times="frame 1 at 0.00 s", n_frames=1,
-                          max_events=8)
+    text = prompts.render(
+        "identify", duration="4.00", frame_times="frame 1 at 0.00 s", n_frames=1, max_events=8
+    )
     assert "frame 1 at 0.00 s" in text and "$" not in text
     assert len(prompts.version) == 12
 

@@ -25,8 +25,17 @@ from foley_core.schema import (
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "00:00"), (5.0, "00:05"), (5.999, "00:05"), (59.9999, "00:59"), (61, "01:01"),
-     (3599.5, "59:59"), (3600, "01:00:00"), (3725.2, "01:02:05"), (36000, "10:00:00")],
+    [
+        (0, "00:00"),
+        (5.0, "00:05"),
+        (5.999, "00:05"),
+        (59.9999, "00:59"),
+        (61, "01:01"),
+        (3599.5, "59:59"),
+        (3600, "01:00:00"),
+        (3725.2, "01:02:05"),
+        (36000, "10:00:00"),
+    ],
 )
 def test_timestamp_format_and_parse(seconds, text):
     assert format_timestamp(seconds) == text
@@ -101,7 +110,11 @@ def _largest_instance(schema: dict) -> object:
     if kind == "string":
         return "\U0001f50a" * schema["maxLength"]
     if kind == "integer":
-        return schema["minimum"] if len(str(schema["minimum"])) > len(str(schema["maximum"])) else schema["maximum"]
+        return (
+            schema["minimum"]
+            if len(str(schema["minimum"])) > len(str(schema["maximum"]))
+            else schema["maximum"]
+        )
     if kind == "number":
         return float(f"{int(schema['maximum']) - 1 if schema['maximum'] >= 1 else 0}.123456")
     raise AssertionError(kind)
@@ -109,8 +122,11 @@ def _largest_instance(schema: dict) -> object:
 
 @pytest.mark.parametrize(
     "schema",
-    [identify_schema(125.0, SchemaLimits()), reason_schema(SchemaLimits()),
-     synthesize_schema(3700.0, 12, SchemaLimits(max_cues_per_track=3))],
+    [
+        identify_schema(125.0, SchemaLimits()),
+        reason_schema(SchemaLimits()),
+        synthesize_schema(3700.0, 12, SchemaLimits(max_cues_per_track=3)),
+    ],
 )
 def test_decoding_bound_covers_the_largest_answer(schema):
     largest = json.dumps(_largest_instance(schema), ensure_ascii=False, separators=(",", ":"))

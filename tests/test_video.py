@@ -140,7 +140,7 @@ def test_fsspec_uri_is_fetched_and_hashed(scene_video, tmp_path):
     assert video.sha256 == sha256_file(scene_video)
     assert video.path.parent == tmp_path and video.path.read_bytes() == data
     assert len(video.uniform(8)) == 8
-    with pytest.raises(VideoNotFoundError, match="memory://bucket/clips/other.mp4"):
+    with pytest.raises(VideoNotFoundError, match=r"memory://bucket/clips/other\.mp4"):
         open_video("memory://bucket/clips/other.mp4", cache_dir=tmp_path)
 
 
