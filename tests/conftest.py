@@ -92,3 +92,34 @@ def _write_no_frames(path: Path) -> None:
     stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
     container.start_encoding()
     container.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect server for flow tests (Prefect's own test harness: a real server + database)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def make_manifest_videos(folder: Path, bad: dict[str, Path] | None = None) -> tuple[str, dict[str, float]]:
+    """Three generated clips (one in the test split) plus the given bad files and a blank row.
+
+    Returns the manifest path and each good video's duration.
+    """
+    from foley_core.manifest import write_manifest
+    from foley_core.synthetic import SceneSpec, write_scene_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, durations = [], {}
+    for k, duration in enumerate((2.0, 3.0, 2.5)):
+        path = write_scene_video(
+            folder / f"good{k}.mp4", SceneSpec(duration=duration, cuts=(1.0,), clicks=(0.5,))
+        )
+        rows.append({"video": str(path), "id": f"good{k}", "split": "test" if k == 2 else "train", "take": k})
+        durations[f"good{k}"] = duration
+    for reason, path in (bad or {}).items():
+        rows.append({"video": str(path), "id": f"bad-{reason}", "split": "train", "take": -1})
+    rows.append({"video": "", "id": "bad-blank", "split": "train", "take": -1})
+    return write_manifest(rows, str(folder / "manifest.csv")), durations

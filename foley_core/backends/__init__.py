@@ -1,38 +1,93 @@
-"""Model backends behind one interface, `VideoLLM`, and `load_backend` to pick one by name."""
+"""Model backends behind one interface, `VideoLLM`; `BackendSpec` names one, `load_backend` loads it."""
 
 from __future__ import annotations
 
-from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from foley_core.backends.base import (
+    DEFAULT_MODEL,
+    Generation,
+    GenerationParams,
+    GenerationRequest,
+    VideoLLM,
+)
 from foley_core.errors import InputError
+from foley_core.video.sampling import FramePolicy
 
 BACKENDS = ("transformers", "openai")
 
 
-def load_backend(
-    backend: str = "transformers",
-    model: str | None = None,
-    *,
-    base_url: str | None = None,
-    revision: str | None = None,
-    adapter: str | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    batch_size: int = 8,
-) -> VideoLLM:
-    """A ready VideoLLM. transformers models are cached per process; openai clients are cheap."""
-    if backend == "transformers":
-        from foley_core.backends.transformers_backend import DEFAULT_MODEL, load_transformers_model
+@dataclass(frozen=True)
+class BackendSpec:
+    """Which model to run, and where. Plain data: it travels as a flow parameter."""
 
-        return load_transformers_model(model or DEFAULT_MODEL, revision, adapter, device, dtype, batch_size)
-    if backend == "openai":
-        from foley_core.backends.openai_backend import OpenAIVideoLLM
+    backend: str = "transformers"  # transformers (in-process) or openai (a server)
+    model: str = DEFAULT_MODEL  # Hub id, local folder, served model name, or tiny-random
+    revision: str | None = None  # Hub revision to pin
+    adapter: str | None = None  # LoRA adapter folder (transformers only)
+    base_url: str | None = None  # the server, for the openai backend
+    device: str | None = None  # cuda, cuda:1, cpu (default: cuda when available)
+    dtype: str | None = None  # bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)
+    batch_size: int = 8  # requests per forward batch
 
-        if not base_url or not model:
-            raise InputError("the openai backend needs --base-url and --model (the served model's name)")
-        if adapter:
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InputError(f"unknown backend {self.backend!r}; use one of: {', '.join(BACKENDS)}")
+        if self.backend == "openai" and not self.base_url:
+            raise InputError("the openai backend needs --base-url (and --model, the served model's name)")
+        if self.backend == "openai" and self.adapter:
             raise InputError("the openai backend cannot apply an adapter; serve the adapter with the model")
-        return OpenAIVideoLLM(model, base_url)
-    raise InputError(f"unknown backend {backend!r}; use one of: {', '.join(BACKENDS)}")
+
+    @property
+    def model_key(self) -> str:
+        """The model's name in done-keys and rows: the model, plus the adapter when there is one."""
+        return f"{self.model}@{self.adapter}" if self.adapter else self.model
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-__all__ = ["BACKENDS", "Generation", "GenerationParams", "GenerationRequest", "VideoLLM", "load_backend"]
+def load_backend(spec: BackendSpec) -> VideoLLM:
+    """A ready VideoLLM. transformers models are cached per process; openai clients are cheap."""
+    if spec.backend == "transformers":
+        from foley_core.backends.transformers_backend import load_transformers_model
+
+        return load_transformers_model(
+            spec.model, spec.revision, spec.adapter, spec.device, spec.dtype, spec.batch_size
+        )
+    from foley_core.backends.openai_backend import OpenAIVideoLLM
+
+    return OpenAIVideoLLM(spec.model, spec.base_url or "")
+
+
+@lru_cache(maxsize=4)
+def load_shared_backend(spec: BackendSpec) -> VideoLLM:
+    """The process-wide, thread-safe, batching instance for `spec` (what Prefect tasks use)."""
+    from foley_core.backends.batching import BatchingVideoLLM
+
+    return BatchingVideoLLM(load_backend(spec), max_batch=spec.batch_size)
+
+
+def frame_policy_for(spec: BackendSpec) -> FramePolicy:
+    """How the model wants frames, known without loading weights."""
+    if spec.backend == "transformers":
+        from foley_core.backends.transformers_backend import frame_policy_of
+
+        return frame_policy_of(spec.model, spec.revision)
+    return FramePolicy()
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MODEL",
+    "BackendSpec",
+    "Generation",
+    "GenerationParams",
+    "GenerationRequest",
+    "VideoLLM",
+    "frame_policy_for",
+    "load_backend",
+    "load_shared_backend",
+]

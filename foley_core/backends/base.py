@@ -10,6 +10,8 @@ from typing import Any
 from foley_core.video.reader import Frames
 from foley_core.video.sampling import FramePolicy
 
+DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
+
 
 @dataclass(frozen=True)
 class GenerationParams:

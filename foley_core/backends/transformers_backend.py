@@ -19,6 +19,7 @@ import torch
 
 from foley_core.backends.base import (
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MODEL,
     Generation,
     GenerationParams,
     GenerationRequest,
@@ -32,7 +33,29 @@ from foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
+
+def policy_for_family(model_type: str) -> FramePolicy:
+    """Qwen2.5-VL encodes absolute time, so it gets frames at a fixed rate; Video-LLaVA (and models
+    like it) were trained on 8 frames spread over the clip."""
+    if model_type.startswith("qwen"):
+        return FramePolicy("fps", n=32, fps=2.0)
+    return FramePolicy("uniform", n=8)
+
+
+def model_location(model: str) -> str:
+    """Where from_pretrained should look: the tiny model's cache folder, or the id/folder as given."""
+    return str(tiny_model_path(model)) if is_tiny(model) else model
+
+
+def frame_policy_of(model: str, revision: str | None = None) -> FramePolicy:
+    """The frame policy of a model, from its config alone (no weights are loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_location(model), revision=revision)
+    except OSError as err:
+        raise ModelNotFoundError(f"cannot load model {model!r}: {err}") from None
+    return policy_for_family(config.model_type)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -69,7 +92,7 @@ class TransformersVideoLLM(VideoLLM):
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.batch_size = batch_size
-        location = str(tiny_model_path(model)) if is_tiny(model) else model
+        location = model_location(model)
         try:
             config = AutoConfig.from_pretrained(location, revision=revision)
             self.processor = AutoProcessor.from_pretrained(location, revision=revision)
@@ -90,11 +113,7 @@ class TransformersVideoLLM(VideoLLM):
         self.tokenizer.padding_side = "left"
         text_config = getattr(config, "text_config", config)
         self.grammars = GrammarCache(self.tokenizer, vocab_size=text_config.vocab_size)
-        # Qwen2.5-VL encodes absolute time, so it gets frames at a fixed rate; Video-LLaVA was
-        # trained on 8 frames spread over the clip.
-        self.frame_policy = (
-            FramePolicy("fps", n=32, fps=2.0) if self.family.startswith("qwen") else FramePolicy("uniform", 8)
-        )
+        self.frame_policy = policy_for_family(self.family)
 
     def _apply_adapter(self, adapter: str) -> None:
         from peft import PeftModel

@@ -1,7 +1,26 @@
 """The chain of thought over one video: identify -> reason -> synthesize -> validate."""
 
-from foley_core.chain.runner import ChainConfig, ChainResult, make_clip, run_chain
-from foley_core.chain.steps import Clip, StepResult, StepSettings, identify, reason, synthesize, validate
+from foley_core.chain.runner import (
+    ChainConfig,
+    ChainResult,
+    FramePlan,
+    load_clip,
+    new_trace,
+    plan_frames,
+    record_step,
+    run_chain,
+)
+from foley_core.chain.steps import (
+    Clip,
+    StepResult,
+    StepSettings,
+    identify,
+    merge_results,
+    reason,
+    synthesize,
+    timed,
+    validate,
+)
 from foley_core.chain.trace import ChainTrace, StepCall
 
 __all__ = [
@@ -9,13 +28,19 @@ __all__ = [
     "ChainResult",
     "ChainTrace",
     "Clip",
+    "FramePlan",
     "StepCall",
     "StepResult",
     "StepSettings",
     "identify",
-    "make_clip",
+    "load_clip",
+    "merge_results",
+    "new_trace",
+    "plan_frames",
     "reason",
+    "record_step",
     "run_chain",
     "synthesize",
+    "timed",
     "validate",
 ]

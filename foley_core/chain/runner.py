@@ -6,16 +6,25 @@ match, and what the benchmarks compare it against.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from foley_core.backends.base import GenerationParams, VideoLLM
-from foley_core.chain.steps import Clip, StepSettings, identify, reason, synthesize, validate
+from foley_core.chain.steps import (
+    Clip,
+    StepResult,
+    StepSettings,
+    identify,
+    reason,
+    synthesize,
+    timed,
+    validate,
+)
 from foley_core.chain.trace import ChainTrace
 from foley_core.prompts import PromptSet, load_prompts
 from foley_core.schema.decoding import SchemaLimits
 from foley_core.schema.script import FoleyScript
+from foley_core.video.sampling import FramePolicy, policy_indices
 from foley_core.video.video import Video
 
 
@@ -27,6 +36,36 @@ class ChainConfig:
     params: GenerationParams = field(default_factory=GenerationParams)  # decoding parameters
     constrained: bool = True  # decode under JSON Schemas where the backend can
     timing: str = "model"  # "model": the model's times; "measured": measured event windows
+    frame_max_side: int | None = 512  # frames are decoded at most this large; the processor resizes
+
+    def settings_key(self) -> dict:
+        """What of this config shapes a model step's answer (for cache keys)."""
+        return {
+            "limits": self.limits.__dict__,
+            "params": self.params.as_dict(),
+            "constrained": self.constrained,
+            "frame_max_side": self.frame_max_side,
+        }
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames the whole-clip questions show: indices and true times, no pixels."""
+
+    indices: tuple[int, ...]  # presentation indices
+    times: tuple[float, ...]  # seconds, one per index
+
+
+def plan_frames(video: Video, policy: FramePolicy) -> FramePlan:
+    indices = policy_indices(video.frame_times, policy)
+    times = tuple(round(float(video.frame_times[i]), 6) for i in indices)
+    return FramePlan(indices=tuple(indices), times=times)
+
+
+def load_clip(video: Video, plan: FramePlan) -> Clip:
+    """Decode the planned frames (once per process: Video.frames remembers them)."""
+    frames = video.frames(plan.indices)
+    return Clip(uri=video.uri, sha256=video.sha256, duration=video.info.duration, frames=frames)
 
 
 @dataclass
@@ -35,24 +74,37 @@ class ChainResult:
     trace: ChainTrace  # everything that led to it
 
 
-def make_clip(video: Video, llm: VideoLLM) -> Clip:
-    """Sample the whole-clip frames the way the model wants them."""
-    frames = video.sample(llm.frame_policy)
-    return Clip(uri=video.uri, sha256=video.sha256, duration=video.info.duration, frames=frames)
-
-
-def new_trace(clip: Clip, llm: VideoLLM, prompts: PromptSet, config: ChainConfig) -> ChainTrace:
+def new_trace(
+    clip_uri: str,
+    sha256: str,
+    duration: float,
+    plan: FramePlan,
+    model: dict,
+    prompts: PromptSet,
+    config: ChainConfig,
+) -> ChainTrace:
     return ChainTrace(
-        video_uri=clip.uri,
-        sha256=clip.sha256,
-        duration=clip.duration,
+        video_uri=clip_uri,
+        sha256=sha256,
+        duration=duration,
         prompt_version=prompts.version,
         step_versions={step: prompts.step_version(step) for step in prompts.templates},
-        model=llm.describe(),
+        model=model,
         generation=config.params.as_dict() | {"constrained": config.constrained},
         timing=config.timing,
-        frame_times=list(clip.frames.times),
+        frame_times=list(plan.times),
     )
+
+
+def record_step(trace: ChainTrace, step: str, result: StepResult) -> None:
+    """Add one step's calls, notes and wall time to the trace (and its value where it belongs)."""
+    trace.step_seconds[step] = result.seconds
+    trace.calls.extend(result.calls)
+    trace.notes.extend(result.notes)
+    if step == "identify":
+        trace.events = result.value
+    elif step == "reason":
+        trace.reasoning = result.value
 
 
 def run_chain(
@@ -65,24 +117,21 @@ def run_chain(
     """identify -> reason -> synthesize -> validate over one opened video."""
     prompts = prompts or load_prompts()
     config = config or ChainConfig()
+    video.max_side = config.frame_max_side
     settings = StepSettings(llm, prompts, config.params, config.limits, config.constrained)
-    clip = make_clip(video, llm)
-    trace = new_trace(clip, llm, prompts, config)
+    plan = plan_frames(video, llm.frame_policy)
+    clip = load_clip(video, plan)
+    trace = new_trace(video.uri, video.sha256, video.info.duration, plan, llm.describe(), prompts, config)
 
-    def timed(step: str, run: Callable[[], object]):
+    def step(name: str, run: Callable[[], StepResult]):
         if on_step:
-            on_step(step)
-        started = time.perf_counter()
-        result = run()
-        trace.step_seconds[step] = round(time.perf_counter() - started, 4)
-        trace.calls.extend(result.calls)
-        trace.notes.extend(result.notes)
+            on_step(name)
+        result = timed(run)
+        record_step(trace, name, result)
         return result.value
 
-    events = timed("identify", lambda: identify(clip, settings))
-    trace.events = events
-    reasoning = timed("reason", lambda: reason(clip, events, settings))
-    trace.reasoning = reasoning
-    draft = timed("synthesize", lambda: synthesize(clip, events, reasoning, settings))
-    script = timed("validate", lambda: validate(draft, events, clip.duration, config.timing))
+    events = step("identify", lambda: identify(clip, settings))
+    reasoning = step("reason", lambda: reason(clip, events, settings))
+    draft = step("synthesize", lambda: synthesize(clip, events, reasoning, settings))
+    script = step("validate", lambda: validate(draft, events, clip.duration, config.timing))
     return ChainResult(script=script, trace=trace)

@@ -8,6 +8,7 @@ runner (or a Prefect task) hands them a `Clip` and a `VideoLLM`.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -58,6 +59,25 @@ class StepResult(Generic[T]):
     value: T  # the step's output
     calls: list[StepCall] = field(default_factory=list)  # model calls made
     notes: list[str] = field(default_factory=list)  # corrections made to the model's answer
+    seconds: float = 0.0  # wall time of the step (set by `timed`)
+
+
+def timed(run: Callable[[], StepResult[T]]) -> StepResult[T]:
+    """Run a step and record its wall time on the result."""
+    started = time.perf_counter()
+    result = run()
+    result.seconds = round(time.perf_counter() - started, 4)
+    return result
+
+
+def merge_results(results: list[StepResult[list[T]]]) -> StepResult[list[T]]:
+    """One result from per-item results (the mapped reason task returns one per event)."""
+    return StepResult(
+        value=[v for r in results for v in r.value],
+        calls=[c for r in results for c in r.calls],
+        notes=[n for r in results for n in r.notes],
+        seconds=round(sum(r.seconds for r in results), 4),
+    )
 
 
 def _seconds(t: float) -> str:
@@ -95,7 +115,7 @@ def place_events(answer: IdentifyAnswer, duration: float) -> tuple[list[Event], 
         if start > end:
             notes.append(f"event {k}: start {start} s after end {end} s; swapped")
             start, end = end, start
-        if start >= duration or end < 0:
+        if start > duration or end < 0:
             notes.append(f"event {k}: {start}-{end} s lies outside the video (0-{duration} s); dropped")
             continue
         if start < 0:
@@ -211,7 +231,7 @@ def validate(
             if start > end:
                 notes.append(f"{where}: start {start} s after end {end} s; swapped")
                 start, end = end, start
-            if start >= duration or end < 0:
+            if start > duration or end < 0:
                 notes.append(f"{where}: {start}-{end} s lies outside the video; dropped")
                 continue
             start, end = max(start, 0.0), min(end, duration)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,36 @@ def make_reader(name: str = "auto") -> FrameReader:
         return PyAVReader()
 
 
+class FrameCache:
+    """A small process-wide LRU of decoded frames.
+
+    The chain asks about the same frames several times (identify, every event, synthesize); decoding
+    them once per process is enough. Frames are never persisted as task results.
+    """
+
+    def __init__(self, max_entries: int = 32) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, Frames] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Frames | None:
+        with self._lock:
+            frames = self._entries.get(key)
+            if frames is not None:
+                self._entries.move_to_end(key)
+            return frames
+
+    def put(self, key: tuple, frames: Frames) -> None:
+        with self._lock:
+            self._entries[key] = frames
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+FRAME_CACHE = FrameCache()
+
+
 @dataclass
 class Video:
     """A probed, hashed video ready for frame sampling. Build it with `open_video`."""
@@ -61,11 +93,17 @@ class Video:
     def path(self) -> Path:
         return self.source.path
 
-    def frames(self, indices: list[int]) -> Frames:
-        """Decode the frames at these presentation indices."""
-        images = self.reader.read(self.path, self.uri, indices, self.info, max_side=self.max_side)
+    def frames(self, indices: list[int] | tuple[int, ...]) -> Frames:
+        """Decode the frames at these presentation indices (remembered per process, see FrameCache)."""
+        key = (self.sha256, tuple(indices), self.max_side)
+        cached = FRAME_CACHE.get(key)
+        if cached is not None:
+            return cached
+        images = self.reader.read(self.path, self.uri, list(indices), self.info, max_side=self.max_side)
         times = tuple(round(float(self.frame_times[i]), 6) for i in indices)
-        return Frames(images=images, times=times, indices=tuple(indices))
+        frames = Frames(images=images, times=times, indices=tuple(indices))
+        FRAME_CACHE.put(key, frames)
+        return frames
 
     def uniform(self, n: int) -> Frames:
         """`n` frames spread over the whole video (Video-LLaVA's sampling)."""

@@ -1,0 +1,98 @@
+"""Coalesce concurrent `generate` calls from many threads into batches for one model.
+
+Prefect runs a shard's tasks in threads; each asks a question or a few. One worker thread owns the
+model: it takes the oldest waiting request, gathers others with the same generation parameters (up to
+`max_batch`, waiting at most `max_wait_s` for more to arrive), runs them as one batch and hands every
+caller its own answer. So a process never runs its model twice at once, and the GPU sees batches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+
+
+@dataclass
+class _Pending:
+    request: GenerationRequest
+    params: GenerationParams
+    future: Future
+
+
+class BatchingVideoLLM(VideoLLM):
+    """Wraps a VideoLLM; thread-safe; same identity (model, revision, frame policy) as the inner one."""
+
+    def __init__(self, inner: VideoLLM, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
+        self.inner = inner
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.backend = inner.backend
+        self.model_id = inner.model_id
+        self.revision = inner.revision
+        self.adapter = inner.adapter
+        self.frame_policy = inner.frame_policy
+        self.supports_json_schema = inner.supports_json_schema
+        self.batches = 0  # batches run, for logs and benchmarks
+        self.requests = 0  # requests answered
+        self._queue: deque[_Pending] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name="foley-batcher", daemon=True)
+        self._worker.start()
+
+    def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        pending = [_Pending(r, params, Future()) for r in requests]
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the batching backend is closed")
+            self._queue.extend(pending)
+            self._ready.notify()
+        return [p.future.result() for p in pending]
+
+    def _take_batch(self) -> list[_Pending]:
+        with self._ready:
+            while not self._queue and not self._closed:
+                self._ready.wait()
+            if not self._queue:
+                return []
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._queue) < self.max_batch and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(timeout=left)
+            params = self._queue[0].params
+            batch, rest = [], deque()
+            while self._queue:
+                item = self._queue.popleft()
+                (batch if item.params == params and len(batch) < self.max_batch else rest).append(item)
+            self._queue.extendleft(reversed(rest))
+            return batch
+
+    def _serve(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            try:
+                answers = self.inner.generate([p.request for p in batch], batch[0].params)
+            except BaseException as err:  # every caller of the batch gets the failure
+                for item in batch:
+                    item.future.set_exception(err)
+                continue
+            self.batches += 1
+            self.requests += len(batch)
+            for item, answer in zip(batch, answers, strict=True):
+                item.future.set_result(answer)
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        self._worker.join(timeout=10)

@@ -1,0 +1,51 @@
+"""The GPU concurrency limit: one model per worker machine at a time.
+
+A process-shard run started by a worker holds one slot of the global concurrency limit `gpu:<worker>`
+while it uses its model, so two flow runs on one GPU worker never run two models at once. The worker is
+named by `WORKER_ID` (default: the host name); `FOLEY_GPU_SLOTS` sets the limit (default 1) when it is
+created. Inside a process, one batching thread owns the model (foley_core.backends.batching), so a
+local run (one process, no worker) needs no limit and takes none.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+
+def gpu_limit_name() -> str:
+    return f"gpu:{os.environ.get('WORKER_ID') or socket.gethostname()}"
+
+
+def ensure_limit(name: str, slots: int) -> None:
+    """Create the limit if this worker has none yet (racing workers are fine)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+@contextmanager
+def gpu_slot(enabled: bool = True) -> Iterator[None]:
+    """Hold one slot of this worker's GPU limit (a no-op when `enabled` is False)."""
+    if not enabled:
+        yield
+        return
+    name = gpu_limit_name()
+    ensure_limit(name, int(os.environ.get("FOLEY_GPU_SLOTS", "1")))
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def started_by_worker() -> bool:
+    """This process is a flow run a Prefect worker started (workers set PREFECT__FLOW_RUN_ID)."""
+    return bool(os.environ.get("PREFECT__FLOW_RUN_ID"))

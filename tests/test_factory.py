@@ -1,0 +1,113 @@
+"""The build-dataset flow on Prefect's test harness (a real temporary server): rows for good and bad
+videos, skipping, the step cache, and template edits re-running only the later steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import datasets
+import pytest
+
+from flows.build_dataset import build_dataset
+from foley_core.prompts import default_prompt_dir
+from foley_core.schema import validate_script
+from tests.conftest import make_manifest_videos
+
+BAD = ("missing", "empty", "not_a_video", "corrupt")
+CHAIN_STEPS = {"sample", "identify", "reason", "synthesize", "validate"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, bad_videos, prefect_harness):
+    """One first run over 3 good videos, 4 bad files and a blank manifest row."""
+    root = tmp_path_factory.mktemp("factory")
+    manifest, durations = make_manifest_videos(root / "videos", {k: bad_videos[k] for k in BAD})
+    store = str(root / "store")
+    summary = build_dataset(manifest=manifest, store=store, model="tiny-random", shard_size=3)
+    return root, manifest, store, durations, summary
+
+
+def rows_by_id(store: str) -> dict[str, dict]:
+    loaded = datasets.load_dataset(store)  # through the dataset card
+    return {row["id"]: row for split in loaded.values() for row in split}
+
+
+def test_every_video_gets_its_row(built):
+    _root, _manifest, store, durations, summary = built
+    assert (summary.new_rows, summary.new_ok_rows, summary.new_failed_rows) == (8, 3, 5)
+    assert summary.shards == 3
+    rows = rows_by_id(store)
+    assert set(rows) == set(durations) | {f"bad-{k}" for k in BAD} | {"bad-blank"}
+    for row_id, duration in durations.items():
+        row = rows[row_id]
+        assert row["status"] == "ok" and row["error"] == ""
+        validate_script(json.loads(row["script"]), duration)
+        assert row["duration"] == pytest.approx(duration) and len(row["sha256"]) == 64
+        trace = json.loads(row["trace"])
+        steps = [c["step"] for c in trace["calls"]]
+        assert steps[0] == "identify" and steps[-1] == "synthesize"
+        assert steps.count("reason") == len(trace["events"]) == len(json.loads(row["events"]))
+        assert json.loads(row["metadata"])["take"] in ("0", "1", "2")
+        assert row["model_id"] == "tiny-random" and row["prompt_version"] == summary.prompt_version
+    for reason in BAD:
+        row = rows[f"bad-{reason}"]
+        assert row["status"] == "failed" and row["error_kind"] == reason and row["script"] == ""
+        assert row["video"] in row["error"]
+    assert rows["bad-blank"]["error_kind"] == "manifest_row"
+    assert rows["good2"]["split"] == "test"
+
+
+def test_rerun_skips_everything(built):
+    _root, manifest, store, _durations, _summary = built
+    again = build_dataset(manifest=manifest, store=store, model="tiny-random", shard_size=3)
+    assert (again.new_rows, again.skipped, again.shards) == (0, 8, 0)
+    assert again.computed == {} and again.cached == {}
+    assert len(rows_by_id(store)) == 8
+
+
+def test_fresh_store_same_cache_makes_no_model_call(built, tmp_path):
+    _root, manifest, store, _durations, _summary = built
+    other = str(tmp_path / "store2")
+    again = build_dataset(
+        manifest=manifest, store=other, model="tiny-random", shard_size=3, result_storage=f"{store}/_cache"
+    )
+    assert again.computed == {}  # every chain step came from the cache
+    assert set(again.cached) == CHAIN_STEPS
+    first, second = rows_by_id(store), rows_by_id(other)
+    for row_id in ("good0", "good1", "good2"):
+        assert second[row_id]["script"] == first[row_id]["script"]
+
+
+def test_editing_one_template_reruns_that_step_and_later_only(built, tmp_path):
+    _root, manifest, store, _durations, _summary = built
+    prompts = tmp_path / "prompts"
+    shutil.copytree(default_prompt_dir(), prompts, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    path = prompts / "synthesize.txt"
+    path.write_text(path.read_text() + "\nKeep every description under ten words.")
+    again = build_dataset(
+        manifest=manifest,
+        store=str(tmp_path / "store3"),
+        model="tiny-random",
+        shard_size=3,
+        result_storage=f"{store}/_cache",
+        prompts_dir=str(prompts),
+    )
+    assert again.computed == {"synthesize": 3, "validate": 3}
+    assert set(again.cached) == {"sample", "identify", "reason"}
+
+
+def test_limit_and_retry_failed(built, tmp_path):
+    _root, manifest, store, _durations, _summary = built
+    limited = build_dataset(
+        manifest=manifest,
+        store=str(tmp_path / "s"),
+        model="tiny-random",
+        limit=2,
+        result_storage=f"{store}/_cache",
+    )
+    assert limited.new_rows == 2
+    retried = build_dataset(
+        manifest=manifest, store=store, model="tiny-random", retry_failed=True, shard_size=10
+    )
+    assert retried.new_rows == 5 and retried.new_failed_rows == 5  # the bad ones again, nothing else
