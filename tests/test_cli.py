@@ -90,3 +90,21 @@ def test_smoke(tmp_path: Path):
     assert "smoke ok" in result.output
     for name in ("clip.mp4", "script.json", "trace.json"):
         assert (tmp_path / "smoke" / name).stat().st_size > 0
+
+
+def test_build_dataset_demo_is_the_main_job(tmp_path: Path, prefect_harness):
+    result = runner.invoke(app, ["build-dataset", "--demo", "--demo-dir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    assert "meaningless" in result.output and "6 (5 ok, 1 failed)" in result.output
+    import datasets
+
+    loaded = datasets.load_dataset(str(tmp_path / "demo" / "store"))
+    statuses = sorted(s for split in loaded.values() for s in split["status"])
+    assert statuses == ["failed"] + ["ok"] * 5
+
+
+def test_build_dataset_with_a_broken_manifest_exits_2(tmp_path: Path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n/a.mp4\n")
+    result = runner.invoke(app, ["build-dataset", "--manifest", str(manifest), "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "no 'video' column" in result.output
