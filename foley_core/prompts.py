@@ -39,6 +39,11 @@ STEP_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"error", "answer", "schema"}),
         frozenset({"error", "answer"}),
     ),
+    # The one-pass prompt a LoRA adapter learns to answer with the chain's script (training/).
+    "simple": (
+        frozenset({"duration", "frame_times", "n_frames"}),
+        frozenset(),
+    ),
 }
 CHAIN_STEPS = ("identify", "reason", "synthesize", "repair")
 

@@ -106,5 +106,7 @@ def test_build_dataset_demo_is_the_main_job(tmp_path: Path, prefect_harness):
 def test_build_dataset_with_a_broken_manifest_exits_2(tmp_path: Path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path\n/a.mp4\n")
-    result = runner.invoke(app, ["build-dataset", "--manifest", str(manifest), "--store", str(tmp_path / "s")])
+    result = runner.invoke(
+        app, ["build-dataset", "--manifest", str(manifest), "--store", str(tmp_path / "s")]
+    )
     assert result.exit_code == 2 and "no 'video' column" in result.output

@@ -34,24 +34,39 @@ class GrammarCache:
 
 
 class JsonSchemaLogitsProcessor(LogitsProcessor):
-    """Masks every token a row's grammar forbids. Use a new instance for each `generate` call."""
+    """Masks every token a row's grammar forbids. Use a new instance for each `generate` call.
 
-    def __init__(self, grammars: list[xgr.CompiledGrammar | None], vocab_size: int) -> None:
+    The rows' matchers advance and fill their masks together in xgrammar's thread pool
+    (BatchGrammarMatcher): at batch 32 on Video-LLaVA's 32k vocabulary a Python loop over rows cost
+    about 40 ms a decoding step (measured on an H200), a large share of the step.
+    """
+
+    def __init__(
+        self, grammars: list[xgr.CompiledGrammar | None], vocab_size: int, pin: bool = False
+    ) -> None:
         self.matchers = [xgr.GrammarMatcher(g) if g is not None else None for g in grammars]
         self.vocab_size = vocab_size
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), vocab_size)
+        if pin:
+            self.bitmask = self.bitmask.pin_memory()
+        self.batch = xgr.BatchGrammarMatcher(max_threads="auto")
         self.started = False
 
+    def _active(self) -> list[int]:
+        return [row for row, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.started:
-            for row, matcher in enumerate(self.matchers):
-                if matcher is not None and not matcher.is_terminated():
-                    matcher.accept_token(int(input_ids[row, -1]))
+        active = self._active()
+        if self.started and active:
+            tokens = [int(t) for t in input_ids[active, -1].tolist()]
+            xgr.BatchGrammarMatcher.batch_accept_token([self.matchers[r] for r in active], tokens)
+            active = self._active()
         self.started = True
         xgr.reset_token_bitmask(self.bitmask)
-        for row, matcher in enumerate(self.matchers):
-            if matcher is not None and not matcher.is_terminated():
-                matcher.fill_next_token_bitmask(self.bitmask, row)
+        if active:
+            self.batch.batch_fill_next_token_bitmask(
+                [self.matchers[r] for r in active], self.bitmask, indices=active
+            )
         # The model's logits may be wider than the tokenizer's vocabulary (padding); those columns
         # are outside the bitmask and must never be chosen under a grammar.
         width = min(scores.shape[-1], self.vocab_size)
@@ -66,8 +81,3 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
             rows = [i for i, m in enumerate(self.matchers) if m is not None]
             scores[rows, width:] = float("-inf")
         return scores
-
-    def terminated(self, row: int) -> bool:
-        """The row's grammar reached its end (the answer is complete JSON)."""
-        matcher = self.matchers[row]
-        return matcher is None or matcher.is_terminated()

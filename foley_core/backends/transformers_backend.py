@@ -115,6 +115,21 @@ class TransformersVideoLLM(VideoLLM):
         self.grammars = GrammarCache(self.tokenizer, vocab_size=text_config.vocab_size)
         self.frame_policy = policy_for_family(self.family)
 
+    @classmethod
+    def from_parts(cls, model, processor, model_id: str, revision: str = "", batch_size: int = 8):
+        """Wrap a model already in memory (benchmarks with random weights of real shapes)."""
+        llm = cls.__new__(cls)
+        llm.model_id, llm.revision, llm.adapter, llm.batch_size = model_id, revision, None, batch_size
+        llm.model, llm.processor = model.eval(), processor
+        llm.device, llm.dtype = str(next(model.parameters()).device), next(model.parameters()).dtype
+        llm.family = model.config.model_type
+        llm.tokenizer = processor.tokenizer
+        llm.tokenizer.padding_side = "left"
+        text_config = getattr(model.config, "text_config", model.config)
+        llm.grammars = GrammarCache(llm.tokenizer, vocab_size=text_config.vocab_size)
+        llm.frame_policy = policy_for_family(llm.family)
+        return llm
+
     def _apply_adapter(self, adapter: str) -> None:
         from peft import PeftModel
 
@@ -174,7 +189,11 @@ class TransformersVideoLLM(VideoLLM):
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
-        processor = JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size) if any(grammars) else None
+        processor = (
+            JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size, pin=self.device.startswith("cuda"))
+            if any(grammars)
+            else None
+        )
         sampling: dict[str, Any] = {"do_sample": False}
         if params.temperature > 0:
             torch.manual_seed(params.seed)

@@ -8,6 +8,7 @@ from foley_core.schema.decoding import (
     identify_schema,
     max_output_bytes,
     reason_schema,
+    simple_schema,
     synthesize_schema,
 )
 from foley_core.schema.events import Event, EventReasoning
@@ -41,6 +42,7 @@ __all__ = [
     "normalize_track",
     "parse_timestamp",
     "reason_schema",
+    "simple_schema",
     "synthesize_schema",
     "validate_script",
 ]

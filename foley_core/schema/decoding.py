@@ -79,6 +79,15 @@ def synthesize_schema(duration: float, n_events: int, limits: SchemaLimits) -> d
     return _object({name: track for name in TRACKS})
 
 
+def simple_schema(duration: float, limits: SchemaLimits) -> dict[str, Any]:
+    """The one-pass script an adapter writes: the four tracks, cues without event links."""
+    cue = _object(
+        {"start": _seconds(duration), "end": _seconds(duration), "description": _text(limits.max_text_chars)}
+    )
+    track = {"type": "array", "items": cue, "maxItems": limits.max_cues_per_track}
+    return _object({name: track for name in TRACKS})
+
+
 class IdentifiedEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start: float

@@ -1,0 +1,65 @@
+"""One pass instead of the chain: the prompt a LoRA adapter was trained on, answered with the script.
+
+The adapter learned, from the chain's own scripts, to write the four tracks from one simple prompt;
+this module asks it once and validates the answer like the chain's draft.
+"""
+
+from __future__ import annotations
+
+import json
+
+from foley_core.backends.base import VideoLLM
+from foley_core.chain.ask import Question, ask
+from foley_core.chain.runner import ChainConfig, ChainResult, load_clip, new_trace, plan_frames, record_step
+from foley_core.chain.steps import StepResult, timed, validate
+from foley_core.prompts import PromptSet, load_prompts
+from foley_core.schema.decoding import SynthesisAnswer, simple_schema
+from foley_core.schema.script import TRACKS, FoleyScript
+from foley_core.video.video import Video
+
+
+def load_simple_prompt(folder: str | None = None) -> PromptSet:
+    return load_prompts(folder, steps=("simple", "repair"))
+
+
+def simple_prompt(prompts: PromptSet, duration: float, frame_times: tuple[float, ...]) -> str:
+    described = ", ".join(f"frame {k + 1} at {t:.2f} s" for k, t in enumerate(frame_times))
+    return prompts.render(
+        "simple", duration=f"{duration:.2f}", frame_times=described, n_frames=len(frame_times)
+    )
+
+
+def simple_target(script: FoleyScript | dict) -> str:
+    """The answer an adapter learns: the script's tracks as compact JSON, cues without event links."""
+    data = script.model_dump() if isinstance(script, FoleyScript) else script
+    tracks = {
+        name: [{"start": c["start"], "end": c["end"], "description": c["description"]} for c in data[name]]
+        for name in TRACKS
+    }
+    return json.dumps(tracks, ensure_ascii=False, separators=(",", ":"))
+
+
+def run_simple(
+    video: Video, llm: VideoLLM, prompts: PromptSet | None = None, config: ChainConfig | None = None
+) -> ChainResult:
+    """The script in one model call (for an adapter trained on the chain's output)."""
+    prompts = prompts or load_simple_prompt()
+    config = config or ChainConfig()
+    video.max_side = config.frame_max_side
+    plan = plan_frames(video, llm.frame_policy)
+    clip = load_clip(video, plan)
+    trace = new_trace(video.uri, video.sha256, video.info.duration, plan, llm.describe(), prompts, config)
+    prompt = simple_prompt(prompts, clip.duration, clip.frames.times)
+    question = Question(
+        "simple", None, clip.frames, prompt, simple_schema(clip.duration, config.limits), SynthesisAnswer
+    )
+
+    def one_pass() -> StepResult:
+        ((answer, call),) = ask(llm, [question], config.params, prompts, constrained=config.constrained)
+        return StepResult(answer, [call])
+
+    draft = timed(one_pass)
+    record_step(trace, "simple", draft)
+    result = timed(lambda: validate(draft.value, [], clip.duration, config.timing))
+    record_step(trace, "validate", result)
+    return ChainResult(script=result.value, trace=trace)

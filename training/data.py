@@ -1,0 +1,99 @@
+"""Training examples from the dataset: ok rows -> (frames, simple prompt, script JSON), split by video.
+
+Frames are the ones the chain saw (the trace's frame times), decoded again from the video when a batch
+is built. A video never lands in two splits: the split goes by content hash, and the assignment is
+saved next to the adapter so later runs and evaluations use the same held-out videos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from foley_core.chain.simple import simple_prompt, simple_target
+from foley_core.prompts import PromptSet
+
+HELD_OUT = ("test", "validation", "eval")
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    id: str  # row id
+    video: str  # video URI
+    sha256: str  # content hash: the split key
+    duration: float  # seconds
+    frame_times: tuple[float, ...]  # the frames the chain saw
+    prompt: str  # the rendered simple prompt
+    target: str  # the script JSON the model learns to write
+    n_events: int  # events the chain found (for filtering and reports)
+    row_split: str  # the manifest's split
+
+
+def examples_from_rows(
+    rows: Iterable[dict[str, Any]],
+    prompts: PromptSet,
+    *,
+    prompt_version: str | None = None,
+    min_events: int = 0,
+) -> list[SFTExample]:
+    """Every usable ok row as an example. Rows with no cue, or too few events, are dropped."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    if prompt_version is None and ok:
+        prompt_version = max(ok, key=lambda r: r["created_at"])["prompt_version"]
+    examples = []
+    for row in ok:
+        if row["prompt_version"] != prompt_version:
+            continue
+        script = json.loads(row["script"])
+        if not any(script[track] for track in ("foley", "fx", "ambience", "dialogue")):
+            continue
+        n_events = len(json.loads(row["events"]))
+        if n_events < min_events:
+            continue
+        times = tuple(json.loads(row["trace"])["frame_times"])
+        examples.append(
+            SFTExample(
+                id=row["id"],
+                video=row["video"],
+                sha256=row["sha256"],
+                duration=row["duration"],
+                frame_times=times,
+                prompt=simple_prompt(prompts, row["duration"], times),
+                target=simple_target(script),
+                n_events=n_events,
+                row_split=row["split"],
+            )
+        )
+    return examples
+
+
+def assign_split(example: SFTExample, eval_fraction: float, seed: int) -> str:
+    """'eval' for held-out manifest splits and for a stable hash-chosen fraction of videos."""
+    if example.row_split in HELD_OUT:
+        return "eval"
+    bucket = int(hashlib.sha256(f"{seed}:{example.sha256}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if bucket < eval_fraction else "train"
+
+
+def split_examples(
+    examples: list[SFTExample], eval_fraction: float, seed: int, saved: Path | None = None
+) -> dict[str, list[SFTExample]]:
+    """train/eval by video. With `saved`, videos already assigned keep their split; new ones are added."""
+    assignment: dict[str, str] = json.loads(saved.read_text()) if saved and saved.exists() else {}
+    for example in examples:
+        assignment.setdefault(example.sha256, assign_split(example, eval_fraction, seed))
+    if saved:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(assignment, indent=1, sort_keys=True))
+    splits: dict[str, list[SFTExample]] = {"train": [], "eval": []}
+    for example in examples:
+        splits[assignment[example.sha256]].append(example)
+    return splits
+
+
+def example_dict(example: SFTExample) -> dict[str, Any]:
+    return asdict(example)

@@ -1,0 +1,181 @@
+"""The LoRA training loop: peft adapters on the language model's attention, labels on the answer only,
+gradient accumulation and checkpointing, bf16 on GPU, and resume that continues the step count.
+
+    foley train --config cfg.yaml                         # YAML fills TrainConfig; flags override it
+    foley train --store ./foley-store --output-dir ./adapter --base-model tiny-random --max-steps 20
+
+Output folder: adapter_model.safetensors + adapter_config.json, the processor files, `splits.json`,
+`train_log.jsonl`, `checkpoints/step-N/` and a model card (README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from foley_core.backends.transformers_backend import TransformersVideoLLM
+from foley_core.chain.simple import load_simple_prompt
+from foley_core.errors import InputError
+from foley_core.store import DatasetStore
+from training.collate import SFTCollator
+from training.config import TrainConfig
+from training.data import SFTExample, examples_from_rows, split_examples
+from training.lora import apply_lora, training_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: str  # where the adapter is
+    steps: int  # optimizer steps done in all (resumed runs included)
+    first_loss: float | None  # loss of the first step of this run
+    last_loss: float | None  # loss of the last step of this run
+    train_examples: int
+    eval_examples: int
+    data_version: dict[str, Any]  # store, rows, prompt version
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    found = sorted((output / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def save_checkpoint(model: PeftModel, optimizer, scheduler, step: int, output: Path) -> Path:
+    folder = output / "checkpoints" / f"step-{step}"
+    model.save_pretrained(folder)
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "rng": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        folder / "trainer_state.pt",
+    )
+    return folder
+
+
+def load_checkpoint(model: PeftModel, optimizer, scheduler, folder: Path) -> int:
+    set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def load_examples(config: TrainConfig, output: Path) -> tuple[dict[str, list[SFTExample]], dict[str, Any]]:
+    store = DatasetStore(config.store)
+    rows = store.read_rows()
+    prompts = load_simple_prompt(config.prompts_dir)
+    examples = examples_from_rows(
+        rows, prompts, prompt_version=config.prompt_version, min_events=config.min_events
+    )
+    if not examples:
+        raise InputError(
+            f"{config.store}: no usable ok rows to train on (prompt version "
+            f"{config.prompt_version or 'newest'}, min_events {config.min_events})"
+        )
+    splits = split_examples(examples, config.eval_fraction, config.seed, output / "splits.json")
+    if not splits["train"]:
+        raise InputError("every example is held out for evaluation; lower eval_fraction or add videos")
+    version = {
+        "store": config.store,
+        "rows": len(rows),
+        "examples": len(examples),
+        "prompt_version": next(r["prompt_version"] for r in rows if r["id"] == examples[0].id),
+        "simple_prompt_version": prompts.step_version("simple"),
+    }
+    return splits, version
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) a LoRA fine-tuning as `config` says; write the adapter and its card."""
+    from training.card import write_model_card
+
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    splits, data_version = load_examples(config, output)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    llm = TransformersVideoLLM(config.base_model, device=config.device, dtype=config.dtype, batch_size=1)
+    device, dtype = llm.device, llm.dtype
+    model = apply_lora(llm.model, config)
+    if config.gradient_checkpointing and device.startswith("cuda"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    llm.model = model
+    collate = SFTCollator(llm)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
+    )
+    per_step = config.batch_size * config.grad_accum
+    train_set = splits["train"]
+    max_steps = config.max_steps or math.ceil(config.epochs * len(train_set) / per_step)
+    step = 0
+    checkpoint = latest_checkpoint(output) if config.resume else None
+    if checkpoint is not None:
+        step = load_checkpoint(model, optimizer, scheduler, checkpoint)
+        log.info("resuming from %s at step %d", checkpoint, step)
+    logfile = (output / "train_log.jsonl").open("a")
+    first_loss = last_loss = None
+    order: list[SFTExample] = []
+    cursor = step * per_step
+    while step < max_steps:
+        batches = []
+        for _ in range(config.grad_accum):
+            chunk = []
+            for _ in range(config.batch_size):
+                epoch, position = divmod(cursor, len(train_set))
+                if position == 0 or not order:
+                    order = train_set[:]
+                    random.Random(config.seed + epoch).shuffle(order)
+                chunk.append(order[position])
+                cursor += 1
+            batches.append(collate(chunk))
+        started = time.perf_counter()
+        loss = training_step(model, batches, optimizer, config, device, dtype)
+        scheduler.step()
+        step += 1
+        first_loss = loss if first_loss is None else first_loss
+        last_loss = loss
+        record = {
+            "step": step,
+            "loss": round(loss, 5),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        logfile.write(json.dumps(record) + "\n")
+        logfile.flush()
+        log.info("step %d/%d loss %.4f", step, max_steps, loss)
+        if step % config.save_steps == 0 or step == max_steps:
+            save_checkpoint(model, optimizer, scheduler, step, output)
+    logfile.close()
+    model.save_pretrained(output)
+    llm.processor.save_pretrained(output)
+    result = TrainResult(
+        output_dir=str(output),
+        steps=step,
+        first_loss=first_loss,
+        last_loss=last_loss,
+        train_examples=len(train_set),
+        eval_examples=len(splits["eval"]),
+        data_version=data_version,
+    )
+    write_model_card(output, config, result)
+    return result
