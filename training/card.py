@@ -17,6 +17,8 @@ def write_model_card(output: Path, config, result, metrics: dict[str, Any] | Non
         "tags": ["lora", "foley", "video-to-audio", "v2t-foley"],
     }
     data = result.data_version
+    lora = f"r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}"
+    lora += f", `{config.target_modules}`"
     body = f"""# v2t-foley foley-script adapter
 
 A LoRA adapter for `{config.base_model}` that writes the four-track foley script (`foley`, `fx`,
@@ -31,7 +33,7 @@ A LoRA adapter for `{config.base_model}` that writes the four-track foley script
 | train / eval videos | {result.train_examples} / {result.eval_examples} (by video; `splits.json`) |
 | optimizer steps | {result.steps} |
 | loss, first -> last step of the last run | {result.first_loss} -> {result.last_loss} |
-| LoRA | r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}, `{config.target_modules}` |
+| LoRA | {lora} |
 
 Use it: `foley script clip.mp4 --model {config.base_model} --adapter {output}`.
 
