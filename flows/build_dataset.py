@@ -76,7 +76,7 @@ def build_dataset(
     limit: int | None = None,
     result_storage: str | None = None,
     work_pool: str | None = None,
-    timing: str = "model",
+    timing: str = "measured",
     constrained: bool = True,
     max_new_tokens: int | None = None,
     temperature: float = 0.0,

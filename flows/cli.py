@@ -53,6 +53,13 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if available).")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")]
+TimingOpt = Annotated[
+    str,
+    typer.Option(
+        "--timing",
+        help="measured: cue times from measured cuts/motion/onsets/speech (default); model: the model's own.",
+    ),
+]
 
 
 def setup_logging(verbose: bool) -> None:
@@ -126,16 +133,18 @@ def script_video(
     adapter: str | None,
     prompts_dir: Path | None,
     device: str | None,
+    timing: str = "measured",
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from foley_core.backends import BackendSpec, load_backend
-    from foley_core.chain import run_chain
+    from foley_core.chain import ChainConfig, run_chain
     from foley_core.prompts import load_prompts
     from foley_core.video import open_video
 
     opened = open_video(video)  # a bad video fails here, before any model is loaded
+    config = ChainConfig(timing=timing)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(
         backend=backend, model=model or DEFAULT_MODEL, adapter=adapter, base_url=base_url, device=device
@@ -150,6 +159,7 @@ def script_video(
             opened,
             llm,
             prompts,
+            config,
             on_step=lambda step: progress.update(task, description=f"{step}: {Path(video).name}"),
         )
     return result
@@ -168,6 +178,7 @@ def script(
         Path | None, typer.Option("--out", help="Write the script here (default: stdout).")
     ] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the full chain trace here.")] = None,
+    timing: TimingOpt = "measured",
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the multi-track foley script of one video (JSON, seed format plus start/end/event)."""
@@ -182,6 +193,7 @@ def script(
             adapter=adapter,
             prompts_dir=prompts,
             device=device,
+            timing=timing,
         )
         write_json(result.script.model_dump(), out)
         if trace:
@@ -279,6 +291,7 @@ def build_dataset_command(
     demo_dir: Annotated[
         Path, typer.Option("--demo-dir", help="Where --demo puts its clips and store.")
     ] = Path("foley-demo"),
+    timing: TimingOpt = "measured",
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the build-dataset flow here (no server to start): manifest in, Parquet shards out."""
@@ -311,6 +324,7 @@ def build_dataset_command(
             result_storage=result_storage,
             work_pool=work_pool,
             retry_failed=retry_failed,
+            timing=timing,
         )
         print_summary(summary, demo)
 

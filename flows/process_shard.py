@@ -23,6 +23,7 @@ from foley_core.chain import ChainResult, FramePlan, merge_results, new_trace, r
 from foley_core.chain.trace import ChainTrace
 from foley_core.errors import ManifestRowError
 from foley_core.manifest import ManifestEntry
+from foley_core.proposals import ProposalSet
 from foley_core.records import failed_row, ok_row
 from foley_core.schema.decoding import SynthesisAnswer
 from foley_core.schema.events import Event
@@ -32,6 +33,7 @@ from foley_core.video import Video
 from tasks.chain_tasks import (
     identify_task,
     probe_task,
+    propose_task,
     reason_task,
     sample_task,
     synthesize_task,
@@ -63,6 +65,7 @@ class _Work:
     keys: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     draft: SynthesisAnswer | None = None
+    proposals: ProposalSet | None = None
 
 
 class _Counts:
@@ -96,9 +99,17 @@ def process_shard(
     dataset = DatasetStore(store)
     prompts = job.prompts()
     storage = result_storage(result_storage_uri or dataset.cache_uri)
-    probe, sample, ident, reas, synth, valid = (
+    probe, sample, prop, ident, reas, synth, valid = (
         t.with_options(result_storage=storage)
-        for t in (probe_task, sample_task, identify_task, reason_task, synthesize_task, validate_task)
+        for t in (
+            probe_task,
+            sample_task,
+            propose_task,
+            identify_task,
+            reason_task,
+            synthesize_task,
+            validate_task,
+        )
     )
     counts = _Counts()
     rows: dict[str, DatasetRow] = {}
@@ -168,11 +179,25 @@ def process_shard(
 
     works = run_stage("sample", works, submit_sample, keep_plan)
 
+    measured = job.config.timing == "measured"
+    if measured:
+
+        def submit_propose(work: _Work):
+            work.keys["propose"] = job.propose_key(work.video.sha256)
+            return prop.submit(work.video, job.config.proposals, work.keys["propose"])
+
+        def keep_proposals(work: _Work, proposals: ProposalSet) -> None:
+            work.proposals = proposals
+            work.trace.proposals = proposals.model_dump()
+
+        works = run_stage("propose", works, submit_propose, keep_proposals)
+
     with gpu_slot(enabled=job.backend.backend == "transformers" and bool(works) and started_by_worker()):
 
         def submit_identify(work: _Work):
-            work.keys["identify"] = job.model_step_key("identify", work.video.sha256, [work.keys["sample"]])
-            return ident.submit(work.video, work.plan, job, work.keys["identify"])
+            upstream = [work.keys["sample"]] + ([work.keys["propose"]] if measured else [])
+            work.keys["identify"] = job.model_step_key("identify", work.video.sha256, upstream)
+            return ident.submit(work.video, work.plan, job, work.keys["identify"], work.proposals)
 
         def keep_events(work: _Work, result) -> None:
             record_step(work.trace, "identify", result)
@@ -209,8 +234,11 @@ def process_shard(
         works = run_stage("synthesize", works, submit_synthesize, keep_draft)
 
     def submit_validate(work: _Work):
-        key = job.validate_key(work.video.sha256, work.keys["synthesize"])
-        return valid.submit(work.draft, work.events, work.video.info.duration, job.config.timing, key)
+        upstream = [work.keys["synthesize"]] + ([work.keys["propose"]] if measured else [])
+        key = job.validate_key(work.video.sha256, upstream)
+        return valid.submit(
+            work.draft, work.events, work.video.info.duration, job.config.timing, key, work.proposals
+        )
 
     def keep_script(work: _Work, result) -> None:
         record_step(work.trace, "validate", result)

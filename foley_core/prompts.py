@@ -39,13 +39,18 @@ STEP_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"error", "answer", "schema"}),
         frozenset({"error", "answer"}),
     ),
+    # measured timing: what happens inside one measured window (replaces identify)
+    "describe": (
+        frozenset({"duration", "frame_times", "n_frames", "window_start", "window_end", "cue_kind"}),
+        frozenset({"window_start", "window_end"}),
+    ),
     # The one-pass prompt a LoRA adapter learns to answer with the chain's script (training/).
     "simple": (
         frozenset({"duration", "frame_times", "n_frames"}),
         frozenset(),
     ),
 }
-CHAIN_STEPS = ("identify", "reason", "synthesize", "repair")
+CHAIN_STEPS = ("identify", "describe", "reason", "synthesize", "repair")
 
 
 def default_prompt_dir() -> Path:

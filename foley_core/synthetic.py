@@ -132,7 +132,7 @@ class SceneSpec:
     sample_rate: int = 16_000  # audio sample rate
     seed: int = 0  # noise seed for the audio floor
     palette: tuple[tuple[int, int, int], ...] = field(
-        default=((40, 60, 120), (120, 80, 40), (40, 110, 60), (100, 40, 100))
+        default=((30, 50, 160), (190, 90, 30), (30, 150, 60), (150, 30, 140))
     )  # background colour of each shot, cycled
 
     @property

@@ -7,8 +7,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from foley_core.chain import FramePlan, StepResult, load_clip, plan_frames, timed
-from foley_core.chain.steps import identify, reason, synthesize, validate
+from foley_core.chain.runner import window_sampler
+from foley_core.chain.steps import identify, identify_windows, reason, synthesize, validate
 from foley_core.manifest import ManifestEntry
+from foley_core.proposals import ProposalSet, ProposalSettings, candidate_windows, propose
 from foley_core.schema.decoding import SynthesisAnswer
 from foley_core.schema.events import Event, EventReasoning
 from foley_core.schema.script import FoleyScript
@@ -45,16 +47,36 @@ def sample_task(video: Video, policy: FramePolicy, cache_key: str) -> FramePlan:
     return plan_frames(video, policy)
 
 
+@task(name="propose", **CACHED)
+def propose_task(video: Video, settings: ProposalSettings, cache_key: str) -> ProposalSet:
+    """Measure cuts, motion, audio onsets and speech (timing "measured")."""
+    return propose(video, settings)
+
+
 @task(name="identify", **MODEL_STEP)
-def identify_task(video: Video, plan: FramePlan, job: ChainJob, cache_key: str) -> StepResult[list[Event]]:
-    return timed(lambda: identify(load_clip(video, plan), job.settings()))
+def identify_task(
+    video: Video, plan: FramePlan, job: ChainJob, cache_key: str, proposals: ProposalSet | None = None
+) -> StepResult[list[Event]]:
+    """The clip's events: asked of the model, or (with proposals) measured and described per window."""
+    clip, settings = load_clip(video, plan), job.settings()
+    if proposals is None:
+        return timed(lambda: identify(clip, settings))
+    config = job.config
+    windows = candidate_windows(proposals, config.proposals, max_windows=config.limits.max_events)
+    frames_for = window_sampler(video, settings.llm.frame_policy)
+    return timed(lambda: identify_windows(clip, windows, settings, frames_for))
 
 
 @task(name="reason", **MODEL_STEP)
 def reason_task(
     video: Video, plan: FramePlan, event: Event, job: ChainJob, cache_key: str
 ) -> StepResult[list[EventReasoning]]:
-    return timed(lambda: reason(load_clip(video, plan), [event], job.settings()))
+    clip, settings = load_clip(video, plan), job.settings()
+    frames_for = None
+    if event.timing == "measured":  # the event's own window, not the whole clip
+        sampler = window_sampler(video, settings.llm.frame_policy)
+        frames_for = lambda e: sampler(e.start, e.end)  # noqa: E731
+    return timed(lambda: reason(clip, [event], settings, frames_for))
 
 
 @task(name="synthesize", **MODEL_STEP)
@@ -71,6 +93,13 @@ def synthesize_task(
 
 @task(name="validate", **CACHED)
 def validate_task(
-    draft: SynthesisAnswer, events: list[Event], duration: float, timing: str, cache_key: str
+    draft: SynthesisAnswer,
+    events: list[Event],
+    duration: float,
+    timing: str,
+    cache_key: str,
+    proposals: ProposalSet | None = None,
 ) -> StepResult[FoleyScript]:
-    return timed(lambda: validate(draft, events, duration, timing))
+    shots = proposals.shots() if proposals else None
+    speech = proposals.speech_spans() if proposals else None
+    return timed(lambda: validate(draft, events, duration, timing, shots, speech))

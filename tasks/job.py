@@ -58,6 +58,9 @@ class ChainJob:
             settings={"policy": policy.__dict__, "max_side": self.config.frame_max_side},
         )
 
+    def propose_key(self, sha256: str) -> str:
+        return step_key("propose", sha256=sha256, settings={"proposals": self.config.proposals.__dict__})
+
     def model_step_key(self, step: str, sha256: str, upstream: list[str], item: int | None = None) -> str:
         return step_key(
             step,

@@ -14,6 +14,8 @@ from PIL import Image
 
 from foley_core.backends.openai_backend import OpenAIVideoLLM
 from foley_core.chain import ChainConfig, run_chain
+
+MODEL_TIMING = ChainConfig(timing="model")  # protocol tests: the model-timed chain, three calls a clip
 from foley_core.errors import BackendError, ChainError, TransientBackendError
 from foley_core.schema import validate_script
 from foley_core.video import open_video
@@ -30,7 +32,7 @@ def test_chain_over_the_protocol(server, scene_video, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     llm = OpenAIVideoLLM("served-model", server.url, max_concurrency=4)
     video = open_video(str(scene_video))
-    result = run_chain(video, llm)
+    result = run_chain(video, llm, config=MODEL_TIMING)
     validate_script(result.script, video.info.duration)
     steps = [c.step for c in result.trace.calls]
     assert steps == ["identify", "reason", "synthesize"]
@@ -54,7 +56,7 @@ def test_5xx_and_dropped_connections_are_retried(server, scene_video):
     server.script.extend(["503", "drop", "ok"])
     llm = OpenAIVideoLLM("m", server.url, backoff_s=0.01, max_concurrency=1)
     video = open_video(str(scene_video))
-    result = run_chain(video, llm)
+    result = run_chain(video, llm, config=MODEL_TIMING)
     assert len(server.requests) == 3 + 2  # identify took three tries; reason and synthesize one each
     assert result.script is not None
 
@@ -63,14 +65,14 @@ def test_retries_give_up_as_a_transient_error(server, scene_video):
     server.script.extend(["503"] * 3)
     llm = OpenAIVideoLLM("m", server.url, retries=2, backoff_s=0.01)
     with pytest.raises(TransientBackendError, match="gave up after 2 retries"):
-        run_chain(open_video(str(scene_video)), llm)
+        run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
 
 
 def test_4xx_fails_at_once_with_the_servers_message(server, scene_video):
     server.script.append("400")
     llm = OpenAIVideoLLM("m", server.url, backoff_s=0.01)
     with pytest.raises(BackendError, match=r"HTTP 400.*scripted 400"):
-        run_chain(open_video(str(scene_video)), llm)
+        run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
     assert len(server.requests) == 1
 
 
@@ -79,7 +81,7 @@ def test_free_text_answer_is_repaired_once(server, scene_video):
     server.script.append("garbage")
     llm = OpenAIVideoLLM("m", server.url, json_schema=True)
     video = open_video(str(scene_video))
-    result = run_chain(video, llm)
+    result = run_chain(video, llm, config=MODEL_TIMING)
     identify = result.trace.calls[0]
     assert "no JSON object" in identify.error
     assert identify.repair_prompt and "could not be used" in identify.repair_prompt
@@ -90,4 +92,17 @@ def test_garbage_twice_fails_the_chain_clearly(server, scene_video):
     server.script.extend(["garbage", "garbage"])
     llm = OpenAIVideoLLM("m", server.url, json_schema=False)
     with pytest.raises(ChainError, match=r"identify: unusable answer: .*after one repair"):
-        run_chain(open_video(str(scene_video)), llm, config=ChainConfig(constrained=False))
+        run_chain(open_video(str(scene_video)), llm, config=ChainConfig(constrained=False, timing="model"))
+
+
+def test_measured_chain_over_the_protocol(server, scene_video):
+    """Measured timing: one describe question per measured window, each with that window's frames."""
+    llm = OpenAIVideoLLM("m", server.url)
+    video = open_video(str(scene_video))
+    result = run_chain(video, llm)
+    describe = [c for c in result.trace.calls if c.step == "describe"]
+    assert describe and len(describe) == len(result.trace.events)
+    frame = 1 / video.info.fps  # a window shorter than a frame shows the frame on screen at its start
+    for call, event in zip(describe, result.trace.events, strict=True):
+        assert all(event.start - frame - 1e-6 <= t <= event.end + 1e-6 for t in call.frame_times)
+    assert result.trace.proposals and result.trace.timing == "measured"

@@ -59,7 +59,7 @@ def test_greedy_decoding_is_reproducible(tiny_llm, scene_video):
 
 def test_chain_with_tiny_video_llava_is_valid(tiny_llm, scene_video):
     video = open_video(str(scene_video))
-    result = run_chain(video, tiny_llm)
+    result = run_chain(video, tiny_llm, config=ChainConfig(timing="model"))
     validate_script(result.script, video.info.duration)
     trace = result.trace
     assert trace.calls[0].step == "identify"
@@ -72,7 +72,7 @@ def test_chain_with_tiny_video_llava_is_valid(tiny_llm, scene_video):
 
 def test_unconstrained_random_model_fails_clearly(tiny_llm, scene_video):
     """The random model's free text is garbage: one repair, then a ChainError that says so."""
-    config = ChainConfig(constrained=False, params=GenerationParams(max_new_tokens=24))
+    config = ChainConfig(constrained=False, params=GenerationParams(max_new_tokens=24), timing="model")
     with pytest.raises(ChainError, match=r"identify: unusable answer.*after one repair"):
         run_chain(open_video(str(scene_video)), tiny_llm, config=config)
 
@@ -83,7 +83,7 @@ def test_tiny_qwen2_5_vl_runs_the_chain(scene_video):
     llm = load_transformers_model("tiny-random-qwen2.5-vl")
     assert llm.family == "qwen2_5_vl" and llm.frame_policy.kind == "fps"
     video = open_video(str(scene_video))
-    result = run_chain(video, llm)
+    result = run_chain(video, llm, config=ChainConfig(timing="model"))
     validate_script(result.script, video.info.duration)
     assert result.trace.frame_times[:3] == [0.0, 0.5, 1.0]  # 2 fps: the model sees absolute time
 

@@ -46,10 +46,11 @@ def test_script_end_to_end_in_a_subprocess(scene_video, tmp_path, foley_cache):
     assert script.cues()
     recorded = json.loads(trace.read_text())
     steps = [call["step"] for call in recorded["calls"]]
-    assert steps[0] == "identify" and steps[-1] == "synthesize" and "reason" in steps
+    assert steps[0] == "describe" and steps[-1] == "synthesize" and "reason" in steps  # measured timing
     for call in recorded["calls"]:
         assert call["prompt"] and call["raw"] and call["answer"] is not None and call["frame_times"]
     assert recorded["prompt_version"] and recorded["events"] and recorded["reasoning"]
+    assert recorded["timing"] == "measured" and recorded["proposals"]["cuts"]
 
 
 def test_script_prints_to_stdout(scene_video):

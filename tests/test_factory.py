@@ -15,7 +15,7 @@ from foley_core.schema import validate_script
 from tests.conftest import make_manifest_videos
 
 BAD = ("missing", "empty", "not_a_video", "corrupt")
-CHAIN_STEPS = {"sample", "identify", "reason", "synthesize", "validate"}
+CHAIN_STEPS = {"sample", "propose", "identify", "reason", "synthesize", "validate"}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def test_every_video_gets_its_row(built):
         assert row["duration"] == pytest.approx(duration) and len(row["sha256"]) == 64
         trace = json.loads(row["trace"])
         steps = [c["step"] for c in trace["calls"]]
-        assert steps[0] == "identify" and steps[-1] == "synthesize"
-        assert steps.count("reason") == len(trace["events"]) == len(json.loads(row["events"]))
+        assert steps[0] == "describe" and steps[-1] == "synthesize"  # measured timing: one per window
+        assert steps.count("describe") == steps.count("reason") == len(trace["events"])
+        assert len(json.loads(row["events"])) == len(trace["events"])
         assert json.loads(row["metadata"])["take"] in ("0", "1", "2")
         assert row["model_id"] == "tiny-random" and row["prompt_version"] == summary.prompt_version
     for reason in BAD:
@@ -94,7 +95,7 @@ def test_editing_one_template_reruns_that_step_and_later_only(built, tmp_path):
         prompts_dir=str(prompts),
     )
     assert again.computed == {"synthesize": 3, "validate": 3}
-    assert set(again.cached) == {"sample", "identify", "reason"}
+    assert set(again.cached) == {"sample", "propose", "identify", "reason"}
 
 
 def test_limit_and_retry_failed(built, tmp_path):

@@ -15,15 +15,19 @@ from foley_core.chain.steps import (
     StepResult,
     StepSettings,
     identify,
+    identify_windows,
     reason,
     synthesize,
     timed,
     validate,
 )
 from foley_core.chain.trace import ChainTrace
+from foley_core.errors import InputError
 from foley_core.prompts import PromptSet, load_prompts
+from foley_core.proposals import ProposalSettings, candidate_windows, propose
 from foley_core.schema.decoding import SchemaLimits
 from foley_core.schema.script import FoleyScript
+from foley_core.video.reader import Frames
 from foley_core.video.sampling import FramePolicy, policy_indices
 from foley_core.video.video import Video
 
@@ -35,8 +39,13 @@ class ChainConfig:
     limits: SchemaLimits = field(default_factory=SchemaLimits)  # answer size bounds
     params: GenerationParams = field(default_factory=GenerationParams)  # decoding parameters
     constrained: bool = True  # decode under JSON Schemas where the backend can
-    timing: str = "model"  # "model": the model's times; "measured": measured event windows
+    timing: str = "measured"  # "measured": cue times from measured windows; "model": the model's own times
+
+    def __post_init__(self) -> None:
+        if self.timing not in ("measured", "model"):
+            raise InputError(f"timing must be 'measured' or 'model', not {self.timing!r}")
     frame_max_side: int | None = 512  # frames are decoded at most this large; the processor resizes
+    proposals: ProposalSettings = field(default_factory=ProposalSettings)  # measurement thresholds
 
     def settings_key(self) -> dict:
         """What of this config shapes a model step's answer (for cache keys)."""
@@ -45,6 +54,8 @@ class ChainConfig:
             "params": self.params.as_dict(),
             "constrained": self.constrained,
             "frame_max_side": self.frame_max_side,
+            "timing": self.timing,
+            "proposals": self.proposals.__dict__ if self.timing == "measured" else None,
         }
 
 
@@ -130,8 +141,28 @@ def run_chain(
         record_step(trace, name, result)
         return result.value
 
-    events = step("identify", lambda: identify(clip, settings))
-    reasoning = step("reason", lambda: reason(clip, events, settings))
+    if config.timing == "measured":
+        proposals = step("propose", lambda: StepResult(propose(video, config.proposals)))
+        trace.proposals = proposals.model_dump()
+        windows = candidate_windows(proposals, config.proposals, max_windows=config.limits.max_events)
+        window_frames = window_sampler(video, llm.frame_policy)
+        events = step("identify", lambda: identify_windows(clip, windows, settings, window_frames))
+        event_frames = lambda event: window_frames(event.start, event.end)  # noqa: E731
+        reasoning = step("reason", lambda: reason(clip, events, settings, frames_for=event_frames))
+        shots, speech = proposals.shots(), proposals.speech_spans()
+    else:
+        events = step("identify", lambda: identify(clip, settings))
+        reasoning = step("reason", lambda: reason(clip, events, settings))
+        shots = speech = None
     draft = step("synthesize", lambda: synthesize(clip, events, reasoning, settings))
-    script = step("validate", lambda: validate(draft, events, clip.duration, config.timing))
+    script = step("validate", lambda: validate(draft, events, clip.duration, config.timing, shots, speech))
     return ChainResult(script=script, trace=trace)
+
+
+def window_sampler(video: Video, policy: FramePolicy) -> Callable[[float, float], Frames]:
+    """Frames of a window, as the model's policy asks, over [start, end)."""
+
+    def frames(start: float, end: float) -> Frames:
+        return video.sample(policy, start, max(end, start + 1e-3))
+
+    return frames

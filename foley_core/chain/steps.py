@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -17,11 +18,14 @@ from foley_core.backends.base import GenerationParams, VideoLLM
 from foley_core.chain.ask import Question, ask
 from foley_core.chain.trace import StepCall
 from foley_core.prompts import PromptSet
+from foley_core.proposals.windows import Window
 from foley_core.schema.decoding import (
+    DescribeAnswer,
     IdentifyAnswer,
     ReasonAnswer,
     SchemaLimits,
     SynthesisAnswer,
+    describe_schema,
     identify_schema,
     reason_schema,
     synthesize_schema,
@@ -85,8 +89,9 @@ def _seconds(t: float) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Collapse every run of whitespace (tabs and newlines too) into one space."""
-    return " ".join(text.split())
+    """Drop control characters and collapse every run of whitespace into one space."""
+    printable = "".join(c if c.isspace() or unicodedata.category(c) != "Cc" else " " for c in text)
+    return " ".join(printable.split())
 
 
 def identify(clip: Clip, s: StepSettings) -> StepResult[list[Event]]:
@@ -104,6 +109,44 @@ def identify(clip: Clip, s: StepSettings) -> StepResult[list[Event]]:
     ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
     events, notes = place_events(answer, clip.duration)  # type: ignore[arg-type]
     return StepResult(events, [call], notes)
+
+
+def identify_windows(
+    clip: Clip, windows: list[Window], s: StepSettings, frames_for: Callable[[float, float], Frames]
+) -> StepResult[list[Event]]:
+    """Measured timing: one question per measured window (its own frames), asking only what happens.
+
+    The windows' times are measurement, so the events keep them; the model supplies the summary.
+    """
+    questions = []
+    for k, window in enumerate(windows):
+        frames = frames_for(window.start, window.end)
+        prompt = s.prompts.render(
+            "describe",
+            duration=_seconds(clip.duration),
+            frame_times=frames.describe_times(),
+            n_frames=len(frames),
+            window_start=_seconds(window.start),
+            window_end=_seconds(window.end),
+            cue_kind=window.kind.replace("+", " and ").replace("_", " "),
+        )
+        questions.append(Question("describe", k, frames, prompt, describe_schema(s.limits), DescribeAnswer))
+    if not questions:
+        return StepResult([], notes=["no measured event window: only what synthesis adds is in the script"])
+    answered = ask(s.llm, questions, s.params, s.prompts, constrained=s.constrained)
+    events = [
+        Event(
+            index=k,
+            start=round(w.start, 4),
+            end=round(w.end, 4),
+            summary=clean_text(answer.what),
+            timing="measured",
+            onset=round(w.onset, 4),
+            kind=w.kind,
+        )
+        for k, (w, (answer, _call)) in enumerate(zip(windows, answered, strict=True))
+    ]
+    return StepResult(events, [call for _answer, call in answered])
 
 
 def place_events(answer: IdentifyAnswer, duration: float) -> tuple[list[Event], list[str]]:
@@ -207,13 +250,27 @@ def synthesize(
     return StepResult(answer, [call])  # type: ignore[arg-type]
 
 
+def _span_at(spans: list[tuple[float, float]], t: float) -> tuple[float, float] | None:
+    """The span containing t, else the nearest one."""
+    if not spans:
+        return None
+    inside = [span for span in spans if span[0] - 1e-6 <= t < span[1]]
+    return inside[0] if inside else min(spans, key=lambda span: min(abs(span[0] - t), abs(span[1] - t)))
+
+
 def validate(
-    draft: SynthesisAnswer, events: list[Event], duration: float, timing: str = "model"
+    draft: SynthesisAnswer,
+    events: list[Event],
+    duration: float,
+    timing: str = "model",
+    shots: list[tuple[float, float]] | None = None,
+    speech: list[tuple[float, float]] | None = None,
 ) -> StepResult[FoleyScript]:
     """Turn the draft into a valid script: link events, clamp times, sort, merge duplicates.
 
-    With timing "measured", a cue tied to an event takes that event's measured window (the model
-    describes the sound; measurement places it).
+    With timing "measured", measurement places the cues and the model describes them: a cue tied to an
+    event takes that event's window, starting at its measured onset; an ambience cue spans the shot it
+    falls in (`shots`); an unlinked dialogue cue takes the nearest speech segment (`speech`).
     """
     notes: list[str] = []
     by_index = {e.index: e for e in events}
@@ -226,8 +283,13 @@ def validate(
             if draft_cue.event != -1 and event is None:
                 notes.append(f"{where}: unknown event {draft_cue.event}; unlinked")
             start, end = draft_cue.start, draft_cue.end
-            if timing == "measured" and event is not None:
-                start, end = (event.onset if event.onset is not None else event.start), event.end
+            if timing == "measured":
+                if event is not None:
+                    start, end = (event.onset if event.onset is not None else event.start), event.end
+                elif name == "ambience" and (shot := _span_at(shots or [], start)):
+                    start, end = shot
+                elif name == "dialogue" and (segment := _span_at(speech or [], start)):
+                    start, end = segment
             if start > end:
                 notes.append(f"{where}: start {start} s after end {end} s; swapped")
                 start, end = end, start

@@ -41,5 +41,6 @@ class ChainTrace(BaseModel):
     events: list[Event] = Field(default_factory=list)
     reasoning: list[EventReasoning] = Field(default_factory=list)
     calls: list[StepCall] = Field(default_factory=list)
+    proposals: dict[str, Any] | None = None  # measured cuts, motion, onsets, speech (measured timing)
     notes: list[str] = Field(default_factory=list)  # clamps, drops and merges, one line each
     step_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per step

@@ -54,6 +54,10 @@ def identify_schema(duration: float, limits: SchemaLimits) -> dict[str, Any]:
     return _object({"events": events})
 
 
+def describe_schema(limits: SchemaLimits) -> dict[str, Any]:
+    return _object({"what": _text(limits.max_text_chars)})
+
+
 def reason_schema(limits: SchemaLimits) -> dict[str, Any]:
     field = _text(limits.max_field_chars)
     sounds = {
@@ -98,6 +102,11 @@ class IdentifiedEvent(BaseModel):
 class IdentifyAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: list[IdentifiedEvent] = Field(min_length=1)
+
+
+class DescribeAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    what: str = Field(min_length=1)
 
 
 class ReasonAnswer(BaseModel):

@@ -18,6 +18,7 @@ class Event(BaseModel):
     summary: str  # one line: what happens
     timing: Literal["model", "measured"] = "model"  # who decided the window
     onset: float | None = None  # a measured onset inside the window, when there is one
+    kind: str = ""  # what measurement found (motion, audio_onset, motion+audio, speech); "" from the model
 
 
 class EventReasoning(BaseModel):
