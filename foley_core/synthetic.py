@@ -9,6 +9,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ class SceneSpec:
     clicks: tuple[float, ...] = (1.5,)  # impact clicks in the audio track
     speech: tuple[tuple[float, float], ...] = ()  # speech-like spans in the audio track
     audio: bool = True  # write an audio track at all
-    sample_rate: int = 16_000  # audio sample rate
+    sample_rate: int = 48_000  # audio sample rate (the usual one for video)
     seed: int = 0  # noise seed for the audio floor
     palette: tuple[tuple[int, int, int], ...] = field(
         default=((30, 50, 160), (190, 90, 30), (30, 150, 60), (150, 30, 140))
@@ -193,3 +194,24 @@ def write_scene_video(path: str | Path, spec: SceneSpec | None = None) -> Path:
     spec = spec or SceneSpec()
     audio = scene_audio(spec) if spec.audio else None
     return encode_video(path, scene_frames(spec), spec.fps, audio=audio, sample_rate=spec.sample_rate)
+
+
+def reference_script(spec: SceneSpec):
+    """The ground-truth foley script of a scene clip: what a careful sound editor would spot.
+
+    foley: the object appearing and each motion span; fx: each click; ambience: one bed per shot;
+    dialogue: each speech span. Times are the spec's own.
+    """
+    from foley_core.schema.script import Cue, FoleyScript
+
+    duration = spec.n_frames / spec.fps
+    bounds = [0.0, *sorted(spec.cuts), duration]
+    foley = [Cue.at(spec.appear, min(spec.appear + 0.1, duration), "A small white block appears.")]
+    foley += [Cue.at(a, b, "The white block slides across the floor.") for a, b in spec.motions]
+    fx = [Cue.at(t, min(t + 0.05, duration), "A sharp click of an impact.") for t in spec.clicks]
+    shots = enumerate(itertools.pairwise(bounds))
+    ambience = [Cue.at(a, b, f"Steady room tone of shot {k + 1}.") for k, (a, b) in shots]
+    dialogue = [Cue.at(a, min(b, duration), "Someone speaks in a low voice.") for a, b in spec.speech]
+    return FoleyScript(
+        foley=sorted(foley, key=lambda c: c.start), fx=fx, ambience=ambience, dialogue=dialogue
+    )

@@ -14,12 +14,12 @@ from PIL import Image
 
 from foley_core.backends.openai_backend import OpenAIVideoLLM
 from foley_core.chain import ChainConfig, run_chain
-
-MODEL_TIMING = ChainConfig(timing="model")  # protocol tests: the model-timed chain, three calls a clip
 from foley_core.errors import BackendError, ChainError, TransientBackendError
 from foley_core.schema import validate_script
 from foley_core.video import open_video
 from tests.chat_server import ChatServer
+
+MODEL_TIMING = ChainConfig(timing="model")  # protocol tests: the model-timed chain, three calls a clip
 
 
 @pytest.fixture

@@ -87,3 +87,14 @@ def test_events_json_merges_reasoning():
     text = events_json(EVENTS, reasoning)
     assert '"event":0,"start":1.0,"end":2.0,"what":"a"}' in text
     assert '"main_object":"glass"' in text and '"sounds":["clink"]' in text
+
+
+def test_measured_ambience_spans_shots_and_dialogue_follows_speech():
+    draft = _draft(
+        ambience=[{"event": 1, "start": 0.0, "end": 0.1, "description": "Hum."}],
+        dialogue=[{"event": -1, "start": 6.2, "end": 6.3, "description": "A voice."}],
+    )
+    shots, speech = [(0.0, 2.5), (2.5, 10.0)], [(5.9, 7.4)]
+    script = validate(draft, EVENTS, duration=10.0, timing="measured", shots=shots, speech=speech).value
+    assert (script.ambience[0].start, script.ambience[0].end) == (2.5, 10.0)  # event 1's onset is in shot 2
+    assert (script.dialogue[0].start, script.dialogue[0].end) == (5.9, 7.4)

@@ -44,6 +44,7 @@ class ChainConfig:
     def __post_init__(self) -> None:
         if self.timing not in ("measured", "model"):
             raise InputError(f"timing must be 'measured' or 'model', not {self.timing!r}")
+
     frame_max_side: int | None = 512  # frames are decoded at most this large; the processor resizes
     proposals: ProposalSettings = field(default_factory=ProposalSettings)  # measurement thresholds
 

@@ -270,7 +270,7 @@ def validate(
 
     With timing "measured", measurement places the cues and the model describes them: a cue tied to an
     event takes that event's window, starting at its measured onset; an ambience cue spans the shot it
-    falls in (`shots`); an unlinked dialogue cue takes the nearest speech segment (`speech`).
+    falls in (`shots`); a dialogue cue takes the nearest speech segment (`speech`), when there is one.
     """
     notes: list[str] = []
     by_index = {e.index: e for e in events}
@@ -284,12 +284,13 @@ def validate(
                 notes.append(f"{where}: unknown event {draft_cue.event}; unlinked")
             start, end = draft_cue.start, draft_cue.end
             if timing == "measured":
-                if event is not None:
-                    start, end = (event.onset if event.onset is not None else event.start), event.end
-                elif name == "ambience" and (shot := _span_at(shots or [], start)):
-                    start, end = shot
-                elif name == "dialogue" and (segment := _span_at(speech or [], start)):
-                    start, end = segment
+                anchor = start if event is None else (event.onset if event.onset is not None else event.start)
+                if name == "ambience" and (shot := _span_at(shots or [], anchor)):
+                    start, end = shot  # a bed spans its shot
+                elif name == "dialogue" and (segment := _span_at(speech or [], anchor)):
+                    start, end = segment  # speech is where the voice activity detector heard it
+                elif event is not None:
+                    start, end = anchor, event.end
             if start > end:
                 notes.append(f"{where}: start {start} s after end {end} s; swapped")
                 start, end = end, start

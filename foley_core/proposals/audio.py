@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import av
 import numpy as np
@@ -54,11 +54,18 @@ def detect_onsets(samples: np.ndarray, offset: float, settings: ProposalSettings
     return found
 
 
-@lru_cache(maxsize=1)
-def _vad_model():
-    from silero_vad import load_silero_vad
+_thread_models = threading.local()
 
-    return load_silero_vad()
+
+def _vad_model():
+    """One silero model per thread: it is a stateful TorchScript module, and sharing one between the
+    threads of a Prefect task runner crashed the process (a segfault in torch::jit, seen here)."""
+    model = getattr(_thread_models, "vad", None)
+    if model is None:
+        from silero_vad import load_silero_vad
+
+        model = _thread_models.vad = load_silero_vad()
+    return model
 
 
 def detect_speech(samples: np.ndarray, offset: float, settings: ProposalSettings) -> list[Proposal]:
