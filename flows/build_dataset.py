@@ -12,7 +12,6 @@ refreshes the dataset card and emits `foley.dataset.updated` with the number of 
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from flows.events import DATASET_UPDATED, dataset_resource, last_training, training_labels
 from flows.process_shard import process_shard
 from flows.progress import report
 from foley_core.backends import BackendSpec, frame_policy_for
@@ -29,8 +29,6 @@ from foley_core.chain import ChainConfig
 from foley_core.manifest import ManifestEntry, read_manifest
 from foley_core.store import DatasetStore, render_card
 from tasks.job import ChainJob
-
-UPDATED_EVENT = "foley.dataset.updated"
 
 
 @dataclass
@@ -51,13 +49,6 @@ class BuildSummary:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-
-
-def dataset_resource(store: str) -> dict[str, str]:
-    return {
-        "prefect.resource.id": f"foley.dataset.{hashlib.sha1(store.encode()).hexdigest()[:12]}",
-        "prefect.resource.name": store,
-    }
 
 
 @flow(name="build-dataset")
@@ -81,6 +72,7 @@ def build_dataset(
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
     retry_failed: bool = False,
+    train_min_new_rows: int = 1000,
 ) -> BuildSummary:
     """Build or extend the dataset at `store` from the videos in `manifest`."""
     started = time.perf_counter()
@@ -152,9 +144,11 @@ def build_dataset(
         seconds=round(time.perf_counter() - started, 3),
     )
     if mine:  # only a changed dataset is news
+        ok_rows = sum(m.ok for m in dataset.markers())
+        labels = training_labels(ok_rows, last_training(store).get("ok_rows", 0), train_min_new_rows)
         emit_event(
-            event=UPDATED_EVENT,
-            resource=dataset_resource(store),
+            event=DATASET_UPDATED,
+            resource=dataset_resource(store, **labels),
             payload={
                 "store": store,
                 "run_id": run_id,

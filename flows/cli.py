@@ -155,6 +155,13 @@ def script_video(
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"loading {model or 'the default model'}", total=None)
         llm = load_backend(spec)
+        progress.update(
+            task, description=f"{'one pass (adapter)' if adapter else 'chain'}: {Path(video).name}"
+        )
+        if adapter:  # an adapter was trained to answer the simple prompt in one pass
+            from foley_core.chain.simple import load_simple_prompt, run_simple
+
+            return run_simple(opened, llm, load_simple_prompt(prompts_dir), config)
         result = run_chain(
             opened,
             llm,
@@ -475,6 +482,95 @@ def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
                 pass
         plot_video(vid, reference, predicted, out / f"{vid}.png", duration, frames)
     return len(pairs)
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Dataset store to train on.")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Adapter folder.")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="Model the adapter is for.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate on the held-out videos afterwards.")] = True,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Ground-truth <id>.json folder.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """LoRA-train a model to write the chain's script from one simple prompt (resumes when it can)."""
+    setup_logging(verbose)
+
+    def run() -> None:
+        from training.config import TrainConfig
+        from training.trainer import train as run_training
+
+        overrides = {
+            "store": store,
+            "output_dir": output_dir,
+            "base_model": base_model,
+            "max_steps": max_steps,
+            "learning_rate": learning_rate,
+            "epochs": epochs,
+        }
+        cfg = (
+            TrainConfig.from_yaml(config, **overrides)
+            if config
+            else TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        )
+        if not cfg.store:
+            raise InputError("give --store (or store: in --config)")
+        warn_if_tiny(cfg.base_model)
+        quiet_transformers()
+        with err.status(f"training a LoRA adapter on {cfg.store}"):
+            result = run_training(cfg)
+        err.print(
+            f"adapter: {result.output_dir} ({result.steps} steps; loss {result.first_loss:.4f} -> "
+            f"{result.last_loss:.4f}; {result.train_examples} train / {result.eval_examples} eval videos)"
+        )
+        if evaluate and result.eval_examples:
+            from training.evaluate import default_similarity, evaluate_adapter
+
+            with err.status("evaluating on the held-out videos"):
+                evaluate_adapter(cfg, result.output_dir, reference, default_similarity())
+            err.print(Path(result.output_dir, "eval.md").read_text())
+
+    guarded(run)
+
+
+@app.command()
+def publish(
+    store: Annotated[str, typer.Option("--store", help="Dataset store to publish.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repo, org/name.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be uploaded, upload nothing.")
+    ] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Create the repo public (default private).")
+    ] = False,
+    token_secret: Annotated[
+        str | None, typer.Option("--token-secret", help="Prefect Secret block name.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Push the store's complete shards and card to a Hugging Face Hub dataset repo (token: HF_TOKEN)."""
+    setup_logging(verbose)
+    quiet_prefect(verbose)
+
+    def run() -> None:
+        from flows.publish_dataset import publish_dataset
+
+        result = publish_dataset(
+            store=store, repo_id=repo_id, dry_run=dry_run, private=not public, token_secret=token_secret
+        )
+        verb = "would upload" if dry_run else "uploaded"
+        for line in result["files"]:
+            err.print(f"{verb} {line}", highlight=False, soft_wrap=True)
+        if not dry_run:
+            err.print(f"commit: {result['commit']}")
+
+    guarded(run)
 
 
 if __name__ == "__main__":

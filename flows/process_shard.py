@@ -36,6 +36,7 @@ from tasks.chain_tasks import (
     propose_task,
     reason_task,
     sample_task,
+    simple_task,
     synthesize_task,
     validate_task,
 )
@@ -99,7 +100,7 @@ def process_shard(
     dataset = DatasetStore(store)
     prompts = job.prompts()
     storage = result_storage(result_storage_uri or dataset.cache_uri)
-    probe, sample, prop, ident, reas, synth, valid = (
+    probe, sample, prop, ident, reas, synth, simp, valid = (
         t.with_options(result_storage=storage)
         for t in (
             probe_task,
@@ -108,6 +109,7 @@ def process_shard(
             identify_task,
             reason_task,
             synthesize_task,
+            simple_task,
             validate_task,
         )
     )
@@ -179,7 +181,7 @@ def process_shard(
 
     works = run_stage("sample", works, submit_sample, keep_plan)
 
-    measured = job.config.timing == "measured"
+    measured = job.config.timing == "measured" and not job.backend.adapter
     if measured:
 
         def submit_propose(work: _Work):
@@ -192,7 +194,19 @@ def process_shard(
 
         works = run_stage("propose", works, submit_propose, keep_proposals)
 
+    one_pass = bool(job.backend.adapter)  # an adapter writes the script from the simple prompt, in one call
     with gpu_slot(enabled=job.backend.backend == "transformers" and bool(works) and started_by_worker()):
+
+        def submit_simple(work: _Work):
+            work.keys["synthesize"] = job.model_step_key("simple", work.video.sha256, [work.keys["sample"]])
+            return simp.submit(work.video, work.plan, job, work.keys["synthesize"])
+
+        def keep_one_pass(work: _Work, result) -> None:
+            record_step(work.trace, "simple", result)
+            work.draft = result.value
+
+        if one_pass:
+            works = run_stage("simple", works, submit_simple, keep_one_pass)
 
         def submit_identify(work: _Work):
             upstream = [work.keys["sample"]] + ([work.keys["propose"]] if measured else [])
@@ -203,7 +217,8 @@ def process_shard(
             record_step(work.trace, "identify", result)
             work.events = result.value
 
-        works = run_stage("identify", works, submit_identify, keep_events)
+        if not one_pass:
+            works = run_stage("identify", works, submit_identify, keep_events)
 
         def submit_reasons(work: _Work):
             futures = []
@@ -218,7 +233,8 @@ def process_shard(
         def keep_reasons(work: _Work, results) -> None:
             record_step(work.trace, "reason", merge_results(results))
 
-        works = run_stage("reason", works, submit_reasons, keep_reasons)
+        if not one_pass:
+            works = run_stage("reason", works, submit_reasons, keep_reasons)
 
         def submit_synthesize(work: _Work):
             upstream = [work.keys["identify"]] + [work.keys[f"reason-{e.index}"] for e in work.events]
@@ -231,7 +247,8 @@ def process_shard(
             record_step(work.trace, "synthesize", result)
             work.draft = result.value
 
-        works = run_stage("synthesize", works, submit_synthesize, keep_draft)
+        if not one_pass:
+            works = run_stage("synthesize", works, submit_synthesize, keep_draft)
 
     def submit_validate(work: _Work):
         upstream = [work.keys["synthesize"]] + ([work.keys["propose"]] if measured else [])

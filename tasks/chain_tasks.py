@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from foley_core.chain import FramePlan, StepResult, load_clip, plan_frames, timed
 from foley_core.chain.runner import window_sampler
+from foley_core.chain.simple import simple_step
 from foley_core.chain.steps import identify, identify_windows, reason, synthesize, validate
 from foley_core.manifest import ManifestEntry
 from foley_core.proposals import ProposalSet, ProposalSettings, candidate_windows, propose
@@ -103,3 +104,10 @@ def validate_task(
     shots = proposals.shots() if proposals else None
     speech = proposals.speech_spans() if proposals else None
     return timed(lambda: validate(draft, events, duration, timing, shots, speech))
+
+
+@task(name="simple", **MODEL_STEP)
+def simple_task(video: Video, plan: FramePlan, job: ChainJob, cache_key: str) -> StepResult[SynthesisAnswer]:
+    """One pass with the simple prompt (a LoRA adapter trained on the chain's scripts)."""
+    clip, settings = load_clip(video, plan), job.settings()
+    return timed(lambda: simple_step(clip, settings))

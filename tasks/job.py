@@ -13,8 +13,9 @@ from foley_core.video.sampling import FramePolicy
 
 
 @lru_cache(maxsize=8)
-def _prompts(folder: str | None) -> PromptSet:
-    return load_prompts(folder)
+def _prompts(folder: str | None, adapter: bool) -> PromptSet:
+    # an adapter answers the simple prompt in one pass; the chain's templates do not apply to it
+    return load_prompts(folder, steps=("simple", "repair")) if adapter else load_prompts(folder)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ChainJob:
     config: ChainConfig = field(default_factory=ChainConfig)  # limits, decoding, timing
 
     def prompts(self) -> PromptSet:
-        return _prompts(self.prompts_dir)
+        return _prompts(self.prompts_dir, bool(self.backend.adapter))
 
     def settings(self) -> StepSettings:
         """Step settings with the process-wide batching model (loaded on first use)."""

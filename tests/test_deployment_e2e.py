@@ -5,7 +5,6 @@ The build-dataset run fans its shards out as process-shard deployment runs on th
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -57,20 +56,22 @@ def wait_for_final(url: str, run_id: str, timeout: float) -> dict:
     raise TimeoutError(f"flow run {run_id} did not finish in {timeout} s")
 
 
-def wait_for_events(url: str, name: str, count: int, timeout: float = 60) -> list[dict]:
-    """Events reach the server asynchronously: poll until `count` of them are there."""
+def wait_for_events(url: str, name: str, store: str, timeout: float = 60) -> list[dict]:
+    """Events reach the server asynchronously: poll until one about `store` is there."""
     deadline = time.monotonic() + timeout
     while True:
         found = api(url, "/events/filter", {"filter": {"event": {"prefix": [name]}}, "limit": 50})["events"]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
+        mine = [e for e in found if e["payload"].get("store") == store]
+        if mine or time.monotonic() > deadline:
+            return mine
         time.sleep(1)
 
 
-def test_deployment_run_on_a_real_server(tmp_path, foley_cache, bad_videos):
-    manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
-    store = tmp_path / "store"
-    with prefect_server(tmp_path / "prefect-home", tmp_path / "server.log") as (url, env):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, foley_cache):
+    """A real Prefect server with the `gpu` process pool and every deployment of prefect.yaml."""
+    home = tmp_path_factory.mktemp("cluster")
+    with prefect_server(home / "prefect-home", home / "server.log") as (url, env):
         env = {
             **env,
             "FOLEY_CACHE_DIR": str(foley_cache),
@@ -79,46 +80,121 @@ def test_deployment_run_on_a_real_server(tmp_path, foley_cache, bad_videos):
         }
         prefect(env, "work-pool", "create", "gpu", "--type", "process")
         prefect(env, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-        with open(tmp_path / "worker.log", "w") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            out = prefect(
-                env,
-                "deployment",
-                "run",
-                "build-dataset/nightly",
-                "--param",
-                f"manifest={manifest}",
-                "--param",
-                f"store={store}",
-                "--param",
-                "model=tiny-random",
-                "--param",
-                "shard_size=3",
-            )
-            run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
-            run = wait_for_final(url, run_id, timeout=420)
-            assert run["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
-        finally:
-            stop(worker)
+        yield url, env
 
-        runs = api(url, "/flow_runs/filter", {"limit": 50})
-        assert len(runs) == 3 and all(r["state"]["type"] == "COMPLETED" for r in runs)
-        assert len({r["deployment_id"] for r in runs}) == 2  # nightly once, and process-shard/gpu per shard
-        (event,) = wait_for_events(url, "foley.dataset.updated", count=1)
-        assert event["payload"]["store"] == str(store) and event["payload"]["new_ok_rows"] == 3
-        limits = api(url, "/v2/concurrency_limits/filter", {})
-        assert any(limit["name"] == "gpu:test-gpu-1" for limit in limits)
+
+def deployment_id(url: str, name: str) -> str:
+    flow, deployment = name.split("/")
+    return api(url, f"/deployments/name/{flow}/{deployment}")["id"]
+
+
+def test_enough_new_rows_trigger_training_and_too_few_do_not(cluster, tmp_path):
+    """The deployment trigger of train-lora/on-new-data, evaluated by the server's automations."""
+    url, env = cluster
+    train = deployment_id(url, "train-lora/on-new-data")
+    few = json.dumps({"store": str(tmp_path / "few")})
+    many = json.dumps({"store": str(tmp_path / "many")})
+    resource = "foley.dataset.{}"
+    prefect(
+        env,
+        "event",
+        "emit",
+        "foley.dataset.updated",
+        "--resource",
+        json.dumps(
+            {
+                "prefect.resource.id": resource.format("few"),
+                "foley.train-ready": "false",
+                "foley.rows-since-training": "12",
+            }
+        ),
+        "--payload",
+        few,
+    )
+    prefect(
+        env,
+        "event",
+        "emit",
+        "foley.dataset.updated",
+        "--resource",
+        json.dumps(
+            {
+                "prefect.resource.id": resource.format("many"),
+                "foley.train-ready": "true",
+                "foley.rows-since-training": "5000",
+            }
+        ),
+        "--payload",
+        many,
+    )
+    deadline = time.monotonic() + 60
+    runs: list = []
+    while time.monotonic() < deadline and not runs:
+        runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [train]}}})
+        time.sleep(1)
+    time.sleep(3)  # give a wrongly matched second run the time to appear
+    runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [train]}}})
+    assert [r["parameters"]["store"] for r in runs] == [str(tmp_path / "many")]
+
+
+def test_training_labels_follow_the_threshold():
+    from flows.events import training_labels
+
+    assert training_labels(1500, 400, 1000)["foley.train-ready"] == "true"
+    assert training_labels(1300, 400, 1000) == {
+        "foley.rows-since-training": "900",
+        "foley.train-ready": "false",
+    }
+
+
+def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
+    """build-dataset/nightly run by a worker; its shards run as process-shard/gpu deployment runs."""
+    url, env = cluster
+    manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
+    store = tmp_path / "store"
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        out = prefect(
+            env,
+            "deployment",
+            "run",
+            "build-dataset/nightly",
+            "--param",
+            f"manifest={manifest}",
+            "--param",
+            f"store={store}",
+            "--param",
+            "model=tiny-random",
+            "--param",
+            "shard_size=3",
+        )
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        run = wait_for_final(url, run_id, timeout=420)
+        assert run["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+    finally:
+        stop(worker)
+
+    build, shard = deployment_id(url, "build-dataset/nightly"), deployment_id(url, "process-shard/gpu")
+    shard_runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shard]}}})
+    assert len(shard_runs) == 2 and all(r["state"]["type"] == "COMPLETED" for r in shard_runs)
+    assert all(r["parameters"]["run_id"] == shard_runs[0]["parameters"]["run_id"] for r in shard_runs)
+    assert api(url, f"/flow_runs/{run_id}")["deployment_id"] == build
+    events = wait_for_events(url, "foley.dataset.updated", str(store))
+    (event,) = events
+    assert event["payload"]["new_ok_rows"] == 3 and event["resource"]["foley.train-ready"] == "false"
+    limits = api(url, "/v2/concurrency_limits/filter", {})
+    assert any(limit["name"] == "gpu:test-gpu-1" for limit in limits)
 
     loaded = datasets.load_dataset(str(store))
     rows = {row["id"]: row for split in loaded.values() for row in split}
     assert {k for k, r in rows.items() if r["status"] == "ok"} == set(durations)
     assert rows["bad-empty"]["error_kind"] == "empty" and rows["bad-blank"]["error_kind"] == "manifest_row"
-    assert not os.path.exists(store / "_tmp") or not list((store / "_tmp").iterdir())
+    assert not (store / "_tmp").exists() or not list((store / "_tmp").iterdir())

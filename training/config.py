@@ -50,7 +50,12 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise InputError(f"{path}: cannot read the training config: {err}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: a training config is a mapping of option: value")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -11,7 +11,7 @@ import json
 from foley_core.backends.base import VideoLLM
 from foley_core.chain.ask import Question, ask
 from foley_core.chain.runner import ChainConfig, ChainResult, load_clip, new_trace, plan_frames, record_step
-from foley_core.chain.steps import StepResult, timed, validate
+from foley_core.chain.steps import Clip, StepResult, StepSettings, timed, validate
 from foley_core.prompts import PromptSet, load_prompts
 from foley_core.schema.decoding import SynthesisAnswer, simple_schema
 from foley_core.schema.script import TRACKS, FoleyScript
@@ -39,6 +39,15 @@ def simple_target(script: FoleyScript | dict) -> str:
     return json.dumps(tracks, ensure_ascii=False, separators=(",", ":"))
 
 
+def simple_step(clip: Clip, s: StepSettings) -> StepResult[SynthesisAnswer]:
+    """The script's draft in one question (validated afterwards like the chain's)."""
+    prompt = simple_prompt(s.prompts, clip.duration, clip.frames.times)
+    schema = simple_schema(clip.duration, s.limits)
+    question = Question("simple", None, clip.frames, prompt, schema, SynthesisAnswer)
+    ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
+    return StepResult(answer, [call])  # type: ignore[arg-type]
+
+
 def run_simple(
     video: Video, llm: VideoLLM, prompts: PromptSet | None = None, config: ChainConfig | None = None
 ) -> ChainResult:
@@ -49,16 +58,8 @@ def run_simple(
     plan = plan_frames(video, llm.frame_policy)
     clip = load_clip(video, plan)
     trace = new_trace(video.uri, video.sha256, video.info.duration, plan, llm.describe(), prompts, config)
-    prompt = simple_prompt(prompts, clip.duration, clip.frames.times)
-    question = Question(
-        "simple", None, clip.frames, prompt, simple_schema(clip.duration, config.limits), SynthesisAnswer
-    )
-
-    def one_pass() -> StepResult:
-        ((answer, call),) = ask(llm, [question], config.params, prompts, constrained=config.constrained)
-        return StepResult(answer, [call])
-
-    draft = timed(one_pass)
+    settings = StepSettings(llm, prompts, config.params, config.limits, config.constrained)
+    draft = timed(lambda: simple_step(clip, settings))
     record_step(trace, "simple", draft)
     result = timed(lambda: validate(draft.value, [], clip.duration, config.timing))
     record_step(trace, "validate", result)

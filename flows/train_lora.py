@@ -1,0 +1,83 @@
+"""`train-lora`: a store in, a LoRA adapter out (local disk or S3), then `foley.adapter.trained`.
+
+    foley train --config cfg.yaml                             # the same training, without Prefect
+    prefect deployment run 'train-lora/on-new-data' --param store=s3://bucket/foley-dataset
+
+The deployment `train-lora/on-new-data` (deployments/prefect.yaml) is triggered by
+`foley.dataset.updated` events whose resource says the store has enough new rows since the last
+training (build-dataset decides that with its `train_min_new_rows` parameter). After training, the
+number of ok rows trained on is recorded in `<store>/_training/last.json`, the baseline for the next.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fsspec
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from flows.events import ADAPTER_TRAINED, dataset_resource, record_training
+from training.config import TrainConfig
+
+
+@flow(name="train-lora")
+def train_lora(
+    store: str,
+    output: str | None = None,
+    base_model: str | None = None,
+    config_path: str | None = None,
+    max_steps: int | None = None,
+    evaluate: bool = True,
+) -> dict:
+    """Train (or resume) an adapter on `store`'s ok rows; write it to `output` (default: the store's
+    adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained."""
+    from foley_core.store import DatasetStore
+    from training.trainer import train
+
+    logger = get_run_logger()
+    config = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    output = output or f"{store.rstrip('/')}/adapters/lora-{stamp}"
+    remote = "://" in output and not output.startswith("file://")
+    local = Path(tempfile.mkdtemp(prefix="foley-adapter-")) if remote else Path(output)
+    config = replace(
+        config,
+        store=store,
+        output_dir=str(local),
+        base_model=base_model or config.base_model,
+        max_steps=max_steps or config.max_steps,
+    )
+    result = train(config)
+    logger.info(
+        "trained %d steps on %d examples; loss %s -> %s",
+        result.steps,
+        result.train_examples,
+        result.first_loss,
+        result.last_loss,
+    )
+    if evaluate and result.eval_examples:
+        from training.evaluate import default_similarity, evaluate_adapter
+
+        evaluate_adapter(config, str(local), similarity=default_similarity())
+    if remote:
+        fs, root = fsspec.core.url_to_fs(output)
+        fs.put(str(local).rstrip("/") + "/", root, recursive=True)
+    ok_rows = sum(m.ok for m in DatasetStore(store).markers())
+    record = {
+        "adapter": output,
+        "ok_rows": ok_rows,
+        "steps": result.steps,
+        "trained_at": stamp,
+        "data_version": result.data_version,
+    }
+    record_training(store, record)
+    emit_event(
+        event=ADAPTER_TRAINED,
+        resource=dataset_resource(store),
+        payload={"adapter": output, "store": store, "steps": result.steps, "ok_rows": ok_rows},
+    )
+    return record | {"result": asdict(result)}

@@ -1,0 +1,87 @@
+"""publish-dataset: a dry run lists exactly what would land where; a real run against a local server
+standing in for the Hugging Face Hub (a protocol test, not the Hub) commits the shards and the card."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.publish_dataset import publish_dataset
+from foley_core.schema.rows import DatasetRow
+from foley_core.store import DatasetStore
+from tests.hub_server import HubServer
+
+runner = CliRunner()
+TOKEN = "hf_test_token_that_must_never_be_logged"
+
+
+@pytest.fixture
+def store(tmp_path) -> DatasetStore:
+    dataset = DatasetStore(str(tmp_path / "store"))
+    base = {
+        "video": "/v.mp4",
+        "prompt_version": "v",
+        "model_id": "m",
+        "backend": "transformers",
+        "status": "ok",
+        "script": "{}",
+    }
+    dataset.write_shard(
+        [DatasetRow(id="a", split="train", **base), DatasetRow(id="b", split="test", **base)], "run", 0
+    )
+    (tmp_path / "store" / "data" / "train-orphan-00000.parquet").write_bytes(b"no marker, not published")
+    return dataset
+
+
+def test_dry_run_lists_and_uploads_nothing(store, prefect_harness, monkeypatch):
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = runner.invoke(app, ["publish", "--store", store.uri, "--repo-id", "org/foley", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        assert hub.requests == []
+    lines = [line for line in result.output.splitlines() if line.startswith("would upload")]
+    assert [line.split(" -> ")[1].split(" (")[0].rsplit("/main/", 1)[1] for line in lines] == [
+        "README.md",
+        "data/test-run-00000.parquet",
+        "data/train-run-00000.parquet",
+    ]
+    assert "orphan" not in result.output
+
+
+def test_publish_commits_shards_and_card(store, prefect_harness, monkeypatch, caplog):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    # the suite runs with HF_HUB_OFFLINE=1; this test's "Hub" is the local stand-in server
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    caplog.set_level(logging.DEBUG)
+    with HubServer() as hub:
+        result = publish_dataset(store=store.uri, repo_id="org/foley", endpoint=hub.url)
+        assert (
+            hub.repos["org/foley"]["type"] == "dataset" and hub.repos["org/foley"]["visibility"] == "private"
+        )
+        assert sorted(hub.files) == [
+            "README.md",
+            "data/test-run-00000.parquet",
+            "data/train-run-00000.parquet",
+        ]
+        assert hub.files["data/train-run-00000.parquet"] == (
+            store.fs.cat_file(store.path("data/train-run-00000.parquet"))
+        )
+        header = yaml.safe_load(hub.files["README.md"].decode().split("---")[1])
+        assert header["configs"][0]["data_files"] == [
+            {"split": "test", "path": ["data/test-run-00000.parquet"]},
+            {"split": "train", "path": ["data/train-run-00000.parquet"]},
+        ]
+        for _method, _path, headers in hub.requests:
+            assert {k.lower(): v for k, v in headers.items()}["authorization"] == f"Bearer {TOKEN}"
+    assert result["commit"].startswith(hub.url)
+    assert TOKEN not in caplog.text and TOKEN not in str(result)
+
+
+def test_publish_without_a_token_is_bad_input(store, prefect_harness, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    result = runner.invoke(app, ["publish", "--store", store.uri, "--repo-id", "org/foley"])
+    assert result.exit_code == 2 and "HF_TOKEN" in result.output
