@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.http_stub import JSONHandler, StubServer
 
 
 def smallest_instance(schema: dict[str, Any]) -> Any:
@@ -26,7 +27,7 @@ def smallest_instance(schema: dict[str, Any]) -> Any:
     raise ValueError(f"unsupported schema node {schema}")
 
 
-class ChatServer:
+class ChatServer(StubServer):
     """Start with `with ChatServer() as server:`; `server.url` is the base URL ending in /v1.
 
     `script` is a queue of behaviours for the next requests: "ok" (schema instance), "503", "400",
@@ -38,49 +39,36 @@ class ChatServer:
         self.headers: list[dict[str, str]] = []
         self.script: deque[str] = deque()
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"{self.root}/v1"
 
-    def __enter__(self) -> ChatServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-    def _handler(self):
+    def handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 with server.lock:
                     server.requests.append(body)
                     server.headers.append(dict(self.headers))
                     action = server.script.popleft() if server.script else "ok"
                 if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return self.send_json(404, {"error": {"message": f"no route {self.path}"}})
                 if action == "drop":
                     self.close_connection = True
                     self.connection.close()
                     return None
                 if action in ("503", "400"):
-                    return self._send(int(action), {"error": {"message": f"scripted {action}"}})
+                    return self.send_json(int(action), {"error": {"message": f"scripted {action}"}})
                 if action == "garbage":
                     content = "I think the video shows something, but I am not sure what."
                 else:
                     schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
                     content = json.dumps(smallest_instance(schema)) if schema else '{"note": "no schema"}'
-                return self._send(
+                return self.send_json(
                     200,
                     {
                         "id": "chatcmpl-test",
@@ -100,13 +88,5 @@ class ChatServer:
                         },
                     },
                 )
-
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         return Handler

@@ -5,68 +5,44 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.http_stub import JSONHandler, StubServer
 
 
-class HubServer:
+class HubServer(StubServer):
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.repos: dict[str, dict] = {}
         self.files: dict[str, bytes] = {}
         self.commits: list[dict] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.root
 
-    def __enter__(self) -> HubServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-    def _handler(self):
+    def handler(self):
         hub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _send(self, status: int, payload: object) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def do_GET(self) -> None:
                 hub.requests.append(("GET", self.path, dict(self.headers)))
-                self._send(404, {"error": f"not served: {self.path}"})
+                self.send_json(404, {"error": f"not served: {self.path}"})
 
             def do_POST(self) -> None:
-                body = self._body()
+                body = self.read_body()
                 hub.requests.append(("POST", self.path, dict(self.headers)))
                 path = self.path.split("?")[0]
                 if path == "/api/repos/create":
                     spec = json.loads(body)
                     repo_id = f"{spec.get('organization') or 'user'}/{spec['name']}"
                     hub.repos[repo_id] = spec
-                    return self._send(200, {"url": f"{hub.url}/datasets/{repo_id}", "name": repo_id})
+                    return self.send_json(200, {"url": f"{hub.url}/datasets/{repo_id}", "name": repo_id})
                 if path == "/api/validate-yaml":
-                    return self._send(200, {"errors": [], "warnings": []})
+                    return self.send_json(200, {"errors": [], "warnings": []})
                 if "/preupload/" in path:
                     files = json.loads(body)["files"]
-                    return self._send(
+                    return self.send_json(
                         200,
                         {
                             "files": [
@@ -86,9 +62,9 @@ class HubServer:
                     hub.commits.append(commit)
                     oid = f"{len(hub.commits):040x}"
                     repo = path.split("/api/datasets/", 1)[1].split("/commit/", 1)[0]
-                    return self._send(
+                    return self.send_json(
                         200, {"commitUrl": f"{hub.url}/datasets/{repo}/commit/{oid}", "commitOid": oid}
                     )
-                return self._send(404, {"error": f"not served: {path}"})
+                return self.send_json(404, {"error": f"not served: {path}"})
 
         return Handler

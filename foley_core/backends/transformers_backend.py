@@ -109,6 +109,10 @@ class TransformersVideoLLM(VideoLLM):
         self.revision = revision or _revision_of(location, config)
         if adapter:
             self._apply_adapter(adapter)
+        self._prepare_decoding(config)
+
+    def _prepare_decoding(self, config) -> None:
+        """Left padding for batches, the grammar compiler, the frame policy."""
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         text_config = getattr(config, "text_config", config)
@@ -123,11 +127,7 @@ class TransformersVideoLLM(VideoLLM):
         llm.model, llm.processor = model.eval(), processor
         llm.device, llm.dtype = str(next(model.parameters()).device), next(model.parameters()).dtype
         llm.family = model.config.model_type
-        llm.tokenizer = processor.tokenizer
-        llm.tokenizer.padding_side = "left"
-        text_config = getattr(model.config, "text_config", model.config)
-        llm.grammars = GrammarCache(llm.tokenizer, vocab_size=text_config.vocab_size)
-        llm.frame_policy = policy_for_family(llm.family)
+        llm._prepare_decoding(model.config)
         return llm
 
     def _apply_adapter(self, adapter: str) -> None:
