@@ -110,3 +110,21 @@ def test_windows_join_an_onset_at_the_start_of_a_motion():
     ]  # long motion split, clipped to the video
     assert (8.0, 9.5, 8.0, "speech") in kinds
     assert len(candidate_windows(proposals, max_windows=2)) == 2
+
+
+def test_measured_chain_places_every_cue_on_a_true_onset(measured, tiny_llm, tmp_path):
+    """Script level: with measured timing, whatever the (random) model says, each cue starts within
+    one frame of a true onset (a cut, a click, an appearance, a motion or speech start, or 0)."""
+    from foley_core.chain import run_chain
+    from foley_core.schema import validate_script
+    from foley_core.synthetic import reference_script
+
+    spec, _proposals = measured
+    path = write_scene_video(tmp_path / "clip.mp4", spec)
+    video = open_video(str(path))
+    result = run_chain(video, tiny_llm)
+    validate_script(result.script, video.info.duration)
+    truth = [0.0] + [cue.start for _track, cue in reference_script(spec).cues()]
+    cues = result.script.cues()
+    assert cues
+    assert max(frames_off(truth, [cue.start for _t, cue in cues], spec.fps)) <= 1

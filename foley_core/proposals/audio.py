@@ -48,10 +48,26 @@ def detect_onsets(samples: np.ndarray, offset: float, settings: ProposalSettings
     for peak, start in zip(peaks, starts, strict=True):
         strength = float(envelope[peak]) / floor
         if strength >= settings.onset_min_strength:
-            t = offset + float(librosa.frames_to_time(start, sr=rate, hop_length=hop))
+            t = offset + _attack(samples, int(start) * hop, (int(peak) + 2) * hop) / rate
             t = round(t, 4)
             found.append(Proposal(kind="audio_onset", start=t, end=t, strength=round(strength, 3)))
     return found
+
+
+ATTACK_FRACTION = 0.25  # the attack starts where the signal first reaches this share of its peak
+
+
+def _attack(samples: np.ndarray, lo: int, hi: int) -> int:
+    """The first sample between `lo` and `hi` that reaches ATTACK_FRACTION of the loudest there.
+
+    The onset envelope's frames are 8 ms, and lossy codecs smear energy ahead of a transient (AAC
+    pre-echo); the waveform itself says where the attack is.
+    """
+    lo, hi = max(0, lo), min(len(samples), max(hi, lo + 1))
+    window = np.abs(samples[lo:hi])
+    if window.size == 0 or window.max() <= 0:
+        return lo
+    return lo + int(np.argmax(window >= ATTACK_FRACTION * window.max()))
 
 
 _thread_models = threading.local()
