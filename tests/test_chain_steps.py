@@ -98,3 +98,11 @@ def test_measured_ambience_spans_shots_and_dialogue_follows_speech():
     script = validate(draft, EVENTS, duration=10.0, timing="measured", shots=shots, speech=speech).value
     assert (script.ambience[0].start, script.ambience[0].end) == (2.5, 10.0)  # event 1's onset is in shot 2
     assert (script.dialogue[0].start, script.dialogue[0].end) == (5.9, 7.4)
+
+
+def test_measured_timing_places_an_unlinked_cue_on_the_nearest_event():
+    draft = _draft(fx=[{"event": -1, "start": 2.9, "end": 9.0, "description": "Clatter."}])
+    result = validate(draft, EVENTS, duration=10.0, timing="measured", shots=[(0.0, 10.0)], speech=[])
+    (cue,) = result.value.fx
+    assert (cue.start, cue.end, cue.event) == (3.1, 3.5, 1)  # event 1's onset is nearest to 2.9
+    assert any("nearest measured event (1)" in note for note in result.notes)

@@ -250,6 +250,10 @@ def synthesize(
     return StepResult(answer, [call])  # type: ignore[arg-type]
 
 
+def _onset(event: Event) -> float:
+    return event.onset if event.onset is not None else event.start
+
+
 def _span_at(spans: list[tuple[float, float]], t: float) -> tuple[float, float] | None:
     """The span containing t, else the nearest one."""
     if not spans:
@@ -270,7 +274,8 @@ def validate(
 
     With timing "measured", measurement places the cues and the model describes them: a cue tied to an
     event takes that event's window, starting at its measured onset; an ambience cue spans the shot it
-    falls in (`shots`); a dialogue cue takes the nearest speech segment (`speech`), when there is one.
+    falls in (`shots`); a dialogue cue takes the nearest speech segment (`speech`), when there is one;
+    any other cue the model did not tie to an event goes on the nearest measured event.
     """
     notes: list[str] = []
     by_index = {e.index: e for e in events}
@@ -284,7 +289,14 @@ def validate(
                 notes.append(f"{where}: unknown event {draft_cue.event}; unlinked")
             start, end = draft_cue.start, draft_cue.end
             if timing == "measured":
-                anchor = start if event is None else (event.onset if event.onset is not None else event.start)
+                # ambience goes to its shot, dialogue to speech; nothing else may keep a guessed time
+                unplaced = event is None and name != "ambience" and not (name == "dialogue" and speech)
+                if unplaced and events:  # a time only the model gave: put the cue on the nearest measurement
+                    event = min(events, key=lambda e: abs(_onset(e) - start))
+                    notes.append(
+                        f"{where}: no event named; placed on the nearest measured event ({event.index})"
+                    )
+                anchor = start if event is None else _onset(event)
                 if name == "ambience" and (shot := _span_at(shots or [], anchor)):
                     start, end = shot  # a bed spans its shot
                 elif name == "dialogue" and (segment := _span_at(speech or [], anchor)):
