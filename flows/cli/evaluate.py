@@ -1,0 +1,109 @@
+"""`foley eval`: score predicted scripts against references, with plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flows.cli.common import (
+    VerboseOpt,
+    app,
+    err,
+    guarded,
+    quiet_transformers,
+    setup_logging,
+)
+
+
+@app.command("eval")
+def eval_command(
+    pred: Annotated[str, typer.Option("--pred", help="Folder of <id>.json scripts, or a dataset store.")],
+    ref: Annotated[str, typer.Option("--ref", help="Folder of <id>.json reference scripts.")],
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Onset tolerance in seconds.")] = 0.5,
+    out: Annotated[Path, typer.Option("--out", help="Where the JSON report and the PNGs go.")] = Path(
+        "foley-eval"
+    ),
+    videos: Annotated[
+        Path | None, typer.Option("--videos", help="Folder with <id>.<ext> videos for plots.")
+    ] = None,
+    similarity: Annotated[
+        bool, typer.Option(help="Score description similarity (sentence embeddings).")
+    ] = True,
+    plots: Annotated[bool, typer.Option(help="Write one PNG per video.")] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score predicted scripts against references: event F1 per track, IoU, similarity, validity."""
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.evaluation import load_predictions, load_references
+        from foley_core.metrics import EmbeddingSimilarity, score_corpus
+
+        references = load_references(ref)
+        predictions = load_predictions(pred)
+        quiet_transformers()
+        pairs = {
+            vid: (predictions[vid].script if vid in predictions else None, script)
+            for vid, script in references.items()
+        }
+        with err.status("scoring"):
+            corpus = score_corpus(pairs, tolerance, EmbeddingSimilarity() if similarity else None)
+        out.mkdir(parents=True, exist_ok=True)
+        report = corpus.summary() | {"tolerance_s": tolerance, "pred": pred, "ref": ref}
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+        print_scores(corpus)
+        if plots:
+            written = write_plots(pairs, predictions, videos, out)
+            err.print(f"{written} plot(s) in {out}")
+        err.print(f"report: {out / 'report.json'}")
+
+    guarded(run)
+
+
+def print_scores(corpus) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{corpus.videos} video(s); valid predictions {corpus.json_validity:.0%}")
+    for column in ("track", "P", "R", "F1", "tp/fp/fn", "mean IoU", "onset err (s)", "similarity"):
+        table.add_column(column)
+    for name, score in [*corpus.tracks.items(), ("overall", corpus.overall)]:
+        s = score.summary()
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        table.add_row(
+            name,
+            fmt(s["precision"]),
+            fmt(s["recall"]),
+            fmt(s["f1"]),
+            f"{s['tp']}/{s['fp']}/{s['fn']}",
+            fmt(s["mean_iou"]),
+            fmt(s["mean_onset_error_s"]),
+            fmt(s["description_similarity"]),
+        )
+    Console().print(table)
+
+
+def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
+    from foley_core.evalplot import plot_video
+    from foley_core.video import VideoError, open_video
+
+    for vid, (predicted, reference) in pairs.items():
+        source = predictions[vid].video if vid in predictions else None
+        if videos is not None:
+            source = next((str(p) for p in sorted(videos.glob(f"{vid}.*"))), source)
+        frames, duration = None, None
+        if source:
+            try:
+                video = open_video(source, max_side=160)
+                strip = video.uniform(8)
+                frames, duration = (strip.images, strip.times), video.info.duration
+            except VideoError:
+                pass
+        plot_video(vid, reference, predicted, out / f"{vid}.png", duration, frames)
+    return len(pairs)

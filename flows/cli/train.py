@@ -1,0 +1,74 @@
+"""`foley train`: LoRA-train the one-pass foley-script writer, then evaluate it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import (
+    VerboseOpt,
+    app,
+    err,
+    guarded,
+    quiet_transformers,
+    setup_logging,
+    warn_if_tiny,
+)
+from foley_core.errors import InputError
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Dataset store to train on.")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Adapter folder.")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="Model the adapter is for.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Evaluate on the held-out videos afterwards.")] = True,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Ground-truth <id>.json folder.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """LoRA-train a model to write the chain's script from one simple prompt (resumes when it can)."""
+    setup_logging(verbose)
+
+    def run() -> None:
+        from training.config import TrainConfig
+        from training.trainer import train as run_training
+
+        overrides = {
+            "store": store,
+            "output_dir": output_dir,
+            "base_model": base_model,
+            "max_steps": max_steps,
+            "learning_rate": learning_rate,
+            "epochs": epochs,
+        }
+        cfg = (
+            TrainConfig.from_yaml(config, **overrides)
+            if config
+            else TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        )
+        if not cfg.store:
+            raise InputError("give --store (or store: in --config)")
+        warn_if_tiny(cfg.base_model)
+        quiet_transformers()
+        with err.status(f"training a LoRA adapter on {cfg.store}"):
+            result = run_training(cfg)
+        err.print(
+            f"adapter: {result.output_dir} ({result.steps} steps; loss {result.first_loss:.4f} -> "
+            f"{result.last_loss:.4f}; {result.train_examples} train / {result.eval_examples} eval videos)"
+        )
+        if evaluate and result.eval_examples:
+            from training.evaluate import default_similarity, evaluate_adapter
+
+            with err.status("evaluating on the held-out videos"):
+                evaluate_adapter(cfg, result.output_dir, reference, default_similarity())
+            err.print(Path(result.output_dir, "eval.md").read_text())
+
+    guarded(run)
