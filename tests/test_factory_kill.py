@@ -12,6 +12,7 @@ import time
 
 import datasets
 import pytest
+from datasets.exceptions import DataFilesNotFoundError
 
 from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
@@ -53,10 +54,14 @@ def test_killed_run_resumes_without_duplicates(tmp_path, foley_cache):
     store = DatasetStore(str(store_dir))
     complete = {key[0] for marker in store.markers() for key in marker.keys}
     assert 1 <= len(complete) < 4, "the kill should land mid-run"
-    if (store_dir / "README.md").exists():
+    # the card may lag the newest marker by one shard (the kill can land between the two writes), but it
+    # never lists a shard without a marker
+    try:
         visible = datasets.load_dataset(str(store_dir))
-        ids = [row_id for split in visible.values() for row_id in split["id"]]
-        assert sorted(ids) == sorted(complete)  # only shards with markers
+        shown = {row_id for split in visible.values() for row_id in split["id"]}
+    except (FileNotFoundError, DataFilesNotFoundError):
+        shown = set()  # no card yet, or a card that lists no complete shard
+    assert shown <= complete
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
