@@ -36,8 +36,11 @@ def plan_publish(
     store: DatasetStore, repo_id: str, endpoint: str = "https://huggingface.co", revision: str = "main"
 ) -> PublishPlan:
     """The card (re-rendered, so it lists exactly the complete shards) and every complete shard file."""
-    items = [UploadItem(store.url("README.md"), "README.md", len(render_card(store).encode()))]
-    for relative in sorted(p for paths in store.data_files().values() for p in paths):
+    markers = store.markers()
+    items = [
+        UploadItem(store.url("README.md"), "README.md", len(render_card(store, markers=markers).encode()))
+    ]
+    for relative in sorted(p for paths in store.data_files(markers).values() for p in paths):
         items.append(UploadItem(store.url(relative), relative, int(store.fs.size(store.path(relative)))))
     return PublishPlan(repo_id=repo_id, endpoint=endpoint, revision=revision, items=items)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from foley_core.video.reader import Frames
@@ -36,7 +36,6 @@ class GenerationRequest:
     frames: Frames  # what the model sees, with absolute timestamps
     prompt: str  # the rendered user prompt (the backend adds its chat format and the video token)
     json_schema: dict[str, Any] | None = None  # constrain the answer to this schema when supported
-    key: str = field(default="", compare=False)  # groups requests about the same frames (prefix reuse)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 import yaml
 
 from foley_core.schema.rows import FEATURES
-from foley_core.store.store import DatasetStore, stats
+from foley_core.store.store import DatasetStore, ShardMarker, stats
 
 
-def render_card(store: DatasetStore, title: str = "v2t-foley foley scripts") -> str:
-    markers = store.markers()
-    files = store.data_files()
+def render_card(
+    store: DatasetStore, title: str = "v2t-foley foley scripts", markers: list[ShardMarker] | None = None
+) -> str:
+    markers = store.markers() if markers is None else markers  # each read lists and reads every marker
+    files = store.data_files(markers)
     counts = stats(markers)
     split_rows: dict[str, int] = {}
     for marker in markers:

@@ -93,10 +93,10 @@ class DatasetStore:
             if include_failed or status == "ok"
         }
 
-    def data_files(self) -> dict[str, list[str]]:
-        """split -> store-relative paths of the complete shards' files."""
+    def data_files(self, markers: list[ShardMarker] | None = None) -> dict[str, list[str]]:
+        """split -> store-relative paths of the complete shards' files (of `markers`, if already read)."""
         files: dict[str, list[str]] = {}
-        for marker in self.markers():
+        for marker in self.markers() if markers is None else markers:
             for split, relative in marker.files.items():
                 files.setdefault(split, []).append(relative)
         return files
