@@ -27,7 +27,8 @@ def row(row_id: str, split: str = "train", status: str = "ok", version: str = "v
 def test_shards_markers_and_done_keys(tmp_path):
     store = DatasetStore(str(tmp_path / "store"))
     marker = store.write_shard([row("a"), row("b", "test"), row("c", status="failed")], "run1", 0)
-    assert marker.files == {"test": "data/test-run1-00000.parquet", "train": "data/train-run1-00000.parquet"}
+    prefix = f"run1-00000-{marker.commit}"
+    assert marker.files == {"test": [f"data/test-{prefix}.parquet"], "train": [f"data/train-{prefix}.parquet"]}
     assert (marker.rows, marker.ok, marker.failed) == (3, 2, 1)
     assert store.done_keys() == {("a", "v1", "m"), ("b", "v1", "m"), ("c", "v1", "m")}
     assert store.done_keys(include_failed=False) == {("a", "v1", "m"), ("b", "v1", "m")}
@@ -47,10 +48,10 @@ def test_load_dataset_reads_the_store_through_its_card(tmp_path):
 
 def test_a_shard_without_marker_is_invisible(tmp_path):
     store = DatasetStore(str(tmp_path / "store"))
-    store.write_shard([row("a")], "run1", 0)
+    marker = store.write_shard([row("a")], "run1", 0)
     # a run killed after moving its file but before writing the marker
     orphan = tmp_path / "store" / "data" / "train-run2-00000.parquet"
-    orphan.write_bytes((tmp_path / "store" / "data" / "train-run1-00000.parquet").read_bytes())
+    orphan.write_bytes((tmp_path / "store" / marker.files["train"][0]).read_bytes())
     store.write_card(render_card(store))
     assert datasets.load_dataset(str(tmp_path / "store"))["train"]["id"] == ["a"]
     assert store.done_keys() == {("a", "v1", "m")}
@@ -69,12 +70,10 @@ def test_card_header_lists_only_complete_shards(tmp_path):
     import yaml
 
     store = DatasetStore(str(tmp_path / "store"))
-    store.write_shard([row("a"), row("b", status="failed")], "run1", 0)
+    marker = store.write_shard([row("a"), row("b", status="failed")], "run1", 0)
     card = render_card(store)
     header = yaml.safe_load(card.split("---")[1])
-    assert header["configs"][0]["data_files"] == [
-        {"split": "train", "path": ["data/train-run1-00000.parquet"]}
-    ]
+    assert header["configs"][0]["data_files"] == [{"split": "train", "path": marker.files["train"]}]
     assert "| ok | 1 |" in card and "| failed | 1 |" in card
 
 

@@ -1,13 +1,17 @@
 """A dataset store at a local directory or any fsspec URI (s3://bucket/prefix).
 
 Layout:
-    README.md                       dataset card (YAML header lists exactly the complete shards)
-    data/<split>-<run>-<n>.parquet  shards, written under _tmp/ first and moved into place
-    _shards/<run>-<n>.json          stats marker, written last: a shard without one does not exist
-    _cache/                         Prefect task results (the chain's cached steps), by default
+    README.md                               dataset card (YAML header lists exactly the live shards)
+    data/<split>-<run>-<n>-<commit>.parquet shards, written under _tmp/ first and moved into place
+    _shards/<run>-<n>-<commit>.json         marker, written last: a shard without one does not exist
+    _locks/                                 leases: one marker writer at a time, one build at a time
+    _cache/                                 Prefect task results (the chain's cached steps), by default
 
-A run killed at any moment leaves at most files without a marker; nothing reads those (the card and
-the skip logic go by markers), and the next run redoes their videos. S3 credentials and endpoint come
+One row per (id, prompt version, model), whatever crashes, retries or overlaps: markers are written
+under the store's commit lease, and a write that replaces rows supersedes their markers in the same
+marker write (foley_core.store.commit). A run killed at any moment leaves at most files without a
+marker; nothing reads those (the card and the skip logic go by markers), and the next run redoes their
+videos; `foley verify --repair` removes them. S3 credentials and endpoint come
 from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...) or `storage_options`.
 """
 
@@ -16,7 +20,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +27,13 @@ import datasets
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
+from foley_core.errors import InputError
 from foley_core.schema.rows import FEATURES, DatasetRow
+from foley_core.store.lease import Lease
+from foley_core.store.markers import Key, ShardMarker, UnsafeStoreError
 
 log = logging.getLogger(__name__)
-
-
-class ShardMarker(BaseModel):
-    """Written after a shard's files are in place; its presence makes the shard exist."""
-
-    run_id: str  # build run that wrote the shard
-    index: int  # shard number within the run
-    files: dict[str, str]  # split -> path of the Parquet file, relative to the store root
-    rows: int  # rows in all files
-    split_rows: dict[str, int]  # split -> rows
-    ok: int  # rows with status ok
-    failed: int  # rows with status failed
-    keys: list[tuple[str, str, str, str]]  # (id, prompt_version, model_key, status) of every row
-    created_at: str  # ISO 8601, UTC
-
-    @property
-    def name(self) -> str:
-        return f"{self.run_id}-{self.index:05d}"
 
 
 class DatasetStore:
@@ -73,32 +60,51 @@ class DatasetStore:
 
     # reading -----------------------------------------------------------------------------------
 
-    def markers(self) -> list[ShardMarker]:
-        """Every complete shard, oldest first."""
-        pattern = self.path("_shards/*.json")
-        found = []
-        for path in sorted(self.fs.glob(pattern)):
+    def scan(self) -> tuple[list[ShardMarker], list[str], list[str]]:
+        """Every readable, safe marker (superseded ones too); a line per unreadable and per unsafe one."""
+        found, unreadable, unsafe = [], [], []
+        for path in sorted(self.fs.glob(self.path("_shards/*.json"))):
+            where = f"{self.uri}/_shards/{path.rsplit('/', 1)[-1]}"
             try:
-                found.append(ShardMarker.model_validate_json(self.fs.cat_file(path)))
+                marker = ShardMarker.model_validate_json(self.fs.cat_file(path))
             except Exception as err:  # a marker we cannot read marks nothing complete
-                log.warning("ignoring unreadable shard marker %s: %s", path, err)
-        return sorted(found, key=lambda m: (m.created_at, m.name))
+                unreadable.append(f"{where}: unreadable marker ({type(err).__name__})")
+                continue
+            try:
+                marker.check_safe(where)
+            except UnsafeStoreError as err:
+                unsafe.append(str(err))
+                continue
+            found.append(marker)
+        return sorted(found, key=lambda m: (m.created_at, m.name)), unreadable, unsafe
 
-    def done_keys(self, *, include_failed: bool = True) -> set[tuple[str, str, str]]:
-        """(id, prompt_version, model_key) of every row already in complete shards."""
+    def markers(self) -> list[ShardMarker]:
+        """The live markers (complete, not superseded), oldest first. Refuses a store with an unsafe one."""
+        found, unreadable, unsafe = self.scan()
+        if unsafe:
+            raise UnsafeStoreError(unsafe[0])
+        for problem in unreadable:
+            log.warning("ignoring %s", problem)
+        return live(found)
+
+    def done(self, markers: list[ShardMarker] | None = None) -> dict[Key, tuple[str, str]]:
+        """(id, prompt_version, model_key) -> (status, revision) of every row the store shows."""
         return {
-            (row_id, version, model)
-            for marker in self.markers()
-            for row_id, version, model, status in marker.keys
-            if include_failed or status == "ok"
+            (row_id, version, model): (status, revision)
+            for marker in (self.markers() if markers is None else markers)
+            for row_id, version, model, status, revision in marker.keys
         }
+
+    def done_keys(self, *, include_failed: bool = True) -> set[Key]:
+        """(id, prompt_version, model_key) of every row already in complete shards."""
+        return {key for key, (status, _) in self.done().items() if include_failed or status == "ok"}
 
     def data_files(self, markers: list[ShardMarker] | None = None) -> dict[str, list[str]]:
         """split -> store-relative paths of the complete shards' files (of `markers`, if already read)."""
         files: dict[str, list[str]] = {}
         for marker in self.markers() if markers is None else markers:
-            for split, relative in marker.files.items():
-                files.setdefault(split, []).append(relative)
+            for split, paths in marker.files.items():
+                files.setdefault(split, []).extend(paths)
         return files
 
     def data_urls(self) -> dict[str, list[str]]:
@@ -113,41 +119,41 @@ class DatasetStore:
 
     # writing -----------------------------------------------------------------------------------
 
-    def write_shard(self, rows: list[DatasetRow], run_id: str, index: int) -> ShardMarker:
-        """Write `rows` as one shard (a file per split), then its marker. Idempotent per (run, index)."""
-        if not rows:
-            raise ValueError("a shard needs at least one row")
-        by_split: dict[str, list[DatasetRow]] = {}
-        for row in rows:
-            by_split.setdefault(row.split, []).append(row)
-        files: dict[str, str] = {}
-        self.fs.makedirs(self.path("_tmp"), exist_ok=True)
-        self.fs.makedirs(self.path("data"), exist_ok=True)
+    def write_shard(
+        self, rows: list[DatasetRow], run_id: str, index: int, *, replace_failed: bool = False
+    ) -> ShardMarker | None:
+        """Add `rows` as one shard, keeping one row per key (see `commit`). None when nothing was new."""
+        from foley_core.store.commit import commit_rows
+
+        return commit_rows(self, rows, run_id, index, replace_failed=replace_failed)
+
+    def write_table(self, relative: str, rows: list[dict[str, Any]]) -> None:
+        """One Parquet file at `relative` (staged, then moved: never half a file at that name)."""
+        table = pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema)
         with tempfile.TemporaryDirectory() as scratch:
-            for split, split_rows in sorted(by_split.items()):
-                relative = f"data/{split}-{run_id}-{index:05d}.parquet"
-                local = Path(scratch) / f"{split}.parquet"
-                table = pa.Table.from_pylist(
-                    [r.model_dump() for r in split_rows], schema=FEATURES.arrow_schema
-                )
-                pq.write_table(table, str(local))
-                staging = self.path(f"_tmp/{uuid.uuid4().hex}.parquet")
-                self.fs.put_file(str(local), staging)
-                self.fs.mv(staging, self.path(relative))
-                files[split] = relative
-        marker = ShardMarker(
-            run_id=run_id,
-            index=index,
-            files=files,
-            rows=len(rows),
-            split_rows={split: len(split_rows) for split, split_rows in by_split.items()},
-            ok=sum(r.status == "ok" for r in rows),
-            failed=sum(r.status == "failed" for r in rows),
-            keys=[(*r.done_key(), r.status) for r in rows],
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+            local = Path(scratch) / "shard.parquet"
+            pq.write_table(table, str(local))
+            self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+            self.fs.makedirs(self.path("data"), exist_ok=True)
+            staging = self.path(f"_tmp/{uuid.uuid4().hex}.parquet")
+            self.fs.put_file(str(local), staging)
+            self.fs.mv(staging, self.path(relative))
+
+    def read_table(self, relative: str) -> list[dict[str, Any]]:
+        with self.fs.open(self.path(relative), "rb") as handle:
+            return pq.read_table(handle).to_pylist()
+
+    def write_marker(self, marker: ShardMarker) -> None:
         self._write_text(f"_shards/{marker.name}.json", marker.model_dump_json(indent=1))
-        return marker
+
+    def lease(self, name: str, purpose: str, ttl_s: float = 120.0) -> Lease:
+        """A lease on this store (`commit`: one writer of markers at a time; `build`: one build run)."""
+        return Lease(self.fs, self.path(f"_locks/{name}.json"), purpose, ttl_s)
+
+    def check_writable(self) -> None:
+        """A clear error when the store's location cannot be a store (a file, say)."""
+        if self.fs.isfile(self.root):
+            raise InputError(f"--store {self.uri} is a file; give a folder (it is created if missing)")
 
     def write_card(self, text: str) -> None:
         self._write_text("README.md", text)
@@ -164,12 +170,7 @@ class DatasetStore:
 
     def read_rows(self) -> list[dict[str, Any]]:
         """All rows of complete shards as dicts (small stores; use `load` for big ones)."""
-        rows: list[dict[str, Any]] = []
-        for marker in self.markers():
-            for relative in marker.files.values():
-                with self.fs.open(self.path(relative), "rb") as handle:
-                    rows.extend(pq.read_table(handle).to_pylist())
-        return rows
+        return [row for marker in self.markers() for path in marker.paths() for row in self.read_table(path)]
 
 
 def stats(markers: list[ShardMarker]) -> dict[str, Any]:
@@ -183,3 +184,9 @@ def stats(markers: list[ShardMarker]) -> dict[str, Any]:
         "prompt_versions": sorted({k[1] for k in keys}),
         "models": sorted({k[2] for k in keys}),
     }
+
+
+def live(markers: list[ShardMarker]) -> list[ShardMarker]:
+    """The markers no other marker supersedes: what the store shows."""
+    superseded = {name for marker in markers for name in marker.supersedes}
+    return [m for m in markers if m.name not in superseded]

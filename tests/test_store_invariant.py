@@ -1,0 +1,179 @@
+"""The store invariant: a loaded dataset never shows two rows for one (id, prompt version, model), whatever
+the order, overlap, retries or crashes of the writers; on local disk and on S3 (moto's server)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+
+import datasets
+import fsspec
+import pytest
+
+from foley_core.schema.rows import DatasetRow
+from foley_core.store import DatasetStore, render_card
+from foley_core.store.markers import UnsafeStoreError
+from tests.servers import moto_s3
+
+
+def row(
+    row_id: str, status: str = "ok", revision: str = "r1", split: str = "train", note: str = ""
+) -> DatasetRow:
+    return DatasetRow(
+        id=row_id,
+        video=f"/v/{row_id}.mp4",
+        split=split,
+        prompt_version="v1",
+        model_id="m",
+        model_revision=revision,
+        backend="transformers",
+        status=status,
+        script="{}" if status == "ok" else "",
+        error=note if status == "failed" else "",
+        events="[]",
+    )
+
+
+def shown(store: DatasetStore) -> list[dict]:
+    return store.read_rows()
+
+
+def keys_of(rows: list[dict]) -> Counter:
+    return Counter((r["id"], r["prompt_version"], r["model_id"]) for r in rows)
+
+
+def test_an_ok_row_replaces_a_failed_one_and_the_old_files_go(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    first = store.write_shard([row("a", "failed"), row("b")], "run1", 0)
+    second = store.write_shard([row("a")], "run2", 0)
+    assert second is not None and second.supersedes == [first.name]
+    rows = shown(store)
+    assert keys_of(rows) == Counter({("a", "v1", "m"): 1, ("b", "v1", "m"): 1})
+    assert {r["id"]: r["status"] for r in rows} == {"a": "ok", "b": "ok"}
+    assert (second.added_ok, second.added_failed, second.rows) == (1, 0, 2)  # b carried, not added
+    # the superseded marker and its file are gone; only the live files remain
+    on_disk = {p.name for p in (tmp_path / "s" / "data").iterdir()}
+    assert on_disk == {p.rsplit("/", 1)[1] for p in second.paths()}
+    assert [p.stem for p in (tmp_path / "s" / "_shards").iterdir()] == [second.name]
+
+
+def test_the_same_rows_offered_again_are_dropped(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a"), row("b", "failed")], "run1", 0)
+    assert store.write_shard([row("a"), row("b", "failed", note="again")], "run2", 0) is None
+    assert keys_of(shown(store)) == Counter({("a", "v1", "m"): 1, ("b", "v1", "m"): 1})
+    assert [r["error"] for r in shown(store) if r["id"] == "b"] == [""]  # the first failure stays
+
+
+def test_retry_failed_replaces_a_failed_row_even_with_a_failure(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("b", "failed", note="first")], "run1", 0)
+    store.write_shard([row("b", "failed", note="second")], "run2", 0, replace_failed=True)
+    assert [r["error"] for r in shown(store)] == ["second"]
+
+
+def test_a_new_model_revision_replaces_the_old_rows(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a", revision="old"), row("b", revision="old")], "run1", 0)
+    store.write_shard([row("a", revision="new")], "run2", 0)
+    revisions = {r["id"]: r["model_revision"] for r in shown(store)}
+    assert revisions == {"a": "new", "b": "old"}
+    assert store.done()[("a", "v1", "m")] == ("ok", "new")
+
+
+def test_the_card_and_load_dataset_show_one_row_per_key(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a", "failed"), row("b"), row("c", split="test")], "run1", 0)
+    store.write_shard([row("a"), row("c", "failed")], "run2", 0)  # a replaced; c offered worse: dropped
+    loaded = datasets.load_dataset(str(tmp_path / "s"))
+    ids = [i for split in loaded.values() for i in split["id"]]
+    assert sorted(ids) == ["a", "b", "c"]
+    assert loaded["test"]["status"] == ["ok"]
+
+
+def test_a_crash_after_the_marker_write_leaves_one_consistent_view(tmp_path, monkeypatch):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a", "failed"), row("b")], "run1", 0)
+    crashing = DatasetStore(str(tmp_path / "s"))
+
+    def crash(path: str) -> None:
+        raise OSError("killed during clean-up")
+
+    monkeypatch.setattr(crashing.fs, "rm_file", crash)
+    with pytest.raises(OSError):
+        crashing.write_shard([row("a")], "run2", 0)
+    monkeypatch.undo()
+    # the superseded marker is still on disk, but nothing shows its rows twice
+    assert len(list((tmp_path / "s" / "_shards").iterdir())) == 2
+    assert keys_of(shown(store)) == Counter({("a", "v1", "m"): 1, ("b", "v1", "m"): 1})
+    ids = [i for split in datasets.load_dataset(str(tmp_path / "s")).values() for i in split["id"]]
+    assert sorted(ids) == ["a", "b"]
+
+
+def test_a_marker_naming_a_file_outside_the_store_is_refused(tmp_path):
+    secret = tmp_path / "secret.parquet"
+    secret.write_bytes(b"not for the dataset")
+    store = DatasetStore(str(tmp_path / "s"))
+    marker = store.write_shard([row("a")], "run1", 0)
+    tampered = marker.model_copy(update={"files": {"train": ["data/../../secret.parquet"]}, "commit": "evil"})
+    store.write_marker(tampered)
+    with pytest.raises(UnsafeStoreError, match=r"run1-00000-evil\.json.*outside the store"):
+        store.markers()
+    with pytest.raises(UnsafeStoreError):
+        store.load()
+    with pytest.raises(UnsafeStoreError):
+        render_card(store)
+
+
+def _writer(uri: str, run: str, ids: list[str], start, env: dict[str, str]) -> None:
+    import os
+
+    os.environ.update(env)
+    start.wait()
+    store = DatasetStore(uri)
+    for index, chunk in enumerate([ids[i : i + 2] for i in range(0, len(ids), 2)]):
+        store.write_shard([row(i) for i in chunk], run, index)
+
+
+def _race(uri: str, env: dict[str, str]) -> None:
+    """Four processes offering overlapping rows at the same moment."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    ids = [f"v{i}" for i in range(6)]
+    writers = [
+        context.Process(target=_writer, args=(uri, f"run{n}", ids[n % 2 :] + ids[: n % 2], start, env))
+        for n in range(4)
+    ]
+    for writer in writers:
+        writer.start()
+    start.set()
+    for writer in writers:
+        writer.join(timeout=180)
+        assert writer.exitcode == 0
+
+
+def test_overlapping_writers_on_local_disk(tmp_path):
+    uri = str(tmp_path / "s")
+    _race(uri, {})
+    counts = keys_of(DatasetStore(uri).read_rows())
+    assert counts == Counter({(f"v{i}", "v1", "m"): 1 for i in range(6)})
+
+
+@pytest.mark.slow
+def test_overlapping_writers_on_s3(tmp_path, monkeypatch):
+    with moto_s3(tmp_path / "moto.log") as endpoint:
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("race")
+        _race("s3://race/store", env)
+        store = DatasetStore("s3://race/store")
+        store.fs.invalidate_cache()
+        counts = keys_of(store.read_rows())
+        assert counts == Counter({(f"v{i}", "v1", "m"): 1 for i in range(6)})
+        assert not store.fs.exists("race/store/_locks/commit.json")  # released
