@@ -28,7 +28,10 @@ def test_shards_markers_and_done_keys(tmp_path):
     store = DatasetStore(str(tmp_path / "store"))
     marker = store.write_shard([row("a"), row("b", "test"), row("c", status="failed")], "run1", 0)
     prefix = f"run1-00000-{marker.commit}"
-    assert marker.files == {"test": [f"data/test-{prefix}.parquet"], "train": [f"data/train-{prefix}.parquet"]}
+    assert marker.files == {
+        "test": [f"data/test-{prefix}.parquet"],
+        "train": [f"data/train-{prefix}.parquet"],
+    }
     assert (marker.rows, marker.ok, marker.failed) == (3, 2, 1)
     assert store.done_keys() == {("a", "v1", "m"), ("b", "v1", "m"), ("c", "v1", "m")}
     assert store.done_keys(include_failed=False) == {("a", "v1", "m"), ("b", "v1", "m")}
