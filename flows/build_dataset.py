@@ -25,9 +25,13 @@ from flows.process_shard import process_shard
 from flows.progress import report
 from foley_core.backends import BackendSpec, frame_policy_for
 from foley_core.backends.base import DEFAULT_MODEL, GenerationParams
+from foley_core.backends.provenance import revision_key
 from foley_core.chain import ChainConfig
+from foley_core.errors import FoleyError
 from foley_core.manifest import ManifestEntry, read_manifest
-from foley_core.store import DatasetStore, render_card
+from foley_core.store import DatasetStore
+from foley_core.store.commit import is_done
+from foley_core.store.lease import Lease
 from tasks.job import ChainJob
 
 
@@ -45,6 +49,7 @@ class BuildSummary:
     cached: dict[str, int]  # step -> chain tasks answered from the cache (subflow runs only)
     prompt_version: str  # of the prompt set used
     seconds: float  # wall time
+    busy: str = ""  # who held the store, when this run left it alone ("" when it ran)
 
 
 def new_run_id() -> str:
@@ -73,10 +78,19 @@ def build_dataset(
     temperature: float = 0.0,
     retry_failed: bool = False,
     train_min_new_rows: int = 1000,
+    wait_for_store_s: float = 0.0,
+    shard_start_timeout_s: float = 3600.0,
 ) -> BuildSummary:
-    """Build or extend the dataset at `store` from the videos in `manifest`."""
+    """Build or extend the dataset at `store` from the videos in `manifest`.
+
+    One build runs on a store at a time: a run that finds another holding the store's build lease
+    waits up to `wait_for_store_s`, then leaves the store alone and says who holds it (the rows stay
+    one per key either way: every shard is committed under the store's commit lease).
+    """
     started = time.perf_counter()
     logger = get_run_logger()
+    dataset = DatasetStore(store)
+    dataset.check_writable()
     entries = read_manifest(manifest)
     spec = BackendSpec(
         backend=backend,
@@ -95,14 +109,63 @@ def build_dataset(
     job = ChainJob(backend=spec, prompts_dir=prompts_dir, config=config)
     prompts = job.prompts()  # a broken template fails the run here, before any video
     frame_policy_for(spec)  # an unknown model fails here too (reads its config, loads no weights)
-    dataset = DatasetStore(store)
-    done = dataset.done_keys(include_failed=not retry_failed)
-    todo = [e for e in entries if (e.id, prompts.version, spec.model_key) not in done]
+    run_id = new_run_id()
+    lease = dataset.lease("build", f"build-dataset run {run_id}")
+    if not lease.acquire(wait_for_store_s):
+        holder = lease.holder()
+        who = holder.describe() if holder else "another run"
+        logger.warning("store %s is busy with %s; this run writes nothing (retry later)", store, who)
+        report("busy", holder=who)
+        return BuildSummary(run_id, store, len(entries), 0, 0, 0, 0, 0, {}, {}, prompts.version, 0.0, who)
+    try:
+        return _build(
+            dataset,
+            entries,
+            job,
+            run_id,
+            started,
+            limit,
+            shard_size,
+            retry_failed,
+            result_storage,
+            work_pool,
+            train_min_new_rows,
+            shard_start_timeout_s,
+            lease,
+        )
+    finally:
+        lease.release()
+
+
+def _build(
+    dataset: DatasetStore,
+    entries: list[ManifestEntry],
+    job: ChainJob,
+    run_id: str,
+    started: float,
+    limit: int | None,
+    shard_size: int,
+    retry_failed: bool,
+    result_storage: str | None,
+    work_pool: str | None,
+    train_min_new_rows: int,
+    shard_start_timeout_s: float,
+    lease: Lease,
+) -> BuildSummary:
+    """The run, holding the store's build lease."""
+    logger = get_run_logger()
+    store, spec, prompts = dataset.uri, job.backend, job.prompts()
+    revision = revision_key(spec)
+    shown = dataset.done()
+    todo = [
+        e
+        for e in entries
+        if not is_done(shown.get((e.id, prompts.version, spec.model_key)), revision, retry_failed)
+    ]
     skipped = len(entries) - len(todo)
     if limit is not None:
         todo = todo[:limit]
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-    run_id = new_run_id()
     logger.info(
         "%d videos in the manifest, %d already done, %d to process in %d shard(s) (run %s)",
         len(entries),
@@ -112,39 +175,38 @@ def build_dataset(
         run_id,
     )
     report("planned", total=len(todo), skipped=skipped)
-    if shards:
-        dataset.write_card(render_card(dataset))  # the card lists complete shards only, from the start
-
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
     if work_pool and shards:
-        _run_on_pool(work_pool, shards, store, job, run_id, result_storage)
+        _run_on_pool(
+            work_pool, shards, store, job, run_id, result_storage, retry_failed, shard_start_timeout_s
+        )
     else:
         for index, shard in enumerate(shards):
-            done_shard = process_shard(shard, store, job, run_id, index, result_storage)
+            lease.check()
+            done_shard = process_shard(shard, store, job, run_id, index, result_storage, retry_failed)
             for total, part in ((computed, done_shard.computed), (cached, done_shard.cached)):
                 for step, n in part.items():
                     total[step] = total.get(step, 0) + n
 
-    if shards:
-        dataset.write_card(render_card(dataset))
-    mine = [m for m in dataset.markers() if m.run_id == run_id] if shards else []
+    markers = dataset.markers()
+    mine = [m for m in markers if m.run_id == run_id]  # what this run added and the store still shows
     summary = BuildSummary(
         run_id=run_id,
         store=store,
         manifest_rows=len(entries),
         skipped=skipped,
         shards=len(mine),
-        new_rows=sum(m.rows for m in mine),
-        new_ok_rows=sum(m.ok for m in mine),
-        new_failed_rows=sum(m.failed for m in mine),
+        new_rows=sum(m.added_ok + m.added_failed for m in mine),
+        new_ok_rows=sum(m.added_ok for m in mine),
+        new_failed_rows=sum(m.added_failed for m in mine),
         computed=computed,
         cached=cached,
         prompt_version=prompts.version,
         seconds=round(time.perf_counter() - started, 3),
     )
-    if mine:  # only a changed dataset is news
-        ok_rows = sum(m.ok for m in dataset.markers())
+    if summary.new_rows:  # only a changed dataset is news
+        ok_rows = sum(m.ok for m in markers)
         labels = training_labels(ok_rows, last_training(store).get("ok_rows", 0), train_min_new_rows)
         emit_event(
             event=DATASET_UPDATED,
@@ -170,6 +232,10 @@ def build_dataset(
     return summary
 
 
+class ShardRunsFailed(FoleyError):
+    """Shard runs on a work pool failed, crashed, or never started; the message names them."""
+
+
 def _run_on_pool(
     work_pool: str,
     shards: list[list[ManifestEntry]],
@@ -177,13 +243,21 @@ def _run_on_pool(
     job: ChainJob,
     run_id: str,
     result_storage: str | None,
+    retry_failed: bool,
+    start_timeout_s: float,
 ) -> None:
-    """Start one `process-shard/<work_pool>` deployment run per shard and wait for all of them."""
+    """Start one `process-shard/<work_pool>` deployment run per shard and wait for all of them.
+
+    Any shard run that ends other than Completed fails this run, naming the shard; runs that no worker
+    starts within `start_timeout_s` are cancelled and fail this run, naming the pool.
+    """
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
     from prefect.deployments import run_deployment
+    from prefect.states import Cancelled
 
     logger = get_run_logger()
-    runs = [
+    runs = {
         run_deployment(
             name=f"process-shard/{work_pool}",
             parameters={
@@ -193,18 +267,47 @@ def _run_on_pool(
                 "run_id": run_id,
                 "index": index,
                 "result_storage_uri": result_storage,
+                "retry_failed": retry_failed,
             },
             timeout=0,
-        )
+        ).id: index
         for index, shard in enumerate(shards)
-    ]
-    pending = {run.id for run in runs}
+    }
+    waiting_since = time.monotonic()
+    failures: list[str] = []
+    never_started: list[int] = []
+    pending = dict(runs)
     with get_client(sync_client=True) as client:
         while pending:
             time.sleep(2)
-            for run_id_ in list(pending):
-                state = client.read_flow_run(run_id_).state
-                if state is not None and state.is_final():
-                    pending.discard(run_id_)
+            for flow_run_id, index in list(pending.items()):
+                state = client.read_flow_run(flow_run_id).state
+                if state is None:
+                    continue
+                if state.is_final():
+                    del pending[flow_run_id]
                     if not state.is_completed():
-                        logger.error("shard run %s ended %s: %s", run_id_, state.name, state.message)
+                        failures.append(f"shard {index} ({state.name}: {state.message or 'no message'})")
+                        logger.error(
+                            "shard %d run %s ended %s: %s", index, flow_run_id, state.name, state.message
+                        )
+                    else:
+                        logger.info("shard %d done", index)
+                elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
+                    time.monotonic() - waiting_since > start_timeout_s
+                ):
+                    client.set_flow_run_state(
+                        flow_run_id, Cancelled(message="no worker started it"), force=True
+                    )
+                    del pending[flow_run_id]
+                    never_started.append(index)
+    problems = []
+    if never_started:
+        problems.append(
+            f"no worker of work pool {work_pool!r} started shard(s) {never_started} within "
+            f"{start_timeout_s:.0f} s (start one: prefect worker start --pool {work_pool})"
+        )
+    if failures:
+        problems.append("shard run(s) failed: " + "; ".join(failures))
+    if problems:
+        raise ShardRunsFailed(" and ".join(problems))

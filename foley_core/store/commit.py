@@ -53,6 +53,16 @@ def replaces(new: tuple[str, str], old: tuple[str, str], replace_failed: bool) -
     return False
 
 
+def is_done(shown: tuple[str, str] | None, revision: str, retry_failed: bool) -> bool:
+    """Does the store's row (status, revision) for a key spare a run with this model revision the work?"""
+    if shown is None:
+        return False
+    status, old_revision = shown
+    if revision and old_revision and revision != old_revision:
+        return False
+    return status == "ok" or not retry_failed
+
+
 def commit_rows(
     store: DatasetStore,
     rows: list[DatasetRow],
