@@ -10,6 +10,7 @@ steps in the cache.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
@@ -85,6 +86,32 @@ class _Counts:
         return value
 
 
+def _load_model(
+    job: ChainJob, works: list[_Work], fail: Callable[[_Work, BaseException], None]
+) -> tuple[ChainJob, list[_Work]]:
+    """Load the shard's model (inside its GPU slot, before the first model task) and pin its revisions.
+
+    Loaded here, once, rather than lazily by the 16 tasks the first model stage starts at once. A model
+    that cannot load fails every video, as each of its tasks would have.
+    """
+    if not works:
+        return job, works
+    try:
+        llm = job.preload()
+    except Exception as error:
+        for work in works:
+            fail(work, error)
+        return job, []
+    # Loading may have downloaded a Hub model or moved its ref: the revisions of the weights now loaded
+    # are what the shard's model steps are keyed by and its rows record.
+    loaded = job.pinned(llm)
+    if loaded.revisions != job.revisions:
+        get_run_logger().info("model revisions resolved after loading: %s", loaded.revisions)
+        for work in works:
+            work.trace.model = loaded.identity()
+    return loaded, works
+
+
 @flow(name="process-shard", task_runner=ThreadPoolTaskRunner(max_workers=16))
 def process_shard(
     entries: list[ManifestEntry],
@@ -97,6 +124,8 @@ def process_shard(
     """Run the chain over `entries` and write shard `index` of run `run_id` into `store`."""
     started = time.perf_counter()
     logger = get_run_logger()
+    # one resolution of the weights' revisions for the whole shard: rows and step keys use this value
+    job = job.pinned()
     dataset = DatasetStore(store)
     prompts = job.prompts()
     storage = result_storage(result_storage_uri or dataset.cache_uri)
@@ -126,6 +155,7 @@ def process_shard(
             run_id=run_id,
             video=work.video,
             trace=work.trace,
+            revisions=job.resolved_revisions(),
         )
         report("video", id=work.entry.id, status="failed", error=str(error))
 
@@ -169,12 +199,7 @@ def process_shard(
             work.video.sha256,
             info.duration,
             plan,
-            {
-                "backend": job.backend.backend,
-                "model_id": job.backend.model,
-                "revision": job.backend.revision or "",
-                "adapter": job.backend.adapter,
-            },
+            job.identity(),
             prompts,
             job.config,
         )
@@ -196,6 +221,7 @@ def process_shard(
 
     one_pass = bool(job.backend.adapter)  # an adapter writes the script from the simple prompt, in one call
     with gpu_slot(enabled=job.backend.backend == "transformers" and bool(works) and started_by_worker()):
+        job, works = _load_model(job, works, fail)
 
         def submit_simple(work: _Work):
             work.keys["synthesize"] = job.model_step_key("simple", work.video.sha256, [work.keys["sample"]])

@@ -88,6 +88,7 @@ def ok_row(
         model_id=spec.model,
         model_revision=str(trace.model.get("revision") or ""),
         adapter=spec.adapter or "",
+        adapter_revision=str(trace.model.get("adapter_revision") or ""),
         backend=spec.backend,
         generation=_json(trace.generation),
         status="ok",
@@ -107,8 +108,13 @@ def failed_row(
     run_id: str,
     video: Video | None = None,
     trace: ChainTrace | None = None,
+    revisions: tuple[str, str] = ("", ""),
 ) -> DatasetRow:
-    """A row that names why the video failed, with whatever was learnt before it did."""
+    """A row that names why the video failed, with whatever was learnt before it did.
+
+    `revisions` (model, adapter) are recorded when the video failed before it had a trace (which would
+    carry them).
+    """
     message = str(error) or type(error).__name__
     return DatasetRow(
         id=entry.id,
@@ -119,8 +125,9 @@ def failed_row(
         trace=trace.model_dump_json() if trace else "",
         prompt_version=prompt_version,
         model_id=spec.model,
-        model_revision=str(trace.model.get("revision") or "") if trace else "",
+        model_revision=str(trace.model.get("revision") or "") if trace else revisions[0],
         adapter=spec.adapter or "",
+        adapter_revision=str(trace.model.get("adapter_revision") or "") if trace else revisions[1],
         backend=spec.backend,
         generation=_json(trace.generation) if trace else "{}",
         status="failed",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from foley_core.backends import BackendSpec, load_shared_backend
+from foley_core.backends import BackendSpec, VideoLLM, load_shared_backend
+from foley_core.backends.provenance import resolve_revisions
 from foley_core.cachekeys import step_key
 from foley_core.chain import ChainConfig, StepSettings
 from foley_core.prompts import PromptSet, load_prompts
@@ -25,26 +26,56 @@ class ChainJob:
     backend: BackendSpec = field(default_factory=BackendSpec)  # which model, where
     prompts_dir: str | None = None  # template folder (None: the shipped prompts)
     config: ChainConfig = field(default_factory=ChainConfig)  # limits, decoding, timing
+    # (model, adapter) revisions as resolved for one shard (`pinned`); None: resolve when asked
+    revisions: tuple[str, str] | None = None
 
     def prompts(self) -> PromptSet:
         return _prompts(self.prompts_dir, bool(self.backend.adapter))
 
+    def preload(self) -> VideoLLM:
+        """The process's shared model, loaded now if it is not held (concurrent callers wait for the one
+        load); held at other revisions than this job pinned, it is replaced."""
+        return load_shared_backend(self.backend, self.revisions)
+
     def settings(self) -> StepSettings:
         """Step settings with the process-wide batching model (loaded on first use)."""
         cfg = self.config
-        return StepSettings(
-            load_shared_backend(self.backend), self.prompts(), cfg.params, cfg.limits, cfg.constrained
-        )
+        return StepSettings(self.preload(), self.prompts(), cfg.params, cfg.limits, cfg.constrained)
+
+    def pinned(self, llm: VideoLLM | None = None) -> ChainJob:
+        """This job with the model's and adapter's revisions fixed, so a shard uses one value: those of
+        the loaded `llm`, or as resolved now."""
+        revisions = (llm.revision, llm.adapter_revision) if llm else resolve_revisions(self.backend)
+        return replace(self, revisions=revisions)
+
+    def resolved_revisions(self) -> tuple[str, str]:
+        return self.revisions if self.revisions is not None else resolve_revisions(self.backend)
+
+    def identity(self) -> dict[str, str | None]:
+        """The model as a trace records it (what `VideoLLM.describe` gives in the plain loop)."""
+        spec = self.backend
+        revision, adapter_revision = self.resolved_revisions()
+        return {
+            "backend": spec.backend,
+            "model_id": spec.model,
+            "revision": revision,
+            "adapter": spec.adapter,
+            "adapter_revision": adapter_revision,
+        }
 
     # cache keys ---------------------------------------------------------------------------------
 
     def _model(self) -> dict:
+        # the resolved revisions, not the requested ones: a moved Hub branch, a changed model folder or
+        # an adapter retrained into the same folder must not reuse the old weights' answers
         spec = self.backend
+        revision, adapter_revision = self.resolved_revisions()
         return {
             "backend": spec.backend,
             "model": spec.model,
-            "revision": spec.revision,
+            "revision": revision,
             "adapter": spec.adapter,
+            "adapter_revision": adapter_revision,
         }
 
     def _templates(self, step: str) -> dict[str, str]:

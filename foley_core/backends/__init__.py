@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 from foley_core.backends.base import (
@@ -50,7 +49,7 @@ class BackendSpec:
 
 
 def load_backend(spec: BackendSpec) -> VideoLLM:
-    """A ready VideoLLM. transformers models are cached per process; openai clients are cheap."""
+    """A newly loaded VideoLLM (one-shot use, like the CLI; tasks share one via `load_shared_backend`)."""
     if spec.backend == "transformers":
         from foley_core.backends.transformers_backend import load_transformers_model
 
@@ -59,15 +58,18 @@ def load_backend(spec: BackendSpec) -> VideoLLM:
         )
     from foley_core.backends.openai_backend import OpenAIVideoLLM
 
-    return OpenAIVideoLLM(spec.model, spec.base_url or "")
+    llm = OpenAIVideoLLM(spec.model, spec.base_url or "")
+    llm.revision = spec.revision or ""  # a server's weights are known only by what the caller pinned
+    return llm
 
 
-@lru_cache(maxsize=4)
-def load_shared_backend(spec: BackendSpec) -> VideoLLM:
-    """The process-wide, thread-safe, batching instance for `spec` (what Prefect tasks use)."""
-    from foley_core.backends.batching import BatchingVideoLLM
+def load_shared_backend(spec: BackendSpec, revisions: tuple[str, str] | None = None) -> VideoLLM:
+    """The process-wide, thread-safe, batching instance for `spec` (what Prefect tasks use): loaded once,
+    under a lock; another spec, or other `revisions` (default: resolved now), replaces it (see
+    backends/registry.py)."""
+    from foley_core.backends.registry import shared_model
 
-    return BatchingVideoLLM(load_backend(spec), max_batch=spec.batch_size)
+    return shared_model(spec, revisions)
 
 
 def frame_policy_for(spec: BackendSpec) -> FramePolicy:

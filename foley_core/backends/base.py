@@ -55,6 +55,7 @@ class VideoLLM(ABC):
     model_id: str = ""  # Hub id, folder or served model name
     revision: str = ""  # commit or version of the weights, when known
     adapter: str | None = None  # LoRA adapter path, when one is applied
+    adapter_revision: str = ""  # content hash of the adapter's files ("" without one)
     frame_policy: FramePolicy = FramePolicy()  # how the model wants its frames sampled
     supports_json_schema: bool = False  # can decode under a JSON Schema
 
@@ -69,6 +70,7 @@ class VideoLLM(ABC):
             "model_id": self.model_id,
             "revision": self.revision,
             "adapter": self.adapter,
+            "adapter_revision": self.adapter_revision,
         }
 
     def close(self) -> None:  # noqa: B027 (optional hook)

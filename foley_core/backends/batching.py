@@ -25,6 +25,13 @@ class _Pending:
     future: Future
 
 
+class _Closed(VideoLLM):
+    """What a closed BatchingVideoLLM wraps: no model."""
+
+    def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        raise RuntimeError("the batching backend is closed")
+
+
 class BatchingVideoLLM(VideoLLM):
     """Wraps a VideoLLM; thread-safe; same identity (model, revision, frame policy) as the inner one."""
 
@@ -36,6 +43,7 @@ class BatchingVideoLLM(VideoLLM):
         self.model_id = inner.model_id
         self.revision = inner.revision
         self.adapter = inner.adapter
+        self.adapter_revision = inner.adapter_revision
         self.frame_policy = inner.frame_policy
         self.supports_json_schema = inner.supports_json_schema
         self.batches = 0  # batches run, for logs and benchmarks
@@ -92,7 +100,14 @@ class BatchingVideoLLM(VideoLLM):
                 item.future.set_result(answer)
 
     def close(self) -> None:
+        """Answer what is queued, end the thread, then close and drop the inner model.
+
+        Dropping `inner` matters: a caller may still hold this wrapper, and it must not keep the model's
+        memory alive (the registry frees it for the next model).
+        """
         with self._ready:
             self._closed = True
             self._ready.notify_all()
         self._worker.join(timeout=10)
+        inner, self.inner = self.inner, _Closed()
+        inner.close()

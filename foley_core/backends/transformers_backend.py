@@ -1,17 +1,15 @@
 """Video-LLMs run in-process with Hugging Face transformers: Video-LLaVA (default), Qwen2.5-VL, and
 other `AutoModelForImageTextToText` models whose processor takes `videos=`.
 
-One model per process: `load_transformers_model` caches by (model, revision, adapter, device, dtype).
+Loading is not cached here: foley_core.backends.registry holds the one shared model of a process.
 Batches are left-padded; requests with a JSON Schema decode under an xgrammar grammar.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,8 @@ from foley_core.backends.base import (
     VideoLLM,
 )
 from foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
-from foley_core.backends.tiny import BUILD_VERSION, is_tiny, tiny_model_path
+from foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
+from foley_core.backends.tiny import is_tiny, tiny_model_path
 from foley_core.errors import ModelNotFoundError, TransientBackendError
 from foley_core.schema.decoding import max_output_bytes
 from foley_core.video.sampling import FramePolicy
@@ -106,7 +105,8 @@ class TransformersVideoLLM(VideoLLM):
             location, revision=revision, dtype=self.dtype
         ).to(self.device)
         self.model.eval()
-        self.revision = revision or _revision_of(location, config)
+        # resolved after the load: from_pretrained may just have downloaded or moved the Hub ref
+        self.revision = resolve_model_revision(model, revision)
         if adapter:
             self._apply_adapter(adapter)
         self._prepare_decoding(config)
@@ -138,7 +138,11 @@ class TransformersVideoLLM(VideoLLM):
         self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device)
         self.model.eval()
         self.adapter = adapter
-        self.revision = f"{self.revision}+adapter:{_folder_digest(Path(adapter))}"
+        self.adapter_revision = resolve_adapter_revision(adapter)
+
+    def close(self) -> None:
+        """Drop the weights, so a holder of this wrapper does not keep them in (GPU) memory."""
+        self.model = None
 
     # prompt formatting -------------------------------------------------------------------------
 
@@ -235,28 +239,6 @@ def _qwen_metadata(request: GenerationRequest) -> dict[str, Any]:
     return {"fps": fps, "total_num_frames": len(times), "frames_indices": list(range(len(times)))}
 
 
-def _revision_of(location: str, config) -> str:
-    commit = getattr(config, "_commit_hash", None)
-    if commit:
-        return commit
-    if is_tiny(Path(location).name.rsplit("-v", 1)[0]):
-        return f"tiny-build-{BUILD_VERSION}"
-    folder = Path(location)
-    return _folder_digest(folder) if folder.is_dir() else "unknown"
-
-
-def _folder_digest(folder: Path) -> str:
-    """A content digest of a model folder: config files hashed in full, weights by name and size."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.suffix in (".json", ".jinja", ".txt", ".model"):
-            digest.update(path.name.encode() + path.read_bytes())
-        elif path.is_file():
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
-
-
-@lru_cache(maxsize=2)
 def load_transformers_model(
     model: str = DEFAULT_MODEL,
     revision: str | None = None,
@@ -265,7 +247,7 @@ def load_transformers_model(
     dtype: str | None = None,
     batch_size: int = 8,
 ) -> TransformersVideoLLM:
-    """The process-wide instance for these settings (models are large; load each once)."""
+    """Load a model (uncached: share one through foley_core.backends.registry)."""
     t0 = time.perf_counter()
     llm = TransformersVideoLLM(
         model, revision=revision, adapter=adapter, device=device, dtype=dtype, batch_size=batch_size

@@ -12,6 +12,8 @@ from typing import Literal
 import datasets
 from pydantic import BaseModel, ConfigDict
 
+from foley_core.backends.provenance import join_revisions
+
 FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -30,6 +32,7 @@ FEATURES = datasets.Features(
         "model_id": datasets.Value("string"),
         "model_revision": datasets.Value("string"),
         "adapter": datasets.Value("string"),
+        "adapter_revision": datasets.Value("string"),
         "backend": datasets.Value("string"),
         "generation": datasets.Value("string"),
         "status": datasets.Value("string"),
@@ -62,8 +65,9 @@ class DatasetRow(BaseModel):
     trace: str = ""  # JSON: the full chain trace
     prompt_version: str  # version of the prompt set
     model_id: str  # model id or folder as given
-    model_revision: str = ""  # resolved revision, when known
+    model_revision: str = ""  # resolved revision: Hub commit or "sha256:..." of a folder ("" when unknown)
     adapter: str = ""  # LoRA adapter path, when one was used
+    adapter_revision: str = ""  # "sha256:..." of the adapter's files, when one was used
     backend: str  # transformers / openai
     generation: str = "{}"  # JSON: generation parameters
     status: Literal["ok", "failed"]  # did the video get a valid script
@@ -78,6 +82,11 @@ class DatasetRow(BaseModel):
     def model_key(self) -> str:
         """The model plus its adapter: two rows differ in model when either differs."""
         return f"{self.model_id}@{self.adapter}" if self.adapter else self.model_id
+
+    @property
+    def revision_key(self) -> str:
+        """The weights that wrote the row, comparable with `provenance.revision_key(spec)`."""
+        return join_revisions(self.model_revision, self.adapter_revision)
 
     def done_key(self) -> tuple[str, str, str]:
         """What makes a row 'already done' for a later run: (id, prompt version, model key)."""
