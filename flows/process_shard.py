@@ -29,7 +29,7 @@ from foley_core.records import failed_row, ok_row
 from foley_core.schema.decoding import SynthesisAnswer
 from foley_core.schema.events import Event
 from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore, render_card
+from foley_core.store import DatasetStore
 from foley_core.video import Video
 from tasks.chain_tasks import (
     identify_task,
@@ -51,6 +51,7 @@ class ShardSummary:
     rows: int  # rows written
     ok: int  # ok rows
     failed: int  # failed rows
+    dropped: int  # rows the store already had from another run (same key, nothing better)
     computed: dict[str, int]  # step -> chain tasks that ran
     cached: dict[str, int]  # step -> chain tasks answered from the cache
     seconds: float  # wall time
@@ -112,7 +113,11 @@ def _load_model(
     return loaded, works
 
 
-@flow(name="process-shard", task_runner=ThreadPoolTaskRunner(max_workers=16))
+# a retried shard recomputes nothing (every finished step is cached) and doubles no row (the commit
+# drops what the store already has)
+@flow(
+    name="process-shard", task_runner=ThreadPoolTaskRunner(max_workers=16), retries=1, retry_delay_seconds=10
+)
 def process_shard(
     entries: list[ManifestEntry],
     store: str,
@@ -120,6 +125,7 @@ def process_shard(
     run_id: str,
     index: int,
     result_storage_uri: str | None = None,
+    retry_failed: bool = False,
 ) -> ShardSummary:
     """Run the chain over `entries` and write shard `index` of run `run_id` into `store`."""
     started = time.perf_counter()
@@ -292,26 +298,28 @@ def process_shard(
     run_stage("validate", works, submit_validate, keep_script)
 
     ordered = [rows[e.id] for e in entries if e.id in rows]
-    marker = dataset.write_shard(ordered, run_id, index)
-    dataset.write_card(render_card(dataset))
+    # under the store's commit lease: rows another run already wrote are dropped, not doubled
+    marker = dataset.write_shard(ordered, run_id, index, replace_failed=retry_failed) if ordered else None
     summary = ShardSummary(
         index=index,
-        rows=marker.rows,
-        ok=marker.ok,
-        failed=marker.failed,
+        rows=marker.added_ok + marker.added_failed if marker else 0,
+        ok=marker.added_ok if marker else 0,
+        failed=marker.added_failed if marker else 0,
+        dropped=marker.dropped if marker else len(ordered),
         computed=counts.computed,
         cached=counts.cached,
         seconds=round(time.perf_counter() - started, 3),
     )
     logger.info(
-        "shard %d: %d rows (%d ok, %d failed); steps computed %s, cached %s; %.1f s",
+        "shard %d: %d rows (%d ok, %d failed), %d already in the store; steps computed %s, cached %s; %.1f s",
         index,
         summary.rows,
         summary.ok,
         summary.failed,
+        summary.dropped,
         summary.computed,
         summary.cached,
         summary.seconds,
     )
-    report("shard", index=index, rows=marker.rows)
+    report("shard", index=index, rows=summary.rows)
     return summary

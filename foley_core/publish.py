@@ -23,7 +23,8 @@ class PublishPlan:
     repo_id: str  # org/name of the dataset repo
     endpoint: str  # the Hub (or a stand-in)
     revision: str  # branch the commit goes to
-    items: list[UploadItem]
+    items: list[UploadItem]  # the card first, then every live shard file
+    card: bytes  # the card, rendered from the same read of the markers as the file list
 
     def lines(self) -> list[str]:
         base = f"{self.endpoint.rstrip('/')}/datasets/{self.repo_id}/blob/{self.revision}"
@@ -35,14 +36,15 @@ class PublishPlan:
 def plan_publish(
     store: DatasetStore, repo_id: str, endpoint: str = "https://huggingface.co", revision: str = "main"
 ) -> PublishPlan:
-    """The card (re-rendered, so it lists exactly the complete shards) and every complete shard file."""
+    """The card and every live shard file, from one read of the markers (so the card lists exactly the
+    files uploaded, even while shards are being added). Markers naming a file outside the store's data/
+    folder are refused before anything is read (`DatasetStore.markers`)."""
     markers = store.markers()
-    items = [
-        UploadItem(store.url("README.md"), "README.md", len(render_card(store, markers=markers).encode()))
-    ]
+    card = render_card(store, markers=markers).encode()
+    items = [UploadItem(store.url("README.md"), "README.md", len(card))]
     for relative in sorted(p for paths in store.data_files(markers).values() for p in paths):
         items.append(UploadItem(store.url(relative), relative, int(store.fs.size(store.path(relative)))))
-    return PublishPlan(repo_id=repo_id, endpoint=endpoint, revision=revision, items=items)
+    return PublishPlan(repo_id=repo_id, endpoint=endpoint, revision=revision, items=items, card=card)
 
 
 def publish(
@@ -61,8 +63,7 @@ def publish(
     plan = plan_publish(store, repo_id, endpoint, revision)
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    card = render_card(store).encode()
-    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card)]
+    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card)]
     for item in plan.items[1:]:
         with store.fs.open(store.path(item.path_in_repo), "rb") as handle:
             operations.append(

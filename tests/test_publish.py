@@ -30,9 +30,10 @@ def store(tmp_path) -> DatasetStore:
         "status": "ok",
         "script": "{}",
     }
-    dataset.write_shard(
+    marker = dataset.write_shard(
         [DatasetRow(id="a", split="train", **base), DatasetRow(id="b", split="test", **base)], "run", 0
     )
+    dataset.shard_files = {split: paths[0] for split, paths in marker.files.items()}  # for the asserts
     (tmp_path / "store" / "data" / "train-orphan-00000.parquet").write_bytes(b"no marker, not published")
     return dataset
 
@@ -46,8 +47,8 @@ def test_dry_run_lists_and_uploads_nothing(store, prefect_harness, monkeypatch):
     lines = [line for line in result.output.splitlines() if line.startswith("would upload")]
     assert [line.split(" -> ")[1].split(" (")[0].rsplit("/main/", 1)[1] for line in lines] == [
         "README.md",
-        "data/test-run-00000.parquet",
-        "data/train-run-00000.parquet",
+        store.shard_files["test"],
+        store.shard_files["train"],
     ]
     assert "orphan" not in result.output
 
@@ -62,18 +63,13 @@ def test_publish_commits_shards_and_card(store, prefect_harness, monkeypatch, ca
         assert (
             hub.repos["org/foley"]["type"] == "dataset" and hub.repos["org/foley"]["visibility"] == "private"
         )
-        assert sorted(hub.files) == [
-            "README.md",
-            "data/test-run-00000.parquet",
-            "data/train-run-00000.parquet",
-        ]
-        assert hub.files["data/train-run-00000.parquet"] == (
-            store.fs.cat_file(store.path("data/train-run-00000.parquet"))
-        )
+        test_file, train_file = store.shard_files["test"], store.shard_files["train"]
+        assert sorted(hub.files) == ["README.md", test_file, train_file]
+        assert hub.files[train_file] == store.fs.cat_file(store.path(train_file))
         header = yaml.safe_load(hub.files["README.md"].decode().split("---")[1])
         assert header["configs"][0]["data_files"] == [
-            {"split": "test", "path": ["data/test-run-00000.parquet"]},
-            {"split": "train", "path": ["data/train-run-00000.parquet"]},
+            {"split": "test", "path": [test_file]},
+            {"split": "train", "path": [train_file]},
         ]
         for _method, _path, headers in hub.requests:
             assert {k.lower(): v for k, v in headers.items()}["authorization"] == f"Bearer {TOKEN}"
@@ -85,3 +81,45 @@ def test_publish_without_a_token_is_bad_input(store, prefect_harness, monkeypatc
     monkeypatch.delenv("HF_TOKEN", raising=False)
     result = runner.invoke(app, ["publish", "--store", store.uri, "--repo-id", "org/foley"])
     assert result.exit_code == 2 and "HF_TOKEN" in result.output
+
+
+def test_a_shard_finishing_during_publish_is_in_neither_the_files_nor_the_card(
+    store, prefect_harness, monkeypatch
+):
+    """A shard lands between the marker read and the upload (injected at the first file-size call)."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    size = store.fs.size
+    landed = []
+
+    def size_then_land_a_shard(path):
+        if not landed:
+            base = {"video": "/c.mp4", "prompt_version": "v", "model_id": "m", "backend": "transformers"}
+            landed.append(
+                DatasetStore(store.uri).write_shard(
+                    [DatasetRow(id="c", split="train", status="ok", **base)], "late", 0
+                )
+            )
+        return size(path)
+
+    monkeypatch.setattr(type(store.fs), "size", lambda self, path: size_then_land_a_shard(path))
+    with HubServer() as hub:
+        publish_dataset(store=store.uri, repo_id="org/foley", endpoint=hub.url)
+        uploaded = {p for p in hub.files if p.startswith("data/")}
+        header = yaml.safe_load(hub.files["README.md"].decode().split("---")[1])
+    listed = {p for files in header["configs"][0]["data_files"] for p in files["path"]}
+    assert landed and listed == uploaded == set(store.shard_files.values())
+
+
+def test_publish_refuses_a_marker_outside_the_store(store, tmp_path, prefect_harness, monkeypatch):
+    secret = tmp_path / "credentials.parquet"
+    secret.write_bytes(b"secret")
+    marker = store.markers()[0]
+    store.write_marker(marker.model_copy(update={"commit": "evil", "files": {"train": ["/etc/passwd"]}}))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        result = runner.invoke(app, ["publish", "--store", store.uri, "--repo-id", "org/foley", "--dry-run"])
+        assert hub.requests == []
+    assert result.exit_code == 2, result.output
+    assert "evil" in result.output and "outside the store" in result.output and "/etc/passwd" in result.output

@@ -65,6 +65,13 @@ def build_dataset_command(
         Path, typer.Option("--demo-dir", help="Where --demo puts its clips and store.")
     ] = Path("foley-demo"),
     timing: TimingOpt = "measured",
+    wait_for_store: Annotated[
+        float,
+        typer.Option(
+            "--wait-for-store",
+            help="Seconds to wait when another build holds the store (default: leave it, exit 0).",
+        ),
+    ] = 0.0,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the build-dataset flow here (no server to start): manifest in, Parquet shards out."""
@@ -81,6 +88,7 @@ def build_dataset_command(
             model = model or "tiny-random"
         if not manifest or not store:
             raise InputError("give --manifest and --store (or --demo)")
+        check_build_inputs(manifest, store)
         warn_if_tiny(model)
         summary = run_build(
             manifest,
@@ -98,10 +106,27 @@ def build_dataset_command(
             work_pool=work_pool,
             retry_failed=retry_failed,
             timing=timing,
+            wait_for_store_s=wait_for_store,
         )
+        if summary.busy:
+            err.print(
+                f"[yellow]store busy:[/] {summary.busy} is building {summary.store}; this run wrote "
+                "nothing. Run again later, or pass --wait-for-store SECONDS.",
+                highlight=False,
+            )
+            return
         print_summary(summary, demo)
 
     guarded(run)
+
+
+def check_build_inputs(manifest: str, store: str) -> None:
+    """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message)."""
+    from foley_core.manifest import read_manifest
+    from foley_core.store import DatasetStore
+
+    DatasetStore(store).check_writable()
+    read_manifest(manifest)
 
 
 def run_build(manifest: str, store: str, **options):
@@ -180,7 +205,12 @@ def publish(
     quiet_prefect(verbose)
 
     def run() -> None:
+        import os
+
         from flows.publish_dataset import publish_dataset
+
+        if not dry_run and not token_secret and not os.environ.get("HF_TOKEN"):
+            raise InputError("no Hub token: set HF_TOKEN, or pass --token-secret <Prefect Secret block name>")
 
         result = publish_dataset(
             store=store, repo_id=repo_id, dry_run=dry_run, private=not public, token_secret=token_secret

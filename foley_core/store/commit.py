@@ -23,6 +23,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from foley_core.backends.provenance import join_revisions
 from foley_core.schema.rows import DatasetRow
 from foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, check_run_id, check_split
 from foley_core.store.store import DatasetStore, live
@@ -39,8 +40,7 @@ def row_key(row: dict[str, Any]) -> Key:
 
 def row_revision(row: dict[str, Any]) -> str:
     """Model revision plus adapter revision, as rows and markers record it ("" when unknown)."""
-    model_rev, adapter_rev = row.get("model_revision") or "", row.get("adapter_revision") or ""
-    return f"{model_rev}+{adapter_rev}" if adapter_rev else model_rev
+    return join_revisions(row.get("model_revision") or "", row.get("adapter_revision") or "")
 
 
 def replaces(new: tuple[str, str], old: tuple[str, str], replace_failed: bool) -> bool:
