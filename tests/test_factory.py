@@ -10,8 +10,10 @@ import datasets
 import pytest
 
 from flows.build_dataset import build_dataset
+from foley_core.manifest import read_manifest
 from foley_core.prompts import default_prompt_dir
 from foley_core.schema import validate_script
+from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
 
 BAD = ("missing", "empty", "not_a_video", "corrupt")
@@ -112,3 +114,7 @@ def test_limit_and_retry_failed(built, tmp_path):
         manifest=manifest, store=store, model="tiny-random", retry_failed=True, shard_size=10
     )
     assert retried.new_rows == 5 and retried.new_failed_rows == 5  # the bad ones again, nothing else
+    # the retried failures replaced the old ones: still one row per video
+    rows = DatasetStore(store).read_rows()
+    assert len(rows) == len({r["id"] for r in rows}) == len(read_manifest(manifest))
+    assert {r["run_id"] for r in rows if r["status"] == "failed"} == {retried.run_id}
