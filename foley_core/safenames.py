@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import unicodedata
+from urllib.parse import unquote
 
 from foley_core.errors import InputError
 
@@ -114,11 +115,38 @@ def redact_uri(uri: str) -> str:
         return uri
     scheme, rest = uri.split("://", 1)
     rest, question, query = rest.partition("?")
-    authority = rest.split("/", 1)[0]
-    if "@" in authority:
-        rest = "***@" + rest[authority.rindex("@") + 1 :]
-    elif "@" in rest and ":" in authority and not _PORT.match(authority):
-        rest = "***@" + rest.split("@", 1)[1]
+    userinfo = _userinfo(rest)
+    if userinfo is not None:
+        rest = "***@" + rest[len(userinfo) + 1 :]
     if question:
         query = _QUERY_VALUE.sub("=***", query) if "=" in query else "***"
     return f"{scheme}://{rest}{question}{query}"
+
+
+def _userinfo(rest: str) -> str | None:
+    """The `key:secret` before `@` in a URI without its scheme and query, or None."""
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return rest[: authority.rindex("@")]
+    if "@" in rest and ":" in authority and not _PORT.match(authority):
+        return rest.split("@", 1)[0]
+    return None
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The secret pieces of `uri` (user info and its parts, query values, also %-decoded), longest
+    first: a library's error message may quote any of them, whole or cut at a `:` or `/`."""
+    if "://" not in uri:
+        return []
+    rest, _, query = uri.split("://", 1)[1].partition("?")
+    found: set[str] = set()
+    userinfo = _userinfo(rest)
+    if userinfo:
+        found.add(userinfo)
+        for part in re.split(r"[:/]", userinfo):
+            found.add(part)
+    for pair in query.split("&") if query else ():
+        found.add(pair.split("=", 1)[-1])
+    found |= {unquote(piece) for piece in found}
+    # a piece of 3 characters or fewer would redact ordinary words; such a secret protects nothing anyway
+    return sorted((p for p in found if len(p) > 3), key=len, reverse=True)

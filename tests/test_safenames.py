@@ -140,9 +140,13 @@ def s3(tmp_path_factory):
             "AWS_ENDPOINT_URL": endpoint,
         }.items():
             patch.setenv(name, value)
+        # s3fs caches instances by their arguments, not the environment: one made for another test
+        # module's (stopped) moto server must not be reused
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
         fs = fsspec.filesystem("s3", skip_instance_cache=True)
         fs.mkdir("names")
         yield fs
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
     patch.undo()
 
 
