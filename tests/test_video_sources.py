@@ -114,6 +114,7 @@ def test_local_paths_inside_the_roots_open(rooted):
     dotted = f"{rooted['root']}/sub/../in.mp4"  # `..` that stays inside is fine
     (rooted["root"] / "sub").mkdir()
     assert open_video(dotted, allow_roots=roots).sha256 == sha256_file(rooted["inside"])
+    assert open_video(str(rooted["inside"]), allow_roots=(f"file://{rooted['root']}",)).sha256
     assert open_video(str(rooted["outside"])).info.frame_count > 0  # no roots given: no restriction
 
 

@@ -75,7 +75,7 @@ def check_source(uri: str, allow_roots: tuple[str, ...] | None = None) -> Path |
             raise DisallowedSourceError(
                 uri, f"videos are fetched from local paths, file:// and {shown} only; copy it to one of those"
             )
-        uri_roots = [r for r in allow_roots or () if "://" in r]
+        uri_roots = [r for r in allow_roots or () if is_remote(r)]
         if uri_roots and not any(_under_uri(uri, root) for root in uri_roots):
             raise DisallowedSourceError(uri, f"is outside the allowed roots ({_shown(uri_roots)})")
         return None
@@ -83,7 +83,7 @@ def check_source(uri: str, allow_roots: tuple[str, ...] | None = None) -> Path |
     if allow_roots is None:
         return path
     resolved = path.resolve()
-    local_roots = [r for r in allow_roots if "://" not in r]
+    local_roots = [r for r in allow_roots if not is_remote(r)]  # a path or a file:// URI
     if not any(
         resolved.is_relative_to(Path(r.removeprefix("file://")).expanduser().resolve()) for r in local_roots
     ):
