@@ -11,9 +11,16 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from foley_core.safenames import safe_join, safe_name
 from foley_core.schema.script import TRACKS, FoleyScript
 
 COLORS = {"reference": "#2b7bba", "predicted": "#e4572e"}
+
+
+def plot_path(folder: str | Path, video_id: str) -> Path:
+    """Where the plot of `video_id` goes in `folder`: ids come from manifests and stores, so the file
+    name is `safe_name(id).png`, never the id itself."""
+    return Path(safe_join(str(folder), f"{safe_name(video_id)}.png"))
 
 
 def plot_video(

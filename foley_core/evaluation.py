@@ -70,3 +70,17 @@ def load_references(uri: str) -> dict[str, FoleyScript]:
     if not references:
         raise InputError(f"{uri}: no <id>.json reference scripts")
     return references
+
+
+def find_video(folder: Path, video_id: str) -> str | None:
+    """The file in `folder` named `<id>.<ext>` (or `<safe_name(id)>.<ext>`), if there is one.
+
+    Compared by name, never built into a path or a glob pattern: an id such as `../x` or `a[1]` must
+    neither reach outside the folder nor match other files.
+    """
+    from foley_core.safenames import safe_name
+
+    wanted = {video_id, safe_name(video_id)}
+    if not folder.is_dir():
+        return None
+    return next((str(p) for p in sorted(folder.iterdir()) if p.is_file() and p.stem in wanted), None)

@@ -1,9 +1,16 @@
-"""Video manifests: CSV, Parquet or JSONL, local or any fsspec URI.
+r"""Video manifests: CSV, Parquet or JSONL, local or any fsspec URI.
 
 A manifest needs a `video` column (path or URI). Optional: `id` (default: derived from the URI),
 `split` (default: train); every other column is carried into the row's `metadata`. The whole manifest
 fails for what makes it ambiguous (unreadable, no `video` column, duplicate ids); a bad row fails alone
 and becomes a `failed` row.
+
+Split names must match `\w+` (letters, digits and `_`, unicode letters included: the Hugging Face Hub's
+rule), because a split names shard folders and Hub files; a blank split is the default. A row with any
+other split (`../../x`, `a/b`, `train-2`) fails alone: its `problem` names the value and the rule, and
+its split is set to the default `train`, so it becomes a failed row there while the rest of the
+manifest runs. Ids are not restricted; whatever names a file after one goes through
+`foley_core.safenames.safe_name`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +29,8 @@ from foley_core.errors import ManifestError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RESERVED = ("video", "id", "split")
+DEFAULT_SPLIT = "train"
+SPLIT_NAME = re.compile(r"\w+")  # the Hub's rule for split names; matched whole (fullmatch)
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,7 @@ class ManifestEntry:
 
     id: str  # unique within the manifest
     video: str  # path or URI
-    split: str = "train"  # dataset split
+    split: str = DEFAULT_SPLIT  # dataset split, always a `\w+` name
     metadata: dict[str, Any] = field(default_factory=dict)  # the manifest's extra columns
     problem: str | None = None  # why this row cannot run (it becomes a failed row), None when fine
 
@@ -90,7 +100,14 @@ def read_manifest(uri: str) -> list[ManifestEntry]:
         entry_id = (
             str(given_id).strip() if given_id not in (None, "") else derive_id(video or f"row-{number}")
         )
-        split = str(_clean(record.get("split")) or "train").strip()
+        split = str(_clean(record.get("split")) or "").strip() or DEFAULT_SPLIT
+        if not SPLIT_NAME.fullmatch(split):
+            split_problem = (
+                f"manifest row {number}: split {split!r} is not a valid split name (letters, digits and"
+                f" '_' only, the Hub's \\w+ rule); the row is recorded as failed in {DEFAULT_SPLIT!r}"
+            )
+            problem = f"{problem}; {split_problem}" if problem else split_problem
+            split = DEFAULT_SPLIT
         metadata = {c: _clean(record[c]) for c in extras}
         entries.append(ManifestEntry(entry_id, video, split, metadata, problem))
     counts: dict[str, int] = {}

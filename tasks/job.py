@@ -10,6 +10,7 @@ from foley_core.backends.provenance import resolve_revisions
 from foley_core.cachekeys import step_key
 from foley_core.chain import ChainConfig, StepSettings
 from foley_core.prompts import PromptSet, load_prompts
+from foley_core.proposals.base import PROPOSALS_VERSION
 from foley_core.video.sampling import FramePolicy
 
 
@@ -91,7 +92,11 @@ class ChainJob:
         )
 
     def propose_key(self, sha256: str) -> str:
-        return step_key("propose", sha256=sha256, settings={"proposals": self.config.proposals.__dict__})
+        return step_key(
+            "propose",
+            sha256=sha256,
+            settings={"proposals": self.config.proposals.__dict__, "version": PROPOSALS_VERSION},
+        )
 
     def model_step_key(self, step: str, sha256: str, upstream: list[str], item: int | None = None) -> str:
         return step_key(

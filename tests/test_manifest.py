@@ -72,3 +72,44 @@ def test_a_bad_row_fails_alone(tmp_path):
     entries = read_manifest(uri)
     assert [e.problem is None for e in entries] == [True, False, True]
     assert "row 2" in entries[1].problem
+
+
+BAD_SPLITS = ["../../escaped", "a/b", "train-2", "x y", "..", "train.clean", "tr\x00ain"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_an_invalid_split_fails_its_row_in_the_default_split(tmp_path, suffix):
+    rows = [{"video": f"/v/{k}.mp4", "id": f"bad{k}", "split": split} for k, split in enumerate(BAD_SPLITS)]
+    rows += [
+        {"video": "/v/ok.mp4", "id": "ok", "split": "validation"},
+        {"video": "/v/blank.mp4", "id": "blank", "split": ""},  # blank means the default
+        {"video": "/v/uni.mp4", "id": "uni", "split": "entraînement_訓練2"},  # unicode word characters
+    ]
+    entries = {e.id: e for e in read_manifest(write_manifest(rows, str(tmp_path / f"m{suffix}")))}
+    for k, split in enumerate(BAD_SPLITS):
+        entry = entries[f"bad{k}"]
+        assert entry.split == "train"  # never the raw value: it would name shard folders
+        assert repr(split) in entry.problem and r"\w+" in entry.problem
+        assert f"row {k + 1}" in entry.problem
+    assert (entries["ok"].split, entries["ok"].problem) == ("validation", None)
+    assert (entries["blank"].split, entries["blank"].problem) == ("train", None)
+    assert (entries["uni"].split, entries["uni"].problem) == ("entraînement_訓練2", None)
+
+
+def test_a_bad_split_and_a_blank_video_are_both_named(tmp_path):
+    uri = write_manifest([{"video": "", "id": "x", "split": "a/b"}], str(tmp_path / "m.jsonl"))
+    (entry,) = read_manifest(uri)
+    assert "empty or non-text 'video'" in entry.problem and "'a/b'" in entry.problem
+
+
+def test_a_bad_split_becomes_a_failed_row_in_train(tmp_path):
+    from foley_core.backends import BackendSpec
+    from foley_core.errors import ManifestRowError
+    from foley_core.records import failed_row
+
+    uri = write_manifest([{"video": "/v.mp4", "id": "x", "split": "../../escaped"}], str(tmp_path / "m.csv"))
+    (entry,) = read_manifest(uri)
+    error = ManifestRowError(entry.problem)  # what process-shard makes of a row with a problem
+    row = failed_row(entry, error, prompt_version="v", spec=BackendSpec(model="m"), run_id="r")
+    assert (row.status, row.split, row.error_kind) == ("failed", "train", "manifest_row")
+    assert "../../escaped" in row.error

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pytest
 
@@ -130,18 +129,6 @@ def test_probe_facts(scene_video):
     assert (video.info.width, video.info.height) == (160, 96)
     assert video.info.fps == pytest.approx(12.0)
     assert video.sha256 == sha256_file(scene_video)
-
-
-def test_fsspec_uri_is_fetched_and_hashed(scene_video, tmp_path):
-    data = scene_video.read_bytes()
-    with fsspec.open("memory://bucket/clips/scene.mp4", "wb") as handle:
-        handle.write(data)
-    video = open_video("memory://bucket/clips/scene.mp4", cache_dir=tmp_path)
-    assert video.sha256 == sha256_file(scene_video)
-    assert video.path.parent == tmp_path and video.path.read_bytes() == data
-    assert len(video.uniform(8)) == 8
-    with pytest.raises(VideoNotFoundError, match=r"memory://bucket/clips/other\.mp4"):
-        open_video("memory://bucket/clips/other.mp4", cache_dir=tmp_path)
 
 
 EXPECTED = {

@@ -90,13 +90,14 @@ def print_scores(corpus) -> None:
 
 
 def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
-    from foley_core.evalplot import plot_video
+    from foley_core.evalplot import plot_path, plot_video
+    from foley_core.evaluation import find_video
     from foley_core.video import VideoError, open_video
 
     for vid, (predicted, reference) in pairs.items():
         source = predictions[vid].video if vid in predictions else None
         if videos is not None:
-            source = next((str(p) for p in sorted(videos.glob(f"{vid}.*"))), source)
+            source = find_video(videos, vid) or source
         frames, duration = None, None
         if source:
             try:
@@ -105,5 +106,5 @@ def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
                 frames, duration = (strip.images, strip.times), video.info.duration
             except VideoError:
                 pass
-        plot_video(vid, reference, predicted, out / f"{vid}.png", duration, frames)
+        plot_video(vid, reference, predicted, plot_path(out, vid), duration, frames)
     return len(pairs)

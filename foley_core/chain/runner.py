@@ -143,7 +143,7 @@ def run_chain(
         return result.value
 
     if config.timing == "measured":
-        proposals = step("propose", lambda: StepResult(propose(video, config.proposals)))
+        proposals = step("propose", lambda: _proposed(video, config.proposals))
         trace.proposals = proposals.model_dump()
         windows = candidate_windows(proposals, config.proposals, max_windows=config.limits.max_events)
         window_frames = window_sampler(video, llm.frame_policy)
@@ -158,6 +158,12 @@ def run_chain(
     draft = step("synthesize", lambda: synthesize(clip, events, reasoning, settings))
     script = step("validate", lambda: validate(draft, events, clip.duration, config.timing, shots, speech))
     return ChainResult(script=script, trace=trace)
+
+
+def _proposed(video: Video, settings: ProposalSettings) -> StepResult:
+    """The measurements, with what could not be measured (damaged audio) as the step's notes."""
+    proposals = propose(video, settings)
+    return StepResult(proposals, notes=list(proposals.notes))
 
 
 def window_sampler(video: Video, policy: FramePolicy) -> Callable[[float, float], Frames]:

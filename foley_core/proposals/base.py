@@ -10,6 +10,10 @@ from pydantic import BaseModel, Field
 
 Kind = Literal["cut", "motion", "audio_onset", "speech"]
 
+# Part of the propose step's cache key: bump it when what `propose` returns changes for the same
+# settings (2: damaged audio is skipped and noted instead of failing; `ProposalSet.notes`).
+PROPOSALS_VERSION = 2
+
 
 class Proposal(BaseModel):
     """One measured happening. Times in seconds from the first video frame."""
@@ -28,6 +32,7 @@ class ProposalSet(BaseModel):
     motion: list[Proposal] = Field(default_factory=list)
     onsets: list[Proposal] = Field(default_factory=list)
     speech: list[Proposal] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # what could not be measured, e.g. damaged audio
 
     def shots(self) -> list[tuple[float, float]]:
         """Shot spans between cuts, covering the whole video."""

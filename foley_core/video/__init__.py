@@ -2,20 +2,23 @@
 
 from foley_core.video.errors import (
     CorruptVideoError,
+    DisallowedSourceError,
     EmptyVideoError,
     NotAVideoError,
     NoVideoStreamError,
     VideoError,
+    VideoFetchError,
     VideoNotFoundError,
     ZeroDurationError,
 )
 from foley_core.video.probe import VideoInfo, probe
 from foley_core.video.reader import FrameReader, Frames
-from foley_core.video.source import LocalVideo, fetch, sha256_file
+from foley_core.video.source import LocalVideo, check_source, fetch, redact_uri, sha256_file
 from foley_core.video.video import Video, make_reader, open_video
 
 __all__ = [
     "CorruptVideoError",
+    "DisallowedSourceError",
     "EmptyVideoError",
     "FrameReader",
     "Frames",
@@ -24,12 +27,15 @@ __all__ = [
     "NotAVideoError",
     "Video",
     "VideoError",
+    "VideoFetchError",
     "VideoInfo",
     "VideoNotFoundError",
     "ZeroDurationError",
+    "check_source",
     "fetch",
     "make_reader",
     "open_video",
     "probe",
+    "redact_uri",
     "sha256_file",
 ]

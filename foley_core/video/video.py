@@ -128,9 +128,14 @@ def open_video(
     reader: str | FrameReader = "auto",
     cache_dir: str | Path | None = None,
     max_side: int | None = None,
+    allow_roots: tuple[str, ...] | None = None,
 ) -> Video:
-    """Fetch (if remote), hash and probe `uri`. Raises a `VideoError` subclass if it is unusable."""
-    source = fetch(uri, cache_dir)
+    """Fetch (if remote), hash and probe `uri`. Raises a `VideoError` subclass if it is unusable.
+
+    `allow_roots`: when given, a local path must resolve inside one of its local folders, and a remote
+    URI must lie under one of its URI roots if it names any (see `foley_core.video.source`).
+    """
+    source = fetch(uri, cache_dir, allow_roots=allow_roots)
     info, times = probe(source.path, uri)
     chosen = make_reader(reader) if isinstance(reader, str) else reader
     return Video(source=source, info=info, frame_times=times, reader=chosen, max_side=max_side)
