@@ -79,6 +79,7 @@ def build_dataset(
     retry_failed: bool = False,
     train_min_new_rows: int = 1000,
     wait_for_store_s: float = 0.0,
+    allow_roots: list[str] | None = None,
     shard_start_timeout_s: float = 3600.0,
 ) -> BuildSummary:
     """Build or extend the dataset at `store` from the videos in `manifest`.
@@ -106,7 +107,12 @@ def build_dataset(
         constrained=constrained,
         timing=timing,
     )
-    job = ChainJob(backend=spec, prompts_dir=prompts_dir, config=config)
+    job = ChainJob(
+        backend=spec,
+        prompts_dir=prompts_dir,
+        config=config,
+        allow_roots=tuple(allow_roots) if allow_roots else None,
+    )
     prompts = job.prompts()  # a broken template fails the run here, before any video
     frame_policy_for(spec)  # an unknown model fails here too (reads its config, loads no weights)
     run_id = new_run_id()

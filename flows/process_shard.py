@@ -190,7 +190,9 @@ def process_shard(
     def keep_video(work: _Work, video: Video) -> None:
         work.video = video
 
-    works = run_stage(None, works, lambda w: probe.submit(w.entry, job.config.frame_max_side), keep_video)
+    works = run_stage(
+        None, works, lambda w: probe.submit(w.entry, job.config.frame_max_side, job.allow_roots), keep_video
+    )
     policy = frame_policy_for(job.backend)
 
     def submit_sample(work: _Work):
@@ -222,6 +224,7 @@ def process_shard(
         def keep_proposals(work: _Work, proposals: ProposalSet) -> None:
             work.proposals = proposals
             work.trace.proposals = proposals.model_dump()
+            work.trace.notes.extend(proposals.notes)
 
         works = run_stage("propose", works, submit_propose, keep_proposals)
 

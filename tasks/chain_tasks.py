@@ -37,9 +37,11 @@ MODEL_STEP = {**CACHED, "retries": 2, "retry_delay_seconds": 5, "retry_condition
     retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
-def probe_task(entry: ManifestEntry, max_side: int | None) -> Video:
+def probe_task(
+    entry: ManifestEntry, max_side: int | None, allow_roots: tuple[str, ...] | None = None
+) -> Video:
     """Fetch, hash and probe. Not cached: it is what computes the content hash the keys are made of."""
-    return open_video(entry.video, max_side=max_side)
+    return open_video(entry.video, max_side=max_side, allow_roots=allow_roots)
 
 
 @task(name="sample", **CACHED)

@@ -29,6 +29,8 @@ class ChainJob:
     config: ChainConfig = field(default_factory=ChainConfig)  # limits, decoding, timing
     # (model, adapter) revisions as resolved for one shard (`pinned`); None: resolve when asked
     revisions: tuple[str, str] | None = None
+    # where local videos may live (None: anywhere this worker can read); manifests are untrusted
+    allow_roots: tuple[str, ...] | None = None
 
     def prompts(self) -> PromptSet:
         return _prompts(self.prompts_dir, bool(self.backend.adapter))

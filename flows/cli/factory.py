@@ -72,6 +72,13 @@ def build_dataset_command(
             help="Seconds to wait when another build holds the store (default: leave it, exit 0).",
         ),
     ] = 0.0,
+    allow_root: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-root",
+            help="Only read local videos under this folder (repeatable); for manifests others wrote.",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the build-dataset flow here (no server to start): manifest in, Parquet shards out."""
@@ -107,6 +114,7 @@ def build_dataset_command(
             retry_failed=retry_failed,
             timing=timing,
             wait_for_store_s=wait_for_store,
+            allow_roots=allow_root or None,
         )
         if summary.busy:
             err.print(
