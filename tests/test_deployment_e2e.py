@@ -198,3 +198,35 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
     assert {k for k, r in rows.items() if r["status"] == "ok"} == set(durations)
     assert rows["bad-empty"]["error_kind"] == "empty" and rows["bad-blank"]["error_kind"] == "manifest_row"
     assert not (store / "_tmp").exists() or not list((store / "_tmp").iterdir())
+
+
+def test_deployments_limit_builds_and_trainings_to_one_at_a_time(cluster):
+    url, _env = cluster
+    for name in ("build-dataset/nightly", "train-lora/on-new-data"):
+        deployment = api(url, f"/deployments/{deployment_id(url, name)}")
+        limit = deployment.get("global_concurrency_limit") or {}
+        assert limit.get("limit") == 1 or deployment.get("concurrency_limit") == 1, deployment
+        assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+
+
+def test_shards_no_worker_starts_fail_the_build_naming_the_pool(cluster, tmp_path):
+    """process-shard deployed on a pool no worker serves: the build fails after its start timeout."""
+    url, env = cluster
+    prefect(env, "work-pool", "create", "idle", "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "flows/process_shard.py:process_shard", "-n", "idle", "-p", "idle")
+    manifest, _ = make_manifest_videos(tmp_path / "videos")
+    store = tmp_path / "store"
+    code = (
+        "from flows.build_dataset import build_dataset\n"
+        f"build_dataset(manifest={manifest!r}, store={str(store)!r}, model='tiny-random', "
+        "work_pool='idle', shard_start_timeout_s=5)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "no worker of work pool 'idle' started shard(s) [0]" in done.stderr + done.stdout
+    shard = deployment_id(url, "process-shard/idle")
+    runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shard]}}})
+    assert [r["state"]["type"] for r in runs] == ["CANCELLED"]  # it will not run later behind our back
+    assert not (store / "_shards").exists() or not list((store / "_shards").iterdir())
