@@ -111,3 +111,43 @@ def test_build_dataset_with_a_broken_manifest_exits_2(tmp_path: Path):
         app, ["build-dataset", "--manifest", str(manifest), "--store", str(tmp_path / "s")]
     )
     assert result.exit_code == 2 and "no 'video' column" in result.output
+
+
+@pytest.mark.parametrize("mistake", ["store_is_a_file", "no_manifest", "no_video_column", "no_token"])
+def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path: Path, mistake: str, foley_cache):
+    """In a subprocess, as a user's terminal sees it (Prefect's own logging included)."""
+    import os
+    import subprocess
+    import sys
+
+    good = tmp_path / "m.csv"
+    good.write_text("video\n/a.mp4\n")
+    (tmp_path / "afile").write_text("not a folder")
+    args = {
+        "store_is_a_file": ["build-dataset", "--manifest", str(good), "--store", str(tmp_path / "afile")],
+        "no_manifest": [
+            "build-dataset",
+            "--manifest",
+            str(tmp_path / "nope.csv"),
+            "--store",
+            str(tmp_path / "s"),
+        ],
+        "no_video_column": [
+            "build-dataset",
+            "--manifest",
+            str(tmp_path / "bad.csv"),
+            "--store",
+            str(tmp_path),
+        ],
+        "no_token": ["publish", "--store", str(tmp_path / "s"), "--repo-id", "org/x"],
+    }[mistake]
+    (tmp_path / "bad.csv").write_text("path\n/a.mp4\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env |= {"FOLEY_CACHE_DIR": str(foley_cache), "PREFECT_HOME": str(tmp_path / "prefect")}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bad input:"), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
