@@ -28,7 +28,7 @@ from foley_core.backends.base import DEFAULT_MODEL, GenerationParams
 from foley_core.backends.provenance import revision_key
 from foley_core.chain import ChainConfig
 from foley_core.errors import FoleyError
-from foley_core.manifest import ManifestEntry, read_manifest
+from foley_core.manifest import ManifestEntry, read_manifest, write_entries
 from foley_core.store import DatasetStore
 from foley_core.store.commit import is_done
 from foley_core.store.lease import Lease
@@ -45,8 +45,8 @@ class BuildSummary:
     new_rows: int  # rows written by this run
     new_ok_rows: int  # of which ok
     new_failed_rows: int  # of which failed
-    computed: dict[str, int]  # step -> chain tasks that ran (subflow runs only)
-    cached: dict[str, int]  # step -> chain tasks answered from the cache (subflow runs only)
+    computed: dict[str, int]  # step -> items computed (subflow runs only)
+    cached: dict[str, int]  # step -> items read from the step cache (subflow runs only)
     prompt_version: str  # of the prompt set used
     seconds: float  # wall time
     busy: str = ""  # who held the store, when this run left it alone ("" when it ran)
@@ -181,19 +181,34 @@ def _build(
         run_id,
     )
     report("planned", total=len(todo), skipped=skipped)
+    # each shard run gets its entries as a small file in the store, not as flow-run parameters
+    shard_files = [
+        write_entries(shard, dataset.url(f"_runs/{run_id}/{index:05d}.jsonl"))
+        for index, shard in enumerate(shards)
+    ]
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
-    if work_pool and shards:
-        _run_on_pool(
-            work_pool, shards, store, job, run_id, result_storage, retry_failed, shard_start_timeout_s
-        )
-    else:
-        for index, shard in enumerate(shards):
+    try:
+        if work_pool and shards:
+            _run_on_pool(
+                work_pool,
+                shard_files,
+                store,
+                job,
+                run_id,
+                result_storage,
+                retry_failed,
+                shard_start_timeout_s,
+            )
+        for index, shard_file in enumerate(shard_files if not work_pool else []):
             lease.check()
-            done_shard = process_shard(shard, store, job, run_id, index, result_storage, retry_failed)
+            done_shard = process_shard(shard_file, store, job, run_id, index, result_storage, retry_failed)
             for total, part in ((computed, done_shard.computed), (cached, done_shard.cached)):
                 for step, n in part.items():
                     total[step] = total.get(step, 0) + n
+    finally:
+        if shard_files:
+            dataset.fs.rm(dataset.path(f"_runs/{run_id}"), recursive=True)
 
     markers = dataset.markers()
     mine = [m for m in markers if m.run_id == run_id]  # what this run added and the store still shows
@@ -244,7 +259,7 @@ class ShardRunsFailed(FoleyError):
 
 def _run_on_pool(
     work_pool: str,
-    shards: list[list[ManifestEntry]],
+    shard_files: list[str],
     store: str,
     job: ChainJob,
     run_id: str,
@@ -267,7 +282,7 @@ def _run_on_pool(
         run_deployment(
             name=f"process-shard/{work_pool}",
             parameters={
-                "entries": shard,
+                "shard": shard_file,
                 "store": store,
                 "job": job,
                 "run_id": run_id,
@@ -277,7 +292,7 @@ def _run_on_pool(
             },
             timeout=0,
         ).id: index
-        for index, shard in enumerate(shards)
+        for index, shard_file in enumerate(shard_files)
     }
     waiting_since = time.monotonic()
     failures: list[str] = []

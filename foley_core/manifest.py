@@ -132,3 +132,19 @@ def write_manifest(entries: list[dict[str, Any]], uri: str) -> str:
         else:
             handle.write(frame.to_json(orient="records", lines=True).encode())
     return uri
+
+
+def write_entries(entries: list[ManifestEntry], uri: str) -> str:
+    """Entries as JSON lines (a shard's own small manifest, written by the build into its store)."""
+    from dataclasses import asdict
+
+    lines = "".join(json.dumps(asdict(e), ensure_ascii=False, default=str) + "\n" for e in entries)
+    with fsspec.open(uri, "w", encoding="utf-8") as handle:
+        handle.write(lines)
+    return uri
+
+
+def read_entries(uri: str) -> list[ManifestEntry]:
+    """What `write_entries` wrote."""
+    with fsspec.open(uri, "r", encoding="utf-8") as handle:
+        return [ManifestEntry(**json.loads(line)) for line in handle if line.strip()]

@@ -1,8 +1,5 @@
-"""Run the whole chain over one video: the plain-Python path (the CLI and the reference loop).
-
-The Prefect flow runs the same step functions as separate cached tasks; this module is what it must
-match, and what the benchmarks compare it against.
-"""
+"""The chain's shared parts (config, frame plan, trace) and `run_chain`, the plain-loop executor of the
+chain graph (foley_core.chain.graph) over one video: what `foley script`, tests and benchmarks use."""
 
 from __future__ import annotations
 
@@ -13,18 +10,11 @@ from foley_core.backends.base import GenerationParams, VideoLLM
 from foley_core.chain.steps import (
     Clip,
     StepResult,
-    StepSettings,
-    identify,
-    identify_windows,
-    reason,
-    synthesize,
-    timed,
-    validate,
 )
 from foley_core.chain.trace import ChainTrace
 from foley_core.errors import InputError
 from foley_core.prompts import PromptSet, load_prompts
-from foley_core.proposals import ProposalSettings, candidate_windows, propose
+from foley_core.proposals import ProposalSettings, propose
 from foley_core.schema.decoding import SchemaLimits
 from foley_core.schema.script import FoleyScript
 from foley_core.video.reader import Frames
@@ -125,42 +115,27 @@ def run_chain(
     prompts: PromptSet | None = None,
     config: ChainConfig | None = None,
     on_step: Callable[[str], None] | None = None,
+    *,
+    one_pass: bool = False,
 ) -> ChainResult:
-    """identify -> reason -> synthesize -> validate over one opened video."""
+    """The chain graph (foley_core.chain.graph) over one opened video, in this process, uncached.
+
+    `one_pass`: the simple prompt instead of the chain (an adapter trained on the chain's scripts).
+    """
+    from foley_core.chain.graph import ChainContext, Work, run_graph
+
     prompts = prompts or load_prompts()
     config = config or ChainConfig()
     video.max_side = config.frame_max_side
-    settings = StepSettings(llm, prompts, config.params, config.limits, config.constrained)
-    plan = plan_frames(video, llm.frame_policy)
-    clip = load_clip(video, plan)
-    trace = new_trace(video.uri, video.sha256, video.info.duration, plan, llm.describe(), prompts, config)
-
-    def step(name: str, run: Callable[[], StepResult]):
-        if on_step:
-            on_step(name)
-        result = timed(run)
-        record_step(trace, name, result)
-        return result.value
-
-    if config.timing == "measured":
-        proposals = step("propose", lambda: _proposed(video, config.proposals))
-        trace.proposals = proposals.model_dump()
-        windows = candidate_windows(proposals, config.proposals, max_windows=config.limits.max_events)
-        window_frames = window_sampler(video, llm.frame_policy)
-        events = step("identify", lambda: identify_windows(clip, windows, settings, window_frames))
-        event_frames = lambda event: window_frames(event.start, event.end)  # noqa: E731
-        reasoning = step("reason", lambda: reason(clip, events, settings, frames_for=event_frames))
-        shots, speech = proposals.shots(), proposals.speech_spans()
-    else:
-        events = step("identify", lambda: identify(clip, settings))
-        reasoning = step("reason", lambda: reason(clip, events, settings))
-        shots = speech = None
-    draft = step("synthesize", lambda: synthesize(clip, events, reasoning, settings))
-    script = step("validate", lambda: validate(draft, events, clip.duration, config.timing, shots, speech))
-    return ChainResult(script=script, trace=trace)
+    ctx = ChainContext(lambda: llm, llm.describe(), llm.frame_policy, prompts, config, one_pass)
+    work = Work(id=video.uri, uri=video.uri, video=video)
+    run_graph([work], ctx, on_step=on_step)
+    if work.error is not None:
+        raise work.error
+    return ChainResult(script=work.value("validate"), trace=work.trace)
 
 
-def _proposed(video: Video, settings: ProposalSettings) -> StepResult:
+def proposed(video: Video, settings: ProposalSettings) -> StepResult:
     """The measurements, with what could not be measured (damaged audio) as the step's notes."""
     proposals = propose(video, settings)
     return StepResult(proposals, notes=list(proposals.notes))

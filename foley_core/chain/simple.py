@@ -10,8 +10,8 @@ import json
 
 from foley_core.backends.base import VideoLLM
 from foley_core.chain.ask import Question, ask
-from foley_core.chain.runner import ChainConfig, ChainResult, load_clip, new_trace, plan_frames, record_step
-from foley_core.chain.steps import Clip, StepResult, StepSettings, timed, validate
+from foley_core.chain.runner import ChainConfig, ChainResult
+from foley_core.chain.steps import Clip, StepResult, StepSettings
 from foley_core.prompts import PromptSet, load_prompts
 from foley_core.schema.decoding import SynthesisAnswer, simple_schema
 from foley_core.schema.script import TRACKS, FoleyScript
@@ -52,15 +52,6 @@ def run_simple(
     video: Video, llm: VideoLLM, prompts: PromptSet | None = None, config: ChainConfig | None = None
 ) -> ChainResult:
     """The script in one model call (for an adapter trained on the chain's output)."""
-    prompts = prompts or load_simple_prompt()
-    config = config or ChainConfig()
-    video.max_side = config.frame_max_side
-    plan = plan_frames(video, llm.frame_policy)
-    clip = load_clip(video, plan)
-    trace = new_trace(video.uri, video.sha256, video.info.duration, plan, llm.describe(), prompts, config)
-    settings = StepSettings(llm, prompts, config.params, config.limits, config.constrained)
-    draft = timed(lambda: simple_step(clip, settings))
-    record_step(trace, "simple", draft)
-    result = timed(lambda: validate(draft.value, [], clip.duration, config.timing))
-    record_step(trace, "validate", result)
-    return ChainResult(script=result.value, trace=trace)
+    from foley_core.chain.runner import run_chain
+
+    return run_chain(video, llm, prompts or load_simple_prompt(), config, one_pass=True)

@@ -1,0 +1,367 @@
+"""The chain as a graph, declared once: its steps, what each needs, how each is keyed and cached.
+
+    sample -> [propose] -> identify -> reason (one item per event) -> synthesize -> validate
+    sample -> simple -> validate                                   (a LoRA adapter: one pass)
+
+Two executors run it: `run_chain` (the plain loop: `foley script`, tests, benchmarks) and the
+`process-shard` flow (one Prefect task per step over a whole shard). Both call `run_step`, which runs
+one step over many videos: each video (and each event, for per-event steps) is looked up in the step
+cache under its own content key and computed only when missing; a video whose step fails is marked
+failed and drops out, the others go on. So both executors produce the same scripts and traces, and a
+retried or resumed shard recomputes only what is missing.
+
+A step's key hashes the video's content, the step, the templates it renders, the model's identity
+(with its resolved revisions), the settings that shape the answer and the keys of the steps it builds
+on (foley_core.cachekeys): editing one template recomputes that step and the later ones only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from foley_core.backends.base import VideoLLM
+from foley_core.cachekeys import step_key
+from foley_core.chain.runner import (
+    ChainConfig,
+    FramePlan,
+    load_clip,
+    new_trace,
+    plan_frames,
+    proposed,
+    record_step,
+    window_sampler,
+)
+from foley_core.chain.simple import simple_step
+from foley_core.chain.steps import (
+    StepResult,
+    StepSettings,
+    identify,
+    identify_windows,
+    merge_results,
+    reason,
+    synthesize,
+    timed,
+    validate,
+)
+from foley_core.chain.trace import ChainTrace
+from foley_core.errors import TransientBackendError
+from foley_core.prompts import PromptSet
+from foley_core.proposals import ProposalSet, candidate_windows
+from foley_core.proposals.base import PROPOSALS_VERSION
+from foley_core.schema.decoding import SynthesisAnswer
+from foley_core.schema.events import Event, EventReasoning
+from foley_core.schema.script import FoleyScript
+from foley_core.video.sampling import FramePolicy
+from foley_core.video.video import Video
+
+MISSING = object()
+
+
+class StepCache:
+    """Where step results live by key. The base class remembers nothing (the plain loop)."""
+
+    def get(self, step: Step, key: str) -> Any:
+        return MISSING
+
+    def put(self, step: Step, key: str, result: StepResult) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ChainContext:
+    """What the steps need besides the video: the same for every video of a run."""
+
+    model: Callable[[], VideoLLM]  # the model, loaded on first use (the flow loads it in its GPU slot)
+    identity: dict[str, Any]  # the model as traces record it and keys use it (resolved revisions)
+    policy: FramePolicy  # how the model wants its frames
+    prompts: PromptSet  # the templates
+    config: ChainConfig  # limits, decoding, timing
+    one_pass: bool = False  # an adapter answers the simple prompt instead of the chain
+
+    @property
+    def measured(self) -> bool:
+        return self.config.timing == "measured" and not self.one_pass
+
+    def settings(self) -> StepSettings:
+        cfg = self.config
+        return StepSettings(self.model(), self.prompts, cfg.params, cfg.limits, cfg.constrained)
+
+
+@dataclass
+class Work:
+    """One video on its way through the graph."""
+
+    id: str  # the row id (the manifest's), or the URI in the plain loop
+    uri: str  # the video as given (recorded in the trace)
+    video: Video
+    keys: dict[str, list[str]] = field(default_factory=dict)  # step -> its key(s), one per item
+    results: dict[str, StepResult] = field(default_factory=dict)  # step -> result (merged over items)
+    plan: FramePlan | None = None
+    trace: ChainTrace | None = None
+    error: BaseException | None = None  # why this video dropped out
+
+    def value(self, step: str) -> Any:
+        return self.results[step].value if step in self.results else None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of the graph."""
+
+    name: str
+    needs: tuple[str, ...]  # steps whose keys this step's key builds on
+    uses_model: bool  # asks the video-LLM (runs in the GPU slot, keyed by the model's identity)
+    per_event: bool  # one item per event of `identify` (cached and computed one by one)
+    compute: Callable[[ChainContext, Work, Any], StepResult]  # one video (and item)
+    keep: Callable[[ChainContext, Work, StepResult], None]  # what the result changes in the work
+    settings: Callable[[ChainContext], dict[str, Any]]  # what besides templates and model shapes it
+    value_type: Any = Any  # type of one item's value: how the step cache reads it back (JSON, no pickle)
+
+
+def _clip(work: Work):
+    return load_clip(work.video, work.plan)
+
+
+def _sample(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    return timed(lambda: StepResult(plan_frames(work.video, ctx.policy)))
+
+
+def _keep_sample(ctx: ChainContext, work: Work, result: StepResult) -> None:
+    work.plan = result.value
+    info = work.video.info
+    work.trace = new_trace(
+        work.uri, work.video.sha256, info.duration, work.plan, ctx.identity, ctx.prompts, ctx.config
+    )
+
+
+def _propose(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    return timed(lambda: proposed(work.video, ctx.config.proposals))
+
+
+def _keep_proposals(ctx: ChainContext, work: Work, result: StepResult) -> None:
+    record_step(work.trace, "propose", result)
+    work.trace.proposals = result.value.model_dump()
+
+
+def _identify(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    settings, clip = ctx.settings(), _clip(work)
+    proposals = work.value("propose")
+    if proposals is None:
+        return timed(lambda: identify(clip, settings))
+    windows = candidate_windows(proposals, ctx.config.proposals, max_windows=ctx.config.limits.max_events)
+    frames_for = window_sampler(work.video, ctx.policy)
+    return timed(lambda: identify_windows(clip, windows, settings, frames_for))
+
+
+def _reason(ctx: ChainContext, work: Work, event: Event) -> StepResult:
+    settings, clip = ctx.settings(), _clip(work)
+    frames_for = None
+    if event.timing == "measured":  # the event's own window, not the whole clip
+        sampler = window_sampler(work.video, ctx.policy)
+        frames_for = lambda e: sampler(e.start, e.end)  # noqa: E731
+    return timed(lambda: reason(clip, [event], settings, frames_for))
+
+
+def _synthesize(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    events, reasoning = work.value("identify"), work.value("reason")
+    return timed(lambda: synthesize(_clip(work), events, reasoning, ctx.settings()))
+
+
+def _simple(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    return timed(lambda: simple_step(_clip(work), ctx.settings()))
+
+
+def _validate(ctx: ChainContext, work: Work, _: Any) -> StepResult:
+    draft = work.value("simple") if ctx.one_pass else work.value("synthesize")
+    events = work.value("identify") or []
+    proposals = work.value("propose")
+    shots = proposals.shots() if proposals else None
+    speech = proposals.speech_spans() if proposals else None
+    duration, timing = work.video.info.duration, ctx.config.timing
+    return timed(lambda: validate(draft, events, duration, timing, shots, speech))
+
+
+def _recorded(name: str) -> Callable[[ChainContext, Work, StepResult], None]:
+    def keep(ctx: ChainContext, work: Work, result: StepResult) -> None:
+        record_step(work.trace, name, result)
+
+    return keep
+
+
+def _model_settings(ctx: ChainContext) -> dict[str, Any]:
+    return ctx.config.settings_key()
+
+
+def _timing_settings(ctx: ChainContext) -> dict[str, Any]:
+    return {"timing": ctx.config.timing}
+
+
+def _model_step(name: str, needs: tuple[str, ...], compute, value_type: Any, per_event: bool = False) -> Step:
+    return Step(name, needs, True, per_event, compute, _recorded(name), _model_settings, value_type)
+
+
+SAMPLE = Step(
+    "sample",
+    needs=(),
+    uses_model=False,
+    per_event=False,
+    compute=_sample,
+    keep=_keep_sample,
+    settings=lambda ctx: {"policy": ctx.policy.__dict__, "max_side": ctx.config.frame_max_side},
+    value_type=FramePlan,
+)
+PROPOSE = Step(
+    "propose",
+    needs=(),
+    uses_model=False,
+    per_event=False,
+    compute=_propose,
+    keep=_keep_proposals,
+    settings=lambda ctx: {"proposals": ctx.config.proposals.__dict__, "version": PROPOSALS_VERSION},
+    value_type=ProposalSet,
+)
+IDENTIFY = _model_step("identify", ("sample",), _identify, list[Event])
+IDENTIFY_MEASURED = _model_step("identify", ("sample", "propose"), _identify, list[Event])
+REASON = _model_step("reason", ("identify",), _reason, list[EventReasoning], per_event=True)
+SYNTHESIZE = _model_step("synthesize", ("identify", "reason"), _synthesize, SynthesisAnswer)
+SIMPLE = _model_step("simple", ("sample",), _simple, SynthesisAnswer)
+
+
+def _validate_step(needs: tuple[str, ...]) -> Step:
+    return Step(
+        "validate", needs, False, False, _validate, _recorded("validate"), _timing_settings, FoleyScript
+    )
+
+
+VALIDATE = _validate_step(("synthesize",))
+VALIDATE_MEASURED = _validate_step(("synthesize", "propose"))
+VALIDATE_ONE_PASS = _validate_step(("simple",))
+
+
+def graph(ctx: ChainContext) -> list[Step]:
+    """The steps of this run, in an order that respects `needs`."""
+    if ctx.one_pass:
+        return [SAMPLE, SIMPLE, VALIDATE_ONE_PASS]
+    if ctx.measured:
+        return [SAMPLE, PROPOSE, IDENTIFY_MEASURED, REASON, SYNTHESIZE, VALIDATE_MEASURED]
+    return [SAMPLE, IDENTIFY, REASON, SYNTHESIZE, VALIDATE]
+
+
+def keys_of(step: Step, ctx: ChainContext, work: Work, items: Sequence[Any]) -> list[str]:
+    """The step's content key for each item (one key when the step is not per event)."""
+    templates = (
+        {step.name: ctx.prompts.step_version(step.name), "repair": ctx.prompts.step_version("repair")}
+        if step.uses_model
+        else None
+    )
+    upstream = [key for need in step.needs for key in work.keys[need]]
+    return [
+        step_key(
+            step.name,
+            sha256=work.video.sha256,
+            templates=templates,
+            model=_model_key(ctx.identity) if step.uses_model else None,
+            settings=step.settings(ctx),
+            upstream=upstream,
+            item=item.index if step.per_event else None,
+        )
+        for item in items
+    ]
+
+
+def _model_key(identity: dict[str, Any]) -> dict[str, Any]:
+    keys = ("backend", "model_id", "revision", "adapter", "adapter_revision")
+    return {k: identity.get(k) for k in keys}
+
+
+@dataclass
+class StepTally:
+    """How a step's items were answered, for logs and tests."""
+
+    computed: int = 0  # items computed now
+    cached: int = 0  # items found in the cache
+    failed: list[str] = field(default_factory=list)  # ids of videos that failed this step
+
+
+def run_step(
+    step: Step,
+    works: list[Work],
+    ctx: ChainContext,
+    cache: StepCache,
+    *,
+    threads: int = 1,
+    raise_transient: bool = False,
+) -> StepTally:
+    """Run `step` for every live work: cached items are read, missing ones computed (concurrently across
+    videos with `threads` > 1, so a batching model sees batches). A video that fails is marked failed.
+    With `raise_transient`, a transient fault (OOM, a dropped connection) is raised after the others are
+    done and cached, so the caller's retry recomputes only the videos that are missing."""
+    tally = StepTally()
+    live = [w for w in works if w.error is None]
+    jobs: list[tuple[Work, Any, str]] = []
+    for work in live:
+        items = work.value("identify") if step.per_event else [None]
+        keys = keys_of(step, ctx, work, items)
+        work.keys[step.name] = keys
+        jobs.extend(zip([work] * len(items), items, keys, strict=True))
+
+    def one(job: tuple[Work, Any, str]) -> StepResult | BaseException:
+        work, item, key = job
+        found = cache.get(step, key)
+        if found is not MISSING:
+            tally.cached += 1
+            return found
+        try:
+            result = step.compute(ctx, work, item)
+        except Exception as error:  # the video's failure, not the step's
+            return error
+        cache.put(step, key, result)
+        tally.computed += 1
+        return result
+
+    if threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix=step.name) as pool:
+            outcomes = list(pool.map(one, jobs))
+    else:
+        outcomes = [one(job) for job in jobs]
+
+    transient: TransientBackendError | None = None
+    by_work: dict[int, list[StepResult | BaseException]] = {}
+    for (work, _, _), outcome in zip(jobs, outcomes, strict=True):
+        by_work.setdefault(id(work), []).append(outcome)
+    for work in live:
+        outcomes_here = by_work.get(id(work), [])
+        error = next((o for o in outcomes_here if isinstance(o, BaseException)), None)
+        if isinstance(error, TransientBackendError) and raise_transient:
+            transient = transient or error
+            continue
+        try:
+            if error is not None:
+                raise error
+            results = [o for o in outcomes_here if isinstance(o, StepResult)]
+            result = merge_results(results) if step.per_event else results[0]
+            work.results[step.name] = result
+            step.keep(ctx, work, result)
+        except Exception as failure:
+            work.error = failure
+            tally.failed.append(work.id)
+    if transient is not None:
+        raise transient
+    return tally
+
+
+def run_graph(
+    works: list[Work],
+    ctx: ChainContext,
+    cache: StepCache | None = None,
+    *,
+    on_step: Callable[[str], None] | None = None,
+) -> None:
+    """Every step over `works`, in process (the plain loop's executor)."""
+    for step in graph(ctx):
+        if on_step:
+            on_step(step.name)
+        run_step(step, works, ctx, cache or StepCache())
