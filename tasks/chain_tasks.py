@@ -24,7 +24,14 @@ STEP_THREADS = 16
 UNCACHED = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
-@task(name="probe", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, **UNCACHED)
+@task(
+    name="probe",
+    task_run_name="probe",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_transient,
+    **UNCACHED,
+)
 def probe_task(
     entries: list[ManifestEntry], max_side: int | None, allow_roots: tuple[str, ...] | None
 ) -> list[Work | BaseException]:

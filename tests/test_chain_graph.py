@@ -1,0 +1,153 @@
+"""One chain graph, two executors: the plain loop (`run_chain`) and the Prefect flow (one task per step
+over the shard) give the same scripts and traces, timings aside, in both timing modes and with an
+adapter; a shard makes one task run per step whatever its size; a retried step recomputes only the
+videos that are missing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.build_dataset import build_dataset
+from foley_core.backends.transformers_backend import TransformersVideoLLM
+from foley_core.chain import ChainConfig, run_chain
+from foley_core.chain.graph import MISSING, Step, StepCache, Work, run_step
+from foley_core.chain.steps import StepResult
+from foley_core.errors import TransientBackendError
+from foley_core.manifest import read_manifest, write_manifest
+from foley_core.prompts import load_prompts
+from foley_core.store import DatasetStore
+from foley_core.synthetic import SceneSpec, write_scene_video
+from foley_core.video import open_video
+from tests.test_provenance_flow import save_adapter
+
+
+def without_timings(data):
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if k not in ("seconds", "step_seconds")}
+    if isinstance(data, list):
+        return [without_timings(v) for v in data]
+    return data
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("graph")
+    rows = []
+    for k, duration in enumerate((2.0, 2.5)):
+        path = write_scene_video(
+            folder / f"c{k}.mp4", SceneSpec(duration=duration, cuts=(1.0,), clicks=(0.4,))
+        )
+        rows.append({"video": str(path), "id": f"c{k}"})
+    return folder, write_manifest(rows, str(folder / "m.csv"))
+
+
+@pytest.mark.parametrize("timing,adapter", [("measured", False), ("model", False), ("model", True)])
+def test_the_flow_and_the_plain_loop_agree(clips, tmp_path, prefect_harness, timing, adapter):
+    _folder, manifest = clips
+    adapter_dir = None
+    if adapter:
+        adapter_dir = str(tmp_path / "adapter")
+        save_adapter(tmp_path / "adapter", seed=5)
+    build_dataset(
+        manifest=manifest,
+        store=str(tmp_path / "store"),
+        model="tiny-random",
+        adapter=adapter_dir,
+        timing=timing,
+        batch_size=1,  # the same batches as the plain loop: this compares orchestration, not padding
+        device="cpu",
+    )
+    flow_rows = {r["id"]: r for r in DatasetStore(str(tmp_path / "store")).read_rows()}
+    llm = TransformersVideoLLM("tiny-random", adapter=adapter_dir, device="cpu", batch_size=1)
+    prompts = load_prompts(steps=("simple", "repair")) if adapter else load_prompts()
+    for entry in read_manifest(manifest):
+        plain = run_chain(open_video(entry.video), llm, prompts, ChainConfig(timing=timing), one_pass=adapter)
+        row = flow_rows[entry.id]
+        assert row["status"] == "ok", row["error"]
+        assert json.loads(row["script"]) == plain.script.model_dump()
+        assert without_timings(json.loads(row["trace"])) == without_timings(
+            plain.trace.model_dump(mode="json")
+        )
+        steps = set(json.loads(row["trace"])["step_seconds"])
+        assert steps == (
+            {"simple", "validate"}
+            if adapter
+            else {"identify", "reason", "synthesize", "validate"}
+            | ({"propose"} if timing == "measured" else set())
+        )
+
+
+def test_a_shard_makes_one_task_run_per_step(tmp_path, prefect_harness):
+    """Eight videos in one shard: probe plus one task per step, not one per video."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+
+    rows = []
+    for k in range(8):
+        path = write_scene_video(tmp_path / f"v{k}.mp4", SceneSpec(duration=1.0, cuts=(), clicks=(0.3,)))
+        rows.append({"video": str(path), "id": f"v{k}"})
+    manifest = write_manifest(rows, str(tmp_path / "m.csv"))
+    summary = build_dataset(
+        manifest=manifest, store=str(tmp_path / "store"), model="tiny-random", timing="model", shard_size=8
+    )
+    assert summary.new_ok_rows == 8
+    with get_client(sync_client=True) as client:
+        shard_runs = [
+            r
+            for r in client.read_flow_runs()
+            if r.parameters.get("run_id") == summary.run_id and r.parameters.get("index") == 0
+        ]
+        assert len(shard_runs) == 1
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shard_runs[0].id]}))
+    names = sorted(t.name for t in tasks)
+    assert names == sorted(["probe", "sample", "identify", "reason", "synthesize", "validate"]), names
+
+
+class MemoryCache(StepCache):
+    def __init__(self) -> None:
+        self.items: dict[str, StepResult] = {}
+
+    def get(self, step, key):
+        return self.items.get(key, MISSING)
+
+    def put(self, step, key, result):
+        self.items[key] = result
+
+
+def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
+    """The executor under test is real; the step is a stand-in whose compute fails transiently once for
+    one video and for good for another."""
+    from foley_core.chain.graph import ChainContext
+
+    calls: list[str] = []
+    flaky = {"b"}
+
+    def compute(ctx, work, item):
+        calls.append(work.id)
+        if work.id in flaky:
+            flaky.discard(work.id)
+            raise TransientBackendError("CUDA out of memory (once)")
+        if work.id == "bad":
+            raise ValueError("this video's answer is unusable")
+        return StepResult(work.id)
+
+    step = Step("sample", (), False, False, compute, lambda c, w, r: None, lambda c: {}, str)
+    ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
+    works = {}
+    for k, name in enumerate(("a", "b", "bad")):
+        clip = write_scene_video(
+            tmp_path / f"{name}.mp4", SceneSpec(duration=1.0 + k / 4, cuts=(), clicks=())
+        )
+        works[name] = Work(id=name, uri=str(clip), video=open_video(str(clip)))
+    cache = MemoryCache()
+    with pytest.raises(TransientBackendError):
+        run_step(step, list(works.values()), ctx, cache, threads=2, raise_transient=True)
+    assert sorted(calls) == ["a", "b", "bad"] and len(cache.items) == 1
+    assert works["bad"].error is not None and works["b"].error is None  # b waits for the retry
+    calls.clear()
+    tally = run_step(step, list(works.values()), ctx, cache, threads=2, raise_transient=False)
+    assert calls == ["b"]  # a from the cache; bad failed for good and is not asked again
+    assert (tally.computed, tally.cached) == (1, 1)
+    assert works["a"].value("sample") == "a" and works["b"].value("sample") == "b"
