@@ -50,9 +50,9 @@ def rows_since_training(markers: Iterable[Marker], last: dict, *, include_adapte
     rows (model key `<model>@<adapter>`) only when asked, as in TrainConfig. A record from before
     shards were recorded falls back to its ok-row count."""
     markers = list(markers)
-    if "markers" not in last:
+    if last and "markers" not in last:
         return max(sum(m.ok for m in markers) - int(last.get("ok_rows", 0)), 0)
-    read = set(last["markers"])
+    read = set(last.get("markers", ()))  # {}: never trained, every shard is new
     return sum(
         1
         for marker in markers

@@ -64,9 +64,13 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+# LoRA never touches the embeddings here, so peft's "auto" check (which looks the base model's name up
+# on the Hub when it is no local folder, e.g. `tiny-random`) is skipped on every save.
+
+
 def save_checkpoint(model: PeftModel, optimizer, scheduler, step: int, output: Path) -> Path:
     folder = output / "checkpoints" / f"step-{step}"
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, save_embedding_layers=False)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -222,7 +226,7 @@ def train(config: TrainConfig) -> TrainResult:
         if step % config.save_steps == 0 or step == max_steps:
             save_checkpoint(model, optimizer, scheduler, step, output)
     logfile.close()
-    model.save_pretrained(output)
+    model.save_pretrained(output, save_embedding_layers=False)
     llm.processor.save_pretrained(output)
     result = replace(result, steps=step, steps_run=step - start, first_loss=first_loss, last_loss=last_loss)
     write_model_card(output, config, result)

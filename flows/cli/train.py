@@ -84,6 +84,7 @@ def train(
                 f"{result.output_dir}: already trained {result.steps} steps; pass --max-steps larger "
                 f"than {result.steps} to continue",
                 highlight=False,
+                soft_wrap=True,  # one line, whatever the terminal's width
             )
             return
         warn_if_tiny(result.base_model)  # after: without --model it is the store's, known once read
