@@ -4,6 +4,9 @@ gradient accumulation and checkpointing, bf16 on GPU, and resume that continues 
     foley train --config cfg.yaml                         # YAML fills TrainConfig; flags override it
     foley train --store ./foley-store --output-dir ./adapter --base-model tiny-random --max-steps 20
 
+Run again on a finished folder, it trains nothing (and says so); a larger max_steps resumes from the
+newest checkpoint. Without a base model it takes the one that wrote the store's training rows.
+
 Output folder: adapter_model.safetensors + adapter_config.json, the processor files, `splits.json`,
 `train_log.jsonl`, `checkpoints/step-N/` and a model card (README.md).
 """
