@@ -1,14 +1,18 @@
 """The factory's Prefect events and the state they read: what the dataset and training triggers match.
 
 `foley.dataset.updated` names the store as its resource, with labels a deployment trigger can match:
-`foley.train-ready` is "true" when the store holds at least `train_min_new_rows` ok rows more than the
-last training used (recorded by train-lora in `<store>/_training/last.json`).
+`foley.train-ready` is "true" when the store holds at least `train_min_new_rows` ok rows the last
+training did not read. train-lora records in `<store>/_training/last.json` the shards it read (and their
+ok rows) from the same read that built its training data, so rows that land during a training count
+toward the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from typing import Protocol
 
 import fsspec
 
@@ -26,8 +30,44 @@ def dataset_resource(store: str, **labels: str) -> dict[str, str]:
 
 
 def training_labels(ok_rows: int, last_trained_rows: int, train_min_new_rows: int) -> dict[str, str]:
-    """Resource labels of a dataset.updated event (labels are strings; triggers match them exactly)."""
-    since = max(ok_rows - last_trained_rows, 0)
+    """Resource labels of a dataset.updated event (labels are strings; triggers match them exactly).
+    `last_trained_rows` is last.json's `ok_rows`: the ok rows in the shards the training read."""
+    return _labels(max(ok_rows - last_trained_rows, 0), train_min_new_rows)
+
+
+class Marker(Protocol):
+    """What readiness needs of a shard marker (foley_core.store.ShardMarker)."""
+
+    @property
+    def name(self) -> str: ...
+
+    ok: int
+    keys: list[tuple[str, str, str, str]]
+
+
+def rows_since_training(markers: Iterable[Marker], last: dict, *, include_adapter_rows: bool = False) -> int:
+    """Ok rows in shards the last training did not read, of the kind training uses: adapters' own
+    rows (model key `<model>@<adapter>`) only when asked, as in TrainConfig. A record from before
+    shards were recorded falls back to its ok-row count."""
+    markers = list(markers)
+    if last and "markers" not in last:
+        return max(sum(m.ok for m in markers) - int(last.get("ok_rows", 0)), 0)
+    read = set(last.get("markers", ()))  # {}: never trained, every shard is new
+    return sum(
+        1
+        for marker in markers
+        if marker.name not in read
+        for _id, _version, model_key, status in marker.keys
+        if status == "ok" and (include_adapter_rows or "@" not in model_key)
+    )
+
+
+def readiness_labels(markers: Iterable[Marker], last: dict, train_min_new_rows: int) -> dict[str, str]:
+    """`training_labels` from the store's markers and the last training's record (`last_training`)."""
+    return _labels(rows_since_training(markers, last), train_min_new_rows)
+
+
+def _labels(since: int, train_min_new_rows: int) -> dict[str, str]:
     return {
         "foley.rows-since-training": str(since),
         "foley.train-ready": str(since >= train_min_new_rows).lower(),

@@ -5,8 +5,11 @@
 
 The deployment `train-lora/on-new-data` (deployments/prefect.yaml) is triggered by
 `foley.dataset.updated` events whose resource says the store has enough new rows since the last
-training (build-dataset decides that with its `train_min_new_rows` parameter). After training, the
-number of ok rows trained on is recorded in `<store>/_training/last.json`, the baseline for the next.
+training (build-dataset decides that with its `train_min_new_rows` parameter). After training,
+`<store>/_training/last.json` records what the training read: the shards, their ok rows, and the
+(id, prompt_version, model) keys of its examples, taken from the same read of the store that built the
+training data. Rows that land while it trains are in none of those shards, so they count toward the
+next trigger. A run that trained no step (a finished output folder) records nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ def train_lora(
     evaluate: bool = True,
 ) -> dict:
     """Train (or resume) an adapter on `store`'s ok rows; write it to `output` (default: the store's
-    adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained."""
-    from foley_core.store import DatasetStore
+    adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained. `base_model`
+    defaults to the config's, then to the model that wrote the store's rows."""
     from training.trainer import train
 
     logger = get_run_logger()
@@ -52,6 +55,10 @@ def train_lora(
         max_steps=max_steps or config.max_steps,
     )
     result = train(config)
+    if result.steps_run == 0:
+        logger.info("%s already trained %d steps; nothing recorded", output, result.steps)
+        return {"adapter": output, "steps": result.steps, "result": asdict(result)}
+    config = replace(config, base_model=result.base_model)
     logger.info(
         "trained %d steps on %d examples; loss %s -> %s",
         result.steps,
@@ -66,10 +73,14 @@ def train_lora(
     if remote:
         fs, root = fsspec.core.url_to_fs(output)
         fs.put(str(local).rstrip("/") + "/", root, recursive=True)
-    ok_rows = sum(m.ok for m in DatasetStore(store).markers())
+    ok_rows = result.used["ok_rows"]  # counted when the data was read, not now: see the module doc
     record = {
         "adapter": output,
         "ok_rows": ok_rows,
+        "markers": result.used["markers"],
+        "examples": result.used["examples"],
+        "keys": result.used["keys"],
+        "base_model": result.base_model,
         "steps": result.steps,
         "trained_at": stamp,
         "data_version": result.data_version,

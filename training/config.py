@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-from foley_core.backends.base import DEFAULT_MODEL
 from foley_core.errors import InputError
 
 # LoRA on the language model's attention projections only; the vision tower and projector stay frozen.
@@ -23,8 +22,11 @@ class TrainConfig:
     output_dir: str = (
         "foley-adapter"  # adapter, checkpoints, logs, report (local or s3:// for the final copy)
     )
-    base_model: str = DEFAULT_MODEL  # the model the factory used (Hub id, folder, tiny-random)
+    # the model the adapter is for (Hub id, folder, tiny-random); None: the one that wrote the store's
+    # training rows (refused when they come from several)
+    base_model: str | None = None
     prompt_version: str | None = None  # train on rows of this prompt version only (None: the newest)
+    include_adapter_rows: bool = False  # also learn from adapters' own one-pass rows (not just chains)
     prompts_dir: str | None = None  # folder with simple.txt (None: the shipped one)
     eval_fraction: float = 0.1  # videos held out when the manifest gave no test/validation split
     min_events: int = 0  # drop rows whose chain found fewer events

@@ -3,6 +3,9 @@
 Frames are the ones the chain saw (the trace's frame times), decoded again from the video when a batch
 is built. A video never lands in two splits: the split goes by content hash, and the assignment is
 saved next to the adapter so later runs and evaluations use the same held-out videos.
+
+Only full-chain rows of base models train by default: a row with an `adapter` is that adapter's own
+one-pass answer, and learning from it would teach the next adapter its predecessor's mistakes.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from foley_core.chain.simple import simple_prompt, simple_target
 from foley_core.prompts import PromptSet
+from foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
 
@@ -31,6 +37,48 @@ class SFTExample:
     target: str  # the script JSON the model learns to write
     n_events: int  # events the chain found (for filtering and reports)
     row_split: str  # the manifest's split
+    key: tuple[str, str, str] = ("", "", "")  # (id, prompt_version, model_key): the row's store key
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """One read of a store: the complete shards seen, and their rows. Training takes its examples and
+    its record of what it used from the same read, so rows that land while it trains count as new."""
+
+    markers: tuple[str, ...]  # names of the shards read
+    ok_rows: int  # ok rows in them (the number the dataset.updated trigger compares against)
+    rows: list[dict[str, Any]]
+
+
+def read_store(store: DatasetStore) -> StoreRead:
+    """The rows of the store's complete shards, with the list of shards they came from."""
+    markers: list[ShardMarker] = store.markers()
+    rows: list[dict[str, Any]] = []
+    for files in store.data_files(markers).values():
+        for relative in files:
+            with store.fs.open(store.path(relative), "rb") as handle:
+                rows.extend(pq.read_table(handle).to_pylist())
+    return StoreRead(tuple(m.name for m in markers), sum(m.ok for m in markers), rows)
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(id, prompt_version, model_key), as the store's done-keys name a row."""
+    model = f"{row['model_id']}@{row['adapter']}" if row["adapter"] else row["model_id"]
+    return row["id"], row["prompt_version"], model
+
+
+def training_rows(
+    rows: Iterable[dict[str, Any]],
+    *,
+    prompt_version: str | None = None,
+    include_adapter_rows: bool = False,
+) -> list[dict[str, Any]]:
+    """The ok rows a training uses: full-chain rows of base models (unless adapter rows are asked
+    for) of one prompt version (the newest of those rows, unless one is named)."""
+    ok = [r for r in rows if r["status"] == "ok" and (include_adapter_rows or not r["adapter"])]
+    if prompt_version is None and ok:
+        prompt_version = max(ok, key=lambda r: r["created_at"])["prompt_version"]
+    return [r for r in ok if r["prompt_version"] == prompt_version]
 
 
 def examples_from_rows(
@@ -39,15 +87,12 @@ def examples_from_rows(
     *,
     prompt_version: str | None = None,
     min_events: int = 0,
+    include_adapter_rows: bool = False,
 ) -> list[SFTExample]:
-    """Every usable ok row as an example. Rows with no cue, or too few events, are dropped."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    if prompt_version is None and ok:
-        prompt_version = max(ok, key=lambda r: r["created_at"])["prompt_version"]
+    """Every usable training row as an example. Rows with no cue, or too few events, are dropped."""
     examples = []
-    for row in ok:
-        if row["prompt_version"] != prompt_version:
-            continue
+    chosen = training_rows(rows, prompt_version=prompt_version, include_adapter_rows=include_adapter_rows)
+    for row in chosen:
         script = json.loads(row["script"])
         if not any(script[track] for track in ("foley", "fx", "ambience", "dialogue")):
             continue
@@ -66,6 +111,7 @@ def examples_from_rows(
                 target=simple_target(script),
                 n_events=n_events,
                 row_split=row["split"],
+                key=row_key(row),
             )
         )
     return examples

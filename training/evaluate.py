@@ -22,8 +22,9 @@ from foley_core.metrics import EmbeddingSimilarity, Similarity, score_corpus
 from foley_core.schema.script import FoleyScript
 from foley_core.store import DatasetStore
 from foley_core.video import VideoError, open_video
+from training.basemodel import adapter_base_model
 from training.config import TrainConfig
-from training.data import examples_from_rows, split_examples
+from training.data import examples_from_rows, row_key, split_examples
 
 
 def _chain_cost(row: dict[str, Any]) -> tuple[int, float]:
@@ -38,16 +39,23 @@ def evaluate_adapter(
     similarity: Similarity | None = None,
 ) -> dict[str, Any]:
     output = Path(adapter)
-    rows = {r["id"]: r for r in DatasetStore(config.store).read_rows() if r["status"] == "ok"}
+    # keyed like the store's done-keys: one video can have a chain row and an adapter's row
+    rows = {row_key(r): r for r in DatasetStore(config.store).read_rows() if r["status"] == "ok"}
     prompts = load_simple_prompt(config.prompts_dir)
-    examples = examples_from_rows(rows.values(), prompts, prompt_version=config.prompt_version)
+    examples = examples_from_rows(
+        rows.values(),
+        prompts,
+        prompt_version=config.prompt_version,
+        include_adapter_rows=config.include_adapter_rows,
+    )
     held_out = split_examples(examples, config.eval_fraction, config.seed, output / "splits.json")["eval"]
     held_out = held_out[: config.max_eval_videos]
     truth = load_references(references) if references else None
-    llm = TransformersVideoLLM(config.base_model, adapter=adapter, device=config.device, dtype=config.dtype)
+    base_model = config.base_model or adapter_base_model(adapter)
+    llm = TransformersVideoLLM(base_model, adapter=adapter, device=config.device, dtype=config.dtype)
     adapter_pairs, chain_pairs, costs = {}, {}, {"adapter": [], "chain": []}
     for example in held_out:
-        row = rows[example.id]
+        row = rows[example.key]
         chain_script = FoleyScript.model_validate_json(row["script"])
         reference = truth.get(example.id) if truth else chain_script
         if reference is None:
@@ -66,7 +74,7 @@ def evaluate_adapter(
         chain_pairs[example.id] = (chain_script, reference)
     report: dict[str, Any] = {
         "adapter": adapter,
-        "base_model": config.base_model,
+        "base_model": base_model,
         "videos": len(adapter_pairs),
         "reference": references or "the chain's own scripts",
     }

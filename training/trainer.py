@@ -4,6 +4,9 @@ gradient accumulation and checkpointing, bf16 on GPU, and resume that continues 
     foley train --config cfg.yaml                         # YAML fills TrainConfig; flags override it
     foley train --store ./foley-store --output-dir ./adapter --base-model tiny-random --max-steps 20
 
+Run again on a finished folder, it trains nothing (and says so); a larger max_steps resumes from the
+newest checkpoint. Without a base model it takes the one that wrote the store's training rows.
+
 Output folder: adapter_model.safetensors + adapter_config.json, the processor files, `splits.json`,
 `train_log.jsonl`, `checkpoints/step-N/` and a model card (README.md).
 """
@@ -15,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,10 @@ from foley_core.backends.transformers_backend import TransformersVideoLLM
 from foley_core.chain.simple import load_simple_prompt
 from foley_core.errors import InputError
 from foley_core.store import DatasetStore
+from training.basemodel import rows_model
 from training.collate import SFTCollator
 from training.config import TrainConfig
-from training.data import SFTExample, examples_from_rows, split_examples
+from training.data import SFTExample, examples_from_rows, read_store, split_examples, training_rows
 from training.lora import apply_lora, training_step
 
 log = logging.getLogger(__name__)
@@ -39,11 +43,23 @@ log = logging.getLogger(__name__)
 class TrainResult:
     output_dir: str  # where the adapter is
     steps: int  # optimizer steps done in all (resumed runs included)
-    first_loss: float | None  # loss of the first step of this run
+    first_loss: float | None  # loss of the first step of this run (None: no step ran)
     last_loss: float | None  # loss of the last step of this run
     train_examples: int
     eval_examples: int
     data_version: dict[str, Any]  # store, rows, prompt version
+    base_model: str = ""  # the model trained (the config's, or the one that wrote the store's rows)
+    steps_run: int = 0  # steps this run took; 0 when the folder had already trained max_steps
+    # what this run read: shards, their ok rows, the (id, prompt_version, model) keys of its examples
+    used: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingData:
+    splits: dict[str, list[SFTExample]]  # train / eval
+    version: dict[str, Any]  # for the card: store, rows, examples, prompt versions
+    used: dict[str, Any]  # for _training/last.json: see TrainResult.used
+    base_model: str
 
 
 def latest_checkpoint(output: Path) -> Path | None:
@@ -51,9 +67,13 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+# LoRA never touches the embeddings here, so peft's "auto" check (which looks the base model's name up
+# on the Hub when it is no local folder, e.g. `tiny-random`) is skipped on every save.
+
+
 def save_checkpoint(model: PeftModel, optimizer, scheduler, step: int, output: Path) -> Path:
     folder = output / "checkpoints" / f"step-{step}"
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, save_embedding_layers=False)
     torch.save(
         {
             "optimizer": optimizer.state_dict(),
@@ -77,29 +97,46 @@ def load_checkpoint(model: PeftModel, optimizer, scheduler, folder: Path) -> int
     return int(state["step"])
 
 
-def load_examples(config: TrainConfig, output: Path) -> tuple[dict[str, list[SFTExample]], dict[str, Any]]:
-    store = DatasetStore(config.store)
-    rows = store.read_rows()
+def checkpoint_step(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
+def load_examples(config: TrainConfig, output: Path) -> TrainingData:
+    """Examples, split, and the record of what they came from, all from one read of the store."""
+    read = read_store(DatasetStore(config.store))
     prompts = load_simple_prompt(config.prompts_dir)
+    chosen = training_rows(
+        read.rows, prompt_version=config.prompt_version, include_adapter_rows=config.include_adapter_rows
+    )
     examples = examples_from_rows(
-        rows, prompts, prompt_version=config.prompt_version, min_events=config.min_events
+        chosen, prompts, min_events=config.min_events, include_adapter_rows=config.include_adapter_rows
     )
     if not examples:
+        hint = ""
+        if not config.include_adapter_rows and any(r["status"] == "ok" and r["adapter"] for r in read.rows):
+            hint = "; adapters' own rows are left out unless include_adapter_rows is set"
         raise InputError(
             f"{config.store}: no usable ok rows to train on (prompt version "
-            f"{config.prompt_version or 'newest'}, min_events {config.min_events})"
+            f"{config.prompt_version or 'newest'}, min_events {config.min_events}){hint}"
         )
+    base_model = config.base_model or rows_model(chosen, config.store)
     splits = split_examples(examples, config.eval_fraction, config.seed, output / "splits.json")
     if not splits["train"]:
         raise InputError("every example is held out for evaluation; lower eval_fraction or add videos")
     version = {
         "store": config.store,
-        "rows": len(rows),
+        "rows": len(read.rows),
         "examples": len(examples),
-        "prompt_version": next(r["prompt_version"] for r in rows if r["id"] == examples[0].id),
+        "prompt_version": examples[0].key[1],
         "simple_prompt_version": prompts.step_version("simple"),
     }
-    return splits, version
+    used = {
+        "markers": list(read.markers),
+        "ok_rows": read.ok_rows,
+        "examples": len(examples),
+        "keys": [list(e.key) for e in examples],
+    }
+    return TrainingData(splits, version, used, base_model)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -108,12 +145,41 @@ def train(config: TrainConfig) -> TrainResult:
 
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    splits, data_version = load_examples(config, output)
+    data = load_examples(config, output)
+    config = replace(config, base_model=data.base_model)
+    splits = data.splits
+    train_set = splits["train"]
+    per_step = config.batch_size * config.grad_accum
+    max_steps = config.max_steps or math.ceil(config.epochs * len(train_set) / per_step)
+    checkpoint = latest_checkpoint(output) if config.resume else None
+    result = TrainResult(
+        output_dir=str(output),
+        steps=0,
+        first_loss=None,
+        last_loss=None,
+        train_examples=len(train_set),
+        eval_examples=len(splits["eval"]),
+        data_version=data.version,
+        base_model=data.base_model,
+        used=data.used,
+    )
+    if (
+        checkpoint is not None
+        and checkpoint_step(checkpoint) >= max_steps
+        and (output / "adapter_model.safetensors").exists()
+    ):
+        # a finished folder: loading the model to run no step would only cost time (and rewrite the card)
+        log.info("%s already trained %d steps", output, checkpoint_step(checkpoint))
+        return replace(result, steps=checkpoint_step(checkpoint))
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     llm = TransformersVideoLLM(config.base_model, device=config.device, dtype=config.dtype, batch_size=1)
     device, dtype = llm.device, llm.dtype
     model = apply_lora(llm.model, config)
+    # peft records the folder the base was loaded from (for tiny-random, a machine-specific cache path);
+    # record the name it was asked for, so `foley script --adapter A` alone finds the base again
+    for adapter_config in model.peft_config.values():
+        adapter_config.base_model_name_or_path = config.base_model
     if config.gradient_checkpointing and device.startswith("cuda"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -124,14 +190,11 @@ def train(config: TrainConfig) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
     )
-    per_step = config.batch_size * config.grad_accum
-    train_set = splits["train"]
-    max_steps = config.max_steps or math.ceil(config.epochs * len(train_set) / per_step)
     step = 0
-    checkpoint = latest_checkpoint(output) if config.resume else None
     if checkpoint is not None:
         step = load_checkpoint(model, optimizer, scheduler, checkpoint)
         log.info("resuming from %s at step %d", checkpoint, step)
+    start = step
     logfile = (output / "train_log.jsonl").open("a")
     first_loss = last_loss = None
     order: list[SFTExample] = []
@@ -166,16 +229,8 @@ def train(config: TrainConfig) -> TrainResult:
         if step % config.save_steps == 0 or step == max_steps:
             save_checkpoint(model, optimizer, scheduler, step, output)
     logfile.close()
-    model.save_pretrained(output)
+    model.save_pretrained(output, save_embedding_layers=False)
     llm.processor.save_pretrained(output)
-    result = TrainResult(
-        output_dir=str(output),
-        steps=step,
-        first_loss=first_loss,
-        last_loss=last_loss,
-        train_examples=len(train_set),
-        eval_examples=len(splits["eval"]),
-        data_version=data_version,
-    )
+    result = replace(result, steps=step, steps_run=step - start, first_loss=first_loss, last_loss=last_loss)
     write_model_card(output, config, result)
     return result

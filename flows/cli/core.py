@@ -47,6 +47,10 @@ def script_video(
     from foley_core.video import open_video
 
     opened = open_video(video)  # a bad video fails here, before any model is loaded
+    if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
+        from training.basemodel import adapter_base_model
+
+        model = adapter_base_model(adapter)
     config = ChainConfig(timing=timing)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(

@@ -96,6 +96,10 @@ def build_dataset_command(
         if not manifest or not store:
             raise InputError("give --manifest and --store (or --demo)")
         check_build_inputs(manifest, store)
+        if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
+            from training.basemodel import adapter_base_model
+
+            model = adapter_base_model(adapter)
         warn_if_tiny(model)
         summary = run_build(
             manifest,

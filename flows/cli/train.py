@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,24 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Dataset store to train on.")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", help="Adapter folder.")] = None,
-    base_model: Annotated[str | None, typer.Option("--base-model", help="Model the adapter is for.")] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "--base-model",
+            help="Model the adapter is for (default: the model that wrote the store's rows).",
+        ),
+    ] = None,
+    prompt_version: Annotated[
+        str | None,
+        typer.Option("--prompt-version", help="Train on this prompt version's rows (default: newest)."),
+    ] = None,
+    include_adapter_rows: Annotated[
+        bool,
+        typer.Option(
+            "--include-adapter-rows", help="Also learn from adapters' one-pass rows, not just the chain's."
+        ),
+    ] = False,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
@@ -48,6 +66,8 @@ def train(
             "max_steps": max_steps,
             "learning_rate": learning_rate,
             "epochs": epochs,
+            "prompt_version": prompt_version,
+            "include_adapter_rows": include_adapter_rows or None,  # None: the config file's value
         }
         cfg = (
             TrainConfig.from_yaml(config, **overrides)
@@ -56,10 +76,19 @@ def train(
         )
         if not cfg.store:
             raise InputError("give --store (or store: in --config)")
-        warn_if_tiny(cfg.base_model)
         quiet_transformers()
         with err.status(f"training a LoRA adapter on {cfg.store}"):
             result = run_training(cfg)
+        if result.steps_run == 0:
+            err.print(
+                f"{result.output_dir}: already trained {result.steps} steps; pass --max-steps larger "
+                f"than {result.steps} to continue",
+                highlight=False,
+                soft_wrap=True,  # one line, whatever the terminal's width
+            )
+            return
+        warn_if_tiny(result.base_model)  # after: without --model it is the store's, known once read
+        cfg = replace(cfg, base_model=result.base_model)
         err.print(
             f"adapter: {result.output_dir} ({result.steps} steps; loss {result.first_loss:.4f} -> "
             f"{result.last_loss:.4f}; {result.train_examples} train / {result.eval_examples} eval videos)"
