@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from flows.events import DATASET_UPDATED, dataset_resource, last_training, training_labels
+from flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from flows.process_shard import process_shard
 from flows.progress import report
 from foley_core.backends import BackendSpec, frame_policy_for
@@ -227,8 +227,7 @@ def _build(
         seconds=round(time.perf_counter() - started, 3),
     )
     if summary.new_rows:  # only a changed dataset is news
-        ok_rows = sum(m.ok for m in markers)
-        labels = training_labels(ok_rows, last_training(store).get("ok_rows", 0), train_min_new_rows)
+        labels = readiness_labels(markers, last_training(store), train_min_new_rows)
         emit_event(
             event=DATASET_UPDATED,
             resource=dataset_resource(store, **labels),

@@ -52,14 +52,17 @@ def rows_since_training(markers: Iterable[Marker], last: dict, *, include_adapte
     markers = list(markers)
     if last and "markers" not in last:
         return max(sum(m.ok for m in markers) - int(last.get("ok_rows", 0)), 0)
-    read = set(last.get("markers", ()))  # {}: never trained, every shard is new
-    return sum(
-        1
+    wanted = [
+        (key[:3], marker.name)
         for marker in markers
-        if marker.name not in read
-        for _id, _version, model_key, status in marker.keys
-        if status == "ok" and (include_adapter_rows or "@" not in model_key)
-    )
+        for key in marker.keys
+        if key[3] == "ok" and (include_adapter_rows or "@" not in key[2])
+    ]
+    if "seen" in last:  # by key: a marker that supersedes read ones carries their rows again
+        seen = {tuple(k) for k in last["seen"]}
+        return sum(1 for key, _ in wanted if key not in seen)
+    read = set(last.get("markers", ()))  # {}: never trained, every shard is new
+    return sum(1 for _, name in wanted if name not in read)
 
 
 def readiness_labels(markers: Iterable[Marker], last: dict, train_min_new_rows: int) -> dict[str, str]:

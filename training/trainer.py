@@ -135,6 +135,11 @@ def load_examples(config: TrainConfig, output: Path) -> TrainingData:
         "ok_rows": read.ok_rows,
         "examples": len(examples),
         "keys": [list(e.key) for e in examples],
+        # every ok row the read saw: a later marker may carry these rows again (a store write that
+        # replaces rows supersedes markers), so "new" is decided by key, not by marker name
+        "seen": sorted(
+            {(r["id"], r["prompt_version"], _model_key(r)) for r in read.rows if r["status"] == "ok"}
+        ),
     }
     return TrainingData(splits, version, used, base_model)
 
@@ -234,3 +239,7 @@ def train(config: TrainConfig) -> TrainResult:
     result = replace(result, steps=step, steps_run=step - start, first_loss=first_loss, last_loss=last_loss)
     write_model_card(output, config, result)
     return result
+
+
+def _model_key(row: dict[str, Any]) -> str:
+    return f"{row['model_id']}@{row['adapter']}" if row.get("adapter") else row["model_id"]
