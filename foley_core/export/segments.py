@@ -121,9 +121,19 @@ def media_info(path: str | Path) -> MediaInfo:
 
 
 def cut_segment(
-    src: str | Path, dst: str | Path, start: float, end: float, info: MediaInfo | None = None
+    src: str | Path,
+    dst: str | Path,
+    start: float,
+    end: float,
+    info: MediaInfo | None = None,
+    *,
+    at_least: bool = False,
 ) -> str:
-    """Write the frames of [start, end) of `src` into `dst`; returns "copy" or "reencode"."""
+    """Write the frames of [start, end) of `src` into `dst`; returns "copy" or "reencode".
+
+    A re-encoded segment never lasts longer than the window (a model's maximum), or, with `at_least`,
+    never shorter (a fixed length a model needs), when the window's length is no whole number of frames.
+    """
     info = info or media_info(src)
     half = 0.5 / float(info.rate)
     starts_on_key = any(abs(k - start) <= half for k in info.keyframes)
@@ -134,7 +144,7 @@ def cut_segment(
             return "copy"
         except (av.error.FFmpegError, ValueError):
             Path(dst).unlink(missing_ok=True)
-    _reencode(src, dst, start, end, info.rate, half)
+    _reencode(src, dst, start, end, info.rate, half, at_least)
     return "reencode"
 
 
@@ -160,7 +170,7 @@ def _copy(src: str | Path, dst: str | Path, start: float, end: float, half: floa
 
 
 def _reencode(
-    src: str | Path, dst: str | Path, start: float, end: float, rate: Fraction, half: float
+    src: str | Path, dst: str | Path, start: float, end: float, rate: Fraction, half: float, at_least: bool
 ) -> None:
     with av.open(str(src)) as source, av.open(str(dst), "w") as out:
         stream = source.streams.video[0]
@@ -172,6 +182,8 @@ def _reencode(
         target.height = stream.codec_context.height // 2 * 2
         first: float | None = None
         index = 0
+        frames = (end - start) * rate
+        most = max(1, math.ceil(frames - 1e-6) if at_least else math.floor(frames + 1e-6))
         for frame in source.decode(stream):
             if frame.time is None:
                 continue
@@ -179,7 +191,7 @@ def _reencode(
             t = frame.time - first
             if t < start - half:
                 continue
-            if t >= end - half:
+            if index >= most or (t >= end - half and not at_least):
                 break
             image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
             image.pts = index

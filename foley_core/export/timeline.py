@@ -65,7 +65,7 @@ def build_timeline(item: ExportItem, fps: float):
                         name=label,
                         media_reference=otio.schema.MissingReference(),
                         source_range=span(0, last - first),
-                        metadata=meta,
+                        metadata={**meta, "cmx_3600": {"reel": f"{name[:3].upper()}{k:03d}"}},
                     )
                 )
                 cursor = last

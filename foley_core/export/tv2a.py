@@ -167,7 +167,9 @@ def export_tv2a(model: str, items: list[ExportItem], options: ExportOptions, rep
             seg.file = seg.id + ".mp4"
             target = Path(safe_join(str(options.out), seg.file))
             try:
-                seg.method = cut_segment(local, target, window.start, window.end, info)
+                seg.method = cut_segment(
+                    local, target, window.start, window.end, info, at_least=fixed is not None
+                )
             except Exception as error:
                 report.warnings.append(
                     f"{item.id}: segment {window.start:.2f}-{window.end:.2f} s not cut: {error}"
