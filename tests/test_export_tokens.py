@@ -45,3 +45,10 @@ def test_fit_text_stays_within_the_limit_with_the_estimate_and_the_real_tokenize
         assert prompt and clip.count(prompt) <= 77 and counter.count(prompt) <= 77
         assert prompt.startswith(CUES[0])
     assert clip.count(fit_text([" ".join(CUES)], clip)) <= 77  # one over-long part is cut at a word
+
+
+def test_text_without_spaces_is_cut_by_characters(clip):
+    garbage = "x" * 400
+    for counter in (ESTIMATE, clip):
+        prompt = fit_text([garbage, "A door creaks open."], counter)
+        assert prompt.startswith("xxx") and counter.count(prompt) <= 77

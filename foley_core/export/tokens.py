@@ -135,7 +135,9 @@ def fit_text(parts: Iterable[str], counter: TokenCounter, limit: int | None = No
             kept.append(part)
             continue
         if not kept:
-            kept.append(cut_words(part, counter, limit))
+            cut = cut_words(part, counter, limit)
+            if cut:
+                kept.append(cut)
     return sep.join(kept)
 
 
@@ -150,4 +152,14 @@ def cut_words(text: str, counter: TokenCounter, limit: int | None = None) -> str
             lo = mid
         else:
             hi = mid - 1
+    if lo == 0 and words:  # not even the first word fits (text without spaces): cut it by characters
+        word = words[0]
+        lo, hi = 0, len(word)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if counter.count(word[:mid]) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return word[:lo]
     return " ".join(words[:lo]).rstrip(",;:")

@@ -7,6 +7,16 @@
 - `thinksound` (ThinkSound): `thinksound.csv` with `id,caption,caption_cot`, every segment the same
   whole-second length; `caption` a short label, `caption_cot` the chain's reasoning for the segment.
 
+MMAudio's batch evaluation reads (name -> caption) pairs; load the manifest into its dataset like this:
+
+    import pandas as pd
+
+    rows = pd.read_csv("OUT/mmaudio.tsv", sep="\t", dtype={"id": str}, keep_default_na=False)
+    videos = {r.id: f"OUT/{r.video}" for r in rows.itertuples()}      # name -> segment file
+    captions = dict(zip(rows.id, rows.label))                         # name -> caption
+    negatives = dict(zip(rows.id, rows.negative_prompt))              # name -> negative prompt
+    # per clip: generate(video=videos[n], prompt=captions[n], negative_prompt=negatives[n], duration=8)
+
 Every one writes `segments.json`: per segment its source video, id, start and end in the source, the
 cues used and the prompt; generated audio for a segment starts at `start` seconds of the source video.
 Prompts never voice dialogue: foley and fx cues first, then ambience.
