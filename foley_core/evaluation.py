@@ -13,6 +13,7 @@ import fsspec
 from pydantic import ValidationError
 
 from foley_core.errors import InputError
+from foley_core.schema.rows import row_script
 from foley_core.schema.script import FoleyScript
 
 
@@ -35,6 +36,14 @@ def _parse(text: str) -> FoleyScript | None:
         return None
 
 
+def _parse_row(row: dict) -> FoleyScript | None:
+    """A store row's script, whatever the store's format (JSON string or nested)."""
+    try:
+        return row_script(row)
+    except (ValueError, ValidationError):
+        return None
+
+
 def load_predictions(uri: str) -> dict[str, Prediction]:
     """{id: Prediction} from a store (its newest row per id) or a folder of `<id>.json` files."""
     if _is_store(uri):
@@ -43,7 +52,7 @@ def load_predictions(uri: str) -> dict[str, Prediction]:
         rows = sorted(DatasetStore(uri).read_rows(), key=lambda r: r["created_at"])
         found = {}
         for row in rows:  # later rows win: a retried video is scored by its newest row
-            script = _parse(row["script"]) if row["status"] == "ok" else None
+            script = _parse_row(row) if row["status"] == "ok" else None
             found[row["id"]] = Prediction(script, row["video"], "" if script else row["error"] or "invalid")
         return found
     folder = Path(uri)

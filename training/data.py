@@ -16,6 +16,7 @@ from typing import Any
 
 from foley_core.chain.simple import simple_prompt, simple_target
 from foley_core.prompts import PromptSet
+from foley_core.schema.rows import row_events, row_script
 
 HELD_OUT = ("test", "validation", "eval")
 
@@ -48,10 +49,10 @@ def examples_from_rows(
     for row in ok:
         if row["prompt_version"] != prompt_version:
             continue
-        script = json.loads(row["script"])
+        script = row_script(row).model_dump()
         if not any(script[track] for track in ("foley", "fx", "ambience", "dialogue")):
             continue
-        n_events = len(json.loads(row["events"]))
+        n_events = len(row_events(row))
         if n_events < min_events:
             continue
         times = tuple(json.loads(row["trace"])["frame_times"])
