@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from flows.artifacts import build_artifacts, progress_artifact
 from flows.events import DATASET_UPDATED, dataset_resource, last_training, training_labels
 from flows.process_shard import process_shard
 from flows.progress import report
@@ -181,6 +182,7 @@ def _build(
         run_id,
     )
     report("planned", total=len(todo), skipped=skipped)
+    progress_id = progress_artifact(0, len(shards), f"{len(todo)} videos in {len(shards)} shard(s)")
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
     if work_pool and shards:
@@ -194,6 +196,7 @@ def _build(
             for total, part in ((computed, done_shard.computed), (cached, done_shard.cached)):
                 for step, n in part.items():
                     total[step] = total.get(step, 0) + n
+            progress_artifact(index + 1, len(shards), f"shard {index + 1}/{len(shards)} done", progress_id)
 
     markers = dataset.markers()
     mine = [m for m in markers if m.run_id == run_id]  # what this run added and the store still shows
@@ -235,6 +238,7 @@ def _build(
         summary.shards,
         skipped,
     )
+    build_artifacts(summary, mine, progress_id)
     return summary
 
 

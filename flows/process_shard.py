@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import shard_artifacts
 from flows.progress import report
 from flows.storage import result_storage
 from foley_core.backends import frame_policy_for
@@ -324,5 +325,6 @@ def process_shard(
         summary.cached,
         summary.seconds,
     )
-    report("shard", index=index, rows=summary.rows)
+    report("shard", index=index, rows=summary.rows, ok=summary.ok, failed=summary.failed)
+    shard_artifacts(summary)
     return summary

@@ -86,3 +86,34 @@ def migrate(
             )
 
     guarded(run)
+
+
+@app.command()
+def review(
+    store: Annotated[str, typer.Argument(help="Dataset folder or s3://bucket/prefix.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the static site (index.html + rows/).")],
+    copy_media: Annotated[
+        bool,
+        typer.Option("--copy-media", help="Copy the videos into <out>/media (default: reference them)."),
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A static review site for a store: every row, and per video the player over its four tracks.
+
+    Opens from disk or any static host (no server). Videos are referenced by relative path or URL, not
+    copied unless --copy-media; s3:// videos need --copy-media to play.
+    """
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.errors import InputError
+        from foley_core.review import build_review
+        from foley_core.store import DatasetStore
+
+        dataset = DatasetStore(store)
+        if not dataset.fs.exists(dataset.path("_shards")):
+            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        site = build_review(dataset, out, copy_media=copy_media)
+        err.print(f"{len(site.pages)} row page(s); open {site.index}", highlight=False, soft_wrap=True)
+
+    guarded(run)
