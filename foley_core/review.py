@@ -103,7 +103,7 @@ body{font:14px system-ui,sans-serif;margin:1.2em;color:#222}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
 tr.failed td{background:#fff3f3}.err{color:#a00;max-width:40em}
 .filters{margin:.6em 0}.filters>*{margin-right:1em}
-video{width:640px;max-width:100%;background:#000;display:block}
+video{width:480px;max-width:100%;background:#000;display:block}
 .timeline{position:relative;width:640px;max-width:100%;margin-top:8px}
 .lane{display:flex;align-items:center;margin:3px 0}.lane>.label{width:80px;flex:none;font-size:12px}
 .track{position:relative;flex:1;height:26px;background:#f2f2f2;border-radius:3px;overflow:hidden}
