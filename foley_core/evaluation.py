@@ -81,6 +81,22 @@ def load_references(uri: str) -> dict[str, FoleyScript]:
     return references
 
 
+def init_references(pred: str, folder: str | Path) -> int:
+    """Editable reference templates: `<id>.json` per valid prediction (existing files kept); how many."""
+    from foley_core.safenames import safe_join, safe_name
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for video_id, prediction in sorted(load_predictions(pred).items()):
+        target = Path(safe_join(str(folder), f"{safe_name(video_id)}.json"))
+        if prediction.script is None or target.exists():
+            continue
+        target.write_text(json.dumps(prediction.script.model_dump(), indent=1, ensure_ascii=False) + "\n")
+        written += 1
+    return written
+
+
 def find_video(folder: Path, video_id: str) -> str | None:
     """The file in `folder` named `<id>.<ext>` (or `<safe_name(id)>.<ext>`), if there is one.
 

@@ -214,3 +214,26 @@ def test_card_is_ready_for_the_hub(tmp_path):
     assert "MEANINGLESS" in later.text and "synthetic-test-data" in later.data.tags
     assert json.loads((root / "_card.json").read_text()) == {"license": "cc-by-4.0"}
     assert verify(store).clean
+
+
+def test_eval_init_ref_writes_templates_from_a_store(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a"), row("b", "failed")], "run1", 0)
+    result = CliRunner().invoke(
+        app, ["eval", "--pred", str(tmp_path / "s"), "--init-ref", str(tmp_path / "ref")]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["a.json"]
+    assert FoleyScript.model_validate_json((tmp_path / "ref" / "a.json").read_text()) == SCRIPT
+    assert "--init-ref" in CliRunner().invoke(app, ["eval", "--help"]).output
+
+
+def test_build_progress_lines():
+    from flows.progress import BuildProgress
+
+    tracker = BuildProgress()
+    tracker.update("planned", {"total": 4, "skipped": 1})
+    for status in ("ok", "failed", "ok"):
+        tracker.update("video", {"status": status})
+    line = tracker.line("shard", {"index": 0, "rows": 3})
+    assert "videos 3/4 (2 ok, 1 failed)" in line and "ETA" in line and ("/s" in line or "s/video" in line)

@@ -24,7 +24,13 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Dataset store to train on.")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", help="Adapter folder.")] = None,
-    base_model: Annotated[str | None, typer.Option("--base-model", help="Model the adapter is for.")] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--base-model",
+            help="Model the adapter is for [default: the config's, else LanguageBind/Video-LLaVA-7B-hf].",
+        ),
+    ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
