@@ -3,8 +3,6 @@ and endpoint from the environment, for the manifest, the videos, the store and t
 
 from __future__ import annotations
 
-import json
-
 import datasets
 import fsspec
 import pandas as pd
