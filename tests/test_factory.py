@@ -56,7 +56,7 @@ def test_every_video_gets_its_row(built):
         assert row["model_id"] == "tiny-random" and row["prompt_version"] == summary.prompt_version
     for reason in BAD:
         row = rows[f"bad-{reason}"]
-        assert row["status"] == "failed" and row["error_kind"] == reason and row["script"] == ""
+        assert row["status"] == "failed" and row["error_kind"] == reason and row["script"] is None
         assert row["video"] in row["error"]
     assert rows["bad-blank"]["error_kind"] == "manifest_row"
     assert rows["good2"]["split"] == "test"
