@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from flows.artifacts import build_artifacts, progress_artifact
 from flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from flows.process_shard import process_shard
 from flows.progress import report
@@ -186,6 +187,7 @@ def _build(
         write_entries(shard, dataset.url(f"_runs/{run_id}/{index:05d}.jsonl"))
         for index, shard in enumerate(shards)
     ]
+    progress_id = progress_artifact(0, len(shards), f"{len(todo)} videos in {len(shards)} shard(s)")
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
     try:
@@ -206,6 +208,7 @@ def _build(
             for total, part in ((computed, done_shard.computed), (cached, done_shard.cached)):
                 for step, n in part.items():
                     total[step] = total.get(step, 0) + n
+            progress_artifact(index + 1, len(shards), f"shard {index + 1}/{len(shards)} done", progress_id)
     finally:
         if shard_files:
             dataset.fs.rm(dataset.path(f"_runs/{run_id}"), recursive=True)
@@ -249,6 +252,7 @@ def _build(
         summary.shards,
         skipped,
     )
+    build_artifacts(summary, mine, progress_id)
     return summary
 
 

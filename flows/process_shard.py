@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
+from flows.artifacts import shard_artifacts
 from flows.progress import report
 from foley_core.backends import frame_policy_for
 from foley_core.chain import ChainResult
@@ -171,7 +172,8 @@ def process_shard(
         summary.cached,
         summary.seconds,
     )
-    report("shard", index=index, rows=summary.rows)
+    report("shard", index=index, rows=summary.rows, ok=summary.ok, failed=summary.failed)
+    shard_artifacts(summary)
     return summary
 
 

@@ -48,7 +48,7 @@ def publish_dataset(
         return {"dry_run": True, "files": plan.lines()}
     token = resolve_token(token_secret)
     if not token:
-        raise InputError("no Hub token: set HF_TOKEN or pass token_secret=<Prefect Secret block name>")
+        raise InputError("no Hub token: set HF_TOKEN or pass --token-secret <Prefect Secret block name>")
     plan, commit_url = publish(dataset, repo_id, token, endpoint=endpoint, private=private, revision=revision)
     logger.info("published %d file(s) to %s: %s", len(plan.items), repo_id, commit_url)
     return {"dry_run": False, "files": plan.lines(), "commit": commit_url}

@@ -13,6 +13,7 @@ import fsspec
 from pydantic import ValidationError
 
 from foley_core.errors import InputError
+from foley_core.schema.rows import row_script
 from foley_core.schema.script import FoleyScript
 
 
@@ -35,6 +36,14 @@ def _parse(text: str) -> FoleyScript | None:
         return None
 
 
+def _parse_row(row: dict) -> FoleyScript | None:
+    """A store row's script, whatever the store's format (JSON string or nested)."""
+    try:
+        return row_script(row)
+    except (ValueError, ValidationError):
+        return None
+
+
 def load_predictions(uri: str) -> dict[str, Prediction]:
     """{id: Prediction} from a store (its newest row per id) or a folder of `<id>.json` files."""
     if _is_store(uri):
@@ -43,7 +52,7 @@ def load_predictions(uri: str) -> dict[str, Prediction]:
         rows = sorted(DatasetStore(uri).read_rows(), key=lambda r: r["created_at"])
         found = {}
         for row in rows:  # later rows win: a retried video is scored by its newest row
-            script = _parse(row["script"]) if row["status"] == "ok" else None
+            script = _parse_row(row) if row["status"] == "ok" else None
             found[row["id"]] = Prediction(script, row["video"], "" if script else row["error"] or "invalid")
         return found
     folder = Path(uri)
@@ -70,6 +79,22 @@ def load_references(uri: str) -> dict[str, FoleyScript]:
     if not references:
         raise InputError(f"{uri}: no <id>.json reference scripts")
     return references
+
+
+def init_references(pred: str, folder: str | Path) -> int:
+    """Editable reference templates: `<id>.json` per valid prediction (existing files kept); how many."""
+    from foley_core.safenames import safe_join, safe_name
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for video_id, prediction in sorted(load_predictions(pred).items()):
+        target = Path(safe_join(str(folder), f"{safe_name(video_id)}.json"))
+        if prediction.script is None or target.exists():
+            continue
+        target.write_text(json.dumps(prediction.script.model_dump(), indent=1, ensure_ascii=False) + "\n")
+        written += 1
+    return written
 
 
 def find_video(folder: Path, video_id: str) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from foley_core.errors import InputError
 from foley_core.store import DatasetStore, render_card
 
 
@@ -40,7 +41,12 @@ def plan_publish(
     files uploaded, even while shards are being added). Markers naming a file outside the store's data/
     folder are refused before anything is read (`DatasetStore.markers`)."""
     markers = store.markers()
-    card = render_card(store, markers=markers).encode()
+    if store.old_markers(markers):
+        raise InputError(
+            f"{store.uri} has shards of an older store format (JSON-string scripts); "
+            f"run `foley migrate {store.uri}` first, then publish"
+        )
+    card = render_card(store, markers=markers, repo_id=repo_id).encode()
     items = [UploadItem(store.url("README.md"), "README.md", len(card))]
     for relative in sorted(p for paths in store.data_files(markers).values() for p in paths):
         items.append(UploadItem(store.url(relative), relative, int(store.fs.size(store.path(relative)))))

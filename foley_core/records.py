@@ -67,9 +67,9 @@ def _video_fields(video: Video | None) -> dict[str, Any]:
     }
 
 
-def _events_json(trace: ChainTrace) -> str:
+def _events(trace: ChainTrace) -> list[dict[str, Any]]:
     reasoning = {r.event: r.model_dump(exclude={"event"}) for r in trace.reasoning}
-    return _json([e.model_dump() | {"reasoning": reasoning.get(e.index)} for e in trace.events])
+    return [e.model_dump() | {"reasoning": reasoning.get(e.index)} for e in trace.events]
 
 
 def ok_row(
@@ -81,8 +81,8 @@ def ok_row(
         video=entry.video,
         split=entry.split,
         **_video_fields(video),
-        events=_events_json(trace),
-        script=_json(result.script.model_dump()),
+        events=_events(trace),
+        script=result.script.model_dump(),
         trace=trace.model_dump_json(),
         prompt_version=trace.prompt_version,
         model_id=spec.model,
@@ -121,7 +121,7 @@ def failed_row(
         video=entry.video,
         split=entry.split,
         **_video_fields(video),
-        events=_events_json(trace) if trace else "[]",
+        events=_events(trace) if trace else [],
         trace=trace.model_dump_json() if trace else "",
         prompt_version=prompt_version,
         model_id=spec.model,

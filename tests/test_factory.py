@@ -13,6 +13,7 @@ from flows.build_dataset import build_dataset
 from foley_core.manifest import read_manifest
 from foley_core.prompts import default_prompt_dir
 from foley_core.schema import validate_script
+from foley_core.schema.rows import row_events, row_script
 from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
 
@@ -44,18 +45,18 @@ def test_every_video_gets_its_row(built):
     for row_id, duration in durations.items():
         row = rows[row_id]
         assert row["status"] == "ok" and row["error"] == ""
-        validate_script(json.loads(row["script"]), duration)
+        validate_script(row_script(row), duration)
         assert row["duration"] == pytest.approx(duration) and len(row["sha256"]) == 64
         trace = json.loads(row["trace"])
         steps = [c["step"] for c in trace["calls"]]
         assert steps[0] == "describe" and steps[-1] == "synthesize"  # measured timing: one per window
         assert steps.count("describe") == steps.count("reason") == len(trace["events"])
-        assert len(json.loads(row["events"])) == len(trace["events"])
+        assert len(row_events(row)) == len(trace["events"])
         assert json.loads(row["metadata"])["take"] in ("0", "1", "2")
         assert row["model_id"] == "tiny-random" and row["prompt_version"] == summary.prompt_version
     for reason in BAD:
         row = rows[f"bad-{reason}"]
-        assert row["status"] == "failed" and row["error_kind"] == reason and row["script"] == ""
+        assert row["status"] == "failed" and row["error_kind"] == reason and row["script"] is None
         assert row["video"] in row["error"]
     assert rows["bad-blank"]["error_kind"] == "manifest_row"
     assert rows["good2"]["split"] == "test"

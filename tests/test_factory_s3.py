@@ -3,8 +3,6 @@ and endpoint from the environment, for the manifest, the videos, the store and t
 
 from __future__ import annotations
 
-import json
-
 import datasets
 import fsspec
 import pandas as pd
@@ -64,7 +62,7 @@ def test_build_dataset_on_s3(s3, tmp_path, bad_videos, prefect_harness, monkeypa
     assert by_id["bad-corrupt"]["error_kind"] == "corrupt"
     for row_id in durations:
         assert by_id[row_id]["status"] == "ok" and by_id[row_id]["video"].startswith("s3://foley/videos/")
-        assert json.loads(by_id[row_id]["script"]).keys() == {"foley", "fx", "ambience", "dialogue"}
+        assert by_id[row_id]["script"].keys() == {"foley", "fx", "ambience", "dialogue"}
 
     # a second store on S3 finds every chain step in the S3 result storage
     again = build_dataset(

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from foley_core.chain.simple import simple_prompt, simple_target
 from foley_core.prompts import PromptSet
+from foley_core.schema.rows import row_events, row_script
 from foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
@@ -93,10 +94,10 @@ def examples_from_rows(
     examples = []
     chosen = training_rows(rows, prompt_version=prompt_version, include_adapter_rows=include_adapter_rows)
     for row in chosen:
-        script = json.loads(row["script"])
+        script = row_script(row).model_dump()
         if not any(script[track] for track in ("foley", "fx", "ambience", "dialogue")):
             continue
-        n_events = len(json.loads(row["events"]))
+        n_events = len(row_events(row))
         if n_events < min_events:
             continue
         times = tuple(json.loads(row["trace"])["frame_times"])

@@ -19,7 +19,7 @@ from foley_core.chain.simple import load_simple_prompt, run_simple
 from foley_core.errors import FoleyError
 from foley_core.evaluation import load_references
 from foley_core.metrics import EmbeddingSimilarity, Similarity, score_corpus
-from foley_core.schema.script import FoleyScript
+from foley_core.schema.rows import row_script
 from foley_core.store import DatasetStore
 from foley_core.video import VideoError, open_video
 from training.basemodel import adapter_base_model
@@ -56,7 +56,7 @@ def evaluate_adapter(
     adapter_pairs, chain_pairs, costs = {}, {}, {"adapter": [], "chain": []}
     for example in held_out:
         row = rows[example.key]
-        chain_script = FoleyScript.model_validate_json(row["script"])
+        chain_script = row_script(row)
         reference = truth.get(example.id) if truth else chain_script
         if reference is None:
             continue

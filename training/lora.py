@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -17,7 +19,9 @@ def apply_lora(model: torch.nn.Module, config: TrainConfig) -> PeftModel:
         target_modules=config.target_modules,
         bias="none",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def training_step(

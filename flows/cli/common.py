@@ -23,11 +23,15 @@ app = typer.Typer(
     help="Multi-track foley scripts from videos, with a video-LLM chain of thought.",
 )
 err = Console(stderr=True)
+if not err.is_terminal:  # logs and CI: tables keep their rows on one line instead of wrapping at 80
+    err.width = max(err.width, 160)
 
 ModelOpt = Annotated[
     str | None,
     typer.Option(
-        "--model", help="Hub id, local folder, served model name, or 'tiny-random' (offline test model)."
+        "--model",
+        help="Hub id, local folder, served model name, or 'tiny-random' (offline test model) "
+        "[default: LanguageBind/Video-LLaVA-7B-hf].",
     ),
 ]
 BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (in-process) or openai (a server).")]

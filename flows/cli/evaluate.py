@@ -22,7 +22,22 @@ from flows.cli.common import (
 @app.command("eval")
 def eval_command(
     pred: Annotated[str, typer.Option("--pred", help="Folder of <id>.json scripts, or a dataset store.")],
-    ref: Annotated[str, typer.Option("--ref", help="Folder of <id>.json reference scripts.")],
+    ref: Annotated[
+        str | None,
+        typer.Option(
+            "--ref",
+            help="Folder of <id>.json reference scripts that YOU provide (hand-written or corrected); "
+            "nothing is generated for you. Start one with --init-ref.",
+        ),
+    ] = None,
+    init_ref: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-ref",
+            help="Write editable reference templates (<id>.json, the predictions' scripts) into this "
+            "folder, then stop; existing files are kept. Correct them, then pass the folder as --ref.",
+        ),
+    ] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Onset tolerance in seconds.")] = 0.5,
     out: Annotated[Path, typer.Option("--out", help="Where the JSON report and the PNGs go.")] = Path(
         "foley-eval"
@@ -36,13 +51,26 @@ def eval_command(
     plots: Annotated[bool, typer.Option(help="Write one PNG per video.")] = True,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Score predicted scripts against references: event F1 per track, IoU, similarity, validity."""
+    """Score predicted scripts against references: event F1 per track, IoU, similarity, validity.
+
+    References come from you, never from the tool: a folder of <id>.json foley scripts (the four tracks
+    of {timestamp, start, end, description} cues) for the videos you checked by hand. `--init-ref DIR`
+    writes one template per predicted video to start from.
+    """
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.evaluation import load_predictions, load_references
+        from foley_core.evaluation import init_references, load_predictions, load_references
         from foley_core.metrics import EmbeddingSimilarity, score_corpus
 
+        if init_ref is not None:
+            written = init_references(pred, init_ref)
+            err.print(f"{written} reference template(s) in {init_ref}; edit them, then --ref {init_ref}")
+            return
+        if ref is None:
+            from foley_core.errors import InputError
+
+            raise InputError("give --ref DIR (your reference scripts), or --init-ref DIR to start them")
         references = load_references(ref)
         predictions = load_predictions(pred)
         quiet_transformers()
@@ -86,7 +114,10 @@ def print_scores(corpus) -> None:
             fmt(s["mean_onset_error_s"]),
             fmt(s["description_similarity"]),
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
 
 
 def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:

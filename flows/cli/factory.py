@@ -79,6 +79,14 @@ def build_dataset_command(
             help="Only read local videos under this folder (repeatable); for manifests others wrote.",
         ),
     ] = None,
+    license_id: Annotated[
+        str | None,
+        typer.Option(
+            "--license",
+            help="License of the scripts for the dataset card (a Hub license id, e.g. cc-by-4.0); kept in "
+            "the store's _card.json for later runs. Until set, the card says: unknown.",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the build-dataset flow here (no server to start): manifest in, Parquet shards out."""
@@ -100,6 +108,10 @@ def build_dataset_command(
             from training.basemodel import adapter_base_model
 
             model = adapter_base_model(adapter)
+        if license_id:
+            from foley_core.store import DatasetStore
+
+            DatasetStore(store).update_card_settings(license=license_id)
         warn_if_tiny(model)
         summary = run_build(
             manifest,
@@ -142,29 +154,69 @@ def check_build_inputs(manifest: str, store: str) -> None:
 
 
 def run_build(manifest: str, store: str, **options):
-    """The build-dataset flow with a progress bar fed by the flow's progress reports."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    """The build-dataset flow, its progress shown as it runs: a live bar on a terminal (videos done/total,
+    ok/failed, rate, ETA), one line per shard otherwise (logs, CI)."""
     from flows import progress as flow_progress
+    from flows.progress import BuildProgress
 
     quiet_transformers()
     from flows.build_dataset import build_dataset
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("starting Prefect", total=None)
+    tracker = BuildProgress()
+    if err.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        def listener(kind: str, data: dict) -> None:
-            if kind == "planned":
-                bar.update(task, total=data["total"], description=f"videos ({data['skipped']} already done)")
-            elif kind == "video":
-                bar.advance(task)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("starting Prefect", total=None, ok=0, failed=0, rate="")
 
-        flow_progress.listen(listener)
-        try:
-            return build_dataset(manifest=manifest, store=store, **options)
-        finally:
-            flow_progress.stop_listening(listener)
+            def listener(kind: str, data: dict) -> None:
+                tracker.update(kind, data)
+                if kind == "planned":
+                    bar.update(
+                        task, total=data["total"], description=f"videos ({data['skipped']} already done)"
+                    )
+                elif kind == "video":
+                    bar.update(
+                        task,
+                        completed=tracker.done,
+                        ok=tracker.ok,
+                        failed=tracker.failed,
+                        rate=tracker.rate(),
+                    )
+
+            flow_progress.listen(listener)
+            try:
+                return build_dataset(manifest=manifest, store=store, **options)
+            finally:
+                flow_progress.stop_listening(listener)
+
+    def line_listener(kind: str, data: dict) -> None:
+        tracker.update(kind, data)
+        if kind in ("planned", "shard"):
+            err.print(tracker.line(kind, data), highlight=False, soft_wrap=True)
+
+    flow_progress.listen(line_listener)
+    try:
+        return build_dataset(manifest=manifest, store=store, **options)
+    finally:
+        flow_progress.stop_listening(line_listener)
 
 
 def print_summary(summary, demo: bool) -> None:

@@ -50,3 +50,70 @@ def verify(
         raise typer.Exit(1)
 
     guarded(run)
+
+
+@app.command()
+def migrate(
+    store: Annotated[str, typer.Argument(help="Dataset folder or s3://bucket/prefix.")],
+    verbose: VerboseOpt = False,
+) -> None:
+    """Rewrite shards of an older store format (JSON-string script/events) as nested columns, safely.
+
+    One commit under the store's lease: new files first, then one marker superseding the old ones, so a
+    crash leaves the old view or the new one. Stores that are not migrated still load with this version
+    (`DatasetStore.load`), and the next build migrates them when it writes.
+    """
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.errors import InputError
+        from foley_core.store import DatasetStore
+        from foley_core.store.commit import migrate as migrate_store
+        from foley_core.store.markers import STORE_FORMAT
+
+        dataset = DatasetStore(store)
+        if not dataset.fs.exists(dataset.path("_shards")):
+            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        marker = migrate_store(dataset)
+        if marker is None:
+            err.print(f"{store}: already store format {STORE_FORMAT}; nothing to do", highlight=False)
+        else:
+            err.print(
+                f"{store}: {marker.rows} rows rewritten as store format {STORE_FORMAT} "
+                f"(marker {marker.name})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    guarded(run)
+
+
+@app.command()
+def review(
+    store: Annotated[str, typer.Argument(help="Dataset folder or s3://bucket/prefix.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for the static site (index.html + rows/).")],
+    copy_media: Annotated[
+        bool,
+        typer.Option("--copy-media", help="Copy the videos into <out>/media (default: reference them)."),
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """A static review site for a store: every row, and per video the player over its four tracks.
+
+    Opens from disk or any static host (no server). Videos are referenced by relative path or URL, not
+    copied unless --copy-media; s3:// videos need --copy-media to play.
+    """
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.errors import InputError
+        from foley_core.review import build_review
+        from foley_core.store import DatasetStore
+
+        dataset = DatasetStore(store)
+        if not dataset.fs.exists(dataset.path("_shards")):
+            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        site = build_review(dataset, out, copy_media=copy_media)
+        err.print(f"{len(site.pages)} row page(s); open {site.index}", highlight=False, soft_wrap=True)
+
+    guarded(run)

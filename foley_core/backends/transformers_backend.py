@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ class TransformersVideoLLM(VideoLLM):
 
         if not Path(adapter, "adapter_config.json").exists():
             raise ModelNotFoundError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-        self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.model = PeftModel.from_pretrained(self.model, adapter).to(self.device)
         self.model.eval()
         self.adapter = adapter
         self.adapter_revision = resolve_adapter_revision(adapter)

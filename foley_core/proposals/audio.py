@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 
 import av
@@ -166,7 +167,9 @@ def _vad_model():
     if model is None:
         from silero_vad import load_silero_vad
 
-        model = _thread_models.vad = load_silero_vad()
+        with warnings.catch_warnings():  # silero-vad ships TorchScript; torch >= 2.9 warns on every load
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*", category=FutureWarning)
+            model = _thread_models.vad = load_silero_vad()
     return model
 
 

@@ -11,7 +11,14 @@ markers and decides, per offered row, against the row the store already shows fo
 
 Replacing is one marker write: the new marker carries the new rows and every surviving row of the
 markers it touches (their files rewritten without the replaced rows, or kept by reference), and names
-those markers in `supersedes`. Then the card is rewritten, then the superseded markers and files that
+those markers in `supersedes`. Markers of an older store format are always touched, and their files
+always rewritten (rows converted by `normalize_row` on reading): so the first write with this version
+migrates a store, and a current marker never names a file in an older layout (`migrate` does it alone).
+A store that shows a key twice (written before the commit lease) is migrated after `foley verify
+--repair` has removed the duplicates, never before: carried together, the two rows could not be told
+apart.
+
+Then the card is rewritten, then the superseded markers and files that
 nothing references are deleted. A crash before the marker write leaves unmarked files (invisible); after
 it, the new view is complete and the leftovers are only garbage for `foley verify --repair`.
 """
@@ -24,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from foley_core.backends.provenance import join_revisions
+from foley_core.errors import InputError
 from foley_core.schema.rows import DatasetRow
 from foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, check_run_id, check_split
 from foley_core.store.store import DatasetStore, live
@@ -121,6 +129,39 @@ def rewrite(
     return _write(store, markers, [], set(), run_id, 0, 0, remove_from)
 
 
+def duplicated(markers: list[ShardMarker]) -> bool:
+    """Do live markers show a key twice? (Only stores written before the commit lease can.)"""
+    keys = [k[:3] for m in markers for k in m.keys]
+    return len(keys) != len(set(keys))
+
+
+def migrate(store: DatasetStore, wait_s: float = COMMIT_WAIT_S) -> ShardMarker | None:
+    """Rewrite every shard of an older store format in the current layout, in one marker write.
+
+    None when there was nothing to migrate. Safe like any commit: under the commit lease, new files
+    first, the superseding marker last; a crash leaves the old view or the new one.
+    """
+    with store.lease("commit", "foley migrate").hold(wait_s):
+        markers = store.markers()
+        old = store.old_markers(markers)
+        if not old:
+            return None
+        if duplicated(markers):
+            raise InputError(
+                f"{store.uri} shows some rows twice (a store from before the commit lease); "
+                f"run `foley verify {store.uri} --repair` first, then migrate"
+            )
+        marker = migrate_locked(store, markers)
+        log.info("migrated %d marker(s), %d rows, to store format %d", len(old), marker.rows, STORE_FORMAT)
+        return marker
+
+
+def migrate_locked(store: DatasetStore, markers: list[ShardMarker]) -> ShardMarker:
+    """`migrate`'s write, for a caller that holds the commit lease and checked for duplicates."""
+    old = {m.name: set() for m in store.old_markers(markers)}
+    return _write(store, markers, [], set(), "migrate", 0, 0, old)
+
+
 def _write(
     store: DatasetStore,
     markers: list[ShardMarker],
@@ -139,7 +180,8 @@ def _write(
     if remove_from is None:
         remove_from = {m.name: {k[:3] for k in m.keys if k[:3] in remove} for m in markers}
         remove_from = {name: keys for name, keys in remove_from.items() if keys}
-    touched = [m for m in markers if m.name in remove_from]
+    migrating = {m.name for m in markers if m.format < STORE_FORMAT} if not duplicated(markers) else set()
+    touched = [m for m in markers if m.name in remove_from or m.name in migrating]
 
     files: dict[str, list[str]] = {}
     keys: list[tuple[str, str, str, str, str]] = []
@@ -154,12 +196,13 @@ def _write(
 
     carried = 0
     for marker in touched:  # the surviving rows of every marker this write supersedes
-        gone = remove_from[marker.name]
+        gone = remove_from.get(marker.name, set())
+        current = marker.format >= STORE_FORMAT  # an older format's files are rewritten, never referenced
         for split, paths in marker.files.items():
             for path in paths:
                 rows = store.read_table(path)
                 kept = [r for r in rows if row_key(r) not in gone]
-                if len(kept) == len(rows):  # nothing of this file goes: keep it by reference
+                if current and len(kept) == len(rows):  # nothing of this file goes: keep it by reference
                     files.setdefault(split, []).append(path)
                 elif kept:
                     carried += 1

@@ -19,7 +19,9 @@ from pydantic import BaseModel, field_validator
 
 from foley_core.errors import InputError
 
-STORE_FORMAT = 2  # 1: one file per split, 4-part keys; 2: file lists, revisions, supersedes
+# 1: one file per split, 4-part keys; 2: file lists, revisions, supersedes; 3: nested script/events
+# columns (a format-3 marker never names a file an older format wrote: those are rewritten when carried)
+STORE_FORMAT = 3
 
 _FILE = re.compile(r"^data/[A-Za-z0-9][A-Za-z0-9_.-]*\.parquet$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -2,6 +2,7 @@
 
 Layout:
     README.md                               dataset card (YAML header lists exactly the live shards)
+    _card.json                              the card's settings kept between runs (license)
     data/<split>-<run>-<n>-<commit>.parquet shards, written under _tmp/ first and moved into place
     _shards/<run>-<n>-<commit>.json         marker, written last: a shard without one does not exist
     _locks/                                 leases: one marker writer at a time, one build at a time
@@ -17,6 +18,7 @@ from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, ...) or `storage_opti
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import uuid
@@ -29,11 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from foley_core.errors import InputError
-from foley_core.schema.rows import FEATURES, DatasetRow
+from foley_core.schema.rows import FEATURES, DatasetRow, normalize_row
 from foley_core.store.lease import Lease
-from foley_core.store.markers import Key, ShardMarker, UnsafeStoreError
+from foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, UnsafeStoreError
 
 log = logging.getLogger(__name__)
+
+CARD_SETTINGS = "_card.json"  # the card's settings that outlive a run (license)
 
 
 class DatasetStore:
@@ -112,9 +116,23 @@ class DatasetStore:
         return {split: [self.url(p) for p in paths] for split, paths in self.data_files().items()}
 
     def load(self) -> datasets.DatasetDict:
-        """Every complete shard as a DatasetDict (one split per manifest split)."""
-        return datasets.load_dataset(
-            "parquet", data_files=self.data_urls(), features=FEATURES, storage_options=self.storage_options
+        """Every complete shard as a DatasetDict (one split per manifest split).
+
+        A store with shards of an older format (JSON-string scripts) loads too: its rows are read and
+        converted in memory (`normalize_row`); `foley migrate STORE` rewrites them once for good.
+        """
+        markers = self.markers()
+        if all(m.format >= STORE_FORMAT for m in markers):
+            urls = {s: [self.url(p) for p in paths] for s, paths in self.data_files(markers).items()}
+            return datasets.load_dataset(
+                "parquet", data_files=urls, features=FEATURES, storage_options=self.storage_options
+            )
+        by_split: dict[str, list[dict[str, Any]]] = {}
+        for marker in markers:
+            for split, paths in marker.files.items():
+                by_split.setdefault(split, []).extend(r for p in paths for r in self.read_table(p))
+        return datasets.DatasetDict(
+            {s: datasets.Dataset.from_list(rows, features=FEATURES) for s, rows in by_split.items()}
         )
 
     # writing -----------------------------------------------------------------------------------
@@ -140,8 +158,36 @@ class DatasetStore:
             self.fs.mv(staging, self.path(relative))
 
     def read_table(self, relative: str) -> list[dict[str, Any]]:
+        """The rows of one shard file, in the current layout whatever format wrote them."""
         with self.fs.open(self.path(relative), "rb") as handle:
-            return pq.read_table(handle).to_pylist()
+            return [normalize_row(row) for row in pq.read_table(handle).to_pylist()]
+
+    def old_markers(self, markers: list[ShardMarker] | None = None) -> list[ShardMarker]:
+        """Live markers whose files an older store format wrote (`foley migrate` rewrites them)."""
+        return [m for m in (self.markers() if markers is None else markers) if m.format < STORE_FORMAT]
+
+    # card settings -----------------------------------------------------------------------------
+
+    def card_settings(self) -> dict[str, Any]:
+        """`_card.json`: what the card keeps between runs (license, ...); {} when never set."""
+        path = self.path(CARD_SETTINGS)
+        if not self.fs.exists(path):
+            return {}
+        try:
+            value = json.loads(self.fs.cat_file(path))
+        except ValueError:
+            log.warning("ignoring %s/%s: not JSON", self.uri, CARD_SETTINGS)
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def update_card_settings(self, **values: Any) -> dict[str, Any]:
+        """Merge the non-None `values` into `_card.json`; the settings now."""
+        settings = self.card_settings()
+        changed = {k: v for k, v in values.items() if v is not None and settings.get(k) != v}
+        if changed:
+            settings |= changed
+            self._write_text(CARD_SETTINGS, json.dumps(settings, indent=1, sort_keys=True))
+        return settings
 
     def write_marker(self, marker: ShardMarker) -> None:
         self._write_text(f"_shards/{marker.name}.json", marker.model_dump_json(indent=1))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from foley_core.store.card import render_card
-from foley_core.store.commit import rewrite
+from foley_core.store.commit import migrate_locked, rewrite
 from foley_core.store.markers import Key, ShardMarker
 from foley_core.store.store import DatasetStore, live
 
@@ -97,6 +97,11 @@ def repair(store: DatasetStore) -> list[str]:
             done.append(f"removed {sum(len(k) for k in losers.values())} duplicate row(s)")
         found, _, _ = store.scan()
         shown = live(found)
+        if store.old_markers(shown):  # no duplicates left: carry the old layout's rows into the new one
+            migrate_locked(store, shown)
+            done.append(f"migrated {len(store.old_markers(shown))} marker(s) to the current store format")
+            found, _, _ = store.scan()
+            shown = live(found)
         referenced = {p for m in shown for p in m.paths()}
         for marker in found:
             if marker not in shown:
