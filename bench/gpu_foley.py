@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/gpu_foley.py               # on an H100/H200
     SCALE=tiny PYTHONPATH=. python bench/gpu_foley.py    # the same code on CPU in seconds
 
-Run it in the same call as ../shared/bench/gpu_videollava_baseline.py (plain generate + a plain LoRA
+Run it in the same call as bench/baselines/gpu_videollava_baseline.py (plain generate + a plain LoRA
 step) and gpu_videollava_static_compile.py, so the numbers come from the same card. One JSON line per
 measurement:
 - generate: the transformers backend (left-padded batches, xgrammar JSON-Schema decoding) at batch 1
