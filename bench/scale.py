@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="foley-scale-"))
     os.environ.setdefault("FOLEY_CACHE_DIR", str(root / "cache"))
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")  # what a deployment ships to the API
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     for n in args.videos:
         # each N in its own process: a fresh client, fresh module state, its own server
