@@ -17,6 +17,7 @@ from foley_core.chain.steps import StepResult
 from foley_core.errors import TransientBackendError
 from foley_core.manifest import read_manifest, write_manifest
 from foley_core.prompts import load_prompts
+from foley_core.schema.rows import row_script
 from foley_core.store import DatasetStore
 from foley_core.synthetic import SceneSpec, write_scene_video
 from foley_core.video import open_video
@@ -66,7 +67,7 @@ def test_the_flow_and_the_plain_loop_agree(clips, tmp_path, prefect_harness, tim
         plain = run_chain(open_video(entry.video), llm, prompts, ChainConfig(timing=timing), one_pass=adapter)
         row = flow_rows[entry.id]
         assert row["status"] == "ok", row["error"]
-        assert json.loads(row["script"]) == plain.script.model_dump()
+        assert row_script(row).model_dump() == plain.script.model_dump()
         assert without_timings(json.loads(row["trace"])) == without_timings(
             plain.trace.model_dump(mode="json")
         )
