@@ -177,3 +177,33 @@ def test_overlapping_writers_on_s3(tmp_path, monkeypatch):
         counts = keys_of(store.read_rows())
         assert counts == Counter({(f"v{i}", "v1", "m"): 1 for i in range(6)})
         assert not store.fs.exists("race/store/_locks/commit.json")  # released
+
+
+def test_a_lease_left_by_a_killed_process_is_taken_at_once(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    uri = str(tmp_path / "s")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from foley_core.store import DatasetStore\n"
+            f"assert DatasetStore({uri!r}).lease('build', 'a build').try_acquire()\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lease = DatasetStore(uri).lease("build", "another build")
+        assert not lease.try_acquire() and "a build" in lease.holder().describe()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert lease.try_acquire()  # no need to wait out the time to live: the holder is gone
+    lease.release()

@@ -8,7 +8,8 @@ taken and renewed by compare-and-swap, so two processes never both believe they 
 - local disk: the same steps under an OS file lock (`filelock`) on a guard file beside the lease.
 
 A holder renews its lease from a background thread every third of its time to live. A holder that dies
-stops renewing; once its lease expires the next taker takes it over. A holder whose renewal fails (it
+stops renewing; once its lease expires the next taker takes it over, and at once when the holder was a
+process of the same machine (same host name) that no longer exists. A holder whose renewal fails (it
 was paused past its expiry and someone took over) marks itself lost, and `check()` raises.
 """
 
@@ -49,6 +50,21 @@ class Holder:
     purpose: str  # what the holder is doing, for "store busy" messages
     since: float  # epoch seconds when taken
     expires: float  # epoch seconds; past this anyone may take it over
+
+    def gone(self) -> bool:
+        """Expired, or held by a process of this machine that no longer exists (killed, crashed): no
+        need to wait out the time to live for a holder we can see is dead."""
+        if self.expires <= time.time():
+            return True
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
     def describe(self) -> str:
         age = max(0.0, time.time() - self.since)
@@ -195,7 +211,7 @@ class Lease:
         if found is None:
             return None
         holder = Holder(**found[0])
-        return holder if holder.expires > time.time() else None
+        return None if holder.gone() else holder
 
     def _new_holder(self) -> Holder:
         now = time.time()
@@ -212,10 +228,10 @@ class Lease:
         """Take the lease if it is free or expired; never waits."""
         found = self.backend.read()
         holder = self._new_holder()
-        if found is not None and Holder(**found[0]).expires > time.time():
+        if found is not None and not Holder(**found[0]).gone():
             return False
         if found is not None:
-            log.warning("taking over an expired lease: %s", Holder(**found[0]).describe())
+            log.warning("taking over a lease its holder left: %s", Holder(**found[0]).describe())
         version = self.backend.swap(found[1] if found else None, holder.__dict__)
         if version is None:
             return False
