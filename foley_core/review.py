@@ -137,6 +137,7 @@ function pageRefresh(){const all=curLoad();
   const kind=(d&&d.decision)||'undecided';td.className='curation '+kind;
   td.textContent=d?kind+(d.script?' (edited)':''):'';td.parentElement.dataset.decision=kind;}
  apply();}
+pageRefresh();
 """
 
 # decisions live in localStorage under one key per store: {JSON row key: decision}; shared by all pages
@@ -150,7 +151,7 @@ function curPending(){const t=localStorage.getItem(NS+':exported')||'';
  return Object.values(curLoad()).filter(d=>d.decision&&d.decided_at>t).length;}
 function curDocument(){const decisions=Object.values(curLoad()).filter(d=>d.decision).map(d=>{
   const o={id:d.id,prompt_version:d.prompt_version,model:d.model,decision:d.decision,note:d.note||'',
-   curator:d.curator||'',decided_at:d.decided_at};if(d.script)o.script=d.script;return o;});
+   curator:d.curator||curCurator(),decided_at:d.decided_at};if(d.script)o.script=d.script;return o;});
  return {format:'v2t-foley-curation/1',store:STORE,curator:curCurator(),
   exported_at:new Date().toISOString(),decisions};}
 function curExport(){const doc=curDocument();const text=JSON.stringify(doc,null,1);

@@ -177,7 +177,12 @@ def curate(
             except ValueError as error:
                 raise InputError(f"{apply}: {error}") from None
             for row, reason in result.rejected:
-                err.print(f"rejected {row}: {reason}", highlight=False, soft_wrap=True, markup=False)
+                err.print(
+                    f"decision not recorded for {row}: {reason}",
+                    highlight=False,
+                    soft_wrap=True,
+                    markup=False,
+                )
             rejected = len(result.rejected)
             if result.path:
                 lease = dataset.lease("commit", "foley curate: card")
