@@ -204,3 +204,26 @@ def test_latest_decision_wins_and_bad_input_is_named(tmp_path, scene_video):
     assert [r["id"] for r in kept] == ["clip-a"] and counts["left_out_not_approved"] == 2
     result = runner.invoke(app, ["curate", store.uri, "--apply", str(tmp_path / "missing.json")])
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_the_adapter_card_says_how_many_rows_of_each_kind_were_used(tmp_path, scene_video):
+    from training.card import write_model_card
+    from training.trainer import TrainResult
+
+    store = make_store(tmp_path / "store", scene_video)
+    apply_curation(
+        store,
+        json.dumps(
+            {
+                "decisions": [
+                    {"id": "clip-a", "prompt_version": "v1", "model": "tiny-random", "decision": "rejected"}
+                ]
+            }
+        ),
+    )
+    data = load_examples(training_config(store, tmp_path / "adapter"), tmp_path / "adapter")
+    assert data.version["curation"]["left_out_rejected"] == 1 and data.used["curation"]["used"] == 2
+    result = TrainResult(str(tmp_path / "adapter"), 1, 1.0, 0.5, 2, 0, data.version, "tiny-random")
+    card = write_model_card(tmp_path / "adapter", training_config(store, tmp_path / "adapter"), result)
+    assert "`not-rejected`: used 2 rows (0 approved, 0 needs-fix, 2 undecided" in card.read_text()
+    assert "left out 1 rejected" in card.read_text()

@@ -6,6 +6,9 @@ saved next to the adapter so later runs and evaluations use the same held-out vi
 
 Only full-chain rows of base models train by default: a row with an `adapter` is that adapter's own
 one-pass answer, and learning from it would teach the next adapter its predecessor's mistakes.
+
+Curation (`foley curate`) chooses among those rows: `curate_rows` keeps approved rows, or all but the
+rejected ones, or ignores the decisions, and a kept row with an edited script trains on the edit.
 """
 
 from __future__ import annotations
