@@ -80,6 +80,7 @@ def train_lora(
         "markers": result.used["markers"],
         "examples": result.used["examples"],
         "keys": result.used["keys"],
+        "curation": result.used.get("curation"),  # rows used per curation decision, and left out
         "seen": result.used["seen"],
         "base_model": result.base_model,
         "steps": result.steps,

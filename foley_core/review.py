@@ -13,6 +13,7 @@ copied unless `copy_media`.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from foley_core.curation import DECISIONS
 from foley_core.safenames import redact_uri, safe_join, safe_name
 from foley_core.schema.rows import nested_script
 from foley_core.schema.script import TRACKS
@@ -113,18 +115,127 @@ video{width:480px;max-width:100%;background:#000;display:block}
 .dialogue .cue{background:#9b59b6}.cue.current{outline:3px solid #ffcc00;z-index:2}
 .proposal{position:absolute;top:4px;bottom:4px;min-width:2px;background:#555;opacity:.6}
 .proposals[hidden]{display:none}
-#playhead{position:absolute;top:0;bottom:0;width:2px;background:#e00;left:80px;pointer-events:none}
+#playhead,.playhead{position:absolute;top:0;bottom:0;width:2px;background:#e00;left:80px;pointer-events:none}
 ol.cues li{cursor:pointer}ol.cues li.current{background:#fff3b0}
+#curation{border-top:2px solid #ccc;margin-top:1em}.decide button.chosen{outline:3px solid #222}
+#edit input.changed{background:#fff3b0}.notice{color:#555;max-width:60em;font-size:12px}
+.compare{display:flex;gap:16px;flex-wrap:wrap}.side{flex:1;min-width:420px}.side .timeline{width:100%}
+td.curation.rejected{color:#a00}td.curation.approved{color:#070}td.curation.needs-fix{color:#a60}
 """
 
 INDEX_JS = """
 const q=document.getElementById('q'),st=document.getElementById('status'),md=document.getElementById('model');
+const cf=document.getElementById('decision');
 function apply(){const t=q.value.toLowerCase();let n=0;
  for(const tr of document.querySelectorAll('tbody tr')){
   const ok=(!st.value||tr.dataset.status===st.value)&&(!md.value||tr.dataset.model===md.value)
-   &&(!t||tr.dataset.text.includes(t));tr.hidden=!ok;if(ok)n++;}
+   &&(!cf.value||tr.dataset.decision===cf.value)&&(!t||tr.dataset.text.includes(t));tr.hidden=!ok;if(ok)n++;}
  document.getElementById('shown').textContent=n;}
-for(const el of [q,st,md])el.addEventListener('input',apply);apply();
+for(const el of [q,st,md,cf])el.addEventListener('input',apply);
+function pageRefresh(){const all=curLoad();
+ for(const td of document.querySelectorAll('td.curation')){const d=all[td.dataset.key];
+  const kind=(d&&d.decision)||'undecided';td.className='curation '+kind;
+  td.textContent=d?kind+(d.script?' (edited)':''):'';td.parentElement.dataset.decision=kind;}
+ apply();}
+pageRefresh();
+"""
+
+# decisions live in localStorage under one key per store: {JSON row key: decision}; shared by all pages
+CURATION_JS = """
+const STORE=document.body.dataset.store,NS='foley-curation:'+STORE;
+function curLoad(){try{return JSON.parse(localStorage.getItem(NS)||'{}')||{}}catch(e){return {}}}
+function curSave(all){localStorage.setItem(NS,JSON.stringify(all));curRefresh();}
+function curCurator(){const el=document.getElementById('curator');
+ return (el&&el.value)||localStorage.getItem('foley-curator')||'';}
+function curPending(){const t=localStorage.getItem(NS+':exported')||'';
+ return Object.values(curLoad()).filter(d=>d.decision&&d.decided_at>t).length;}
+function curDocument(){const decisions=Object.values(curLoad()).filter(d=>d.decision).map(d=>{
+  const o={id:d.id,prompt_version:d.prompt_version,model:d.model,decision:d.decision,note:d.note||'',
+   curator:d.curator||curCurator(),decided_at:d.decided_at};if(d.script)o.script=d.script;return o;});
+ return {format:'v2t-foley-curation/1',store:STORE,curator:curCurator(),
+  exported_at:new Date().toISOString(),decisions};}
+function curExport(){const doc=curDocument();const text=JSON.stringify(doc,null,1);
+ const a=document.createElement('a');a.href=URL.createObjectURL(new Blob([text],{type:'application/json'}));
+ a.download='curation.json';document.body.appendChild(a);a.click();a.remove();
+ localStorage.setItem(NS+':exported',doc.exported_at);curRefresh();return text;}
+function curRefresh(){const n=curPending(),el=document.getElementById('pending');
+ if(el)el.textContent=n?n+' decision(s) not exported yet':'nothing waiting to be exported';
+ if(typeof pageRefresh==='function')pageRefresh();}
+document.getElementById('export').addEventListener('click',curExport);
+const curatorInput=document.getElementById('curator');
+if(curatorInput){curatorInput.value=localStorage.getItem('foley-curator')||'';
+ curatorInput.addEventListener('input',()=>localStorage.setItem('foley-curator',curatorInput.value));}
+window.addEventListener('storage',curRefresh);
+curRefresh();
+"""
+
+PAGE_CURATION_JS = """
+const KEY=JSON.stringify(data.key),TRACKS=['foley','fx','ambience','dialogue'];
+const editRows=[...document.querySelectorAll('#edit tbody tr')];
+function entry(){return curLoad()[KEY]||null;}
+function put(change){const all=curLoad();
+ const d=Object.assign(all[KEY]||{id:data.key[0],prompt_version:data.key[1],model:data.key[2],
+  decision:null,note:''},change,{decided_at:new Date().toISOString(),curator:curCurator()});
+ if(!d.decision&&!d.script&&!d.note)delete all[KEY];else all[KEY]=d;curSave(all);}
+function ts(s){const t=Math.floor(s+1e-9),h=Math.floor(t/3600),m=Math.floor(t%3600/60),x=t%60;
+ const p=n=>String(n).padStart(2,'0');return h?p(h)+':'+p(m)+':'+p(x):p(m)+':'+p(x);}
+function fields(tr){return {start:tr.querySelector('.start').value,end:tr.querySelector('.end').value,
+ text:tr.querySelector('.text').value};}
+const original=editRows.map(fields);
+function edited(){const out={};for(const t of TRACKS)out[t]=[];
+ for(const tr of editRows){const f=fields(tr),s=Math.round(parseFloat(f.start)*1000)/1000,
+   e=Math.round(parseFloat(f.end)*1000)/1000,orig=data.script[tr.dataset.track][+tr.dataset.index];
+  out[tr.dataset.track].push({timestamp:isFinite(s)&&s>=0?ts(s):'',start:s,end:e,
+   description:f.text.trim(),event:orig.event});}
+ for(const t of TRACKS)out[t].sort((a,b)=>a.start-b.start||a.end-b.end);return out;}
+function problems(script){const found=[];for(const t of TRACKS)script[t].forEach((c,k)=>{
+  if(!isFinite(c.start)||c.start<0)found.push(t+' cue '+(k+1)+': start is not a time');
+  if(!isFinite(c.end)||c.end<c.start)found.push(t+' cue '+(k+1)+': ends before it starts');
+  if(data.row_duration&&c.end>data.row_duration+0.001)found.push(t+' cue '+(k+1)+': ends after the video');
+  if(!c.description)found.push(t+' cue '+(k+1)+': no description');});return found;}
+function onEdit(){
+ const changed=editRows.some((tr,k)=>JSON.stringify(fields(tr))!==JSON.stringify(original[k]));
+ const e=entry(),edits=changed?editRows.map(fields):undefined;
+ put({script:changed?edited():undefined,edits,decision:(e&&e.decision)||(changed?'approved':null)});}
+function fillEdits(){const e=entry();editRows.forEach((tr,k)=>{const f=(e&&e.edits&&e.edits[k])||original[k];
+  tr.querySelector('.start').value=f.start;tr.querySelector('.end').value=f.end;
+  tr.querySelector('.text').value=f.text;});}
+function pageRefresh(){const e=entry();
+ document.getElementById('decision-state').textContent=
+  e&&e.decision?e.decision+(e.script?' (edited)':''):'undecided';
+ for(const b of document.querySelectorAll('[data-decision]'))
+  b.classList.toggle('chosen',!!e&&e.decision===b.dataset.decision);
+ const note=document.getElementById('note');if(document.activeElement!==note)note.value=(e&&e.note)||'';
+ editRows.forEach((tr,k)=>{const f=fields(tr);for(const n of ['start','end','text'])
+  tr.querySelector('.'+n).classList.toggle('changed',f[n]!==original[k][n]);});
+ const shown=document.getElementById('edit-problems');
+ if(shown)shown.textContent=e&&e.script?problems(e.script).join('; '):'';}
+for(const b of document.querySelectorAll('[data-decision]'))
+ b.addEventListener('click',()=>put({decision:b.dataset.decision}));
+document.getElementById('clear-decision').addEventListener('click',()=>{const all=curLoad();delete all[KEY];
+ curSave(all);fillEdits();pageRefresh();});
+document.getElementById('note').addEventListener('change',e=>put({note:e.target.value}));
+const editTable=document.getElementById('edit');if(editTable)editTable.addEventListener('change',onEdit);
+const reset=document.getElementById('reset-edits');
+if(reset)reset.addEventListener('click',()=>{const e=entry();if(e){e.edits=undefined;e.script=undefined;}
+ const all=curLoad();if(e)all[KEY]=e;curSave(all);fillEdits();pageRefresh();});
+fillEdits();pageRefresh();
+"""
+
+COMPARE_JS = """
+const player=document.getElementById('player');
+const cues=[...document.querySelectorAll('[data-start]')];
+const data=JSON.parse(document.getElementById('row-data').textContent);
+for(const el of cues)el.addEventListener('click',()=>{player.currentTime=parseFloat(el.dataset.start);
+ const p=player.play();if(p)p.catch(()=>{});});
+function highlight(){const t=player.currentTime;
+ for(const el of cues){const s=parseFloat(el.dataset.start),e=Math.max(parseFloat(el.dataset.end),s+0.25);
+  el.classList.toggle('current',t>=s&&t<e);}
+ for(const tl of document.querySelectorAll('.timeline')){const track=tl.querySelector('.track'),
+  head=tl.querySelector('.playhead');if(track&&data.duration>0)
+  head.style.left=(track.offsetLeft+track.offsetWidth*Math.min(t/data.duration,1))+'px';}}
+for(const ev of ['timeupdate','seeked','seeking','play'])player.addEventListener(ev,highlight);
+highlight();
 """
 
 PAGE_JS = """
@@ -147,20 +258,23 @@ highlight();
 """
 
 
-def _page(row: dict[str, Any], src: str | None, back: str) -> str:
-    script = nested_script(row.get("script"))
-    proposals = _proposals(row)
-    duration = float(row.get("duration") or 0)
-    ends = [c["end"] for t in TRACKS for c in (script or {}).get(t, [])]
-    ends += [p["end"] for lane in proposals.values() for p in lane]
-    span = max([duration, *ends, 0.001])
-
+def _boxer(span: float):
     def box(start: float, end: float) -> str:
         left = 100 * min(start / span, 1)
         width = max(100 * (max(end, start) - start) / span, 0.8)
         return f"left:{left:.3f}%;width:{min(width, 100 - left):.3f}%"
 
-    lanes, items = [], []
+    return box
+
+
+def _span(row: dict[str, Any], script: dict[str, Any] | None, proposals: dict[str, list]) -> float:
+    ends = [c["end"] for t in TRACKS for c in (script or {}).get(t, [])]
+    ends += [p["end"] for lane in proposals.values() for p in lane]
+    return max([float(row.get("duration") or 0), *ends, 0.001])
+
+
+def _cue_lanes(script: dict[str, Any] | None, box) -> list[str]:
+    lanes = []
     for track in TRACKS:
         cues = (script or {}).get(track, [])
         buttons = "".join(
@@ -173,11 +287,65 @@ def _page(row: dict[str, Any], src: str | None, back: str) -> str:
             f'<div class="lane {track}"><span class="label">{track}</span>'
             f'<div class="track">{buttons}</div></div>'
         )
-        items += [
-            f'<li data-start="{c["start"]}" data-end="{c["end"]}">{track} {_e(c["timestamp"])} '
-            f"({c['start']:.2f}-{c['end']:.2f} s): {_e(c['description'])}</li>"
-            for c in cues
-        ]
+    return lanes
+
+
+def _player(row: dict[str, Any], src: str | None) -> str:
+    if src:
+        return f'<video id="player" controls preload="auto" src="{_e(src)}"></video>'
+    return (
+        '<video id="player" controls></video><p class="err">not playable here: '
+        f"{_e(redact_uri(row['video']))} (use --copy-media, or a local path or http/s URL)</p>"
+    )
+
+
+def _curation_panel(script: dict[str, Any] | None) -> str:
+    """Decision buttons, a note, one editable line per cue, and the export."""
+    edits = "".join(
+        f'<tr data-track="{track}" data-index="{k}"><td>{track}</td>'
+        f'<td><input class="start" type="number" min="0" step="0.01" value="{c["start"]}"></td>'
+        f'<td><input class="end" type="number" min="0" step="0.01" value="{c["end"]}"></td>'
+        f'<td><input class="text" size="60" value="{_e(c["description"])}"></td></tr>'
+        for track in TRACKS
+        for k, c in enumerate((script or {}).get(track, []))
+    )
+    table = (
+        '<table id="edit"><thead><tr><th>track</th><th>start (s)</th><th>end (s)</th><th>description</th>'
+        f'</tr></thead><tbody>{edits}</tbody></table><p class="err" id="edit-problems"></p>'
+        '<button id="reset-edits">undo my edits</button>'
+        if edits
+        else "<p>no cues to edit</p>"
+    )
+    return f"""<section id="curation"><h2>Curation</h2>
+<div class="decide"><button data-decision="approved">approve</button>
+<button data-decision="rejected">reject</button><button data-decision="needs-fix">needs fix</button>
+<button id="clear-decision">clear</button> decision: <b id="decision-state">undecided</b></div>
+<p><label>note <input id="note" size="60"></label> <label>curator <input id="curator" size="16"></label></p>
+{table}
+{EXPORT_BAR}</section>"""
+
+
+EXPORT_BAR = """<div class="exportbar"><button id="export">export curation.json</button>
+<span id="pending"></span><p class="notice" id="storage-notice">Decisions and edits are kept in this
+browser only (localStorage, per store) until you export them: export <code>curation.json</code>, then run
+<code>foley curate STORE --apply curation.json</code>. Closing or reloading this tab keeps them; clearing
+the browser's data, a private window or another browser loses what was not exported. An exported file
+loses nothing: the export holds every decision made here, and applying it again is harmless.</p></div>"""
+
+
+def _page(row: dict[str, Any], src: str | None, back: str, store_id: str) -> str:
+    script = nested_script(row.get("script"))
+    proposals = _proposals(row)
+    duration = float(row.get("duration") or 0)
+    span = _span(row, script, proposals)
+    box = _boxer(span)
+    lanes = _cue_lanes(script, box)
+    items = [
+        f'<li data-start="{c["start"]}" data-end="{c["end"]}">{track} {_e(c["timestamp"])} '
+        f"({c['start']:.2f}-{c['end']:.2f} s): {_e(c['description'])}</li>"
+        for track in TRACKS
+        for c in (script or {}).get(track, [])
+    ]
     for lane, found in proposals.items():
         marks = "".join(
             f'<span class="proposal" style="{box(p["start"], p["end"])}" '
@@ -188,13 +356,6 @@ def _page(row: dict[str, Any], src: str | None, back: str) -> str:
             f'<div class="lane proposals" hidden><span class="label">{lane}</span>'
             f'<div class="track">{marks}</div></div>'
         )
-    player = (
-        f'<video id="player" controls preload="auto" src="{_e(src)}"></video>'
-        if src
-        else '<video id="player" controls></video><p class="err">not playable here: '
-        f"{_e(redact_uri(row['video']))} "
-        "(use --copy-media, or a local path or http/s URL)</p>"
-    )
     meta = " | ".join(
         _e(x)
         for x in (
@@ -208,70 +369,220 @@ def _page(row: dict[str, Any], src: str | None, back: str) -> str:
     error = (
         f'<p class="err">{_e(row["error_kind"])}: {_e(row["error"])}</p>' if row["status"] == "failed" else ""
     )
-    payload = _script_json({"id": row["id"], "duration": span, "script": script, "proposals": proposals})
+    payload = _script_json(
+        {
+            "id": row["id"],
+            "key": list(row_key(row)),
+            "duration": span,
+            "row_duration": duration,
+            "script": script,
+            "proposals": proposals,
+        }
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(row["id"])} - foley review</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}</style></head><body data-store="{_e(store_id)}">
 <p><a href="{_e(back)}">all rows</a></p>
 <h1 id="row-id">{_e(row["id"])}</h1>
 <p>{meta}<br>video: {_e(redact_uri(row["video"]))}</p>{error}
-{player}
+{_player(row, src)}
 <label><input type="checkbox" id="show-proposals"> show measured proposals</label>
-<div class="timeline" id="timeline"><div id="playhead"></div>{"".join(lanes)}</div>
+<div class="timeline" id="timeline"><div class="playhead" id="playhead"></div>{"".join(lanes)}</div>
 <ol class="cues">{"".join(items)}</ol>
+{_curation_panel(script)}
 <script type="application/json" id="row-data">{payload}</script>
 <script>{PAGE_JS}</script>
+<script>{CURATION_JS}</script>
+<script>{PAGE_CURATION_JS}</script>
 </body></html>
 """
 
 
-def _index(rows: list[dict[str, Any]], links: list[str], title: str) -> str:
+def _compare_page(
+    row_a: dict[str, Any], row_b: dict[str, Any], src: str | None, back: str, agreement: dict[str, Any]
+) -> str:
+    """One video, two prompt versions' scripts side by side under one player."""
+    scripts = [nested_script(r.get("script")) for r in (row_a, row_b)]
+    span = max(_span(r, s, {}) for r, s in zip((row_a, row_b), scripts, strict=True))
+    box = _boxer(span)
+    sides = []
+    for label, row, script in (("A", row_a, scripts[0]), ("B", row_b, scripts[1])):
+        status = row["status"] + (
+            f": {row['error_kind']}: {row['error']}" if row["status"] == "failed" else ""
+        )
+        sides.append(
+            f'<div class="side" id="side-{label.lower()}"><h2>{label}: prompts {_e(row["prompt_version"])}'
+            f"</h2><p>{_e(row['model_id'])} | {_e(status)}</p>"
+            f'<div class="timeline"><div class="playhead"></div>{"".join(_cue_lanes(script, box))}</div>'
+            "</div>"
+        )
+    overall = agreement.get("overall") or {}
+    summary = (
+        f"B against A: event F1 {overall.get('f1')}, mean IoU {overall.get('mean_iou')} "
+        f"({overall.get('tp')} matched, {overall.get('fp')} only in B, {overall.get('fn')} only in A)"
+        if overall
+        else "no agreement: a version has no script"
+    )
+    payload = _script_json({"id": row_a["id"], "duration": span})
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(row_a["id"])} - compare - foley review</title>
+<style>{STYLE}</style></head><body>
+<p><a href="{_e(back)}">all comparisons</a></p>
+<h1 id="row-id">{_e(row_a["id"])}</h1>
+<p>video: {_e(redact_uri(row_a["video"]))}</p>
+{_player(row_a, src)}
+<p id="agreement">{_e(summary)}</p>
+<div class="compare">{"".join(sides)}</div>
+<script type="application/json" id="row-data">{payload}</script>
+<script>{COMPARE_JS}</script>
+</body></html>
+"""
+
+
+def _index(
+    rows: list[dict[str, Any]], links: list[str], title: str, store_id: str, compare_link: str = ""
+) -> str:
     models = sorted({r["model_id"] for r in rows})
     body = []
     for row, link in zip(rows, links, strict=True):
         counts = _counts(nested_script(row.get("script")))
         text = " ".join([row["id"], row["error"], row["model_id"]]).lower()
+        key = json.dumps(list(row_key(row)), ensure_ascii=False, separators=(",", ":"))
         body.append(
             f'<tr class="{_e(row["status"])}" data-status="{_e(row["status"])}" '
-            f'data-model="{_e(row["model_id"])}" data-text="{_e(text)}">'
+            f'data-model="{_e(row["model_id"])}" data-text="{_e(text)}" data-decision="undecided">'
             f'<td><a href="{_e(link)}">{_e(row["id"])}</a></td><td>{_e(row["split"])}</td>'
             f"<td>{_e(row['status'])}</td><td>{_e(row['model_id'])}</td><td>{_e(row['prompt_version'])}</td>"
             + "".join(f"<td>{'' if counts[t] is None else counts[t]}</td>" for t in TRACKS)
-            + f'<td class="err">{_e(row["error"])}</td></tr>'
+            + f'<td class="err">{_e(row["error"])}</td><td class="curation" data-key="{_e(key)}"></td></tr>'
         )
     options = "".join(f'<option value="{_e(m)}">{_e(m)}</option>' for m in models)
+    decisions = "".join(f'<option value="{d}">{d}</option>' for d in (*DECISIONS, "undecided"))
+    compare = (
+        f'<p><a id="compare-link" href="{_e(compare_link)}">compare prompt versions</a></p>'
+        if compare_link
+        else ""
+    )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head><body>
-<h1>{_e(title)}</h1>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head>
+<body data-store="{_e(store_id)}">
+<h1>{_e(title)}</h1>{compare}
 <div class="filters"><input id="q" placeholder="search id, error"> <select id="status">
 <option value="">any status</option><option value="ok">ok</option>
 <option value="failed">failed</option></select>
 <select id="model"><option value="">any model</option>{options}</select>
-<span><span id="shown">{len(rows)}</span> of {len(rows)} rows</span></div>
+<select id="decision"><option value="">any decision</option>{decisions}</select>
+<span><span id="shown">{len(rows)}</span> of {len(rows)} rows</span>
+<label>curator <input id="curator" size="16"></label></div>
 <table id="rows"><thead><tr><th>id</th><th>split</th><th>status</th><th>model</th><th>prompts</th>
-{"".join(f"<th>{t}</th>" for t in TRACKS)}<th>error</th></tr></thead>
+{"".join(f"<th>{t}</th>" for t in TRACKS)}<th>error</th><th>curation</th></tr></thead>
 <tbody>{"".join(body)}</tbody></table>
+{EXPORT_BAR}
+<script>{CURATION_JS}</script>
 <script>{INDEX_JS}</script>
 </body></html>
 """
 
 
-def build_review(store: Any, out: str | Path, *, copy_media: bool = False) -> ReviewSite:
-    """Write the review site for `store` (a DatasetStore) into the local folder `out`."""
+def _compare_index(
+    items: list[tuple[str, str, dict[str, Any], dict[str, Any], dict]], va: str, vb: str
+) -> str:
+    body = []
+    for _name, link, row_a, row_b, agreement in items:
+        overall = agreement.get("overall") or {}
+        counts = [
+            sum(len(v) for v in (nested_script(r.get("script")) or {}).values()) for r in (row_a, row_b)
+        ]
+        body.append(
+            f'<tr><td><a href="{_e(link)}">{_e(row_a["id"])}</a></td><td>{_e(row_a["status"])}</td>'
+            f"<td>{_e(row_b['status'])}</td><td>{counts[0]}</td><td>{counts[1]}</td>"
+            f"<td>{_e(overall.get('f1', ''))}</td><td>{_e(overall.get('mean_iou', ''))}</td></tr>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>compare {_e(va)} / {_e(vb)}</title>
+<style>{STYLE}</style></head><body>
+<p><a href="index.html">all rows</a></p>
+<h1>prompts A <code>{_e(va)}</code> against B <code>{_e(vb)}</code></h1>
+<p>{len(items)} video(s) with a row in both versions. Agreement: event F1 and mean temporal IoU of B's
+cues against A's (onset tolerance 0.5 s).</p>
+<table id="pairs"><thead><tr><th>id</th><th>A status</th><th>B status</th><th>A cues</th><th>B cues</th>
+<th>F1 (B vs A)</th><th>mean IoU</th></tr></thead><tbody>{"".join(body)}</tbody></table>
+</body></html>
+"""
+
+
+def store_id(store: Any) -> str:
+    """The namespace of a store's decisions in the browser: stable per store location, no path in it."""
+    return hashlib.sha256(redact_uri(store.uri).encode()).hexdigest()[:12]
+
+
+def newest_per_id(rows: list[dict[str, Any]], version: str) -> dict[str, dict[str, Any]]:
+    """id -> the newest row of prompt version `version` (base-model chain rows before adapters' rows)."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (not r.get("adapter"), r["created_at"])):
+        if row["prompt_version"] == version:
+            found[row["id"]] = row
+    return found
+
+
+def build_review(
+    store: Any, out: str | Path, *, copy_media: bool = False, compare: tuple[str, str] | None = None
+) -> ReviewSite:
+    """Write the review site for `store` (a DatasetStore) into the local folder `out`.
+
+    `compare=(A, B)`: also `compare.html` and `compare/<id>.html`, the two prompt versions' scripts of
+    each video side by side (ValueError when the store has no row of a version).
+    """
     out = Path(out).resolve()
     rows_dir, media_dir = out / "rows", out / "media"
     rows_dir.mkdir(parents=True, exist_ok=True)
     rows = sorted(
         store.read_rows(), key=lambda r: (r["id"], r["prompt_version"], r["model_id"], r["created_at"])
     )
+    namespace = store_id(store)
     names = page_names(rows)
     pages: dict[str, Path] = {}
     for row, name in zip(rows, names, strict=True):
         page = Path(safe_join(str(rows_dir), f"{name}.html"))
         src = video_source(row["video"], rows_dir, media_dir, name, copy_media)
-        page.write_text(_page(row, src, "../index.html"), encoding="utf-8")
+        page.write_text(_page(row, src, "../index.html", namespace), encoding="utf-8")
         pages[name] = page
+    compare_link = ""
+    if compare:
+        _write_compare(rows, compare, out, media_dir, copy_media)
+        compare_link = "compare.html"
     title = f"foley review: {redact_uri(store.uri).rstrip('/').rsplit('/', 1)[-1]}"
     index = out / "index.html"
-    index.write_text(_index(rows, [f"rows/{n}.html" for n in names], title), encoding="utf-8")
+    index.write_text(
+        _index(rows, [f"rows/{n}.html" for n in names], title, namespace, compare_link), encoding="utf-8"
+    )
     return ReviewSite(index=index, pages=pages)
+
+
+def _write_compare(
+    rows: list[dict[str, Any]], versions: tuple[str, str], out: Path, media_dir: Path, copy_media: bool
+) -> None:
+    from foley_core.metrics import score_script
+    from foley_core.schema.rows import row_script
+
+    va, vb = versions
+    known = sorted({r["prompt_version"] for r in rows})
+    for version in (va, vb):
+        if version not in known:
+            raise ValueError(f"no rows of prompt version {version!r}; the store has: {', '.join(known)}")
+    side_a, side_b = newest_per_id(rows, va), newest_per_id(rows, vb)
+    compare_dir = out / "compare"
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    items = []
+    for video_id in sorted(set(side_a) & set(side_b)):
+        row_a, row_b = side_a[video_id], side_b[video_id]
+        name = safe_name(video_id)
+        agreement: dict[str, Any] = {}
+        if row_a["status"] == "ok":
+            pred = row_script(row_b) if row_b["status"] == "ok" else None
+            agreement = score_script(pred, row_script(row_a)).summary()
+        src = video_source(row_a["video"], compare_dir, media_dir, name, copy_media)
+        page = Path(safe_join(str(compare_dir), f"{name}.html"))
+        page.write_text(_compare_page(row_a, row_b, src, "../compare.html", agreement), encoding="utf-8")
+        items.append((name, f"compare/{name}.html", row_a, row_b, agreement))
+    (out / "compare.html").write_text(_compare_index(items, va, vb), encoding="utf-8")

@@ -82,7 +82,7 @@ def test_review_site_in_chromium(tmp_path, scene_video):
             "[...document.querySelectorAll('tbody tr td:first-child')].map(td => td.textContent)"
         )
         assert sorted(listed) == sorted(["clip-a", EVIL, "broken"])
-        assert browser.js("document.querySelectorAll('tbody tr')[0].children.length") == 10
+        assert browser.js("document.querySelectorAll('tbody tr')[0].children.length") == 11
         browser.js(
             "document.getElementById('status').value='failed';"
             "document.getElementById('status').dispatchEvent(new Event('input'))"

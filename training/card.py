@@ -10,6 +10,18 @@ from typing import Any
 import yaml
 
 
+def _curation_line(counts: dict[str, Any] | None) -> str:
+    """Rows used per curation decision, and left out (`foley curate`; TrainConfig.curation)."""
+    if not counts:
+        return "not recorded"
+    return (
+        f"`{counts['mode']}`: used {counts['used']} rows ({counts['approved']} approved, "
+        f"{counts['needs-fix']} needs-fix, {counts['undecided']} undecided; {counts['edited']} with an "
+        f"edited script); left out {counts['left_out_rejected']} rejected, "
+        f"{counts['left_out_not_approved']} not approved"
+    )
+
+
 def write_model_card(output: Path, config, result, metrics: dict[str, Any] | None = None) -> Path:
     header = {
         "base_model": config.base_model,
@@ -29,6 +41,7 @@ A LoRA adapter for `{config.base_model}` that writes the four-track foley script
 | base model | `{config.base_model}` |
 | data | `{data["store"]}`: {data["rows"]} rows, {data["examples"]} examples |
 | chain prompt version | `{data["prompt_version"]}` |
+| curation | {_curation_line(data.get("curation"))} |
 | simple prompt version | `{data["simple_prompt_version"]}` |
 | train / eval videos | {result.train_examples} / {result.eval_examples} (by video; `splits.json`) |
 | optimizer steps | {result.steps} |

@@ -27,6 +27,9 @@ class TrainConfig:
     base_model: str | None = None
     prompt_version: str | None = None  # train on rows of this prompt version only (None: the newest)
     include_adapter_rows: bool = False  # also learn from adapters' own one-pass rows (not just chains)
+    # which curated rows train (`foley curate`): approved only, all but rejected, or ignore curation;
+    # a kept row with an edited script trains on the edit
+    curation: str = "not-rejected"
     prompts_dir: str | None = None  # folder with simple.txt (None: the shipped one)
     eval_fraction: float = 0.1  # videos held out when the manifest gave no test/validation split
     min_events: int = 0  # drop rows whose chain found fewer events

@@ -6,6 +6,9 @@ saved next to the adapter so later runs and evaluations use the same held-out vi
 
 Only full-chain rows of base models train by default: a row with an `adapter` is that adapter's own
 one-pass answer, and learning from it would teach the next adapter its predecessor's mistakes.
+
+Curation (`foley curate`) chooses among those rows: `curate_rows` keeps approved rows, or all but the
+rejected ones, or ignores the decisions, and a kept row with an edited script trains on the edit.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from foley_core.chain.simple import simple_prompt, simple_target
+from foley_core.errors import InputError
 from foley_core.prompts import PromptSet
 from foley_core.schema.rows import row_events, row_script
 from foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
+CURATION_MODES = ("approved", "not-rejected", "ignore")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,36 @@ def training_rows(
     if prompt_version is None and ok:
         prompt_version = max(ok, key=lambda r: r["created_at"])["prompt_version"]
     return [r for r in ok if r["prompt_version"] == prompt_version]
+
+
+def curate_rows(
+    rows: Iterable[dict[str, Any]], decisions: dict[tuple[str, str, str], Any], mode: str = "not-rejected"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The training rows a curation mode keeps, with edited scripts as their targets, and the counts.
+
+    `approved`: only rows a curator approved; `not-rejected` (the default): every row but the rejected
+    ones; `ignore`: every row, the chain's own scripts. `decisions` maps a row key to its latest
+    `foley_core.curation.Decision`. A kept row with an edited script trains on the edit.
+    """
+    if mode not in CURATION_MODES:
+        raise InputError(f"curation {mode!r}: choose one of {', '.join(CURATION_MODES)}")
+    counts = {"mode": mode, "approved": 0, "needs-fix": 0, "undecided": 0, "edited": 0, "left_out": 0}
+    counts |= {"left_out_rejected": 0, "left_out_not_approved": 0}
+    kept = []
+    for row in rows:
+        decision = None if mode == "ignore" else decisions.get(row_key(row))
+        kind = decision.decision if decision else "undecided"
+        if kind == "rejected" or (mode == "approved" and kind != "approved"):
+            counts["left_out"] += 1
+            counts["left_out_rejected" if kind == "rejected" else "left_out_not_approved"] += 1
+            continue
+        counts[kind] += 1
+        if decision is not None and decision.script is not None:
+            row = {**row, "script": decision.script}
+            counts["edited"] += 1
+        kept.append(row)
+    counts["used"] = len(kept)
+    return kept, counts
 
 
 def examples_from_rows(

@@ -28,12 +28,20 @@ from safetensors.torch import load_file
 
 from foley_core.backends.transformers_backend import TransformersVideoLLM
 from foley_core.chain.simple import load_simple_prompt
+from foley_core.curation import latest_decisions
 from foley_core.errors import InputError
 from foley_core.store import DatasetStore
 from training.basemodel import rows_model
 from training.collate import SFTCollator
 from training.config import TrainConfig
-from training.data import SFTExample, examples_from_rows, read_store, split_examples, training_rows
+from training.data import (
+    SFTExample,
+    curate_rows,
+    examples_from_rows,
+    read_store,
+    split_examples,
+    training_rows,
+)
 from training.lora import apply_lora, training_step
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,7 @@ def load_examples(config: TrainConfig, output: Path) -> TrainingData:
     chosen = training_rows(
         read.rows, prompt_version=config.prompt_version, include_adapter_rows=config.include_adapter_rows
     )
+    chosen, curation = curate_rows(chosen, latest_decisions(DatasetStore(config.store)), config.curation)
     examples = examples_from_rows(
         chosen, prompts, min_events=config.min_events, include_adapter_rows=config.include_adapter_rows
     )
@@ -117,7 +126,8 @@ def load_examples(config: TrainConfig, output: Path) -> TrainingData:
             hint = "; adapters' own rows are left out unless include_adapter_rows is set"
         raise InputError(
             f"{config.store}: no usable ok rows to train on (prompt version "
-            f"{config.prompt_version or 'newest'}, min_events {config.min_events}){hint}"
+            f"{config.prompt_version or 'newest'}, min_events {config.min_events}, curation "
+            f"{config.curation}){hint}"
         )
     base_model = config.base_model or rows_model(chosen, config.store)
     splits = split_examples(examples, config.eval_fraction, config.seed, output / "splits.json")
@@ -129,12 +139,14 @@ def load_examples(config: TrainConfig, output: Path) -> TrainingData:
         "examples": len(examples),
         "prompt_version": examples[0].key[1],
         "simple_prompt_version": prompts.step_version("simple"),
+        "curation": curation,
     }
     used = {
         "markers": list(read.markers),
         "ok_rows": read.ok_rows,
         "examples": len(examples),
         "keys": [list(e.key) for e in examples],
+        "curation": curation,  # rows of each kind the curation mode kept or left out
         # every ok row the read saw: a later marker may carry these rows again (a store write that
         # replaces rows supersedes markers), so "new" is decided by key, not by marker name
         "seen": sorted(

@@ -8,7 +8,15 @@ Exit codes: 0 ok, 2 bad input (the message says what and why), 1 anything else.
 Progress and messages go to stderr; the script goes to stdout or --out.
 """
 
-from flows.cli import core, evaluate, export, factory, store, train  # noqa: F401  (each registers its commands)
+from flows.cli import (  # noqa: F401  (each registers its commands)
+    core,
+    evaluate,
+    experiment,
+    export,
+    factory,
+    store,
+    train,
+)
 from flows.cli.common import app
 
 __all__ = ["app"]

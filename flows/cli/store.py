@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,12 +98,21 @@ def review(
         bool,
         typer.Option("--copy-media", help="Copy the videos into <out>/media (default: reference them)."),
     ] = False,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--compare",
+            help="Two prompt versions (A B): also compare.html, each video's two scripts side by side.",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """A static review site for a store: every row, and per video the player over its four tracks.
 
     Opens from disk or any static host (no server). Videos are referenced by relative path or URL, not
-    copied unless --copy-media; s3:// videos need --copy-media to play.
+    copied unless --copy-media; s3:// videos need --copy-media to play. Each row page lets a curator
+    approve, reject or mark a row needs-fix and edit its cues; decisions stay in the browser until
+    exported as curation.json (then: foley curate STORE --apply curation.json).
     """
     setup_logging(verbose)
 
@@ -113,7 +124,96 @@ def review(
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
             raise InputError(f"{store} is not a store (no _shards/ folder)")
-        site = build_review(dataset, out, copy_media=copy_media)
+        try:
+            site = build_review(dataset, out, copy_media=copy_media, compare=compare)
+        except ValueError as error:
+            raise InputError(str(error)) from None
         err.print(f"{len(site.pages)} row page(s); open {site.index}", highlight=False, soft_wrap=True)
+        if compare:
+            err.print(f"comparison: {Path(site.index).parent / 'compare.html'}", highlight=False)
+
+    guarded(run)
+
+
+@app.command()
+def curate(
+    store: Annotated[str, typer.Argument(help="Dataset folder or s3://bucket/prefix.")],
+    apply: Annotated[
+        Path | None,
+        typer.Option("--apply", help="curation.json exported from the review page: record its decisions."),
+    ] = None,
+    status: Annotated[bool, typer.Option("--status", help="Summarise the recorded decisions.")] = False,
+    curator: Annotated[
+        str | None, typer.Option("--curator", help="Who decided, where the file does not say.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Record a curator's decisions (approved / rejected / needs-fix, edited scripts) in a store.
+
+    Append-only: each apply adds `_curation/<time>.json`; the latest decision per row wins. A decision
+    for a row the store lacks, or an edited script that does not validate, is rejected with its row and
+    reason (exit 2); the other decisions are recorded all the same.
+    """
+    setup_logging(verbose)
+
+    def run() -> None:
+        from foley_core.curation import apply_curation, curation_status
+        from foley_core.errors import InputError
+        from foley_core.store import DatasetStore, render_card
+
+        dataset = DatasetStore(store)
+        if not dataset.fs.exists(dataset.path("_shards")):
+            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        if apply is None and not status:
+            raise InputError("give --apply curation.json and/or --status")
+        rejected = 0
+        if apply is not None:
+            try:
+                text = apply.read_text(encoding="utf-8")
+            except OSError as error:
+                raise InputError(f"{apply}: cannot read: {error.strerror or error}") from None
+            try:
+                result = apply_curation(dataset, text, curator=curator, source=str(apply))
+            except ValueError as error:
+                raise InputError(f"{apply}: {error}") from None
+            for row, reason in result.rejected:
+                err.print(
+                    f"decision not recorded for {row}: {reason}",
+                    highlight=False,
+                    soft_wrap=True,
+                    markup=False,
+                )
+            rejected = len(result.rejected)
+            if result.path:
+                lease = dataset.lease("commit", "foley curate: card")
+                if lease.acquire(60):
+                    try:
+                        dataset.write_card(render_card(dataset))
+                    finally:
+                        lease.release()
+            err.print(
+                f"{len(result.recorded)} decision(s) recorded"
+                + (f" in {result.path}" if result.path else "")
+                + f", {rejected} rejected",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if status:
+            summary = curation_status(dataset)
+            err.print(
+                f"{summary['rows']} rows: {summary['approved']} approved, {summary['rejected']} rejected, "
+                f"{summary['needs-fix']} needs-fix, {summary['undecided']} undecided; "
+                f"{summary['edited']} edited; {summary['files']} curation file(s); curators: "
+                f"{', '.join(summary['curators']) or 'none'}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+            for version, counts in sorted(summary["by_prompt_version"].items()):
+                line = ", ".join(f"{n} {k}" for k, n in counts.items())
+                err.print(f"  prompt version {version}: {line}", highlight=False, markup=False)
+            print(json.dumps(summary))
+        if rejected:
+            raise typer.Exit(2)
 
     guarded(run)

@@ -43,6 +43,14 @@ def train(
             "--include-adapter-rows", help="Also learn from adapters' one-pass rows, not just the chain's."
         ),
     ] = False,
+    curation: Annotated[
+        str | None,
+        typer.Option(
+            "--curation",
+            help="Which curated rows train (foley curate): approved, not-rejected (default: all but "
+            "rejected), or ignore; a kept row with an edited script trains on the edit.",
+        ),
+    ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
@@ -67,6 +75,7 @@ def train(
             "learning_rate": learning_rate,
             "epochs": epochs,
             "prompt_version": prompt_version,
+            "curation": curation,
             "include_adapter_rows": include_adapter_rows or None,  # None: the config file's value
         }
         cfg = (

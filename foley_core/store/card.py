@@ -77,6 +77,7 @@ def render_card(
         for split, n in marker.split_rows.items():
             split_rows[split] = split_rows.get(split, 0) + n
     models = [public_model_name(m) for m in counts["models"]]
+    curated = _curation_counts(store, markers)
     tiny = is_tiny(counts["models"])
     header = {
         "pretty_name": title,
@@ -143,6 +144,7 @@ sha256; each video keeps its own license.
 | failed | {counts["failed"]} |
 | models | {", ".join(f"`{m}`" for m in models) or "none"} |
 | prompt versions | {", ".join(f"`{v}`" for v in counts["prompt_versions"]) or "none"} |
+| curation | {curated} |
 | updated | {datetime.now(UTC).isoformat(timespec="seconds")} |
 
 ## How the rows were made
@@ -183,6 +185,21 @@ select id, len(script.foley) as foley, len(script.dialogue) as dialogue from 'da
 {"- **This store was written by `tiny-random`: every description is random text.**" if tiny else ""}
 """
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
+
+
+def _curation_counts(store: DatasetStore, markers: list[ShardMarker]) -> str:
+    """The card's curation line: rows per latest decision (`foley curate`), over the rows shown."""
+    from foley_core.curation import curation_counts, latest_decisions
+
+    keys = {tuple(k[:3]) for m in markers for k in m.keys}
+    decisions = {k: d for k, d in latest_decisions(store).items() if k in keys}
+    if not decisions:
+        return "none recorded (`foley review`, then `foley curate --apply`)"
+    c = curation_counts(decisions, len(keys))
+    return (
+        f"{c['approved']} approved, {c['rejected']} rejected, {c['needs-fix']} needs-fix, "
+        f"{c['undecided']} undecided; {c['edited']} with an edited script (in `_curation/`)"
+    )
 
 
 def _folder_name(store: DatasetStore) -> str:

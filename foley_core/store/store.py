@@ -7,6 +7,7 @@ Layout:
     _shards/<run>-<n>-<commit>.json         marker, written last: a shard without one does not exist
     _locks/                                 leases: one marker writer at a time, one build at a time
     _cache/                                 Prefect task results (the chain's cached steps), by default
+    _curation/<time>.json                   curators' decisions, append-only (foley_core.curation)
 
 One row per (id, prompt version, model), whatever crashes, retries or overlaps: markers are written
 under the store's commit lease, and a write that replaces rows supersedes their markers in the same
