@@ -127,6 +127,8 @@ class TransformersVideoLLM(VideoLLM):
         self._windows: dict[tuple[int, int, int], ContextWindow] = {}
         # a fast tokenizer must not be entered from two threads at once ("Already borrowed")
         self._tokenizer_lock = threading.Lock()
+        # one video prefix per batch of questions about the same video (Video-LLaVA; see _video_prefix)
+        self.share_video_prefix = getattr(self, "share_video_prefix", False)
 
     @classmethod
     def from_parts(cls, model, processor, model_id: str, revision: str = "", batch_size: int = 8):
@@ -235,8 +237,54 @@ class TransformersVideoLLM(VideoLLM):
 
     def context_cap(self, inputs) -> int:
         """The most new tokens the longest row of a batch can take before it runs past the context."""
-        longest = int(inputs["attention_mask"].sum(dim=1).max())
+        longest = int(inputs["attention_mask"].sum(dim=1).max())  # before any prefix sharing
         return self.max_positions - longest
+
+    def _video_prefix(self, inputs) -> tuple[int, Any] | None:
+        """Video-LLaVA, every row about the same video: (P, the KV cache of the first P tokens) where
+        the P tokens (template start + the video) are the same in every row; None when they are not.
+
+        The vision tower and the prefill of those tokens run once; each row continues from a copy.
+        Other families are not shared: Qwen2.5-VL's 3-D rotary positions after the video are not the
+        token count, so its continuation needs its own positions (not done here).
+        """
+        if self.family != "video_llava" or "pixel_values_videos" not in inputs:
+            return None
+        video_id = self.model.config.video_token_index
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
+        where = (rows[0] == video_id).nonzero()
+        if len(where) == 0:
+            return None
+        prefix = rows[0][: int(where[-1]) + 1]
+        if any(len(r) <= len(prefix) or not torch.equal(r[: len(prefix)], prefix) for r in rows):
+            return None
+        pixels = inputs["pixel_values_videos"]
+        if any(not torch.equal(pixels[k], pixels[0]) for k in range(1, len(pixels))):
+            return None
+        out = self.model(
+            input_ids=prefix[None],
+            attention_mask=torch.ones_like(prefix)[None],
+            pixel_values_videos=pixels[:1],
+            use_cache=True,
+        )
+        return len(prefix), out.past_key_values
+
+    def _continue_inputs(self, inputs, length: int, cache) -> dict:
+        """[prefix | pads | each row's rest]: the pads sit between the shared prefix and the rest, masked
+        out, so each row's positions (counted over its unmasked tokens) are those of its full prompt."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rests = [row[m.bool()][length:] for row, m in zip(ids, mask, strict=True)]
+        width = max(len(r) for r in rests)
+        pad = self.tokenizer.pad_token_id
+        prefix = ids[0][mask[0].bool()][:length]
+        new_ids = torch.full((len(rests), length + width), pad, dtype=ids.dtype, device=ids.device)
+        new_mask = torch.zeros_like(new_ids, dtype=mask.dtype)
+        for k, rest in enumerate(rests):
+            new_ids[k, :length], new_mask[k, :length] = prefix, 1
+            new_ids[k, length + width - len(rest) :], new_mask[k, length + width - len(rest) :] = rest, 1
+        cache.batch_repeat_interleave(len(rests))
+        return {"input_ids": new_ids, "attention_mask": new_mask, "cache": cache}
 
     @torch.inference_mode()
     def _generate_batch(
@@ -245,6 +293,10 @@ class TransformersVideoLLM(VideoLLM):
         inputs = self.encode(requests).to(self.device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+        if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
+            shared = self._video_prefix(inputs)
+            if shared is not None:
+                inputs = self._continue_inputs(inputs, *shared)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
         processor = (
             JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size, pin=self.device.startswith("cuda"))
@@ -264,7 +316,7 @@ class TransformersVideoLLM(VideoLLM):
         budget = min(self.token_budget(requests, params), cap)
         try:
             output = self.model.generate(
-                **inputs,
+                **dict(inputs),
                 max_new_tokens=budget,
                 logits_processor=[processor] if processor else None,
                 pad_token_id=self.tokenizer.pad_token_id,
