@@ -68,6 +68,7 @@ def build_dataset(
     adapter: str | None = None,
     device: str | None = None,
     batch_size: int = 8,
+    concurrency: int = 16,
     prompts_dir: str | None = None,
     shard_size: int = 64,
     limit: int | None = None,
@@ -102,6 +103,7 @@ def build_dataset(
         base_url=base_url,
         device=device,
         batch_size=batch_size,
+        concurrency=concurrency,
     )
     config = ChainConfig(
         params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature),

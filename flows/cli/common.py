@@ -38,6 +38,13 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (in-pro
 BaseUrlOpt = Annotated[
     str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
 ]
+ConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--concurrency",
+        help="openai backend: requests in flight at once (the server batches them continuously).",
+    ),
+]
 AdapterOpt = Annotated[
     str | None, typer.Option("--adapter", help="LoRA adapter folder; uses the simple prompt.")
 ]

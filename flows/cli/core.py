@@ -11,6 +11,7 @@ from flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
+    ConcurrencyOpt,
     DeviceOpt,
     ModelOpt,
     PromptsOpt,
@@ -37,6 +38,7 @@ def script_video(
     prompts_dir: Path | None,
     device: str | None,
     timing: str = "measured",
+    concurrency: int = 16,
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -54,7 +56,12 @@ def script_video(
     config = ChainConfig(timing=timing)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(
-        backend=backend, model=model or DEFAULT_MODEL, adapter=adapter, base_url=base_url, device=device
+        backend=backend,
+        model=model or DEFAULT_MODEL,
+        adapter=adapter,
+        base_url=base_url,
+        device=device,
+        concurrency=concurrency,
     )
     quiet_transformers()
     warn_if_tiny(model)
@@ -85,6 +92,7 @@ def script(
     model: ModelOpt = None,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 16,
     adapter: AdapterOpt = None,
     prompts: PromptsOpt = None,
     device: DeviceOpt = None,
@@ -108,6 +116,7 @@ def script(
             prompts_dir=prompts,
             device=device,
             timing=timing,
+            concurrency=concurrency,
         )
         write_json(result.script.model_dump(), out)
         if trace:

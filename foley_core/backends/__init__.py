@@ -29,13 +29,16 @@ class BackendSpec:
     base_url: str | None = None  # the server, for the openai backend
     device: str | None = None  # cuda, cuda:1, cpu (default: cuda when available)
     dtype: str | None = None  # bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)
-    batch_size: int = 8  # requests per forward batch
+    batch_size: int = 8  # requests per forward batch (transformers)
+    concurrency: int = 16  # requests in flight at once (openai: the server batches them continuously)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InputError(f"unknown backend {self.backend!r}; use one of: {', '.join(BACKENDS)}")
         if self.backend == "openai" and not self.base_url:
             raise InputError("the openai backend needs --base-url (and --model, the served model's name)")
+        if self.concurrency < 1:
+            raise InputError(f"--concurrency must be at least 1, not {self.concurrency}")
         if self.backend == "openai" and self.adapter:
             raise InputError("the openai backend cannot apply an adapter; serve the adapter with the model")
 
@@ -58,7 +61,7 @@ def load_backend(spec: BackendSpec) -> VideoLLM:
         )
     from foley_core.backends.openai_backend import OpenAIVideoLLM
 
-    llm = OpenAIVideoLLM(spec.model, spec.base_url or "")
+    llm = OpenAIVideoLLM(spec.model, spec.base_url or "", max_concurrency=spec.concurrency)
     llm.revision = spec.revision or ""  # a server's weights are known only by what the caller pinned
     return llm
 

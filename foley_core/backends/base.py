@@ -63,6 +63,11 @@ class VideoLLM(ABC):
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
         """Answer every request; the i-th answer belongs to the i-th request."""
 
+    def answer_room(self, frames: Frames, prompt: str) -> int | None:
+        """Tokens the model's context leaves for the answer (EOS included) to `prompt` about `frames`,
+        after the chat template, the prompt and the video; None when the backend knows no limit."""
+        return None
+
     def describe(self) -> dict[str, str | None]:
         """Identity of the model for rows, traces and cache keys."""
         return {

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from foley_core.video.reader import Frames
 
 
 @dataclass
@@ -62,6 +63,9 @@ class BatchingVideoLLM(VideoLLM):
             self._queue.extend(pending)
             self._ready.notify()
         return [p.future.result() for p in pending]
+
+    def answer_room(self, frames: Frames, prompt: str) -> int | None:
+        return self.inner.answer_room(frames, prompt)
 
     def _take_batch(self) -> list[_Pending]:
         with self._ready:

@@ -1,5 +1,9 @@
 """At most one loaded model per process: the batching instance every task of a process shares.
 
+A server (the openai backend) is held as it is, without the batching wrapper: it is thread-safe, caps
+its requests in flight (`BackendSpec.concurrency`) and leaves batching to the server (vLLM, SGLang
+batch continuously), so a fixed-size batch in front of it would only make requests wait.
+
 A shard's first model stage starts up to 16 tasks at once; each asks for the model. Loading happens
 under one lock, so the first asker loads and the others wait for that load rather than start their own
 (a 7B model loaded 16 times does not fit any GPU). Asking for another spec replaces the held model:
@@ -30,21 +34,21 @@ Loader = Callable[["BackendSpec"], VideoLLM]
 
 
 class ModelRegistry:
-    """Holds one `BatchingVideoLLM` and the spec it was loaded for."""
+    """Holds one `BatchingVideoLLM` (a server's backend as it is) and the spec it was loaded for."""
 
     def __init__(self, loader: Loader | None = None) -> None:
         self._loader = loader  # None: foley_core.backends.load_backend, looked up at load time
         self._lock = threading.Lock()
         self._spec: BackendSpec | None = None
         self._revisions: tuple[str, str] | None = None  # (model, adapter) of the held model
-        self._held: BatchingVideoLLM | None = None
+        self._held: VideoLLM | None = None
 
     @property
     def spec(self) -> BackendSpec | None:
         """The spec of the held model (None when none is held)."""
         return self._spec
 
-    def get(self, spec: BackendSpec, revisions: tuple[str, str] | None = None) -> BatchingVideoLLM:
+    def get(self, spec: BackendSpec, revisions: tuple[str, str] | None = None) -> VideoLLM:
         """The held model when it is `spec`'s at `revisions` (default: as resolved now); otherwise free
         the held one and load `spec`."""
         with self._lock:  # held through the load: concurrent askers wait for it, then share it
@@ -57,7 +61,8 @@ class ModelRegistry:
                 from foley_core.backends import load_backend
 
                 loader = load_backend
-            held = BatchingVideoLLM(loader(spec), max_batch=spec.batch_size)
+            loaded = loader(spec)
+            held = loaded if spec.backend == "openai" else BatchingVideoLLM(loaded, max_batch=spec.batch_size)
             # what the loaded model reports (resolved after its load), so callers pinning those match
             self._held, self._spec = held, spec
             self._revisions = (held.revision, held.adapter_revision)
@@ -72,7 +77,7 @@ class ModelRegistry:
         held, self._held, self._spec, self._revisions = self._held, None, None, None
         if held is None:
             return
-        device = str(getattr(held.inner, "device", ""))
+        device = str(getattr(getattr(held, "inner", held), "device", ""))
         held.close()  # ends its thread and drops the inner model
         del held
         gc.collect()  # models hold reference cycles (modules, hooks, PEFT wrappers)
@@ -86,7 +91,7 @@ class ModelRegistry:
 _registry = ModelRegistry()
 
 
-def shared_model(spec: BackendSpec, revisions: tuple[str, str] | None = None) -> BatchingVideoLLM:
+def shared_model(spec: BackendSpec, revisions: tuple[str, str] | None = None) -> VideoLLM:
     """The process's model for `spec`, loaded once (see `ModelRegistry.get`)."""
     return _registry.get(spec, revisions)
 

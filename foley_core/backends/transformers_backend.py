@@ -8,6 +8,7 @@ Batches are left-padded; requests with a JSON Schema decode under an xgrammar gr
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -25,10 +26,12 @@ from foley_core.backends.base import (
     VideoLLM,
 )
 from foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
+from foley_core.backends.context import ContextWindow, context_window, max_positions
 from foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
 from foley_core.backends.tiny import is_tiny, tiny_model_path
-from foley_core.errors import ModelNotFoundError, TransientBackendError
+from foley_core.errors import BackendError, ModelNotFoundError, TransientBackendError
 from foley_core.schema.decoding import max_output_bytes
+from foley_core.video.reader import Frames
 from foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,13 @@ class TransformersVideoLLM(VideoLLM):
         text_config = getattr(config, "text_config", config)
         self.grammars = GrammarCache(self.tokenizer, vocab_size=text_config.vocab_size)
         self.frame_policy = policy_for_family(self.family)
+        self.config = config
+        self.max_positions = max_positions(config)  # the language model's context
+        self._windows: dict[tuple[int, int, int], ContextWindow] = {}
+        # a fast tokenizer must not be entered from two threads at once ("Already borrowed")
+        self._tokenizer_lock = threading.Lock()
+        # one video prefix per batch of questions about the same video (Video-LLaVA; see _video_prefix)
+        self.share_video_prefix = getattr(self, "share_video_prefix", False)
 
     @classmethod
     def from_parts(cls, model, processor, model_id: str, revision: str = "", batch_size: int = 8):
@@ -129,6 +139,17 @@ class TransformersVideoLLM(VideoLLM):
         llm.device, llm.dtype = str(next(model.parameters()).device), next(model.parameters()).dtype
         llm.family = model.config.model_type
         llm._prepare_decoding(model.config)
+        return llm
+
+    @classmethod
+    def for_planning(cls, config, processor, model_id: str = ""):
+        """No weights: formats prompts and says what room the context leaves (`answer_room`), so budgets
+        can be checked on a real model's config and processor alone. `generate` is not available."""
+        llm = cls.__new__(cls)
+        llm.model_id, llm.revision, llm.adapter, llm.batch_size = model_id, "", None, 1
+        llm.model, llm.processor, llm.device, llm.dtype = None, processor, "cpu", torch.float32
+        llm.family = config.model_type
+        llm._prepare_decoding(config)
         return llm
 
     def _apply_adapter(self, adapter: str) -> None:
@@ -156,8 +177,34 @@ class TransformersVideoLLM(VideoLLM):
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def context_of(self, frames: Frames) -> ContextWindow:
+        """The context with these frames' video in it (from the config and the processor, cached)."""
+        height, width = frames.images[0].shape[:2] if len(frames.images) else (0, 0)
+        key = (len(frames.images), int(height), int(width))
+        if key not in self._windows:
+            video_processor = getattr(self.processor, "video_processor", None)
+            self._windows[key] = context_window(self.config, *key, video_processor=video_processor)
+        return self._windows[key]
+
+    def answer_room(self, frames: Frames, prompt: str) -> int | None:
+        """Exact: the tokenizer counts the templated prompt; the video's placeholder token becomes the
+        video's tokens (see foley_core.backends.context)."""
+        with self._tokenizer_lock:
+            ids = self.tokenizer(self.format_prompt(prompt))["input_ids"]
+        placeholders = sum(1 for t in ids if t in self._video_placeholder_ids())
+        return self.context_of(frames).room(len(ids) - placeholders)
+
+    def _video_placeholder_ids(self) -> set[int]:
+        tokens = [getattr(self.processor, "video_token", None), "<video>", "<|video_pad|>"]
+        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in tokens if t}
+        return {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
+
     def encode(self, requests: Sequence[GenerationRequest], answers: Sequence[str] | None = None) -> dict:
         """Processor inputs for a batch; with `answers`, each answer is appended (for training)."""
+        with self._tokenizer_lock:
+            return self._encode(requests, answers)
+
+    def _encode(self, requests: Sequence[GenerationRequest], answers: Sequence[str] | None = None) -> dict:
         texts = [self.format_prompt(r.prompt) for r in requests]
         if answers is not None:
             eos = self.tokenizer.eos_token or ""
@@ -188,6 +235,57 @@ class TransformersVideoLLM(VideoLLM):
             return max(max_output_bytes(r.json_schema) for r in requests) + 1
         return DEFAULT_MAX_NEW_TOKENS
 
+    def context_cap(self, inputs) -> int:
+        """The most new tokens the longest row of a batch can take before it runs past the context."""
+        longest = int(inputs["attention_mask"].sum(dim=1).max())  # before any prefix sharing
+        return self.max_positions - longest
+
+    def _video_prefix(self, inputs) -> tuple[int, Any] | None:
+        """Video-LLaVA, every row about the same video: (P, the KV cache of the first P tokens) where
+        the P tokens (template start + the video) are the same in every row; None when they are not.
+
+        The vision tower and the prefill of those tokens run once; each row continues from a copy.
+        Other families are not shared: Qwen2.5-VL's 3-D rotary positions after the video are not the
+        token count, so its continuation needs its own positions (not done here).
+        """
+        if self.family != "video_llava" or "pixel_values_videos" not in inputs:
+            return None
+        video_id = self.model.config.video_token_index
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
+        where = (rows[0] == video_id).nonzero()
+        if len(where) == 0:
+            return None
+        prefix = rows[0][: int(where[-1]) + 1]
+        if any(len(r) <= len(prefix) or not torch.equal(r[: len(prefix)], prefix) for r in rows):
+            return None
+        pixels = inputs["pixel_values_videos"]
+        if any(not torch.equal(pixels[k], pixels[0]) for k in range(1, len(pixels))):
+            return None
+        out = self.model(
+            input_ids=prefix[None],
+            attention_mask=torch.ones_like(prefix)[None],
+            pixel_values_videos=pixels[:1],
+            use_cache=True,
+        )
+        return len(prefix), out.past_key_values
+
+    def _continue_inputs(self, inputs, length: int, cache) -> dict:
+        """[prefix | pads | each row's rest]: the pads sit between the shared prefix and the rest, masked
+        out, so each row's positions (counted over its unmasked tokens) are those of its full prompt."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rests = [row[m.bool()][length:] for row, m in zip(ids, mask, strict=True)]
+        width = max(len(r) for r in rests)
+        pad = self.tokenizer.pad_token_id
+        prefix = ids[0][mask[0].bool()][:length]
+        new_ids = torch.full((len(rests), length + width), pad, dtype=ids.dtype, device=ids.device)
+        new_mask = torch.zeros_like(new_ids, dtype=mask.dtype)
+        for k, rest in enumerate(rests):
+            new_ids[k, :length], new_mask[k, :length] = prefix, 1
+            new_ids[k, length + width - len(rest) :], new_mask[k, length + width - len(rest) :] = rest, 1
+        cache.batch_repeat_interleave(len(rests))
+        return {"input_ids": new_ids, "attention_mask": new_mask, "cache": cache}
+
     @torch.inference_mode()
     def _generate_batch(
         self, requests: Sequence[GenerationRequest], params: GenerationParams
@@ -195,6 +293,10 @@ class TransformersVideoLLM(VideoLLM):
         inputs = self.encode(requests).to(self.device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+        if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
+            shared = self._video_prefix(inputs)
+            if shared is not None:
+                inputs = self._continue_inputs(inputs, *shared)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
         processor = (
             JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size, pin=self.device.startswith("cuda"))
@@ -205,10 +307,16 @@ class TransformersVideoLLM(VideoLLM):
         if params.temperature > 0:
             torch.manual_seed(params.seed)
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-        budget = self.token_budget(requests, params)
+        cap = self.context_cap(inputs)
+        if cap <= 0:
+            raise BackendError(
+                f"the prompt and video take {self.max_positions - cap} tokens: nothing is left "
+                f"of the model's context ({self.max_positions}) for an answer"
+            )
+        budget = min(self.token_budget(requests, params), cap)
         try:
             output = self.model.generate(
-                **inputs,
+                **dict(inputs),
                 max_new_tokens=budget,
                 logits_processor=[processor] if processor else None,
                 pad_token_id=self.tokenizer.pad_token_id,

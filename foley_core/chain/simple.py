@@ -11,7 +11,7 @@ import json
 from foley_core.backends.base import VideoLLM
 from foley_core.chain.ask import Question, ask
 from foley_core.chain.runner import ChainConfig, ChainResult
-from foley_core.chain.steps import Clip, StepResult, StepSettings
+from foley_core.chain.steps import Clip, StepResult, StepSettings, fit_question
 from foley_core.prompts import PromptSet, load_prompts
 from foley_core.schema.decoding import SynthesisAnswer, simple_schema
 from foley_core.schema.script import TRACKS, FoleyScript
@@ -42,10 +42,12 @@ def simple_target(script: FoleyScript | dict) -> str:
 def simple_step(clip: Clip, s: StepSettings) -> StepResult[SynthesisAnswer]:
     """The script's draft in one question (validated afterwards like the chain's)."""
     prompt = simple_prompt(s.prompts, clip.duration, clip.frames.times)
-    schema = simple_schema(clip.duration, s.limits)
+    _limits, prompt, schema, note = fit_question(
+        "simple", clip.frames, s, lambda limits: (prompt, simple_schema(clip.duration, limits))
+    )
     question = Question("simple", None, clip.frames, prompt, schema, SynthesisAnswer)
     ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
-    return StepResult(answer, [call])  # type: ignore[arg-type]
+    return StepResult(answer, [call], [note] if note else [])  # type: ignore[arg-type]
 
 
 def run_simple(

@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from foley_core.backends.base import GenerationParams, VideoLLM
 from foley_core.chain.ask import Question, ask
 from foley_core.chain.trace import StepCall
+from foley_core.errors import ChainError
 from foley_core.prompts import PromptSet
 from foley_core.proposals.windows import Window
 from foley_core.schema.decoding import (
@@ -27,10 +28,12 @@ from foley_core.schema.decoding import (
     SynthesisAnswer,
     describe_schema,
     identify_schema,
+    max_output_bytes,
     reason_schema,
     synthesize_schema,
 )
 from foley_core.schema.events import Event, EventReasoning
+from foley_core.schema.fitting import ContextTooSmall, fit_limits
 from foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
 from foley_core.video.reader import Frames
 
@@ -84,6 +87,37 @@ def merge_results(results: list[StepResult[list[T]]]) -> StepResult[list[T]]:
     )
 
 
+def fit_question(
+    step: str,
+    frames: Frames,
+    s: StepSettings,
+    build: Callable[[SchemaLimits], tuple[str, dict]],
+    lowest: str = "floor",
+) -> tuple[SchemaLimits, str, dict, str | None]:
+    """The limits, prompt and schema of one question, its answer bound cut to fit the model's context.
+
+    `build(limits)` renders the prompt and the schema under `limits`. The note (None without a cut) goes
+    to the step's trace notes. A context too small for even the smallest bounds fails the step.
+    """
+    built: dict[SchemaLimits, tuple[str, dict]] = {}
+
+    def cost(limits: SchemaLimits) -> tuple[int, int | None]:
+        built[limits] = build(limits)
+        prompt, schema = built[limits]
+        return max_output_bytes(schema) + 1, s.llm.answer_room(frames, prompt)
+
+    try:
+        limits, note = fit_limits(step, s.limits, cost, lowest)
+    except ContextTooSmall as err:
+        raise ChainError(step, str(err).removeprefix(f"{step}: ")) from None
+    prompt, schema = built[limits]
+    return limits, prompt, schema, note
+
+
+def _unique(notes: list[str | None]) -> list[str]:
+    return list(dict.fromkeys(n for n in notes if n))
+
+
 def _seconds(t: float) -> str:
     return f"{t:.2f}"
 
@@ -96,19 +130,22 @@ def clean_text(text: str) -> str:
 
 def identify(clip: Clip, s: StepSettings) -> StepResult[list[Event]]:
     """Ask for the clip's audio-visual events with time windows; place them inside the video."""
-    prompt = s.prompts.render(
-        "identify",
-        duration=_seconds(clip.duration),
-        frame_times=clip.frames.describe_times(),
-        n_frames=len(clip.frames),
-        max_events=s.limits.max_events,
-    )
-    question = Question(
-        "identify", None, clip.frames, prompt, identify_schema(clip.duration, s.limits), IdentifyAnswer
-    )
+
+    def build(limits: SchemaLimits) -> tuple[str, dict]:
+        prompt = s.prompts.render(
+            "identify",
+            duration=_seconds(clip.duration),
+            frame_times=clip.frames.describe_times(),
+            n_frames=len(clip.frames),
+            max_events=limits.max_events,
+        )
+        return prompt, identify_schema(clip.duration, limits)
+
+    _limits, prompt, schema, fit_note = fit_question("identify", clip.frames, s, build)
+    question = Question("identify", None, clip.frames, prompt, schema, IdentifyAnswer)
     ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
     events, notes = place_events(answer, clip.duration)  # type: ignore[arg-type]
-    return StepResult(events, [call], notes)
+    return StepResult(events, [call], _unique([fit_note, *notes]))
 
 
 def identify_windows(
@@ -118,7 +155,7 @@ def identify_windows(
 
     The windows' times are measurement, so the events keep them; the model supplies the summary.
     """
-    questions = []
+    questions, fit_notes = [], []
     for k, window in enumerate(windows):
         frames = frames_for(window.start, window.end)
         prompt = s.prompts.render(
@@ -130,7 +167,11 @@ def identify_windows(
             window_end=_seconds(window.end),
             cue_kind=window.kind.replace("+", " and ").replace("_", " "),
         )
-        questions.append(Question("describe", k, frames, prompt, describe_schema(s.limits), DescribeAnswer))
+        _limits, prompt, schema, note = fit_question(
+            "describe", frames, s, lambda limits, prompt=prompt: (prompt, describe_schema(limits))
+        )
+        fit_notes.append(note)
+        questions.append(Question("describe", k, frames, prompt, schema, DescribeAnswer))
     if not questions:
         return StepResult([], notes=["no measured event window: only what synthesis adds is in the script"])
     answered = ask(s.llm, questions, s.params, s.prompts, constrained=s.constrained)
@@ -146,7 +187,7 @@ def identify_windows(
         )
         for k, (w, (answer, _call)) in enumerate(zip(windows, answered, strict=True))
     ]
-    return StepResult(events, [call for _answer, call in answered])
+    return StepResult(events, [call for _answer, call in answered], _unique(fit_notes))
 
 
 def place_events(answer: IdentifyAnswer, duration: float) -> tuple[list[Event], list[str]]:
@@ -183,22 +224,26 @@ def reason(
 
     `frames_for` picks the frames shown for an event (default: the whole-clip frames).
     """
-    questions = []
+    questions, fit_notes = [], []
     for event in events:
         frames = frames_for(event) if frames_for else clip.frames
-        prompt = s.prompts.render(
-            "reason",
-            duration=_seconds(clip.duration),
-            frame_times=frames.describe_times(),
-            n_frames=len(frames),
-            event_start=_seconds(event.start),
-            event_end=_seconds(event.end),
-            event_summary=event.summary,
-            max_sounds=s.limits.max_sounds,
-        )
-        questions.append(
-            Question("reason", event.index, frames, prompt, reason_schema(s.limits), ReasonAnswer)
-        )
+
+        def build(limits: SchemaLimits, frames: Frames = frames, event: Event = event) -> tuple[str, dict]:
+            prompt = s.prompts.render(
+                "reason",
+                duration=_seconds(clip.duration),
+                frame_times=frames.describe_times(),
+                n_frames=len(frames),
+                event_start=_seconds(event.start),
+                event_end=_seconds(event.end),
+                event_summary=event.summary,
+                max_sounds=limits.max_sounds,
+            )
+            return prompt, reason_schema(limits)
+
+        _limits, prompt, schema, note = fit_question("reason", frames, s, build)
+        fit_notes.append(note)
+        questions.append(Question("reason", event.index, frames, prompt, schema, ReasonAnswer))
     if not questions:
         return StepResult([])
     answered = ask(s.llm, questions, s.params, s.prompts, constrained=s.constrained)
@@ -212,12 +257,39 @@ def reason(
         )
         for event, (answer, _call) in zip(events, answered, strict=True)
     ]
-    return StepResult(reasoning, [call for _answer, call in answered])
+    return StepResult(reasoning, [call for _answer, call in answered], _unique(fit_notes))
 
 
-def events_json(events: list[Event], reasoning: list[EventReasoning]) -> str:
-    """The events and their reasoning as the compact JSON the synthesize prompt quotes."""
+# How the synthesize prompt may quote the events when the full quote leaves the answer too little room:
+# (characters per text, sounds per event; 0: the summaries alone, no reasoning); None keeps everything.
+QUOTE_LEVELS: tuple[tuple[int, int] | None, ...] = (None, (60, 3), (40, 2), (24, 1), (24, 0), (12, 0))
+
+
+def _short(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+def events_json(
+    events: list[Event], reasoning: list[EventReasoning], level: tuple[int, int] | None = None
+) -> str:
+    """The events and their reasoning as the compact JSON the synthesize prompt quotes; `level`
+    (characters per text, sounds per event) shortens it."""
     notes = {r.event: r for r in reasoning}
+    if level is not None:
+        chars, n_sounds = level
+        events = [e.model_copy(update={"summary": _short(e.summary, chars)}) for e in events]
+        notes = {
+            k: r.model_copy(
+                update={
+                    "main_object": _short(r.main_object, chars),
+                    "action": _short(r.action, chars),
+                    "context": _short(r.context, chars),
+                    "sounds": [_short(x, chars) for x in r.sounds[:n_sounds]],
+                }
+            )
+            for k, r in notes.items()
+            if n_sounds > 0
+        }
     rows = []
     for event in events:
         row = {
@@ -236,18 +308,44 @@ def synthesize(
     clip: Clip, events: list[Event], reasoning: list[EventReasoning], s: StepSettings
 ) -> StepResult[SynthesisAnswer]:
     """Ask for the four-track script, given every event and its reasoning."""
-    prompt = s.prompts.render(
-        "synthesize",
-        duration=_seconds(clip.duration),
-        frame_times=clip.frames.describe_times(),
-        n_frames=len(clip.frames),
-        events_json=events_json(events, reasoning),
-        max_cues=s.limits.max_cues_per_track,
-    )
-    schema = synthesize_schema(clip.duration, len(events), s.limits)
+    # The events' quote is shortened before the answer's bounds drop below the comfortable tier; only
+    # when even the shortest quote leaves too little room are the bounds cut further.
+    fitted = None
+    for k, level in enumerate(QUOTE_LEVELS):
+        quoted = events_json(events, reasoning, level)
+
+        def build(limits: SchemaLimits, quoted: str = quoted) -> tuple[str, dict]:
+            prompt = s.prompts.render(
+                "synthesize",
+                duration=_seconds(clip.duration),
+                frame_times=clip.frames.describe_times(),
+                n_frames=len(clip.frames),
+                events_json=quoted,
+                max_cues=limits.max_cues_per_track,
+            )
+            return prompt, synthesize_schema(clip.duration, len(events), limits)
+
+        last = k == len(QUOTE_LEVELS) - 1
+        try:
+            fitted = fit_question("synthesize", clip.frames, s, build, "floor" if last else "comfort")
+        except ChainError:
+            if last:
+                raise
+            continue
+        break
+    assert fitted is not None
+    _limits, prompt, schema, note = fitted
+    notes = [note]
+    if level is not None:
+        notes.insert(
+            0,
+            f"synthesize: the events quoted in the prompt were shortened to fit the model's context "
+            f"(texts to {level[0]} characters, "
+            + (f"at most {level[1]} sound(s) per event)" if level[1] else "no reasoning, summaries only)"),
+        )
     question = Question("synthesize", None, clip.frames, prompt, schema, SynthesisAnswer)
     ((answer, call),) = ask(s.llm, [question], s.params, s.prompts, constrained=s.constrained)
-    return StepResult(answer, [call])  # type: ignore[arg-type]
+    return StepResult(answer, [call], _unique(notes))  # type: ignore[arg-type]
 
 
 def _onset(event: Event) -> float:

@@ -1,0 +1,122 @@
+"""The openai backend as the way past one GPU: N requests in flight, frames first and byte-identical.
+
+A local stub server holds each request until `wanted` requests are open at once (or a timeout), so a
+client that sends them one at a time, or in fixed batches, is seen doing so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from foley_core.backends import BackendSpec, GenerationParams, GenerationRequest
+from foley_core.backends.batching import BatchingVideoLLM
+from foley_core.backends.openai_backend import OpenAIVideoLLM
+from foley_core.backends.registry import release_shared_model, shared_model
+from foley_core.chain import ChainConfig, run_chain
+from foley_core.video import open_video
+from foley_core.video.reader import Frames
+from tests.chat_server import ChatServer
+
+
+class HoldingServer(ChatServer):
+    """Answers a request only once `wanted` are open at once (or after `hold_s`); counts the peak."""
+
+    def __init__(self, wanted: int, hold_s: float = 1.0) -> None:
+        self.wanted, self.hold_s = wanted, hold_s
+        self.open = 0
+        self.peak = 0
+        self.cond = threading.Condition()
+        super().__init__()
+
+    def handler(self):
+        base = super().handler()
+        server = self
+
+        class Holding(base):
+            def do_POST(self) -> None:
+                with server.cond:
+                    server.open += 1
+                    server.peak = max(server.peak, server.open)
+                    server.cond.notify_all()
+                    deadline = time.monotonic() + server.hold_s
+                    while server.open < server.wanted and time.monotonic() < deadline:
+                        server.cond.wait(timeout=deadline - time.monotonic())
+                try:
+                    super().do_POST()
+                finally:
+                    with server.cond:
+                        server.open -= 1
+
+        return Holding
+
+
+def frames(seed: int = 0) -> Frames:
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    return Frames(images=images, times=(0.0, 1.0, 2.0, 3.0), indices=(0, 1, 2, 3))
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"what": {"type": "string", "minLength": 1, "maxLength": 8}},
+    "required": ["what"],
+    "additionalProperties": False,
+}
+
+
+def test_n_requests_are_in_flight_at_once():
+    with HoldingServer(wanted=6) as server:
+        llm = OpenAIVideoLLM("m", server.url, max_concurrency=6)
+        clip = frames()
+        requests = [GenerationRequest(clip, f"question {k}", SCHEMA) for k in range(18)]
+        answers = llm.generate(requests, GenerationParams())
+        assert len(answers) == 18 and all(a.text for a in answers)
+        assert server.peak == 6  # six at once, never more
+        assert llm.max_in_flight == 6
+
+
+def test_the_cap_holds_across_threads_and_the_registry_does_not_batch_a_server():
+    with HoldingServer(wanted=4) as server:
+        spec = BackendSpec(backend="openai", model="m", base_url=server.url, concurrency=4, batch_size=2)
+        try:
+            llm = shared_model(spec, ("", ""))
+            assert not isinstance(llm, BatchingVideoLLM)  # no fixed-size batches in front of a server
+            clip = frames()
+            # eight callers (the factory's tasks) asking one question each: four go out at once
+            threads = [
+                threading.Thread(
+                    target=llm.generate, args=([GenerationRequest(clip, f"q{k}", SCHEMA)], GenerationParams())
+                )
+                for k in range(8)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert len(server.requests) == 8
+            assert server.peak == 4
+        finally:
+            release_shared_model()
+
+
+def test_concurrency_must_be_positive():
+    from foley_core.errors import InputError
+
+    with pytest.raises(InputError, match="concurrency"):
+        BackendSpec(backend="openai", model="m", base_url="http://127.0.0.1:1/v1", concurrency=0)
+
+
+def test_every_question_about_a_video_starts_with_the_same_frames(scene_video):
+    """The shared prefix a server's cache reuses: frame stamps and identical JPEG bytes, then the prompt."""
+    with ChatServer() as server:
+        llm = OpenAIVideoLLM("m", server.url, max_concurrency=4)
+        run_chain(open_video(str(scene_video)), llm, config=ChainConfig(timing="model"))
+        prefixes = [r["messages"][0]["content"][:-1] for r in server.requests]
+        assert len(prefixes) >= 3
+        assert all(p == prefixes[0] for p in prefixes)
+        assert [r["messages"][0]["content"][-1]["type"] for r in server.requests] == ["text"] * len(prefixes)
+        assert prefixes[0][1]["type"] == "image_url"  # frames come first, the question last
