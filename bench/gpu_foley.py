@@ -126,15 +126,15 @@ def build_model(processor):
 def main() -> None:
     from transformers import AutoProcessor
 
-    from foley_core.backends.base import GenerationParams, GenerationRequest
-    from foley_core.backends.tiny import tiny_model_path
-    from foley_core.backends.transformers_backend import TransformersVideoLLM
-    from foley_core.chain import ChainConfig, run_chain
-    from foley_core.schema import SchemaLimits, identify_schema
-    from foley_core.schema.decoding import max_output_bytes
-    from foley_core.schema.fitting import fit_limits
-    from foley_core.synthetic import SceneSpec, write_scene_video
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
+    from v2t_foley.foley_core.backends.tiny import tiny_model_path
+    from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.schema import SchemaLimits, identify_schema
+    from v2t_foley.foley_core.schema.decoding import max_output_bytes
+    from v2t_foley.foley_core.schema.fitting import fit_limits
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.video import open_video
 
     work = Path(tempfile.mkdtemp(prefix="foley-gpu-"))
     os.environ.setdefault("FOLEY_CACHE_DIR", str(work / "cache"))
@@ -227,9 +227,9 @@ def main() -> None:
     if not in_budget("lora_step"):
         return
 
-    from training.collate import SFTCollator
-    from training.config import TrainConfig
-    from training.lora import apply_lora, training_step
+    from v2t_foley.training.collate import SFTCollator
+    from v2t_foley.training.config import TrainConfig
+    from v2t_foley.training.lora import apply_lora, training_step
 
     cfg = TrainConfig(lora_r=16, lora_alpha=32, learning_rate=1e-4)
     peft_model = apply_lora(model, cfg)
@@ -273,10 +273,10 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.build_dataset import build_dataset
-    from foley_core.backends import registry
-    from foley_core.manifest import write_manifest
-    from foley_core.synthetic import write_scene_video
+    from v2t_foley.flows.build_dataset import build_dataset
+    from v2t_foley.foley_core.backends import registry
+    from v2t_foley.foley_core.manifest import write_manifest
+    from v2t_foley.foley_core.synthetic import write_scene_video
 
     folder = work / "model"  # config + processor only: the flow resolves the frame policy and revision
     llm.model.config.save_pretrained(folder)

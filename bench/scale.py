@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 
 def make_clips(folder: Path, n: int) -> str:
-    from foley_core.manifest import write_manifest
-    from foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.manifest import write_manifest
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -87,7 +87,7 @@ def run_one(n: int, root: Path) -> dict:
         database = home / "prefect.db"
         time.sleep(2)  # let the server finish its own start-up writes
         empty_bytes = database.stat().st_size
-        from flows.build_dataset import build_dataset
+        from v2t_foley.flows.build_dataset import build_dataset
 
         requests = count_requests()
         started = time.perf_counter()

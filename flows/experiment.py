@@ -18,12 +18,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.build_dataset import build_dataset
-from foley_core.backends import BackendSpec
-from foley_core.backends.base import DEFAULT_MODEL
-from foley_core.errors import InputError
-from foley_core.manifest import read_manifest
-from foley_core.store import DatasetStore
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.backends import BackendSpec
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.manifest import read_manifest
+from v2t_foley.foley_core.store import DatasetStore
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ def experiment(
     allow_roots: list[str] | None = None,
 ) -> dict:
     """Build `manifest` into `store` once per prompt folder, then write the comparison report to `out`."""
-    from foley_core.experiment import compare_versions, report_markdown, write_report
+    from v2t_foley.foley_core.experiment import compare_versions, report_markdown, write_report
 
     logger = get_run_logger()
     if len(prompts_dirs) < 2:
         raise InputError("an experiment compares at least two prompt folders (--prompts A --prompts B)")
     references = None
     if ref:
-        from foley_core.evaluation import load_references
+        from v2t_foley.foley_core.evaluation import load_references
 
         references = load_references(ref)  # a bad folder fails before any build
     versions: list[str] = []
@@ -93,7 +93,7 @@ def experiment(
     rows = [r for r in DatasetStore(store).read_rows() if not r["adapter"] and r["model_id"] == model_key]
     scorer = None
     if similarity:
-        from foley_core.metrics import EmbeddingSimilarity
+        from v2t_foley.foley_core.metrics import EmbeddingSimilarity
 
         scorer = EmbeddingSimilarity()
     report = compare_versions(

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from foley_core.schema.script import FoleyScript, check_script
+from v2t_foley.foley_core.schema.script import FoleyScript, check_script
 
 log = logging.getLogger(__name__)
 

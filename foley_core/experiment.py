@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from foley_core.metrics import Similarity, score_corpus
-from foley_core.schema.rows import row_events, row_script
-from foley_core.schema.script import TRACKS, FoleyScript
+from v2t_foley.foley_core.metrics import Similarity, score_corpus
+from v2t_foley.foley_core.schema.rows import row_events, row_script
+from v2t_foley.foley_core.schema.script import TRACKS, FoleyScript
 
 _WORD = re.compile(r"[a-z0-9']+")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foley_core.errors import InputError
-from foley_core.store import DatasetStore, render_card
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.store import DatasetStore, render_card
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from foley_core.curation import DECISIONS
-from foley_core.safenames import redact_uri, safe_join, safe_name
-from foley_core.schema.rows import nested_script
-from foley_core.schema.script import TRACKS
-from foley_core.store.commit import row_key
+from v2t_foley.foley_core.curation import DECISIONS
+from v2t_foley.foley_core.safenames import redact_uri, safe_join, safe_name
+from v2t_foley.foley_core.schema.rows import nested_script
+from v2t_foley.foley_core.schema.script import TRACKS
+from v2t_foley.foley_core.store.commit import row_key
 
 PROPOSAL_LANES = ("cuts", "motion", "onsets", "speech")
 
@@ -562,8 +562,8 @@ def build_review(
 def _write_compare(
     rows: list[dict[str, Any]], versions: tuple[str, str], out: Path, media_dir: Path, copy_media: bool
 ) -> None:
-    from foley_core.metrics import score_script
-    from foley_core.schema.rows import row_script
+    from v2t_foley.foley_core.metrics import score_script
+    from v2t_foley.foley_core.schema.rows import row_script
 
     va, vb = versions
     known = sorted({r["prompt_version"] for r in rows})

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import xgrammar as xgr
 
-from foley_core.backends.base import Generation, GenerationParams, VideoLLM
-from foley_core.backends.context import video_tokens
-from foley_core.backends.tiny import TINY_QWEN_VL, TINY_VIDEO_LLAVA, tiny_model_path
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.chain.steps import Clip, StepSettings, identify, reason, synthesize
-from foley_core.errors import ChainError
-from foley_core.prompts import load_prompts
-from foley_core.schema.decoding import SchemaLimits, max_output_bytes, synthesize_schema
-from foley_core.schema.fitting import fit_limits
-from foley_core.video.reader import Frames
+from v2t_foley.foley_core.backends.base import Generation, GenerationParams, VideoLLM
+from v2t_foley.foley_core.backends.context import video_tokens
+from v2t_foley.foley_core.backends.tiny import TINY_QWEN_VL, TINY_VIDEO_LLAVA, tiny_model_path
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.chain.steps import Clip, StepSettings, identify, reason, synthesize
+from v2t_foley.foley_core.errors import ChainError
+from v2t_foley.foley_core.prompts import load_prompts
+from v2t_foley.foley_core.schema.decoding import SchemaLimits, max_output_bytes, synthesize_schema
+from v2t_foley.foley_core.schema.fitting import fit_limits
+from v2t_foley.foley_core.video.reader import Frames
 
 
 def video_llava_7b_config():
@@ -135,8 +135,8 @@ def test_every_step_fits_the_real_models_context(family, char):
 
 def test_video_tokens_match_the_processor():
     """The config-only count equals what the processor actually inserts, for both tiny models."""
-    from foley_core.backends import BackendSpec, load_backend
-    from foley_core.backends.base import GenerationRequest
+    from v2t_foley.foley_core.backends import BackendSpec, load_backend
+    from v2t_foley.foley_core.backends.base import GenerationRequest
 
     for name in (TINY_VIDEO_LLAVA, TINY_QWEN_VL):
         llm = load_backend(BackendSpec(model=name, device="cpu"))

@@ -12,16 +12,16 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.curation import apply_curation, curation_status, latest_decisions
-from foley_core.schema.rows import DatasetRow
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.store import DatasetStore
-from foley_core.store.verify import verify
 from tests.cdp import Browser, chromium_path
-from training.config import TrainConfig
-from training.data import curate_rows, read_store
-from training.trainer import load_examples
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.curation import apply_curation, curation_status, latest_decisions
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.verify import verify
+from v2t_foley.training.config import TrainConfig
+from v2t_foley.training.data import curate_rows, read_store
+from v2t_foley.training.trainer import load_examples
 
 runner = CliRunner()
 SCRIPT = FoleyScript(
@@ -207,8 +207,8 @@ def test_latest_decision_wins_and_bad_input_is_named(tmp_path, scene_video):
 
 
 def test_the_adapter_card_says_how_many_rows_of_each_kind_were_used(tmp_path, scene_video):
-    from training.card import write_model_card
-    from training.trainer import TrainResult
+    from v2t_foley.training.card import write_model_card
+    from v2t_foley.training.trainer import TrainResult
 
     store = make_store(tmp_path / "store", scene_video)
     apply_curation(

@@ -8,16 +8,16 @@ import shutil
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.experiment import compare_versions, write_report
-from foley_core.prompts import default_prompt_dir
-from foley_core.schema.rows import DatasetRow
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.store import DatasetStore
 from tests.cdp import Browser, chromium_path
 from tests.conftest import make_manifest_videos
-from training.config import TrainConfig
-from training.trainer import load_examples
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.experiment import compare_versions, write_report
+from v2t_foley.foley_core.prompts import default_prompt_dir
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.training.config import TrainConfig
+from v2t_foley.training.trainer import load_examples
 
 runner = CliRunner()
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore, render_card
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore, render_card
 
 SECRETS = ("hunter2pass", "SIGSECRET", "TOKSECRET", "AKIASECRETKEY")
 VIDEOS = (

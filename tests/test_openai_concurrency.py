@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from foley_core.backends import BackendSpec, GenerationParams, GenerationRequest
-from foley_core.backends.batching import BatchingVideoLLM
-from foley_core.backends.openai_backend import OpenAIVideoLLM
-from foley_core.backends.registry import release_shared_model, shared_model
-from foley_core.chain import ChainConfig, run_chain
-from foley_core.video import open_video
-from foley_core.video.reader import Frames
 from tests.chat_server import ChatServer
+from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest
+from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+from v2t_foley.foley_core.backends.openai_backend import OpenAIVideoLLM
+from v2t_foley.foley_core.backends.registry import release_shared_model, shared_model
+from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.video import open_video
+from v2t_foley.foley_core.video.reader import Frames
 
 
 class HoldingServer(ChatServer):
@@ -104,7 +104,7 @@ def test_the_cap_holds_across_threads_and_the_registry_does_not_batch_a_server()
 
 
 def test_concurrency_must_be_positive():
-    from foley_core.errors import InputError
+    from v2t_foley.foley_core.errors import InputError
 
     with pytest.raises(InputError, match="concurrency"):
         BackendSpec(backend="openai", model="m", base_url="http://127.0.0.1:1/v1", concurrency=0)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.safenames import safe_name
-from foley_core.schema.rows import DatasetRow
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.store import DatasetStore
 from tests.cdp import Browser, chromium_path
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.safenames import safe_name
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.store import DatasetStore
 
 EVIL = '<img src=x onerror="window.pwned=1">/../../x'
 SCRIPT = FoleyScript(
@@ -124,7 +124,7 @@ def test_review_site_in_chromium(tmp_path, scene_video):
 
 def test_copy_media_copies_local_videos(tmp_path, scene_video):
     store = make_store(tmp_path / "store", scene_video)
-    from foley_core.review import build_review
+    from v2t_foley.foley_core.review import build_review
 
     site = build_review(store, tmp_path / "site", copy_media=True)
     copied = sorted(p.name for p in (tmp_path / "site" / "media").iterdir())
@@ -134,6 +134,6 @@ def test_copy_media_copies_local_videos(tmp_path, scene_video):
 
 @pytest.mark.parametrize("video", ["s3://bucket/key.mp4"])
 def test_unplayable_videos_are_named_not_linked(tmp_path, scene_video, video):
-    from foley_core.review import video_source
+    from v2t_foley.foley_core.review import video_source
 
     assert video_source(video, tmp_path, tmp_path / "m", "x", copy_media=False) is None

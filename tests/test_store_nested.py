@@ -13,12 +13,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.schema.rows import DatasetRow, normalize_row, row_events, row_script
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.store import DatasetStore, render_card
-from foley_core.store.markers import STORE_FORMAT, ShardMarker
-from foley_core.store.verify import verify
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.schema.rows import DatasetRow, normalize_row, row_events, row_script
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.store import DatasetStore, render_card
+from v2t_foley.foley_core.store.markers import STORE_FORMAT, ShardMarker
+from v2t_foley.foley_core.store.verify import verify
 
 SCRIPT = FoleyScript(
     foley=[Cue.at(0.5, 1.0, "Steps on gravel.", 0), Cue.at(2.0, 2.5, "A bag drops.", 1)],
@@ -229,7 +229,7 @@ def test_eval_init_ref_writes_templates_from_a_store(tmp_path):
 
 
 def test_build_progress_lines():
-    from flows.progress import BuildProgress
+    from v2t_foley.flows.progress import BuildProgress
 
     tracker = BuildProgress()
     tracker.update("planned", {"total": 4, "skipped": 1})

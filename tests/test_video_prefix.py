@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
-from foley_core.schema.decoding import SchemaLimits, reason_schema
-from foley_core.video.reader import Frames
+from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
+from v2t_foley.foley_core.schema.decoding import SchemaLimits, reason_schema
+from v2t_foley.foley_core.video.reader import Frames
 
 
 @pytest.fixture(scope="module")

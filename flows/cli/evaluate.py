@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     VerboseOpt,
     app,
     err,
@@ -60,15 +60,15 @@ def eval_command(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.evaluation import init_references, load_predictions, load_references
-        from foley_core.metrics import EmbeddingSimilarity, score_corpus
+        from v2t_foley.foley_core.evaluation import init_references, load_predictions, load_references
+        from v2t_foley.foley_core.metrics import EmbeddingSimilarity, score_corpus
 
         if init_ref is not None:
             written = init_references(pred, init_ref)
             err.print(f"{written} reference template(s) in {init_ref}; edit them, then --ref {init_ref}")
             return
         if ref is None:
-            from foley_core.errors import InputError
+            from v2t_foley.foley_core.errors import InputError
 
             raise InputError("give --ref DIR (your reference scripts), or --init-ref DIR to start them")
         references = load_references(ref)
@@ -121,9 +121,9 @@ def print_scores(corpus) -> None:
 
 
 def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
-    from foley_core.evalplot import plot_path, plot_video
-    from foley_core.evaluation import find_video
-    from foley_core.video import VideoError, open_video
+    from v2t_foley.foley_core.evalplot import plot_path, plot_video
+    from v2t_foley.foley_core.evaluation import find_video
+    from v2t_foley.foley_core.video import VideoError, open_video
 
     for vid, (predicted, reference) in pairs.items():
         source = predictions[vid].video if vid in predictions else None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     BackendOpt,
     BaseUrlOpt,
     DeviceOpt,
@@ -22,8 +22,8 @@ from flows.cli.common import (
     setup_logging,
     warn_if_tiny,
 )
-from foley_core.backends.base import DEFAULT_MODEL
-from foley_core.errors import InputError
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.errors import InputError
 
 
 @app.command("experiment")
@@ -59,7 +59,7 @@ def experiment_command(
     quiet_prefect(verbose)
 
     def run() -> None:
-        from flows.cli.factory import check_build_inputs
+        from v2t_foley.flows.cli.factory import check_build_inputs
 
         if len(prompts) < 2:
             raise InputError("give at least two --prompts folders")
@@ -69,7 +69,7 @@ def experiment_command(
         check_build_inputs(manifest, store)
         warn_if_tiny(model)
         quiet_transformers()
-        from flows.experiment import experiment
+        from v2t_foley.flows.experiment import experiment
 
         with err.status(f"running {len(prompts)} prompt sets over {manifest}"):
             result = experiment(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
@@ -25,8 +25,8 @@ from flows.cli.common import (
     setup_logging,
     warn_if_tiny,
 )
-from foley_core.backends.base import DEFAULT_MODEL
-from foley_core.errors import InputError
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.errors import InputError
 
 
 @app.command("build-dataset")
@@ -98,7 +98,7 @@ def build_dataset_command(
     def run() -> None:
         nonlocal manifest, store, model
         if demo:
-            from flows.demo import make_demo
+            from v2t_foley.flows.demo import make_demo
 
             manifest = manifest or make_demo(demo_dir / "videos")
             store = store or str((demo_dir / "store").resolve())
@@ -107,11 +107,11 @@ def build_dataset_command(
             raise InputError("give --manifest and --store (or --demo)")
         check_build_inputs(manifest, store)
         if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
-            from training.basemodel import adapter_base_model
+            from v2t_foley.training.basemodel import adapter_base_model
 
             model = adapter_base_model(adapter)
         if license_id:
-            from foley_core.store import DatasetStore
+            from v2t_foley.foley_core.store import DatasetStore
 
             DatasetStore(store).update_card_settings(license=license_id)
         warn_if_tiny(model)
@@ -149,8 +149,8 @@ def build_dataset_command(
 
 def check_build_inputs(manifest: str, store: str) -> None:
     """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message)."""
-    from foley_core.manifest import read_manifest
-    from foley_core.store import DatasetStore
+    from v2t_foley.foley_core.manifest import read_manifest
+    from v2t_foley.foley_core.store import DatasetStore
 
     DatasetStore(store).check_writable()
     read_manifest(manifest)
@@ -159,11 +159,11 @@ def check_build_inputs(manifest: str, store: str) -> None:
 def run_build(manifest: str, store: str, **options):
     """The build-dataset flow, its progress shown as it runs: a live bar on a terminal (videos done/total,
     ok/failed, rate, ETA), one line per shard otherwise (logs, CI)."""
-    from flows import progress as flow_progress
-    from flows.progress import BuildProgress
+    from v2t_foley.flows import progress as flow_progress
+    from v2t_foley.flows.progress import BuildProgress
 
     quiet_transformers()
-    from flows.build_dataset import build_dataset
+    from v2t_foley.flows.build_dataset import build_dataset
 
     tracker = BuildProgress()
     if err.is_terminal:
@@ -274,7 +274,7 @@ def publish(
     def run() -> None:
         import os
 
-        from flows.publish_dataset import publish_dataset
+        from v2t_foley.flows.publish_dataset import publish_dataset
 
         if not dry_run and not token_secret and not os.environ.get("HF_TOKEN"):
             raise InputError("no Hub token: set HF_TOKEN, or pass --token-secret <Prefect Secret block name>")

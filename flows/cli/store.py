@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
+from v2t_foley.flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
 
 
 @app.command()
@@ -24,13 +24,13 @@ def verify(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.store import DatasetStore
-        from foley_core.store.verify import repair as repair_store
-        from foley_core.store.verify import verify as verify_store
+        from v2t_foley.foley_core.store import DatasetStore
+        from v2t_foley.foley_core.store.verify import repair as repair_store
+        from v2t_foley.foley_core.store.verify import verify as verify_store
 
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
-            from foley_core.errors import InputError
+            from v2t_foley.foley_core.errors import InputError
 
             raise InputError(f"{store} is not a store (no _shards/ folder)")
         report = verify_store(dataset)
@@ -68,10 +68,10 @@ def migrate(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.errors import InputError
-        from foley_core.store import DatasetStore
-        from foley_core.store.commit import migrate as migrate_store
-        from foley_core.store.markers import STORE_FORMAT
+        from v2t_foley.foley_core.errors import InputError
+        from v2t_foley.foley_core.store import DatasetStore
+        from v2t_foley.foley_core.store.commit import migrate as migrate_store
+        from v2t_foley.foley_core.store.markers import STORE_FORMAT
 
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
@@ -117,9 +117,9 @@ def review(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.errors import InputError
-        from foley_core.review import build_review
-        from foley_core.store import DatasetStore
+        from v2t_foley.foley_core.errors import InputError
+        from v2t_foley.foley_core.review import build_review
+        from v2t_foley.foley_core.store import DatasetStore
 
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
@@ -157,9 +157,9 @@ def curate(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.curation import apply_curation, curation_status
-        from foley_core.errors import InputError
-        from foley_core.store import DatasetStore, render_card
+        from v2t_foley.foley_core.curation import apply_curation, curation_status
+        from v2t_foley.foley_core.errors import InputError
+        from v2t_foley.foley_core.store import DatasetStore, render_card
 
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
-from foley_core.video.reader import Frames
+from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from v2t_foley.foley_core.video.reader import Frames
 
 
 @dataclass

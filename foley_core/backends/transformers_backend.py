@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from foley_core.backends.base import (
+from v2t_foley.foley_core.backends.base import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     Generation,
@@ -25,14 +25,14 @@ from foley_core.backends.base import (
     GenerationRequest,
     VideoLLM,
 )
-from foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
-from foley_core.backends.context import ContextWindow, context_window, max_positions
-from foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
-from foley_core.backends.tiny import is_tiny, tiny_model_path
-from foley_core.errors import BackendError, ModelNotFoundError, TransientBackendError
-from foley_core.schema.decoding import max_output_bytes
-from foley_core.video.reader import Frames
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
+from v2t_foley.foley_core.backends.context import ContextWindow, context_window, max_positions
+from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
+from v2t_foley.foley_core.backends.tiny import is_tiny, tiny_model_path
+from v2t_foley.foley_core.errors import BackendError, ModelNotFoundError, TransientBackendError
+from v2t_foley.foley_core.schema.decoding import max_output_bytes
+from v2t_foley.foley_core.video.reader import Frames
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
 

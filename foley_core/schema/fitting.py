@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from foley_core.schema.decoding import SchemaLimits
+from v2t_foley.foley_core.schema.decoding import SchemaLimits
 
 # The limits each step's schema and prompt depend on: (count fields, text fields).
 STEP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import datasets
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from foley_core.backends.provenance import join_revisions
-from foley_core.schema.script import TRACKS, FoleyScript
+from v2t_foley.foley_core.backends.provenance import join_revisions
+from v2t_foley.foley_core.schema.script import TRACKS, FoleyScript
 
 CUE = {
     "timestamp": datasets.Value("string"),  # MM:SS of start (the seed's field)

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 
 import yaml
 
-from foley_core.safenames import redact_uri
-from foley_core.schema.rows import FEATURES
-from foley_core.store.markers import STORE_FORMAT
-from foley_core.store.store import DatasetStore, ShardMarker, stats
+from v2t_foley.foley_core.safenames import redact_uri
+from v2t_foley.foley_core.schema.rows import FEATURES
+from v2t_foley.foley_core.store.markers import STORE_FORMAT
+from v2t_foley.foley_core.store.store import DatasetStore, ShardMarker, stats
 
 UNKNOWN_LICENSE = "unknown"  # the Hub's own id for "not stated"
 TASK_CATEGORIES = ["video-text-to-text", "text-to-audio"]
@@ -189,7 +189,7 @@ select id, len(script.foley) as foley, len(script.dialogue) as dialogue from 'da
 
 def _curation_counts(store: DatasetStore, markers: list[ShardMarker]) -> str:
     """The card's curation line: rows per latest decision (`foley curate`), over the rows shown."""
-    from foley_core.curation import curation_counts, latest_decisions
+    from v2t_foley.foley_core.curation import curation_counts, latest_decisions
 
     keys = {tuple(k[:3]) for m in markers for k in m.keys}
     decisions = {k: d for k, d in latest_decisions(store).items() if k in keys}
