@@ -56,6 +56,7 @@ def config(store: str, output: Path, **changes) -> TrainConfig:
         batch_size=2,
         eval_fraction=0.0,
         save_steps=4,
+        eval_steps=4,
         max_steps=12,
     )
     return replace(base, **changes)
@@ -92,15 +93,26 @@ def test_training_end_to_end(store, tmp_path):
         "base_model: tiny-random" in card and store in card and result.data_version["prompt_version"] in card
     )
     assert json.loads((tmp_path / "adapter" / "splits.json").read_text())
+    # the Trainer: a cosine schedule after warm-up, evaluation loss on the held-out video every 4 steps
+    lrs = [
+        json.loads(line)["lr"] for line in (tmp_path / "adapter" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert max(lrs) == pytest.approx(3e-3) and lrs[-1] < lrs[5] < max(lrs)
+    evals = [json.loads(line) for line in (tmp_path / "adapter" / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [4, 8, 12] and result.eval_examples == 1
+    assert result.eval_loss == evals[-1]["eval_loss"] and "## Evaluation loss" in card
+    assert f"| 12 | {result.eval_loss} |" in card
+    assert (tmp_path / "adapter" / "train_log.csv").read_text().startswith("step,loss,lr")
 
 
 def test_resume_continues_the_step_count(store, tmp_path):
     out = tmp_path / "adapter"
     train(config(store, out, max_steps=4))
-    assert (out / "checkpoints" / "step-4").is_dir()
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # the Trainer's own checkpoint
     result = train(config(store, out, max_steps=6))
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6] and result.steps == 6
+    assert steps == [1, 2, 3, 4, 5, 6] and result.steps == 6 and result.steps_run == 2
 
 
 def test_adapter_writes_a_valid_script_in_one_pass(store, tmp_path, scene_video):
@@ -165,6 +177,51 @@ def test_factory_with_an_adapter_runs_one_pass(store, tmp_path):
         manifest=manifest, store=str(tmp_path / "s2"), model="tiny-random", adapter=str(tmp_path / "adapter")
     )
     assert summary.new_ok_rows == 3 and set(summary.computed) == {"sample", "simple", "validate"}
+
+
+# --- several processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_processes_on_cpu_share_the_data_and_rank_0_writes(store, tmp_path, monkeypatch):
+    """torchrun with 2 gloo processes on the tiny model, through the launcher `foley train
+    --num-processes` and the train-lora flow use: each rank trains on its own examples, only rank 0
+    writes the adapter folder (rank 1 writes only its RNG state into the Trainer's checkpoints), and the
+    adapter loads."""
+    from training.data import examples_from_rows, read_store, split_examples
+    from training.launch import launch
+
+    monkeypatch.setenv("FOLEY_DDP_PROBE", str(tmp_path))
+    out = tmp_path / "adapter"
+    cfg = config(store, out, max_steps=2, batch_size=1, save_steps=1, eval_steps=1, device="cpu")
+    result = launch(cfg, 2, module="tests.ddp_probe")
+    assert result.processes == 2 and result.steps == 2 and result.steps_run == 2
+    assert result.eval_loss is not None and [e["step"] for e in result.eval_losses] == [1, 2]
+
+    examples = examples_from_rows(read_store(DatasetStore(store)).rows, load_simple_prompt())
+    train_ids = {e.id for e in split_examples(examples, 0.0, 0)["train"]}
+    assert len(train_ids) == 2
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    seen = [[i for i in r["seen"] if i in train_ids] for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 2  # one example per rank per step (batch 1, 2 steps)
+    for step in range(2):  # disjoint at every step, and together the whole training split
+        assert {seen[0][step], seen[1][step]} == train_ids
+
+    def inside(writes: list[str]) -> set[str]:
+        return {
+            str(Path(w).resolve().relative_to(out.resolve()))
+            for w in writes
+            if Path(w).resolve().is_relative_to(out.resolve())
+        }
+
+    rank0, rank1 = inside(ranks[0]["writes"]), inside(ranks[1]["writes"])
+    assert {"adapter_model.safetensors", "README.md", "splits.json", "train_log.jsonl"} <= rank0
+    assert rank1 and all(
+        Path(p).name == "rng_state_1.pth" and p.startswith("checkpoints/checkpoint-") for p in rank1
+    )
+    llm = TransformersVideoLLM("tiny-random", adapter=str(out))
+    assert llm.adapter and any("lora_" in name for name, _ in llm.model.named_parameters())
 
 
 # --- what training uses, and what it records ------------------------------------------------------
