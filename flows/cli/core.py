@@ -25,6 +25,7 @@ from flows.cli.common import (
     write_json,
 )
 from foley_core.backends.base import DEFAULT_MODEL
+from foley_core.errors import InputError
 
 
 def script_video(
@@ -47,6 +48,12 @@ def script_video(
     from foley_core.video import open_video
 
     opened = open_video(video)  # a bad video fails here, before any model is loaded
+    served = backend == "openai" and adapter  # the server applies the adapter (vLLM --lora-modules)
+    if served and not model:
+        raise InputError(
+            "with --backend openai, --model names the served adapter (vllm serve BASE --enable-lora "
+            "--lora-modules NAME=ADAPTER); --adapter only selects the one-pass prompt"
+        )
     if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
         from training.basemodel import adapter_base_model
 
@@ -54,7 +61,11 @@ def script_video(
     config = ChainConfig(timing=timing)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(
-        backend=backend, model=model or DEFAULT_MODEL, adapter=adapter, base_url=base_url, device=device
+        backend=backend,
+        model=model or DEFAULT_MODEL,
+        adapter=None if served else adapter,
+        base_url=base_url,
+        device=device,
     )
     quiet_transformers()
     warn_if_tiny(model)
