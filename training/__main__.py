@@ -4,7 +4,8 @@
     accelerate launch --num_processes 4 -m training --config cfg.yaml     # DDP, or DeepSpeed / FSDP
 
 Every process trains; rank 0 writes the adapter folder and, with --result, the TrainResult as JSON.
-`foley train --num-processes N` runs this through torchrun for you.
+`foley train --num-processes N` runs this through torchrun for you (so does `python -m training` with
+`num_processes: N` in the config, when no launcher started it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 from foley_core.errors import InputError
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(message)s")
     from training.config import TrainConfig
-    from training.trainer import train
+    from training.launch import run_training
 
     try:
         config = TrainConfig.from_yaml(
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not config.store:
             raise InputError("give --store (or store: in --config)")
-        result = asdict(train(replace(config, num_processes=1)))
+        result = asdict(run_training(config))  # launched by torchrun/accelerate: this process trains
     except InputError as err:
         result = {"error": str(err)}
         print(f"error: {err}", file=sys.stderr)

@@ -85,6 +85,10 @@ def latest_checkpoint(output: Path) -> Path | None:
 
 
 def checkpoint_step(folder: Path) -> int:
+    """The optimizer steps a Trainer checkpoint holds (its trainer_state.json, else its name)."""
+    state = folder / "trainer_state.json"
+    if state.exists():
+        return int(json.loads(state.read_text())["global_step"])
     return int(folder.name.rsplit("-", 1)[1])
 
 
