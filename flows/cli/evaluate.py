@@ -23,7 +23,7 @@ from flows.cli.common import (
 def eval_command(
     pred: Annotated[str, typer.Option("--pred", help="Folder of <id>.json scripts, or a dataset store.")],
     ref: Annotated[str, typer.Option("--ref", help="Folder of <id>.json reference scripts.")],
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Onset tolerance in seconds.")] = 0.5,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Onset collar, seconds (sed_eval).")] = 0.5,
     out: Annotated[Path, typer.Option("--out", help="Where the JSON report and the PNGs go.")] = Path(
         "foley-eval"
     ),
