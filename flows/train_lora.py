@@ -22,9 +22,8 @@ from pathlib import Path
 import fsspec
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
-
-from flows.events import ADAPTER_TRAINED, dataset_resource, record_training
-from training.config import TrainConfig
+from v2t_foley.flows.events import ADAPTER_TRAINED, dataset_resource, record_training
+from v2t_foley.training.config import TrainConfig
 
 
 @flow(name="train-lora")
@@ -41,7 +40,7 @@ def train_lora(
     adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained. `base_model`
     defaults to the config's, then to the model that wrote the store's rows. `num_processes` > 1
     trains data-parallel on this worker (torchrun, one process per GPU; the config's by default)."""
-    from training.launch import run_training
+    from v2t_foley.training.launch import run_training
 
     logger = get_run_logger()
     config = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
@@ -72,7 +71,7 @@ def train_lora(
         result.last_loss,
     )
     if evaluate and result.eval_examples:
-        from training.evaluate import default_similarity, evaluate_adapter
+        from v2t_foley.training.evaluate import default_similarity, evaluate_adapter
 
         evaluate_adapter(config, str(local), similarity=default_similarity())
     if remote:

@@ -1,5 +1,5 @@
 """One process of the two-process CPU test (`torchrun -m tests.ddp_probe --config ...`): trains through
-`python -m training`'s entry point, recording which examples this rank loaded and which files it wrote
+`python -m v2t_foley.training`'s entry point, recording which examples this rank loaded and which files it wrote
 (Python opens for writing, renames, torch.save and peft's safetensors writes), into
 `$FOLEY_DDP_PROBE/rank-R.json`."""
 
@@ -42,18 +42,18 @@ def main() -> int:
         return real_torch_save(obj, f, *args, **kwargs)
 
     torch.save = torch_save
-    import training.trainer
+    from v2t_foley.training import trainer
 
     seen: list[str] = []
 
-    class Recording(training.trainer.ExampleDataset):
+    class Recording(trainer.ExampleDataset):
         def __getitem__(self, index: int):
             example = super().__getitem__(index)
             seen.append(example.id)
             return example
 
-    training.trainer.ExampleDataset = Recording
-    from training.__main__ import main as run
+    trainer.ExampleDataset = Recording
+    from v2t_foley.training.__main__ import main as run
 
     code = run(sys.argv[1:])
     record = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]), "seen": seen, "writes": writes}

@@ -8,11 +8,11 @@ import logging
 import pytest
 import yaml
 from typer.testing import CliRunner
+from v2t_foley.flows.cli import app
+from v2t_foley.flows.publish_dataset import publish_dataset
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore
 
-from flows.cli import app
-from flows.publish_dataset import publish_dataset
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore
 from tests.hub_server import HubServer
 
 runner = CliRunner()

@@ -10,12 +10,11 @@ import random
 import warnings
 
 import pytest
-
-from flows.demo import DEMO_CLIPS
-from foley_core.metrics import score_corpus
-from foley_core.schema import Cue, FoleyScript
-from foley_core.schema.script import TRACKS
-from foley_core.synthetic import SceneSpec, reference_script
+from v2t_foley.flows.demo import DEMO_CLIPS
+from v2t_foley.foley_core.metrics import score_corpus
+from v2t_foley.foley_core.schema import Cue, FoleyScript
+from v2t_foley.foley_core.schema.script import TRACKS
+from v2t_foley.foley_core.synthetic import SceneSpec, reference_script
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

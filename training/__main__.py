@@ -1,10 +1,10 @@
 """One process of a (distributed) training run:
 
-    torchrun --nproc_per_node 4 -m training --config cfg.yaml
-    accelerate launch --num_processes 4 -m training --config cfg.yaml     # DDP, or DeepSpeed / FSDP
+    torchrun --nproc_per_node 4 -m v2t_foley.training --config cfg.yaml
+    accelerate launch --num_processes 4 -m v2t_foley.training --config cfg.yaml     # DDP, or DeepSpeed / FSDP
 
 Every process trains; rank 0 writes the adapter folder and, with --result, the TrainResult as JSON.
-`foley train --num-processes N` runs this through torchrun for you (so does `python -m training` with
+`foley train --num-processes N` runs this through torchrun for you (so does `python -m v2t_foley.training` with
 `num_processes: N` in the config, when no launcher started it).
 """
 
@@ -17,11 +17,13 @@ import os
 import sys
 from dataclasses import asdict
 
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m v2t_foley.training", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--config", required=True, help="YAML file of TrainConfig / TrainingArguments fields")
     parser.add_argument("--store", help="dataset store (overrides the config)")
     parser.add_argument("--output-dir", help="adapter folder (overrides the config)")
@@ -31,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(message)s")
-    from training.config import TrainConfig
-    from training.launch import run_training
+    from v2t_foley.training.config import TrainConfig
+    from v2t_foley.training.launch import run_training
 
     try:
         config = TrainConfig.from_yaml(

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 # the Trainer's names of three TrainConfig fields
 ALIASES = {

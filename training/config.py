@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 # LoRA on the language model's attention projections only; the vision tower and projector stay frozen.
 LANGUAGE_ATTENTION = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
@@ -66,7 +65,7 @@ class TrainConfig:
     def split_options(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:
         """Sort a mapping of options into TrainConfig fields and `training_args` (other TrainingArguments
         fields); the Trainer's names for our fields are aliases. Unknown names are refused."""
-        from training.arguments import ALIASES, OURS, trainer_fields
+        from v2t_foley.training.arguments import ALIASES, OURS, trainer_fields
 
         known = {f.name for f in fields(cls)}
         out: dict[str, Any] = {}

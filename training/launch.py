@@ -1,6 +1,6 @@
-"""Several processes on one machine: `torchrun` runs `python -m training` once per process (one per
+"""Several processes on one machine: `torchrun` runs `python -m v2t_foley.training` once per process (one per
 GPU, or gloo processes on CPU), and the Trainer's DDP does the rest. What `foley train --num-processes N`
-and the train-lora flow call; `accelerate launch -m training --config cfg.yaml` works the same way
+and the train-lora flow call; `accelerate launch -m v2t_foley.training --config cfg.yaml` works the same way
 and adds DeepSpeed / FSDP (from accelerate's config).
 
 The config goes to the processes as a YAML file, the result comes back from rank 0 as JSON; both live
@@ -18,9 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
-
-from foley_core.errors import FoleyError, InputError
-from training.config import TrainConfig
+from v2t_foley.foley_core.errors import FoleyError, InputError
+from v2t_foley.training.config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +27,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def run_training(config: TrainConfig):
     """Train as `config` says: in this process, or with `num_processes` processes through torchrun
     (unless this process is already one of a launched group)."""
-    from training.trainer import train
+    from v2t_foley.training.trainer import train
 
     if config.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return launch(config, config.num_processes)
     return train(config)
 
 
-def launch_command(num_processes: int, config_file: Path, result_file: Path, module: str = "training"):
+def launch_command(
+    num_processes: int, config_file: Path, result_file: Path, module: str = "v2t_foley.training"
+):
     return [
         sys.executable,
         "-m",
@@ -51,9 +52,9 @@ def launch_command(num_processes: int, config_file: Path, result_file: Path, mod
     ]
 
 
-def launch(config: TrainConfig, num_processes: int, module: str = "training"):
+def launch(config: TrainConfig, num_processes: int, module: str = "v2t_foley.training"):
     """Run `python -m <module>` in `num_processes` processes; return rank 0's TrainResult."""
-    from training.trainer import TrainResult
+    from v2t_foley.training.trainer import TrainResult
 
     if num_processes < 1:
         raise InputError(f"num_processes must be at least 1, not {num_processes}")

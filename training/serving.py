@@ -29,8 +29,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.backends.tiny import TINY_NAMES
-from foley_core.errors import InputError
+from v2t_foley.foley_core.backends.tiny import TINY_NAMES
+from v2t_foley.foley_core.errors import InputError
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")

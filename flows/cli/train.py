@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     VerboseOpt,
     app,
     err,
@@ -17,7 +16,7 @@ from flows.cli.common import (
     setup_logging,
     warn_if_tiny,
 )
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 
 @app.command()
@@ -62,8 +61,8 @@ def train(
     setup_logging(verbose)
 
     def run() -> None:
-        from training.config import TrainConfig
-        from training.launch import run_training
+        from v2t_foley.training.config import TrainConfig
+        from v2t_foley.training.launch import run_training
 
         overrides = {
             "store": store,
@@ -103,7 +102,7 @@ def train(
             "eval videos)"
         )
         if evaluate and result.eval_examples:
-            from training.evaluate import default_similarity, evaluate_adapter
+            from v2t_foley.training.evaluate import default_similarity, evaluate_adapter
 
             with err.status("evaluating on the held-out videos"):
                 evaluate_adapter(cfg, result.output_dir, reference, default_similarity())

@@ -6,10 +6,10 @@ so in `ProposalSet.notes`), and audio that cannot be decoded at all leaves video
 
 from __future__ import annotations
 
-from foley_core.proposals.audio import AudioTrack, detect_onsets, detect_speech, load_audio
-from foley_core.proposals.base import Proposal, ProposalSet, ProposalSettings
-from foley_core.proposals.visual import detect_cuts, detect_motion, motion_energy, small_frames
-from foley_core.video.video import Video
+from v2t_foley.foley_core.proposals.audio import AudioTrack, detect_onsets, detect_speech, load_audio
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSet, ProposalSettings
+from v2t_foley.foley_core.proposals.visual import detect_cuts, detect_motion, motion_energy, small_frames
+from v2t_foley.foley_core.video.video import Video
 
 # Onsets this close to a stretch lost to damaged packets are dropped: the silence put in its place
 # starts and ends abruptly, and the detector would report those edges as sounds.
