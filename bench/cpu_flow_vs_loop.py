@@ -32,6 +32,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
     from prefect.testing.utilities import prefect_test_harness
+
     from v2t_foley.flows.build_dataset import build_dataset, new_run_id
     from v2t_foley.foley_core.backends import BackendSpec, load_backend, load_shared_backend
     from v2t_foley.foley_core.chain import run_chain

@@ -110,6 +110,7 @@ def build_model(processor):
 
 def main() -> None:
     from transformers import AutoProcessor
+
     from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
     from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
     from v2t_foley.foley_core.backends.tiny import tiny_model_path

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
+
 from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from v2t_foley.flows.process_shard import process_shard
 from v2t_foley.flows.progress import report

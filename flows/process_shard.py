@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
+
 from v2t_foley.flows.progress import report
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from prefect import flow, get_run_logger
+
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.publish import plan_publish, publish
 from v2t_foley.foley_core.store import DatasetStore

@@ -22,6 +22,7 @@ from pathlib import Path
 import fsspec
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
+
 from v2t_foley.flows.events import ADAPTER_TRAINED, dataset_resource, record_training
 from v2t_foley.training.config import TrainConfig
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
+
 from v2t_foley.foley_core.safenames import safe_join, safe_name
 from v2t_foley.foley_core.schema.script import TRACKS, FoleyScript
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fsspec
 from pydantic import ValidationError
+
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.schema.script import FoleyScript
 

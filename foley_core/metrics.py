@@ -33,6 +33,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
 from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript
 
 Similarity = Callable[[list[str], list[str]], list[float]]

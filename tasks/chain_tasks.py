@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
+
 from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, StepTally, Work, graph, run_step
 from v2t_foley.foley_core.manifest import ManifestEntry
 from v2t_foley.foley_core.video import open_video

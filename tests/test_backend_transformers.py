@@ -4,6 +4,7 @@ from_pretrained path as the real models. Their text is meaningless; the structur
 from __future__ import annotations
 
 import pytest
+
 from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
 from v2t_foley.foley_core.chain import ChainConfig, run_chain
 from v2t_foley.foley_core.chain.ask import parse_answer

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from tests.test_provenance_flow import save_adapter
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.chain import ChainConfig, run_chain
@@ -19,8 +21,6 @@ from v2t_foley.foley_core.prompts import load_prompts
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 from v2t_foley.foley_core.video import open_video
-
-from tests.test_provenance_flow import save_adapter
 
 
 def without_timings(data):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
 from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.schema import validate_script
 from v2t_foley.foley_core.video import open_video

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from v2t_foley.foley_core.proposals import propose
 from v2t_foley.foley_core.synthetic import SceneSpec, encode_video, scene_audio, scene_frames
 from v2t_foley.foley_core.video import open_video

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from typer.testing import CliRunner
+
 from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.schema import Cue, FoleyScript
 from v2t_foley.foley_core.synthetic import SceneSpec, reference_script

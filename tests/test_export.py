@@ -12,6 +12,7 @@ import av
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+
 from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.export import load_script
 from v2t_foley.foley_core.export.segments import cut_segment, media_info, plan_windows
@@ -337,6 +338,7 @@ def test_spotting_sheet_timecode_is_drop_frame_at_29_97(media, tmp_path):
 
 def test_drop_frame_labels_agree_with_the_timecode_library_across_hours():
     from timecode import Timecode
+
     from v2t_foley.foley_core.export.spotting import timecode, timecode_rate
 
     for fps, name in ((NTSC, "29.97"), (60000 / 1001, "59.94"), (25.0, "25"), (24000 / 1001, "23.976")):

@@ -9,6 +9,7 @@ import av
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+
 from v2t_foley.flows.cli import app
 
 runner = CliRunner()

@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+
 from v2t_foley.foley_core.export.tokens import ESTIMATE, TokenCounter, estimate_tokens, fit_text
 
 CUES = [line for line in (Path(__file__).parent / "data" / "cue_texts.txt").read_text().splitlines() if line]

@@ -13,9 +13,9 @@ import time
 import datasets
 import pytest
 from datasets.exceptions import DataFilesNotFoundError
-from v2t_foley.foley_core.store import DatasetStore
 
 from tests.conftest import make_manifest_videos
+from v2t_foley.foley_core.store import DatasetStore
 
 pytestmark = pytest.mark.slow
 

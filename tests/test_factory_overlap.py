@@ -11,12 +11,12 @@ from collections import Counter
 
 import fsspec
 import pytest
-from v2t_foley.foley_core.manifest import read_manifest
-from v2t_foley.foley_core.store import DatasetStore
-from v2t_foley.foley_core.store.verify import verify
 
 from tests.conftest import make_manifest_videos
 from tests.servers import moto_s3
+from v2t_foley.foley_core.manifest import read_manifest
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.verify import verify
 
 pytestmark = pytest.mark.slow
 

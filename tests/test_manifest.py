@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from v2t_foley.foley_core.errors import ManifestError
 from v2t_foley.foley_core.manifest import derive_id, read_manifest, write_manifest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from v2t_foley.foley_core.metrics import (
     EmbeddingSimilarity,
     match_cues,

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from v2t_foley.foley_core.errors import TemplateError
 from v2t_foley.foley_core.prompts import CHAIN_STEPS, default_prompt_dir, load_prompts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from v2t_foley.foley_core.proposals import ProposalSet, ProposalSettings, candidate_windows, propose
 from v2t_foley.foley_core.proposals.base import Proposal
 from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from v2t_foley.foley_core.backends import BackendSpec, provenance
 from v2t_foley.foley_core.backends.provenance import (
     folder_revision,

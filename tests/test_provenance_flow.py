@@ -8,13 +8,13 @@ from pathlib import Path
 
 import datasets
 import pytest
+
 import v2t_foley.foley_core.backends as backends
+from tests.conftest import make_manifest_videos
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
 from v2t_foley.foley_core.backends.registry import release_shared_model
 from v2t_foley.foley_core.backends.tiny import tiny_model_path
-
-from tests.conftest import make_manifest_videos
 
 
 def save_adapter(folder: Path, seed: int) -> None:
@@ -22,6 +22,7 @@ def save_adapter(folder: Path, seed: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
+
     from v2t_foley.training.config import LANGUAGE_ATTENTION
 
     torch.manual_seed(seed)

@@ -8,12 +8,12 @@ import logging
 import pytest
 import yaml
 from typer.testing import CliRunner
+
+from tests.hub_server import HubServer
 from v2t_foley.flows.cli import app
 from v2t_foley.flows.publish_dataset import publish_dataset
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore
-
-from tests.hub_server import HubServer
 
 runner = CliRunner()
 TOKEN = "hf_test_token_that_must_never_be_logged"

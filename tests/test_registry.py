@@ -11,6 +11,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 import v2t_foley.foley_core.backends as backends
 from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, load_shared_backend
 from v2t_foley.foley_core.backends.registry import ModelRegistry, release_shared_model

@@ -11,10 +11,10 @@ import re
 
 import fsspec
 import pytest
-from v2t_foley.foley_core.errors import InputError
-from v2t_foley.foley_core.safenames import UnsafePathError, redact_uri, safe_join, safe_name
 
 from tests.servers import moto_s3
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.safenames import UnsafePathError, redact_uri, safe_join, safe_name
 
 NASTY = [
     "../../x",

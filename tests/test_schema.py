@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+
 from v2t_foley.foley_core.schema import (
     Cue,
     FoleyScript,

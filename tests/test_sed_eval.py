@@ -10,6 +10,7 @@ import random
 import warnings
 
 import pytest
+
 from v2t_foley.flows.demo import DEMO_CLIPS
 from v2t_foley.foley_core.metrics import score_corpus
 from v2t_foley.foley_core.schema import Cue, FoleyScript

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+from tests.chat_server import ChatServer
 from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.training.config import TrainConfig
 from v2t_foley.training.lora import apply_lora
 from v2t_foley.training.serving import check_servable
-
-from tests.chat_server import ChatServer
 
 runner = CliRunner()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datasets
 import pytest
+
 from v2t_foley.foley_core.schema.rows import FEATURES, DatasetRow
 from v2t_foley.foley_core.store import DatasetStore, render_card
 

@@ -9,11 +9,11 @@ from collections import Counter
 import datasets
 import fsspec
 import pytest
+
+from tests.servers import moto_s3
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore, render_card
 from v2t_foley.foley_core.store.markers import UnsafeStoreError
-
-from tests.servers import moto_s3
 
 
 def row(

@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
+
+from tests.conftest import make_manifest_videos
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.backends.base import GenerationRequest
@@ -30,8 +32,6 @@ from v2t_foley.training.config import TrainConfig
 from v2t_foley.training.evaluate import evaluate_adapter
 from v2t_foley.training.lora import apply_lora, training_step
 from v2t_foley.training.trainer import train
-
-from tests.conftest import make_manifest_videos
 
 runner = CliRunner()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from v2t_foley.foley_core.synthetic import read_index, write_index_video
 from v2t_foley.foley_core.video import (
     CorruptVideoError,

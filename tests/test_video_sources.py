@@ -13,6 +13,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
+
+from tests.servers import moto_s3
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.video import (
     DisallowedSourceError,
@@ -22,8 +24,6 @@ from v2t_foley.foley_core.video import (
     open_video,
     sha256_file,
 )
-
-from tests.servers import moto_s3
 
 
 @pytest.fixture(scope="module")

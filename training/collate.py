@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+
 from v2t_foley.foley_core.backends.base import GenerationRequest
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.video import open_video

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from v2t_foley.foley_core.errors import InputError
 
 # LoRA on the language model's attention projections only; the vision tower and projector stay frozen.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
 from v2t_foley.foley_core.chain.simple import simple_prompt, simple_target
 from v2t_foley.foley_core.prompts import PromptSet
 from v2t_foley.foley_core.store import DatasetStore, ShardMarker

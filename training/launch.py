@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
+
 from v2t_foley.foley_core.errors import FoleyError, InputError
 from v2t_foley.training.config import TrainConfig
 

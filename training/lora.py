@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+
 from v2t_foley.training.config import TrainConfig
 
 

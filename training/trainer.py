@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
+
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.chain.simple import load_simple_prompt
 from v2t_foley.foley_core.errors import InputError

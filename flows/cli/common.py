@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+
 from v2t_foley.foley_core.errors import FoleyError, InputError
 
 app = typer.Typer(

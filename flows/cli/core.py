@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
@@ -40,6 +41,7 @@ def script_video(
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from v2t_foley.foley_core.backends import BackendSpec, load_backend
     from v2t_foley.foley_core.chain import ChainConfig, run_chain
     from v2t_foley.foley_core.prompts import load_prompts

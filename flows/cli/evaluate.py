@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
 from v2t_foley.flows.cli.common import (
     VerboseOpt,
     app,

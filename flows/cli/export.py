@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from v2t_foley.flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
 
 

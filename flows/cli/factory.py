@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
@@ -143,6 +144,7 @@ def check_build_inputs(manifest: str, store: str) -> None:
 def run_build(manifest: str, store: str, **options):
     """The build-dataset flow with a progress bar fed by the flow's progress reports."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from v2t_foley.flows import progress as flow_progress
 
     quiet_transformers()

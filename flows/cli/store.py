@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from v2t_foley.flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
 
 

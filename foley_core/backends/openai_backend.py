@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from PIL import Image
+
 from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
 from v2t_foley.foley_core.errors import BackendError, TransientBackendError
 from v2t_foley.foley_core.schema.decoding import max_output_bytes

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
+
 from v2t_foley.foley_core.video.source import default_cache_dir
 
 TINY_VIDEO_LLAVA = "tiny-random"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from v2t_foley.foley_core.backends.base import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
 from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
 from v2t_foley.foley_core.chain.jsonparse import JSONExtractError, extract_json
 from v2t_foley.foley_core.chain.trace import StepCall

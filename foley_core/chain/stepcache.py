@@ -14,6 +14,7 @@ from typing import Any
 
 import fsspec
 from pydantic import TypeAdapter
+
 from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache
 from v2t_foley.foley_core.chain.steps import StepResult
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+
 from v2t_foley.foley_core.schema.events import Event, EventReasoning
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.safenames import redact_uri
 from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript

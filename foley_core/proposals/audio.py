@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+
 from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
 from v2t_foley.foley_core.video.video import Video
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 from scenedetect import ContentDetector, FrameTimecode
+
 from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.video import Video

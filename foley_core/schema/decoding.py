@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
 from v2t_foley.foley_core.schema.script import TRACKS
 
 

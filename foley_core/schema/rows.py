@@ -11,6 +11,7 @@ from typing import Literal
 
 import datasets
 from pydantic import BaseModel, ConfigDict
+
 from v2t_foley.foley_core.backends.provenance import join_revisions
 
 FEATURES = datasets.Features(

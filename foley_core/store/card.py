@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import yaml
+
 from v2t_foley.foley_core.schema.rows import FEATURES
 from v2t_foley.foley_core.store.store import DatasetStore, ShardMarker, stats
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from filelock import FileLock
 from fsspec.asyn import sync
+
 from v2t_foley.foley_core.errors import FoleyError
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, field_validator
+
 from v2t_foley.foley_core.errors import InputError
 
 STORE_FORMAT = 2  # 1: one file per split, 4-part keys; 2: file lists, revisions, supersedes

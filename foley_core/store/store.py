@@ -27,6 +27,7 @@ import datasets
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.schema.rows import FEATURES, DatasetRow
 from v2t_foley.foley_core.store.lease import Lease

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import yaml
+
 from v2t_foley.foley_core.store.card import render_card
 from v2t_foley.foley_core.store.commit import rewrite
 from v2t_foley.foley_core.store.markers import Key, ShardMarker

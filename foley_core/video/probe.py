@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 from v2t_foley.foley_core.video.errors import (
     CorruptVideoError,
     NotAVideoError,

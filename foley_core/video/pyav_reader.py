@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.probe import VideoInfo
 from v2t_foley.foley_core.video.reader import FrameReader, scaled_size

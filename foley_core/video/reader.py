@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from v2t_foley.foley_core.video.probe import VideoInfo
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
+
 from v2t_foley.foley_core.safenames import redact_uri
 from v2t_foley.foley_core.video.errors import (
     DisallowedSourceError,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from v2t_foley.foley_core.video.probe import VideoInfo, probe
 from v2t_foley.foley_core.video.reader import FrameReader, Frames
 from v2t_foley.foley_core.video.sampling import (
