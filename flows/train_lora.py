@@ -35,11 +35,13 @@ def train_lora(
     config_path: str | None = None,
     max_steps: int | None = None,
     evaluate: bool = True,
+    num_processes: int | None = None,
 ) -> dict:
     """Train (or resume) an adapter on `store`'s ok rows; write it to `output` (default: the store's
     adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained. `base_model`
-    defaults to the config's, then to the model that wrote the store's rows."""
-    from v2t_foley.training.trainer import train
+    defaults to the config's, then to the model that wrote the store's rows. `num_processes` > 1
+    trains data-parallel on this worker (torchrun, one process per GPU; the config's by default)."""
+    from v2t_foley.training.launch import run_training
 
     logger = get_run_logger()
     config = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
@@ -53,8 +55,11 @@ def train_lora(
         output_dir=str(local),
         base_model=base_model or config.base_model,
         max_steps=max_steps or config.max_steps,
+        num_processes=num_processes or config.num_processes,
     )
-    result = train(config)
+    if config.num_processes > 1:
+        logger.info("training with %d processes (torchrun)", config.num_processes)
+    result = run_training(config)
     if result.steps_run == 0:
         logger.info("%s already trained %d steps; nothing recorded", output, result.steps)
         return {"adapter": output, "steps": result.steps, "result": asdict(result)}
@@ -84,6 +89,8 @@ def train_lora(
         "seen": result.used["seen"],
         "base_model": result.base_model,
         "steps": result.steps,
+        "eval_loss": result.eval_loss,
+        "processes": result.processes,
         "trained_at": stamp,
         "data_version": result.data_version,
     }

@@ -1,14 +1,28 @@
 """Scoring a predicted foley script against a reference script.
 
-Event-based, like sed_eval's event-based metric: within each track, a predicted cue matches a reference
-cue when their onsets (start times) differ by at most `tolerance` seconds; matching is one-to-one and
-takes the largest number of matches (then the smallest total onset error among those). From the
-matches: precision, recall and F1 per track and over all tracks (counts summed), the mean temporal IoU
-of matched cues, and the mean description similarity of matched cues (sentence embeddings, offline).
-Over a corpus, the JSON-validity rate counts predictions that were missing or not valid scripts.
+Event-based, as the sound-event detection community (DCASE) scores with `sed_eval`'s
+`EventBasedMetrics(evaluate_onset=True, evaluate_offset=False, event_matching_type="optimal")`, each
+track taken as an event class: within each track, a predicted cue matches a reference cue when their
+onsets (start times) differ by at most `tolerance` seconds (sed_eval's `t_collar`, compared the same
+way: `abs(difference) <= tolerance` in floating point, so 1.1 - 0.6 = 0.5000000000000001 misses a
+0.5 s collar); matching is one-to-one and takes the largest number of matches. From the matches:
+precision, recall and F1 per track and over all tracks (counts summed over tracks and videos:
+sed_eval's class-wise and overall micro F1), the mean temporal IoU of matched cues, and the mean
+description similarity of matched cues (sentence embeddings, offline). Over a corpus, the
+JSON-validity rate counts predictions that were missing or not valid scripts.
 
-Conventions for empty sides: with no prediction, precision is 1 (nothing wrong was said); with no
-reference, recall is 1 (nothing was missed); F1 is 0 when both precision and recall are 0.
+Where the definitions meet, the numbers are sed_eval's (tests/test_sed_eval.py holds both side by
+side). Where they differ:
+- Offsets are ignored, as sed_eval with `evaluate_offset=False`; sed_eval's default also checks
+  offsets (`max(t_collar, percentage_of_length * length)`). Temporal IoU reports offsets separately.
+- Among equally many matches, we pick the smallest total onset error (the IoU, onset errors and
+  similarities are measured on those pairs); sed_eval's bipartite matching takes any maximum matching.
+  The counts, so P/R/F1, are the same.
+- Empty sides: with no prediction, precision is 1 (nothing wrong was said); with no reference, recall
+  is 1 (nothing was missed); F1 is 0 when both precision and recall are 0, and 1 for a track empty on
+  both sides. sed_eval leaves precision (recall) undefined (nan) with no output (no reference), and so
+  F; the counts agree always, P/R/F whenever both sides have a cue.
+- Our default collar is 0.5 s (DCASE uses 0.2 s for short events, 1 s or more for long ones).
 """
 
 from __future__ import annotations
@@ -38,12 +52,13 @@ def temporal_iou(a: Cue, b: Cue) -> float:
 def match_cues(pred: Sequence[Cue], ref: Sequence[Cue], tolerance: float) -> list[tuple[int, int]]:
     """One-to-one (pred index, ref index) pairs with |onset difference| <= tolerance.
 
-    The most pairs possible; among those, the smallest total onset error.
+    The most pairs possible (sed_eval's optimal matching); among those, the smallest total onset error.
+    The comparison is sed_eval's, in floating point (no slack): 0.8 - 0.3 is 0.5000000000000001.
     """
     if not pred or not ref:
         return []
     diff = np.abs(np.array([p.start for p in pred])[:, None] - np.array([r.start for r in ref])[None, :])
-    valid = diff <= tolerance + 1e-9
+    valid = diff <= tolerance
     # every valid pair is worth more than any sum of errors, so the assignment maximises the count first
     bonus = float(diff[valid].sum() + 1.0) if valid.any() else 1.0
     cost = np.where(valid, diff - bonus, 0.0)

@@ -22,6 +22,7 @@ from v2t_foley.flows.cli import app
 from v2t_foley.foley_core.backends.base import GenerationRequest
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.chain.simple import load_simple_prompt
+from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.schema import validate_script
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore, ShardMarker
@@ -56,6 +57,7 @@ def config(store: str, output: Path, **changes) -> TrainConfig:
         batch_size=2,
         eval_fraction=0.0,
         save_steps=4,
+        eval_steps=4,
         max_steps=12,
     )
     return replace(base, **changes)
@@ -92,15 +94,26 @@ def test_training_end_to_end(store, tmp_path):
         "base_model: tiny-random" in card and store in card and result.data_version["prompt_version"] in card
     )
     assert json.loads((tmp_path / "adapter" / "splits.json").read_text())
+    # the Trainer: a cosine schedule after warm-up, evaluation loss on the held-out video every 4 steps
+    lrs = [
+        json.loads(line)["lr"] for line in (tmp_path / "adapter" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert max(lrs) == pytest.approx(3e-3) and lrs[-1] < lrs[5] < max(lrs)
+    evals = [json.loads(line) for line in (tmp_path / "adapter" / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [4, 8, 12] and result.eval_examples == 1
+    assert result.eval_loss == evals[-1]["eval_loss"] and "## Evaluation loss" in card
+    assert f"| 12 | {result.eval_loss} |" in card
+    assert (tmp_path / "adapter" / "train_log.csv").read_text().startswith("step,loss,lr")
 
 
 def test_resume_continues_the_step_count(store, tmp_path):
     out = tmp_path / "adapter"
     train(config(store, out, max_steps=4))
-    assert (out / "checkpoints" / "step-4").is_dir()
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4  # the Trainer's own checkpoint
     result = train(config(store, out, max_steps=6))
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6] and result.steps == 6
+    assert steps == [1, 2, 3, 4, 5, 6] and result.steps == 6 and result.steps_run == 2
 
 
 def test_adapter_writes_a_valid_script_in_one_pass(store, tmp_path, scene_video):
@@ -130,14 +143,72 @@ def test_adapter_writes_a_valid_script_in_one_pass(store, tmp_path, scene_video)
 def test_train_cli_from_yaml_with_evaluation(store, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
-        f"store: {store}\nbase_model: tiny-random\nmax_steps: 2\ngrad_accum: 1\neval_fraction: 0.0\n"
+        f"store: {store}\nbase_model: tiny-random\nmax_steps: 2\neval_fraction: 0.0\n"
+        # the Trainer's names and any other TrainingArguments field
+        "gradient_accumulation_steps: 1\nlr_scheduler_type: linear\nwarmup_steps: 0\nsave_steps: 1\n"
+        "save_total_limit: 1\n"
+        "report_to: [csv, tensorboard]\n"
     )
     result = runner.invoke(app, ["train", "--config", str(cfg), "--output-dir", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
+    assert "eval loss" in result.output
+    assert [p.name for p in (tmp_path / "a" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert list((tmp_path / "a" / "checkpoints" / "runs").rglob("events.out.tfevents.*"))
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert lrs[-1] < lrs[0]  # linear decay, no warm-up
     report = json.loads((tmp_path / "a" / "eval.json").read_text())  # the test split is held out
-    assert report["videos"] == 1 and report["base_full_chain"]["overall"]["f1"] == 1.0
+    # no references: no F1 (the chain against itself is 1.0 by construction), validity and cost only
+    assert report["videos"] == 1 and report["scored"] is False and "F1" in report["note"]
+    assert "overall" not in report["base_full_chain"] and "overall" not in report["adapter_simple_prompt"]
     assert report["adapter_simple_prompt"]["tokens_per_video"] > 0
-    assert "adapter_simple_prompt" in (tmp_path / "a" / "eval.md").read_text()
+    assert report["base_full_chain"]["seconds_per_video"] > 0
+    assert "No F1" in (tmp_path / "a" / "eval.md").read_text()
+
+    # with references both sides are scored against them
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    held_out = [r for r in DatasetStore(store).read_rows() if r["status"] == "ok" and r["split"] == "test"]
+    assert len(held_out) == 1
+    (refs / f"{held_out[0]['id']}.json").write_text(held_out[0]["script"])
+    scored = evaluate_adapter(
+        config(store, tmp_path / "a", eval_fraction=0.0), str(tmp_path / "a"), references=str(refs)
+    )
+    assert scored["scored"] and scored["base_full_chain"]["overall"]["f1"] == 1.0  # its own script
+    assert "f1" in scored["adapter_simple_prompt"]["overall"]
+    assert "F1 overall" in (tmp_path / "a" / "eval.md").read_text()
+
+
+def test_config_maps_onto_training_arguments(tmp_path):
+    """The YAML sets TrainConfig fields, the Trainer's names of them, and any TrainingArguments field."""
+    from v2t_foley.training.arguments import training_arguments
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "store: s\nlearning_rate: 0.001\nper_device_train_batch_size: 4\nnum_train_epochs: 2\n"
+        "lr_scheduler_type: linear\nsave_total_limit: 3\noptim: adamw_torch\n"
+        "training_args: {gradient_accumulation_steps: 2, label_smoothing_factor: 0.1}\n"
+    )
+    config = TrainConfig.from_yaml(cfg, max_steps=7)
+    assert (config.batch_size, config.epochs, config.grad_accum, config.max_steps) == (4, 2, 2, 7)
+    assert config.training_args == {
+        "save_total_limit": 3,
+        "optim": "adamw_torch",
+        "label_smoothing_factor": 0.1,
+    }
+    args = training_arguments(replace(config, device="cpu"), tmp_path / "a", max_steps=7, has_eval=True)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_steps) == (4, 2, 7)
+    assert args.learning_rate == 0.001 and args.lr_scheduler_type == "linear"
+    assert args.save_total_limit == 3 and args.label_smoothing_factor == 0.1
+    assert (
+        args.eval_strategy == "steps"
+        and args.eval_steps == 50
+        and args.output_dir == str(tmp_path / "a" / "checkpoints")
+    )
+    assert args.remove_unused_columns is False and args.label_names == ["labels"]
+    for bad in ("remove_unused_columns: true\n", "training_args: {no_such_field: 1}\n"):
+        cfg.write_text("store: s\n" + bad)
+        with pytest.raises(InputError, match="unknown training option"):
+            TrainConfig.from_yaml(cfg)
 
 
 def test_unknown_yaml_option_is_refused(tmp_path):
@@ -152,10 +223,16 @@ def test_train_lora_flow_records_the_training(store, tmp_path):
     from v2t_foley.flows.train_lora import train_lora
 
     record = train_lora(
-        store=store, output=str(tmp_path / "a"), base_model="tiny-random", max_steps=2, evaluate=False
+        store=store,
+        output=str(tmp_path / "a"),
+        base_model="tiny-random",
+        max_steps=2,
+        evaluate=False,
+        num_processes=2,  # torchrun on the worker (gloo processes on CPU)
     )
     assert (tmp_path / "a" / "adapter_model.safetensors").exists()
-    assert last_training(store)["ok_rows"] == 3 and record["steps"] == 2
+    assert last_training(store)["ok_rows"] == 3 and record["steps"] == 2 and record["processes"] == 2
+    assert last_training(store)["eval_loss"] is not None
 
 
 def test_factory_with_an_adapter_runs_one_pass(store, tmp_path):
@@ -165,6 +242,51 @@ def test_factory_with_an_adapter_runs_one_pass(store, tmp_path):
         manifest=manifest, store=str(tmp_path / "s2"), model="tiny-random", adapter=str(tmp_path / "adapter")
     )
     assert summary.new_ok_rows == 3 and set(summary.computed) == {"sample", "simple", "validate"}
+
+
+# --- several processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_processes_on_cpu_share_the_data_and_rank_0_writes(store, tmp_path, monkeypatch):
+    """torchrun with 2 gloo processes on the tiny model, through the launcher `foley train
+    --num-processes` and the train-lora flow use: each rank trains on its own examples, only rank 0
+    writes the adapter folder (rank 1 writes only its RNG state into the Trainer's checkpoints), and the
+    adapter loads."""
+    from v2t_foley.training.data import examples_from_rows, read_store, split_examples
+    from v2t_foley.training.launch import launch
+
+    monkeypatch.setenv("FOLEY_DDP_PROBE", str(tmp_path))
+    out = tmp_path / "adapter"
+    cfg = config(store, out, max_steps=2, batch_size=1, save_steps=1, eval_steps=1, device="cpu")
+    result = launch(cfg, 2, module="tests.ddp_probe")
+    assert result.processes == 2 and result.steps == 2 and result.steps_run == 2
+    assert result.eval_loss is not None and [e["step"] for e in result.eval_losses] == [1, 2]
+
+    examples = examples_from_rows(read_store(DatasetStore(store)).rows, load_simple_prompt())
+    train_ids = {e.id for e in split_examples(examples, 0.0, 0)["train"]}
+    assert len(train_ids) == 2
+    ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    seen = [[i for i in r["seen"] if i in train_ids] for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 2  # one example per rank per step (batch 1, 2 steps)
+    for step in range(2):  # disjoint at every step, and together the whole training split
+        assert {seen[0][step], seen[1][step]} == train_ids
+
+    def inside(writes: list[str]) -> set[str]:
+        return {
+            str(Path(w).resolve().relative_to(out.resolve()))
+            for w in writes
+            if Path(w).resolve().is_relative_to(out.resolve())
+        }
+
+    rank0, rank1 = inside(ranks[0]["writes"]), inside(ranks[1]["writes"])
+    assert {"adapter_model.safetensors", "README.md", "splits.json", "train_log.jsonl"} <= rank0
+    assert rank1 and all(
+        Path(p).name == "rng_state_1.pth" and p.startswith("checkpoints/checkpoint-") for p in rank1
+    )
+    llm = TransformersVideoLLM("tiny-random", adapter=str(out))
+    assert llm.adapter and any("lora_" in name for name, _ in llm.model.named_parameters())
 
 
 # --- what training uses, and what it records ------------------------------------------------------
@@ -233,7 +355,9 @@ def test_adapter_rows_are_left_out_unless_asked_for(store, tmp_path):
     assert sorted(tuple(k) for k in result.used["keys"]) == base_keys
     # evaluation reads the same rows: the held-out video's chain row, not the adapter's
     report = evaluate_adapter(config(mixed, tmp_path / "a2", eval_fraction=0.0), str(tmp_path / "a2"))
-    assert report["videos"] == 1 and report["base_full_chain"]["overall"]["f1"] == 1.0
+    chain_row = next(r for r in rows if r["status"] == "ok" and r["split"] == "test" and not r["adapter"])
+    chain_tokens = sum(c["new_tokens"] for c in json.loads(chain_row["trace"])["calls"])
+    assert report["videos"] == 1 and report["base_full_chain"]["tokens_per_video"] == chain_tokens
 
 
 def test_a_named_prompt_version_chooses_the_rows(store, tmp_path):

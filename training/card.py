@@ -22,6 +22,11 @@ def _curation_line(counts: dict[str, Any] | None) -> str:
     )
 
 
+def _loss(result) -> str:
+    loss = getattr(result, "eval_loss", None)
+    return "- (no held-out videos)" if loss is None else str(loss)
+
+
 def write_model_card(output: Path, config, result, metrics: dict[str, Any] | None = None) -> Path:
     header = {
         "base_model": config.base_model,
@@ -46,6 +51,9 @@ A LoRA adapter for `{config.base_model}` that writes the four-track foley script
 | train / eval videos | {result.train_examples} / {result.eval_examples} (by video; `splits.json`) |
 | optimizer steps | {result.steps} |
 | loss, first -> last step of the last run | {result.first_loss} -> {result.last_loss} |
+| evaluation loss (held-out split, after the last step) | {_loss(result)} |
+| schedule | {config.lr_scheduler_type}, peak {config.learning_rate}, {config.warmup_steps} warm-up steps |
+| processes | {getattr(result, "processes", 1)} |
 | LoRA | {lora} |
 
 Use it: `foley script clip.mp4 --model {config.base_model} --adapter {output}`.
@@ -56,6 +64,10 @@ Use it: `foley script clip.mp4 --model {config.base_model} --adapter {output}`.
 {json.dumps(config.as_dict(), indent=1)}
 ```
 """
+    losses = getattr(result, "eval_losses", None) or []
+    if losses:
+        rows = "\n".join(f"| {r['step']} | {r['eval_loss']} |" for r in losses)
+        body += f"\n## Evaluation loss\n\n| step | eval loss |\n|---|---|\n{rows}\n"
     if metrics:
         body += f"\n## Evaluation\n\n```json\n{json.dumps(metrics, indent=1)}\n```\n"
     path = output / "README.md"

@@ -1,8 +1,15 @@
-"""`TrainConfig`: every knob of a LoRA run, filled from a YAML file and/or CLI flags (TRL-style)."""
+"""`TrainConfig`: every knob of a LoRA run, filled from a YAML file and/or CLI flags (TRL-style).
+
+It maps onto `transformers.TrainingArguments` (`training_arguments`): the fields below carry the
+project's names and defaults; any other `TrainingArguments` field may be set in the YAML too
+(`lr_scheduler_type`, `deepspeed`, `fsdp`, `bf16`, `optim`, `save_total_limit`, ...) and lands in
+`training_args`. The Trainer's own names of three fields are accepted as aliases: `num_train_epochs`
+(epochs), `per_device_train_batch_size` (batch_size), `gradient_accumulation_steps` (grad_accum).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +45,57 @@ class TrainConfig:
     lora_dropout: float = 0.05  # dropout on the LoRA path
     target_modules: str = LANGUAGE_ATTENTION  # regex of the modules that get adapters
     learning_rate: float = 2e-4  # peak learning rate (AdamW)
-    warmup_steps: int = 10  # linear warm-up, then constant
+    lr_scheduler_type: str = "cosine"  # after warm-up: cosine, linear, constant, ... (TrainingArguments)
+    warmup_steps: int = 10  # linear warm-up steps
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
     epochs: float = 3.0  # passes over the training examples (ignored when max_steps is set)
     max_steps: int | None = None  # optimizer steps in all (a resumed run counts the steps already done)
-    batch_size: int = 1  # examples per forward pass
+    batch_size: int = 1  # examples per forward pass, per process
     grad_accum: int = 8  # forward passes per optimizer step
     gradient_checkpointing: bool = True  # trade compute for memory (on GPU)
     save_steps: int = 50  # checkpoint every this many optimizer steps
+    eval_steps: int = 50  # evaluation loss on the held-out split every this many steps (0: only at the end)
+    report_to: list[str] = field(default_factory=lambda: ["csv"])  # csv (ours), tensorboard, wandb, ...
     resume: bool = True  # continue from the newest checkpoint in output_dir when there is one
+    num_processes: int = 1  # data-parallel processes (GPUs): >1 launches torchrun on this machine
     seed: int = 0  # data order and initialisation
     device: str | None = None  # cuda / cpu (default: cuda when available)
     dtype: str | None = None  # bfloat16 on GPU, float32 on CPU by default
-    max_eval_videos: int = 50  # evaluation cost cap
+    max_eval_videos: int = 50  # evaluation cost cap (generation; the eval loss uses every held-out video)
+    training_args: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments field
+
+    @classmethod
+    def split_options(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+        """Sort a mapping of options into TrainConfig fields and `training_args` (other TrainingArguments
+        fields); the Trainer's names for our fields are aliases. Unknown names are refused."""
+        from v2t_foley.training.arguments import ALIASES, OURS, trainer_fields
+
+        known = {f.name for f in fields(cls)}
+        out: dict[str, Any] = {}
+        extra = dict(data.get("training_args") or {})
+        unknown = []
+        for key, value in data.items():
+            if key == "training_args":
+                continue
+            if key in ALIASES:
+                out[ALIASES[key]] = value
+            elif key in known:
+                out[key] = value
+            elif key in trainer_fields() and key not in OURS:
+                extra[key] = value
+            else:
+                unknown.append(key)
+        for key in list(extra):  # training_args: {learning_rate: ...} means the field itself
+            if key in ALIASES or key in known:
+                out.setdefault(ALIASES.get(key, key), extra.pop(key))
+        bad = [k for k in extra if k not in trainer_fields() or k in OURS]
+        if unknown or bad:
+            raise InputError(f"{source}: unknown training option(s): {', '.join(sorted(unknown + bad))}")
+        if isinstance(out.get("report_to"), str):
+            out["report_to"] = [out["report_to"]]
+        out["training_args"] = extra
+        return out
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -61,10 +105,7 @@ class TrainConfig:
             raise InputError(f"{path}: cannot read the training config: {err}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: a training config is a mapping of option: value")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"{path}: unknown training option(s): {', '.join(sorted(unknown))}")
+        data = cls.split_options(data, str(path))
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 

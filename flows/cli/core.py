@@ -26,6 +26,7 @@ from v2t_foley.flows.cli.common import (
     write_json,
 )
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.errors import InputError
 
 
 def script_video(
@@ -49,6 +50,12 @@ def script_video(
     from v2t_foley.foley_core.video import open_video
 
     opened = open_video(video)  # a bad video fails here, before any model is loaded
+    served = backend == "openai" and adapter  # the server applies the adapter (vLLM --lora-modules)
+    if served and not model:
+        raise InputError(
+            "with --backend openai, --model names the served adapter (vllm serve BASE --enable-lora "
+            "--lora-modules NAME=ADAPTER); --adapter only selects the one-pass prompt"
+        )
     if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
         from v2t_foley.training.basemodel import adapter_base_model
 
@@ -58,7 +65,7 @@ def script_video(
     spec = BackendSpec(
         backend=backend,
         model=model or DEFAULT_MODEL,
-        adapter=adapter,
+        adapter=None if served else adapter,
         base_url=base_url,
         device=device,
         concurrency=concurrency,

@@ -38,7 +38,7 @@ def eval_command(
             "folder, then stop; existing files are kept. Correct them, then pass the folder as --ref.",
         ),
     ] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Onset tolerance in seconds.")] = 0.5,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Onset collar, seconds (sed_eval).")] = 0.5,
     out: Annotated[Path, typer.Option("--out", help="Where the JSON report and the PNGs go.")] = Path(
         "foley-eval"
     ),

@@ -54,6 +54,12 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps in all.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-processes", help="Data-parallel processes (one per GPU) through torchrun on this machine."
+        ),
+    ] = None,
     evaluate: Annotated[bool, typer.Option(help="Evaluate on the held-out videos afterwards.")] = True,
     reference: Annotated[
         str | None, typer.Option("--reference", help="Ground-truth <id>.json folder.")
@@ -65,7 +71,7 @@ def train(
 
     def run() -> None:
         from v2t_foley.training.config import TrainConfig
-        from v2t_foley.training.trainer import train as run_training
+        from v2t_foley.training.launch import run_training
 
         overrides = {
             "store": store,
@@ -77,6 +83,7 @@ def train(
             "prompt_version": prompt_version,
             "curation": curation,
             "include_adapter_rows": include_adapter_rows or None,  # None: the config file's value
+            "num_processes": num_processes,
         }
         cfg = (
             TrainConfig.from_yaml(config, **overrides)
@@ -98,9 +105,11 @@ def train(
             return
         warn_if_tiny(result.base_model)  # after: without --model it is the store's, known once read
         cfg = replace(cfg, base_model=result.base_model)
+        eval_loss = "" if result.eval_loss is None else f"; eval loss {result.eval_loss:.4f}"
         err.print(
             f"adapter: {result.output_dir} ({result.steps} steps; loss {result.first_loss:.4f} -> "
-            f"{result.last_loss:.4f}; {result.train_examples} train / {result.eval_examples} eval videos)"
+            f"{result.last_loss:.4f}{eval_loss}; {result.train_examples} train / {result.eval_examples} "
+            "eval videos)"
         )
         if evaluate and result.eval_examples:
             from v2t_foley.training.evaluate import default_similarity, evaluate_adapter
