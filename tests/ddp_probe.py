@@ -1,6 +1,6 @@
 """One process of the two-process CPU test (`torchrun -m tests.ddp_probe --config ...`): trains
-through `python -m v2t_foley.training`'s entry point, recording which examples this rank loaded and which files it wrote
-(Python opens for writing, renames, torch.save and peft's safetensors writes), into
+through `python -m v2t_foley.training`'s entry point, recording which examples this rank loaded and which
+files it wrote (Python opens for writing, renames, torch.save and peft's safetensors writes), into
 `$FOLEY_DDP_PROBE/rank-R.json`."""
 
 from __future__ import annotations
