@@ -48,7 +48,13 @@ def stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def moto_s3(log: Path) -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+    """moto's S3 server on 127.0.0.1; yields its endpoint URL.
+
+    s3fs caches filesystem instances (with the endpoint they were made with) per process: the cache is
+    cleared on the way in and out, so no test reaches another test's stopped server."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
     port = free_port()
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -61,6 +67,7 @@ def moto_s3(log: Path) -> Iterator[str]:
         wait_http(f"http://127.0.0.1:{port}/moto-api/", 60, process)
         yield f"http://127.0.0.1:{port}"
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         stop(process)
 
 
