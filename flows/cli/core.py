@@ -11,8 +11,10 @@ from flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
+    ChunkSecondsOpt,
     DeviceOpt,
     ModelOpt,
+    PartialOkOpt,
     PromptsOpt,
     TimingOpt,
     VerboseOpt,
@@ -37,6 +39,8 @@ def script_video(
     prompts_dir: Path | None,
     device: str | None,
     timing: str = "measured",
+    chunk_seconds: float | None = 30.0,
+    partial_ok: bool = False,
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -51,7 +55,7 @@ def script_video(
         from training.basemodel import adapter_base_model
 
         model = adapter_base_model(adapter)
-    config = ChainConfig(timing=timing)
+    config = ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None, partial_ok=partial_ok)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(
         backend=backend, model=model or DEFAULT_MODEL, adapter=adapter, base_url=base_url, device=device
@@ -93,6 +97,8 @@ def script(
     ] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the full chain trace here.")] = None,
     timing: TimingOpt = "measured",
+    chunk_seconds: ChunkSecondsOpt = 30.0,
+    partial_ok: PartialOkOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the multi-track foley script of one video (JSON, seed format plus start/end/event)."""
@@ -108,6 +114,8 @@ def script(
             prompts_dir=prompts,
             device=device,
             timing=timing,
+            chunk_seconds=chunk_seconds,
+            partial_ok=partial_ok,
         )
         write_json(result.script.model_dump(), out)
         if trace:

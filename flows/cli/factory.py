@@ -11,8 +11,10 @@ from flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
+    ChunkSecondsOpt,
     DeviceOpt,
     ModelOpt,
+    PartialOkOpt,
     PromptsOpt,
     TimingOpt,
     VerboseOpt,
@@ -65,6 +67,8 @@ def build_dataset_command(
         Path, typer.Option("--demo-dir", help="Where --demo puts its clips and store.")
     ] = Path("foley-demo"),
     timing: TimingOpt = "measured",
+    chunk_seconds: ChunkSecondsOpt = 30.0,
+    partial_ok: PartialOkOpt = False,
     wait_for_store: Annotated[
         float,
         typer.Option(
@@ -117,6 +121,8 @@ def build_dataset_command(
             work_pool=work_pool,
             retry_failed=retry_failed,
             timing=timing,
+            chunk_seconds=chunk_seconds,
+            partial_ok=partial_ok,
             wait_for_store_s=wait_for_store,
             allow_roots=allow_root or None,
         )
