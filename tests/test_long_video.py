@@ -215,3 +215,24 @@ def test_a_failing_chunk_fails_the_video_naming_it_or_leaves_a_gap(long_clip, ti
     assert all(cue.start < 6.0 for _, cue in partial.script.cues())
     assert any(n.startswith("chunk 1 (6.00-14.00 s) failed, left out") for n in partial.trace.notes)
     assert "error" in partial.trace.chunks[1]
+
+
+def test_the_flow_runs_chunks_as_items_and_agrees_with_the_plain_loop(long_clip, tmp_path, prefect_harness):
+    """The chunks of a long video are items of the per-step tasks, cached per chunk, and the flow's row
+    is the plain loop's script and trace."""
+    from flows.build_dataset import build_dataset
+    from foley_core.backends.transformers_backend import TransformersVideoLLM
+    from foley_core.manifest import write_manifest
+    from foley_core.store import DatasetStore
+    from tests.test_chain_graph import without_timings
+
+    manifest = write_manifest([{"video": str(long_clip), "id": "long"}], str(tmp_path / "m.csv"))
+    options = dict(model="tiny-random", batch_size=1, device="cpu", chunk_seconds=8.0)
+    summary = build_dataset(manifest=manifest, store=str(tmp_path / "store"), **options)
+    assert summary.computed["sample"] == 2 and summary.computed["propose"] == 1  # two chunks, one video
+    (row,) = DatasetStore(str(tmp_path / "store")).read_rows()
+    assert row["status"] == "ok", row["error"]
+    llm = TransformersVideoLLM("tiny-random", device="cpu", batch_size=1)
+    plain = run_chain(open_video(str(long_clip)), llm, config=ChainConfig(chunk_seconds=8.0))
+    assert json.loads(row["script"]) == plain.script.model_dump()
+    assert without_timings(json.loads(row["trace"])) == without_timings(plain.trace.model_dump(mode="json"))
