@@ -236,3 +236,16 @@ def test_the_flow_runs_chunks_as_items_and_agrees_with_the_plain_loop(long_clip,
     plain = run_chain(open_video(str(long_clip)), llm, config=ChainConfig(chunk_seconds=8.0))
     assert json.loads(row["script"]) == plain.script.model_dump()
     assert without_timings(json.loads(row["trace"])) == without_timings(plain.trace.model_dump(mode="json"))
+
+
+def test_frames_late_in_a_video_are_read_by_seeking_and_are_the_right_ones(tmp_path):
+    from foley_core.synthetic import read_index, write_index_video
+
+    path = write_index_video(tmp_path / "idx.mp4", 600, 10.0, options={"g": "50", "bf": "2"})
+    video = open_video(str(path), reader="pyav")
+    wanted = [590, 300, 555, 301, 599]
+    assert [read_index(image) for image in video.frames(wanted).images] == wanted
+    chunk = video.span(40.0, 50.0)
+    frames = chunk.window(0.0, 10.0, 4)
+    assert [read_index(image) for image in frames.images] == [400 + i for i in frames.indices]
+    assert frames.times[0] == 0.0 and chunk.offset == 40.0 and chunk.info.duration == 10.0
