@@ -33,15 +33,15 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.build_dataset import build_dataset, new_run_id
-    from foley_core.backends import BackendSpec, load_backend, load_shared_backend
-    from foley_core.chain import run_chain
-    from foley_core.manifest import read_manifest, write_manifest
-    from foley_core.prompts import load_prompts
-    from foley_core.records import ok_row
-    from foley_core.store import DatasetStore
-    from foley_core.synthetic import SceneSpec, write_scene_video
-    from foley_core.video import open_video
+    from v2t_foley.flows.build_dataset import build_dataset, new_run_id
+    from v2t_foley.foley_core.backends import BackendSpec, load_backend, load_shared_backend
+    from v2t_foley.foley_core.chain import run_chain
+    from v2t_foley.foley_core.manifest import read_manifest, write_manifest
+    from v2t_foley.foley_core.prompts import load_prompts
+    from v2t_foley.foley_core.records import ok_row
+    from v2t_foley.foley_core.store import DatasetStore
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.video import open_video
 
     rows = []
     for k in range(args.videos):

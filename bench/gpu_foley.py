@@ -111,14 +111,14 @@ def build_model(processor):
 def main() -> None:
     from transformers import AutoProcessor
 
-    from foley_core.backends.base import GenerationParams, GenerationRequest
-    from foley_core.backends.batching import BatchingVideoLLM
-    from foley_core.backends.tiny import tiny_model_path
-    from foley_core.backends.transformers_backend import TransformersVideoLLM
-    from foley_core.chain import ChainConfig, run_chain
-    from foley_core.schema import SchemaLimits, identify_schema
-    from foley_core.synthetic import SceneSpec, write_scene_video
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+    from v2t_foley.foley_core.backends.tiny import tiny_model_path
+    from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.schema import SchemaLimits, identify_schema
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.video import open_video
 
     work = Path(tempfile.mkdtemp(prefix="foley-gpu-"))
     os.environ.setdefault("FOLEY_CACHE_DIR", str(work / "cache"))
@@ -220,9 +220,9 @@ def main() -> None:
     )
     shared.close()
 
-    from training.collate import SFTCollator
-    from training.config import TrainConfig
-    from training.lora import apply_lora, training_step
+    from v2t_foley.training.collate import SFTCollator
+    from v2t_foley.training.config import TrainConfig
+    from v2t_foley.training.lora import apply_lora, training_step
 
     cfg = TrainConfig(lora_r=16, lora_alpha=32, learning_rate=1e-4)
     peft_model = apply_lora(model, cfg)

@@ -29,9 +29,9 @@ RESULTS = Path(__file__).parent / "results"
 
 def one(path: str, stage: str, cuts: list[float], fps: float) -> dict:
     """Runs in the child process."""
-    from foley_core.chain import ChainConfig, run_chain
-    from foley_core.proposals import propose
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.proposals import propose
+    from v2t_foley.foley_core.video import open_video
 
     warm = _warm_up(stage)
     started = time.perf_counter()
@@ -76,17 +76,17 @@ def _warm_up(stage: str):
     (for the chain) the tiny model, by running the same stage on a 3-second clip first."""
     import tempfile
 
-    from foley_core.chain import run_chain
-    from foley_core.proposals import propose
-    from foley_core.synthetic import write_regular_video
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.chain import run_chain
+    from v2t_foley.foley_core.proposals import propose
+    from v2t_foley.foley_core.synthetic import write_regular_video
+    from v2t_foley.foley_core.video import open_video
 
     with tempfile.TemporaryDirectory() as folder:
         path, _, _ = write_regular_video(f"{folder}/warm.mp4", 3.0)
         if stage == "propose":
             propose(open_video(str(path)))
             return None
-        from foley_core.backends.transformers_backend import TransformersVideoLLM
+        from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 
         llm = TransformersVideoLLM("tiny-random", device="cpu")
         run_chain(open_video(str(path)), llm)
@@ -106,7 +106,7 @@ def main() -> None:
         print("RESULT " + json.dumps(one(path, stage, json.loads(cuts), args.fps)))
         return
 
-    from foley_core.synthetic import write_regular_video
+    from v2t_foley.foley_core.synthetic import write_regular_video
 
     folder = Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)

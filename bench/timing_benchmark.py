@@ -20,7 +20,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from foley_core.synthetic import SceneSpec
+from v2t_foley.foley_core.synthetic import SceneSpec
 
 
 def random_spec(rng: random.Random, k: int) -> SceneSpec:
@@ -55,12 +55,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("FOLEY_CACHE_DIR", str(Path(tempfile.gettempdir()) / "foley-bench-cache"))
 
-    from foley_core.backends import BackendSpec, load_backend
-    from foley_core.chain import ChainConfig, run_chain
-    from foley_core.metrics import score_corpus
-    from foley_core.proposals import propose
-    from foley_core.synthetic import reference_script, write_scene_video
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends import BackendSpec, load_backend
+    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.metrics import score_corpus
+    from v2t_foley.foley_core.proposals import propose
+    from v2t_foley.foley_core.synthetic import reference_script, write_scene_video
+    from v2t_foley.foley_core.video import open_video
 
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)

@@ -20,19 +20,19 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
-from flows.process_shard import process_shard
-from flows.progress import report
-from foley_core.backends import BackendSpec, frame_policy_for
-from foley_core.backends.base import DEFAULT_MODEL, GenerationParams
-from foley_core.backends.provenance import revision_key
-from foley_core.chain import ChainConfig
-from foley_core.errors import FoleyError
-from foley_core.manifest import ManifestEntry, read_manifest, write_entries
-from foley_core.store import DatasetStore
-from foley_core.store.commit import is_done
-from foley_core.store.lease import Lease
-from tasks.job import ChainJob
+from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
+from v2t_foley.flows.process_shard import process_shard
+from v2t_foley.flows.progress import report
+from v2t_foley.foley_core.backends import BackendSpec, frame_policy_for
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL, GenerationParams
+from v2t_foley.foley_core.backends.provenance import revision_key
+from v2t_foley.foley_core.chain import ChainConfig
+from v2t_foley.foley_core.errors import FoleyError
+from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.commit import is_done
+from v2t_foley.foley_core.store.lease import Lease
+from v2t_foley.tasks.job import ChainJob
 
 
 @dataclass

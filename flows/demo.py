@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from foley_core.manifest import write_manifest
-from foley_core.synthetic import SceneSpec, write_scene_video
+from v2t_foley.foley_core.manifest import write_manifest
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 
 DEMO_CLIPS = (
     SceneSpec(duration=3.0, cuts=(1.5,), motions=((0.5, 1.2),), clicks=(1.2,)),

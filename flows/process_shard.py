@@ -17,19 +17,26 @@ from dataclasses import dataclass, field
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
-from flows.progress import report
-from foley_core.backends import frame_policy_for
-from foley_core.chain import ChainResult
-from foley_core.chain.graph import ChainContext, Work, chunk_steps, merge_works, split_works, video_steps
-from foley_core.chain.stepcache import FileStepCache
-from foley_core.errors import ManifestRowError
-from foley_core.manifest import read_entries
-from foley_core.records import failed_row, ok_row
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore
-from tasks.chain_tasks import probe_task, step_task
-from tasks.gpu import gpu_slot, started_by_worker
-from tasks.job import ChainJob
+from v2t_foley.flows.progress import report
+from v2t_foley.foley_core.backends import frame_policy_for
+from v2t_foley.foley_core.chain import ChainResult
+from v2t_foley.foley_core.chain.graph import (
+    ChainContext,
+    Work,
+    chunk_steps,
+    merge_works,
+    split_works,
+    video_steps,
+)
+from v2t_foley.foley_core.chain.stepcache import FileStepCache
+from v2t_foley.foley_core.errors import ManifestRowError
+from v2t_foley.foley_core.manifest import read_entries
+from v2t_foley.foley_core.records import failed_row, ok_row
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.tasks.chain_tasks import probe_task, step_task
+from v2t_foley.tasks.gpu import gpu_slot, started_by_worker
+from v2t_foley.tasks.job import ChainJob
 
 
 @dataclass

@@ -12,9 +12,9 @@ import os
 
 from prefect import flow, get_run_logger
 
-from foley_core.errors import InputError
-from foley_core.publish import plan_publish, publish
-from foley_core.store import DatasetStore
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.publish import plan_publish, publish
+from v2t_foley.foley_core.store import DatasetStore
 
 
 def resolve_token(token_secret: str | None) -> str | None:

@@ -23,8 +23,8 @@ import fsspec
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from flows.events import ADAPTER_TRAINED, dataset_resource, record_training
-from training.config import TrainConfig
+from v2t_foley.flows.events import ADAPTER_TRAINED, dataset_resource, record_training
+from v2t_foley.training.config import TrainConfig
 
 
 @flow(name="train-lora")
@@ -39,7 +39,7 @@ def train_lora(
     """Train (or resume) an adapter on `store`'s ok rows; write it to `output` (default: the store's
     adapters/ folder); evaluate it on the held-out videos; emit foley.adapter.trained. `base_model`
     defaults to the config's, then to the model that wrote the store's rows."""
-    from training.trainer import train
+    from v2t_foley.training.trainer import train
 
     logger = get_run_logger()
     config = TrainConfig.from_yaml(config_path) if config_path else TrainConfig()
@@ -67,7 +67,7 @@ def train_lora(
         result.last_loss,
     )
     if evaluate and result.eval_examples:
-        from training.evaluate import default_similarity, evaluate_adapter
+        from v2t_foley.training.evaluate import default_similarity, evaluate_adapter
 
         evaluate_adapter(config, str(local), similarity=default_similarity())
     if remote:

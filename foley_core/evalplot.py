@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
-from foley_core.safenames import safe_join, safe_name
-from foley_core.schema.script import TRACKS, FoleyScript
+from v2t_foley.foley_core.safenames import safe_join, safe_name
+from v2t_foley.foley_core.schema.script import TRACKS, FoleyScript
 
 COLORS = {"reference": "#2b7bba", "predicted": "#e4572e"}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import fsspec
 from pydantic import ValidationError
 
-from foley_core.errors import InputError
-from foley_core.schema.script import FoleyScript
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.schema.script import FoleyScript
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def _parse(text: str) -> FoleyScript | None:
 def load_predictions(uri: str) -> dict[str, Prediction]:
     """{id: Prediction} from a store (its newest row per id) or a folder of `<id>.json` files."""
     if _is_store(uri):
-        from foley_core.store import DatasetStore
+        from v2t_foley.foley_core.store import DatasetStore
 
         rows = sorted(DatasetStore(uri).read_rows(), key=lambda r: r["created_at"])
         found = {}
@@ -78,7 +78,7 @@ def find_video(folder: Path, video_id: str) -> str | None:
     Compared by name, never built into a path or a glob pattern: an id such as `../x` or `a[1]` must
     neither reach outside the folder nor match other files.
     """
-    from foley_core.safenames import safe_name
+    from v2t_foley.foley_core.safenames import safe_name
 
     wanted = {video_id, safe_name(video_id)}
     if not folder.is_dir():

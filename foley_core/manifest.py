@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 import pandas as pd
 
-from foley_core.errors import ManifestError
+from v2t_foley.foley_core.errors import ManifestError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 RESERVED = ("video", "id", "split")

@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from foley_core.schema.script import TRACKS, Cue, FoleyScript
+from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript
 
 Similarity = Callable[[list[str], list[str]], list[float]]
 DEFAULT_TOLERANCE = 0.5

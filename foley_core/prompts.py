@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from foley_core.errors import TemplateError
+from v2t_foley.foley_core.errors import TemplateError
 
 # Variables each step's renderer provides, and the ones a template of that step must use.
 STEP_VARIABLES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -55,7 +55,7 @@ CHAIN_STEPS = ("identify", "describe", "reason", "synthesize", "repair")
 
 def default_prompt_dir() -> Path:
     """The templates shipped in the `prompts` package."""
-    return Path(str(resources.files("prompts")))
+    return Path(str(resources.files("v2t_foley.prompts")))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foley_core.store import DatasetStore, render_card
+from v2t_foley.foley_core.store import DatasetStore, render_card
 
 
 @dataclass(frozen=True)

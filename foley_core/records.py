@@ -9,10 +9,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from foley_core.backends import BackendSpec
-from foley_core.chain.runner import ChainResult
-from foley_core.chain.trace import ChainTrace
-from foley_core.errors import (
+from v2t_foley.foley_core.backends import BackendSpec
+from v2t_foley.foley_core.chain.runner import ChainResult
+from v2t_foley.foley_core.chain.trace import ChainTrace
+from v2t_foley.foley_core.errors import (
     BackendError,
     ChainError,
     InputError,
@@ -21,10 +21,10 @@ from foley_core.errors import (
     TemplateError,
     TransientBackendError,
 )
-from foley_core.manifest import ManifestEntry
-from foley_core.schema.rows import DatasetRow
-from foley_core.video.errors import VideoError
-from foley_core.video.video import Video
+from v2t_foley.foley_core.manifest import ManifestEntry
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.video.errors import VideoError
+from v2t_foley.foley_core.video.video import Video
 
 
 def _json(data: Any) -> str:
@@ -37,7 +37,7 @@ def _now() -> str:
 
 def error_kind(error: BaseException) -> str:
     """A short machine-readable tag for why a video failed (a failed chunk: its own reason's tag)."""
-    from foley_core.chain.chunks import ChunkError
+    from v2t_foley.foley_core.chain.chunks import ChunkError
 
     if isinstance(error, ChunkError):
         return error_kind(error.cause)

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from urllib.parse import unquote
 
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 HASH_CHARS = 16  # 64 bits of sha256: a collision between two ids of one manifest is not a concern
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -202,7 +202,7 @@ def reference_script(spec: SceneSpec):
     foley: the object appearing and each motion span; fx: each click; ambience: one bed per shot;
     dialogue: each speech span. Times are the spec's own.
     """
-    from foley_core.schema.script import Cue, FoleyScript
+    from v2t_foley.foley_core.schema.script import Cue, FoleyScript
 
     duration = spec.n_frames / spec.fps
     bounds = [0.0, *sorted(spec.cuts), duration]

@@ -14,10 +14,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from foley_core.chain.graph import ChainContext, StepCache, StepTally, Work, graph, run_step
-from foley_core.manifest import ManifestEntry
-from foley_core.video import open_video
-from tasks.retries import retry_transient
+from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, StepTally, Work, graph, run_step
+from v2t_foley.foley_core.manifest import ManifestEntry
+from v2t_foley.foley_core.video import open_video
+from v2t_foley.tasks.retries import retry_transient
 
 # concurrent items per step: a batching model (foley_core.backends.batching) sees batches across videos
 STEP_THREADS = 16

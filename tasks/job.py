@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from foley_core.backends import BackendSpec, VideoLLM, load_shared_backend
-from foley_core.backends.provenance import resolve_revisions
-from foley_core.cachekeys import step_key
-from foley_core.chain import ChainConfig, StepSettings
-from foley_core.prompts import PromptSet, load_prompts
-from foley_core.proposals.base import PROPOSALS_VERSION
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.backends import BackendSpec, VideoLLM, load_shared_backend
+from v2t_foley.foley_core.backends.provenance import resolve_revisions
+from v2t_foley.foley_core.cachekeys import step_key
+from v2t_foley.foley_core.chain import ChainConfig, StepSettings
+from v2t_foley.foley_core.prompts import PromptSet, load_prompts
+from v2t_foley.foley_core.proposals.base import PROPOSALS_VERSION
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 
 @lru_cache(maxsize=8)

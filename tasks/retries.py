@@ -5,7 +5,7 @@ A bad video, a broken manifest row or a model that answers garbage fails once, c
 
 from __future__ import annotations
 
-from foley_core.errors import InputError, TransientBackendError
+from v2t_foley.foley_core.errors import InputError, TransientBackendError
 
 
 def is_transient_error(error: BaseException) -> bool:

@@ -21,7 +21,7 @@ def foley_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llm(foley_cache):
-    from foley_core.backends.transformers_backend import load_transformers_model
+    from v2t_foley.foley_core.backends.transformers_backend import load_transformers_model
 
     return load_transformers_model("tiny-random")
 
@@ -33,7 +33,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def scene_video(media_dir: Path) -> Path:
-    from foley_core.synthetic import write_scene_video
+    from v2t_foley.foley_core.synthetic import write_scene_video
 
     return write_scene_video(media_dir / "scene.mp4")
 
@@ -41,7 +41,7 @@ def scene_video(media_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def bad_videos(media_dir: Path, scene_video: Path) -> dict[str, Path]:
     """One file per failure reason, keyed by the VideoError reason tag it must produce."""
-    from foley_core.synthetic import SceneSpec, scene_audio, write_index_video
+    from v2t_foley.foley_core.synthetic import SceneSpec, scene_audio, write_index_video
 
     folder = media_dir / "bad"
     folder.mkdir()
@@ -108,8 +108,8 @@ def make_manifest_videos(folder: Path, bad: dict[str, Path] | None = None) -> tu
 
     Returns the manifest path and each good video's duration.
     """
-    from foley_core.manifest import write_manifest
-    from foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.manifest import write_manifest
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rows, durations = [], {}

@@ -12,12 +12,12 @@ import io
 import pytest
 from PIL import Image
 
-from foley_core.backends.openai_backend import OpenAIVideoLLM
-from foley_core.chain import ChainConfig, run_chain
-from foley_core.errors import BackendError, ChainError, TransientBackendError
-from foley_core.schema import validate_script
-from foley_core.video import open_video
 from tests.chat_server import ChatServer
+from v2t_foley.foley_core.backends.openai_backend import OpenAIVideoLLM
+from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.errors import BackendError, ChainError, TransientBackendError
+from v2t_foley.foley_core.schema import validate_script
+from v2t_foley.foley_core.video import open_video
 
 MODEL_TIMING = ChainConfig(timing="model")  # protocol tests: the model-timed chain, three calls a clip
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from foley_core.backends.base import GenerationParams, GenerationRequest
-from foley_core.chain import ChainConfig, run_chain
-from foley_core.chain.ask import parse_answer
-from foley_core.errors import ChainError, ModelNotFoundError
-from foley_core.schema import (
+from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
+from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.chain.ask import parse_answer
+from v2t_foley.foley_core.errors import ChainError, ModelNotFoundError
+from v2t_foley.foley_core.schema import (
     IdentifyAnswer,
     ReasonAnswer,
     SchemaLimits,
@@ -18,7 +18,7 @@ from foley_core.schema import (
     reason_schema,
     validate_script,
 )
-from foley_core.video import open_video
+from v2t_foley.foley_core.video import open_video
 
 
 def test_mixed_batch_constrained_and_free(tiny_llm, scene_video):
@@ -78,7 +78,7 @@ def test_unconstrained_random_model_fails_clearly(tiny_llm, scene_video):
 
 
 def test_tiny_qwen2_5_vl_runs_the_chain(scene_video):
-    from foley_core.backends.transformers_backend import load_transformers_model
+    from v2t_foley.foley_core.backends.transformers_backend import load_transformers_model
 
     llm = load_transformers_model("tiny-random-qwen2.5-vl")
     assert llm.family == "qwen2_5_vl" and llm.frame_policy.kind == "fps"
@@ -89,7 +89,7 @@ def test_tiny_qwen2_5_vl_runs_the_chain(scene_video):
 
 
 def test_unknown_model_is_a_clear_input_error(tmp_path):
-    from foley_core.backends.transformers_backend import TransformersVideoLLM
+    from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 
     with pytest.raises(ModelNotFoundError, match="cannot load model"):
         TransformersVideoLLM(str(tmp_path / "no-such-model"))

@@ -9,18 +9,18 @@ import json
 
 import pytest
 
-from flows.build_dataset import build_dataset
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.chain import ChainConfig, run_chain
-from foley_core.chain.graph import MISSING, Step, StepCache, Work, run_step
-from foley_core.chain.steps import StepResult
-from foley_core.errors import TransientBackendError
-from foley_core.manifest import read_manifest, write_manifest
-from foley_core.prompts import load_prompts
-from foley_core.store import DatasetStore
-from foley_core.synthetic import SceneSpec, write_scene_video
-from foley_core.video import open_video
 from tests.test_provenance_flow import save_adapter
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache, Work, run_step
+from v2t_foley.foley_core.chain.steps import StepResult
+from v2t_foley.foley_core.errors import TransientBackendError
+from v2t_foley.foley_core.manifest import read_manifest, write_manifest
+from v2t_foley.foley_core.prompts import load_prompts
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+from v2t_foley.foley_core.video import open_video
 
 
 def without_timings(data):
@@ -119,7 +119,7 @@ class MemoryCache(StepCache):
 def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     """The executor under test is real; the step is a stand-in whose compute fails transiently once for
     one video and for good for another."""
-    from foley_core.chain.graph import ChainContext
+    from v2t_foley.foley_core.chain.graph import ChainContext
 
     calls: list[str] = []
     flaky = {"b"}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from foley_core.chain.steps import events_json, place_events, validate
-from foley_core.schema import Event, EventReasoning, IdentifyAnswer, SynthesisAnswer
+from v2t_foley.foley_core.chain.steps import events_json, place_events, validate
+from v2t_foley.foley_core.schema import Event, EventReasoning, IdentifyAnswer, SynthesisAnswer
 
 
 def test_events_are_swapped_clamped_dropped_and_sorted():

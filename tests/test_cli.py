@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.schema import validate_script
-from foley_core.video import open_video
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.schema import validate_script
+from v2t_foley.foley_core.video import open_video
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ def test_script_end_to_end_in_a_subprocess(scene_video, tmp_path, foley_cache):
         [
             sys.executable,
             "-m",
-            "flows.cli",
+            "v2t_foley.flows.cli",
             "script",
             str(scene_video),
             "--model",
@@ -145,7 +145,11 @@ def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path: Path, mis
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     env |= {"FOLEY_CACHE_DIR": str(foley_cache), "PREFECT_HOME": str(tmp_path / "prefect")}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "v2t_foley.flows.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]

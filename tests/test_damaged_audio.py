@@ -13,9 +13,9 @@ import av
 import numpy as np
 import pytest
 
-from foley_core.proposals import propose
-from foley_core.synthetic import SceneSpec, encode_video, scene_audio, scene_frames
-from foley_core.video import open_video
+from v2t_foley.foley_core.proposals import propose
+from v2t_foley.foley_core.synthetic import SceneSpec, encode_video, scene_audio, scene_frames
+from v2t_foley.foley_core.video import open_video
 
 SPEC = SceneSpec(duration=4.0, fps=12.0, cuts=(2.5,), motions=((0.5, 1.5),), clicks=(1.0, 3.0))
 
@@ -94,7 +94,7 @@ def test_audio_that_cannot_be_decoded_leaves_video_only_proposals(clean, tmp_pat
 
 
 def test_the_chain_trace_carries_the_audio_note(clean, tmp_path, tiny_llm):
-    from foley_core.chain import run_chain
+    from v2t_foley.foley_core.chain import run_chain
 
     packets = audio_packets(clean)
     broken = tmp_path / f"broken{clean.suffix}"

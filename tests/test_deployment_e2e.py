@@ -138,7 +138,7 @@ def test_enough_new_rows_trigger_training_and_too_few_do_not(cluster, tmp_path):
 
 
 def test_training_labels_follow_the_threshold():
-    from flows.events import training_labels
+    from v2t_foley.flows.events import training_labels
 
     assert training_labels(1500, 400, 1000)["foley.train-ready"] == "true"
     assert training_labels(1300, 400, 1000) == {

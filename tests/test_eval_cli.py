@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.schema import Cue, FoleyScript
-from foley_core.synthetic import SceneSpec, reference_script
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.schema import Cue, FoleyScript
+from v2t_foley.foley_core.synthetic import SceneSpec, reference_script
 
 runner = CliRunner()
 
@@ -52,8 +52,8 @@ def test_eval_folders_writes_report_and_plots(tmp_path: Path, scene_video):
 
 
 def test_eval_reads_the_factory_store(tmp_path: Path):
-    from foley_core.schema.rows import DatasetRow
-    from foley_core.store import DatasetStore
+    from v2t_foley.foley_core.schema.rows import DatasetRow
+    from v2t_foley.foley_core.store import DatasetStore
 
     reference = reference_script(SceneSpec())
     store = DatasetStore(str(tmp_path / "store"))

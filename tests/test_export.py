@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.export import load_script
-from foley_core.export.segments import cut_segment, media_info, plan_windows
-from foley_core.schema.rows import DatasetRow
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.store import DatasetStore
-from foley_core.synthetic import SceneSpec, encode_video, scene_frames
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.export import load_script
+from v2t_foley.foley_core.export.segments import cut_segment, media_info, plan_windows
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.synthetic import SceneSpec, encode_video, scene_frames
 
 runner = CliRunner()
 NTSC = 30000 / 1001
@@ -168,7 +168,7 @@ def test_load_script_takes_a_json_string_a_dict_or_a_script():
 
 @pytest.mark.parametrize("bad", ["", "not json", "[1, 2]", '{"foley": [{"start": 1}]}', '{"music": []}'])
 def test_load_script_refuses_what_is_not_a_script(bad):
-    from foley_core.errors import InputError
+    from v2t_foley.foley_core.errors import InputError
 
     with pytest.raises(InputError):
         load_script(bad)
@@ -339,7 +339,7 @@ def test_spotting_sheet_timecode_is_drop_frame_at_29_97(media, tmp_path):
 def test_drop_frame_labels_agree_with_the_timecode_library_across_hours():
     from timecode import Timecode
 
-    from foley_core.export.spotting import timecode, timecode_rate
+    from v2t_foley.foley_core.export.spotting import timecode, timecode_rate
 
     for fps, name in ((NTSC, "29.97"), (60000 / 1001, "59.94"), (25.0, "25"), (24000 / 1001, "23.976")):
         rate = timecode_rate(fps)

@@ -10,20 +10,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from v2t_foley.flows.cli import app
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def chain_store(tiny_llm, tmp_path_factory) -> str:
-    from foley_core.backends import BackendSpec
-    from foley_core.chain.runner import run_chain
-    from foley_core.manifest import ManifestEntry
-    from foley_core.records import ok_row
-    from foley_core.store import DatasetStore
-    from foley_core.synthetic import SceneSpec, write_scene_video
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.chain.runner import run_chain
+    from v2t_foley.foley_core.manifest import ManifestEntry
+    from v2t_foley.foley_core.records import ok_row
+    from v2t_foley.foley_core.store import DatasetStore
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+    from v2t_foley.foley_core.video import open_video
 
     folder = tmp_path_factory.mktemp("export-e2e")
     spec = SceneSpec(duration=17.0, cuts=(5.0, 11.0), motions=((1.0, 2.0), (12.0, 13.0)), clicks=(1.5, 12.5))

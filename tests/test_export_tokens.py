@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from foley_core.export.tokens import ESTIMATE, TokenCounter, estimate_tokens, fit_text
+from v2t_foley.foley_core.export.tokens import ESTIMATE, TokenCounter, estimate_tokens, fit_text
 
 CUES = [line for line in (Path(__file__).parent / "data" / "cue_texts.txt").read_text().splitlines() if line]
 

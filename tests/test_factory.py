@@ -9,12 +9,12 @@ import shutil
 import datasets
 import pytest
 
-from flows.build_dataset import build_dataset
-from foley_core.manifest import read_manifest
-from foley_core.prompts import default_prompt_dir
-from foley_core.schema import validate_script
-from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.manifest import read_manifest
+from v2t_foley.foley_core.prompts import default_prompt_dir
+from v2t_foley.foley_core.schema import validate_script
+from v2t_foley.foley_core.store import DatasetStore
 
 BAD = ("missing", "empty", "not_a_video", "corrupt")
 CHAIN_STEPS = {"sample", "propose", "identify", "reason", "synthesize", "validate"}

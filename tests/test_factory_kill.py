@@ -14,8 +14,8 @@ import datasets
 import pytest
 from datasets.exceptions import DataFilesNotFoundError
 
-from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
+from v2t_foley.foley_core.store import DatasetStore
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, foley_cache):
     command = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "v2t_foley.flows.cli",
         "build-dataset",
         "--manifest",
         manifest,

@@ -12,11 +12,11 @@ from collections import Counter
 import fsspec
 import pytest
 
-from foley_core.manifest import read_manifest
-from foley_core.store import DatasetStore
-from foley_core.store.verify import verify
 from tests.conftest import make_manifest_videos
 from tests.servers import moto_s3
+from v2t_foley.foley_core.manifest import read_manifest
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.verify import verify
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def _two_builds_at_once(manifest: str, store: str, tmp_path, foley_cache, extra_
             "PREFECT_HOME": str(tmp_path / f"prefect{n}"),
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # two servers start on 2 cores
         }
-        command = [sys.executable, "-m", "flows.cli", "build-dataset", "--manifest", manifest]
+        command = [sys.executable, "-m", "v2t_foley.flows.cli", "build-dataset", "--manifest", manifest]
         command += ["--store", store, "--model", "tiny-random", "--shard-size", "2"]
         runs.append(
             subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,10 +10,10 @@ import fsspec
 import pandas as pd
 import pytest
 
-from flows.build_dataset import build_dataset
-from foley_core.store import DatasetStore
 from tests.conftest import make_manifest_videos
 from tests.servers import moto_s3
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.store import DatasetStore
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import shutil
 
-from flows.build_dataset import build_dataset
-from foley_core.manifest import write_manifest
-from foley_core.store import DatasetStore
-from foley_core.store.verify import verify
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.manifest import write_manifest
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.verify import verify
 
 
 def test_an_untrusted_manifest_stays_inside_the_store(tmp_path, scene_video, prefect_harness):

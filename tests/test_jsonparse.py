@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from foley_core.chain.jsonparse import JSONExtractError, extract_json
+from v2t_foley.foley_core.chain.jsonparse import JSONExtractError, extract_json
 
 
 @pytest.mark.parametrize(

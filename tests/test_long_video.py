@@ -9,15 +9,21 @@ import json
 import numpy as np
 import pytest
 
-from foley_core.cachekeys import step_key
-from foley_core.chain import ChainConfig, run_chain
-from foley_core.chain.chunks import ChunkError, ChunkPart, chunk_spans, merge_chunks, slice_proposals
-from foley_core.proposals.audio import audio_windows
-from foley_core.proposals.base import Proposal, ProposalSet
-from foley_core.schema.events import Event, EventReasoning
-from foley_core.schema.script import Cue, FoleyScript
-from foley_core.synthetic import SceneSpec, write_scene_video
-from foley_core.video import open_video
+from v2t_foley.foley_core.cachekeys import step_key
+from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.chain.chunks import (
+    ChunkError,
+    ChunkPart,
+    chunk_spans,
+    merge_chunks,
+    slice_proposals,
+)
+from v2t_foley.foley_core.proposals.audio import audio_windows
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSet
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+from v2t_foley.foley_core.video import open_video
 
 FPS = 10.0
 TIMES = np.arange(0, 3600 * FPS) / FPS  # a frame table, 10 fps, an hour
@@ -196,8 +202,8 @@ def test_a_two_chunk_script_is_the_merge_of_its_chunks_runs(long_clip, tiny_llm)
 
 
 def test_a_failing_chunk_fails_the_video_naming_it_or_leaves_a_gap(long_clip, tiny_llm, monkeypatch):
-    from foley_core.chain import graph
-    from foley_core.errors import ChainError
+    from v2t_foley.foley_core.chain import graph
+    from v2t_foley.foley_core.errors import ChainError
 
     real = graph.synthesize
 
@@ -220,11 +226,11 @@ def test_a_failing_chunk_fails_the_video_naming_it_or_leaves_a_gap(long_clip, ti
 def test_the_flow_runs_chunks_as_items_and_agrees_with_the_plain_loop(long_clip, tmp_path, prefect_harness):
     """The chunks of a long video are items of the per-step tasks, cached per chunk, and the flow's row
     is the plain loop's script and trace."""
-    from flows.build_dataset import build_dataset
-    from foley_core.backends.transformers_backend import TransformersVideoLLM
-    from foley_core.manifest import write_manifest
-    from foley_core.store import DatasetStore
     from tests.test_chain_graph import without_timings
+    from v2t_foley.flows.build_dataset import build_dataset
+    from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+    from v2t_foley.foley_core.manifest import write_manifest
+    from v2t_foley.foley_core.store import DatasetStore
 
     manifest = write_manifest([{"video": str(long_clip), "id": "long"}], str(tmp_path / "m.csv"))
     options = dict(model="tiny-random", batch_size=1, device="cpu", chunk_seconds=8.0)
@@ -239,7 +245,7 @@ def test_the_flow_runs_chunks_as_items_and_agrees_with_the_plain_loop(long_clip,
 
 
 def test_frames_late_in_a_video_are_read_by_seeking_and_are_the_right_ones(tmp_path):
-    from foley_core.synthetic import read_index, write_index_video
+    from v2t_foley.foley_core.synthetic import read_index, write_index_video
 
     path = write_index_video(tmp_path / "idx.mp4", 600, 10.0, options={"g": "50", "bf": "2"})
     video = open_video(str(path), reader="pyav")

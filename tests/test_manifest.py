@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from foley_core.errors import ManifestError
-from foley_core.manifest import derive_id, read_manifest, write_manifest
+from v2t_foley.foley_core.errors import ManifestError
+from v2t_foley.foley_core.manifest import derive_id, read_manifest, write_manifest
 
 ROWS = [
     {"video": "/data/a.mp4", "id": "a", "split": "train", "scene": "kitchen", "rating": 4},
@@ -103,9 +103,9 @@ def test_a_bad_split_and_a_blank_video_are_both_named(tmp_path):
 
 
 def test_a_bad_split_becomes_a_failed_row_in_train(tmp_path):
-    from foley_core.backends import BackendSpec
-    from foley_core.errors import ManifestRowError
-    from foley_core.records import failed_row
+    from v2t_foley.foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.errors import ManifestRowError
+    from v2t_foley.foley_core.records import failed_row
 
     uri = write_manifest([{"video": "/v.mp4", "id": "x", "split": "../../escaped"}], str(tmp_path / "m.csv"))
     (entry,) = read_manifest(uri)

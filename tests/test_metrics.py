@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from foley_core.metrics import EmbeddingSimilarity, match_cues, score_corpus, score_script, temporal_iou
-from foley_core.schema import Cue, FoleyScript
+from v2t_foley.foley_core.metrics import (
+    EmbeddingSimilarity,
+    match_cues,
+    score_corpus,
+    score_script,
+    temporal_iou,
+)
+from v2t_foley.foley_core.schema import Cue, FoleyScript
 
 
 def cue(start: float, end: float | None = None, text: str = "a sound") -> Cue:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from foley_core.errors import TemplateError
-from foley_core.prompts import CHAIN_STEPS, default_prompt_dir, load_prompts
+from v2t_foley.foley_core.errors import TemplateError
+from v2t_foley.foley_core.prompts import CHAIN_STEPS, default_prompt_dir, load_prompts
 
 
 @pytest.fixture

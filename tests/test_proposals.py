@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foley_core.proposals import ProposalSet, ProposalSettings, candidate_windows, propose
-from foley_core.proposals.base import Proposal
-from foley_core.synthetic import SceneSpec, write_scene_video
-from foley_core.video import open_video
+from v2t_foley.foley_core.proposals import ProposalSet, ProposalSettings, candidate_windows, propose
+from v2t_foley.foley_core.proposals.base import Proposal
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+from v2t_foley.foley_core.video import open_video
 
 SPECS = {
     "mp4-12fps": (
@@ -115,9 +115,9 @@ def test_windows_join_an_onset_at_the_start_of_a_motion():
 def test_measured_chain_places_every_cue_on_a_true_onset(measured, tiny_llm, tmp_path):
     """Script level: with measured timing, whatever the (random) model says, each cue starts within
     one frame of a true onset (a cut, a click, an appearance, a motion or speech start, or 0)."""
-    from foley_core.chain import run_chain
-    from foley_core.schema import validate_script
-    from foley_core.synthetic import reference_script
+    from v2t_foley.foley_core.chain import run_chain
+    from v2t_foley.foley_core.schema import validate_script
+    from v2t_foley.foley_core.synthetic import reference_script
 
     spec, _proposals = measured
     path = write_scene_video(tmp_path / "clip.mp4", spec)

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from foley_core.backends import BackendSpec, provenance
-from foley_core.backends.provenance import (
+from v2t_foley.foley_core.backends import BackendSpec, provenance
+from v2t_foley.foley_core.backends.provenance import (
     folder_revision,
     join_revisions,
     resolve_adapter_revision,
     resolve_model_revision,
     revision_key,
 )
-from foley_core.backends.tiny import tiny_model_path
-from foley_core.errors import InputError
-from foley_core.manifest import ManifestEntry
-from foley_core.records import failed_row
-from tasks.job import ChainJob
+from v2t_foley.foley_core.backends.tiny import tiny_model_path
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.manifest import ManifestEntry
+from v2t_foley.foley_core.records import failed_row
+from v2t_foley.tasks.job import ChainJob
 
 SHA = "0" * 64
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import datasets
 import pytest
 
-import foley_core.backends as backends
-from flows.build_dataset import build_dataset
-from foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
-from foley_core.backends.registry import release_shared_model
-from foley_core.backends.tiny import tiny_model_path
+import v2t_foley.foley_core.backends as backends
 from tests.conftest import make_manifest_videos
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
+from v2t_foley.foley_core.backends.registry import release_shared_model
+from v2t_foley.foley_core.backends.tiny import tiny_model_path
 
 
 def save_adapter(folder: Path, seed: int) -> None:
@@ -23,7 +23,7 @@ def save_adapter(folder: Path, seed: int) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from training.config import LANGUAGE_ATTENTION
+    from v2t_foley.training.config import LANGUAGE_ATTENTION
 
     torch.manual_seed(seed)
     base = AutoModelForImageTextToText.from_pretrained(tiny_model_path("tiny-random"))
@@ -91,12 +91,12 @@ def test_a_retrained_adapter_recomputes_its_steps(tmp_path, prefect_harness, loa
 
 
 def test_the_plain_loop_records_the_adapter_revision(tmp_path, scene_video):
-    from foley_core.backends import BackendSpec
-    from foley_core.backends.transformers_backend import TransformersVideoLLM
-    from foley_core.chain.simple import run_simple
-    from foley_core.manifest import ManifestEntry
-    from foley_core.records import ok_row
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+    from v2t_foley.foley_core.chain.simple import run_simple
+    from v2t_foley.foley_core.manifest import ManifestEntry
+    from v2t_foley.foley_core.records import ok_row
+    from v2t_foley.foley_core.video import open_video
 
     adapter = tmp_path / "adapter"
     save_adapter(adapter, seed=3)

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.publish_dataset import publish_dataset
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore
 from tests.hub_server import HubServer
+from v2t_foley.flows.cli import app
+from v2t_foley.flows.publish_dataset import publish_dataset
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore
 
 runner = CliRunner()
 TOKEN = "hf_test_token_that_must_never_be_logged"

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import foley_core.backends as backends
-from foley_core.backends import BackendSpec, GenerationParams, load_shared_backend
-from foley_core.backends.registry import ModelRegistry, release_shared_model
-from tasks.job import ChainJob
+import v2t_foley.foley_core.backends as backends
+from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, load_shared_backend
+from v2t_foley.foley_core.backends.registry import ModelRegistry, release_shared_model
+from v2t_foley.tasks.job import ChainJob
 
 TINY = BackendSpec(model="tiny-random", device="cpu")
 

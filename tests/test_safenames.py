@@ -12,9 +12,9 @@ import re
 import fsspec
 import pytest
 
-from foley_core.errors import InputError
-from foley_core.safenames import UnsafePathError, redact_uri, safe_join, safe_name
 from tests.servers import moto_s3
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.safenames import UnsafePathError, redact_uri, safe_join, safe_name
 
 NASTY = [
     "../../x",
@@ -181,8 +181,8 @@ def test_redact_uri(uri, shown):
 
 
 def test_eval_plots_are_named_safely(tmp_path):
-    from foley_core.evalplot import plot_path, plot_video
-    from foley_core.schema import Cue, FoleyScript
+    from v2t_foley.foley_core.evalplot import plot_path, plot_video
+    from v2t_foley.foley_core.schema import Cue, FoleyScript
 
     out = tmp_path / "plots"
     script = FoleyScript(fx=[Cue.at(0.5, 0.6, "A click.")])
@@ -193,7 +193,7 @@ def test_eval_plots_are_named_safely(tmp_path):
 
 
 def test_find_video_compares_names_never_patterns(tmp_path):
-    from foley_core.evaluation import find_video
+    from v2t_foley.foley_core.evaluation import find_video
 
     videos = tmp_path / "videos"
     videos.mkdir()

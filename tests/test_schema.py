@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from foley_core.schema import (
+from v2t_foley.foley_core.schema import (
     Cue,
     FoleyScript,
     SchemaLimits,

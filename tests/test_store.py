@@ -5,8 +5,8 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from foley_core.schema.rows import FEATURES, DatasetRow
-from foley_core.store import DatasetStore, render_card
+from v2t_foley.foley_core.schema.rows import FEATURES, DatasetRow
+from v2t_foley.foley_core.store import DatasetStore, render_card
 
 
 def row(row_id: str, split: str = "train", status: str = "ok", version: str = "v1") -> DatasetRow:

@@ -10,10 +10,10 @@ import datasets
 import fsspec
 import pytest
 
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore, render_card
-from foley_core.store.markers import UnsafeStoreError
 from tests.servers import moto_s3
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore, render_card
+from v2t_foley.foley_core.store.markers import UnsafeStoreError
 
 
 def row(

@@ -16,21 +16,21 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from flows.build_dataset import build_dataset
-from flows.cli import app
-from foley_core.backends.base import GenerationRequest
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.chain.simple import load_simple_prompt
-from foley_core.schema import validate_script
-from foley_core.schema.rows import DatasetRow
-from foley_core.store import DatasetStore, ShardMarker
-from foley_core.video import open_video
 from tests.conftest import make_manifest_videos
-from training.collate import SFTCollator
-from training.config import TrainConfig
-from training.evaluate import evaluate_adapter
-from training.lora import apply_lora, training_step
-from training.trainer import train
+from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.backends.base import GenerationRequest
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.chain.simple import load_simple_prompt
+from v2t_foley.foley_core.schema import validate_script
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store import DatasetStore, ShardMarker
+from v2t_foley.foley_core.video import open_video
+from v2t_foley.training.collate import SFTCollator
+from v2t_foley.training.config import TrainConfig
+from v2t_foley.training.evaluate import evaluate_adapter
+from v2t_foley.training.lora import apply_lora, training_step
+from v2t_foley.training.trainer import train
 
 runner = CliRunner()
 
@@ -148,8 +148,8 @@ def test_unknown_yaml_option_is_refused(tmp_path):
 
 
 def test_train_lora_flow_records_the_training(store, tmp_path):
-    from flows.events import last_training
-    from flows.train_lora import train_lora
+    from v2t_foley.flows.events import last_training
+    from v2t_foley.flows.train_lora import train_lora
 
     record = train_lora(
         store=store, output=str(tmp_path / "a"), base_model="tiny-random", max_steps=2, evaluate=False
@@ -186,19 +186,19 @@ def add_shard(store: str, run_id: str, **changes: Callable[[dict], Any]) -> Shar
 def test_rows_that_land_during_training_count_toward_the_next_trigger(store, tmp_path, monkeypatch):
     """A shard is added after train-lora read the store and before it trains: the hook is a monkeypatch
     of `training.trainer.apply_lora`, which runs after the data is read and before the first step."""
-    import training.trainer
-    from flows.events import last_training, readiness_labels, training_labels
-    from flows.train_lora import train_lora
+    from v2t_foley.flows.events import last_training, readiness_labels, training_labels
+    from v2t_foley.flows.train_lora import train_lora
+    from v2t_foley.training import trainer
 
     private = copy_store(store, tmp_path / "store")
-    real_apply_lora = training.trainer.apply_lora
+    real_apply_lora = trainer.apply_lora
     late: list[ShardMarker] = []
 
     def land_rows_then_apply(model, config):
         late.append(add_shard(private, "late", **{"id": lambda r: f"late-{r['id']}"}))
         return real_apply_lora(model, config)
 
-    monkeypatch.setattr(training.trainer, "apply_lora", land_rows_then_apply)
+    monkeypatch.setattr(trainer, "apply_lora", land_rows_then_apply)
     train_lora(store=private, output=str(tmp_path / "a"), max_steps=1, evaluate=False)
     assert late and late[0].ok == 3
     last = last_training(private)
@@ -215,7 +215,7 @@ def test_rows_that_land_during_training_count_toward_the_next_trigger(store, tmp
 
 
 def test_adapter_rows_are_left_out_unless_asked_for(store, tmp_path):
-    from training.data import examples_from_rows, read_store, row_key
+    from v2t_foley.training.data import examples_from_rows, read_store, row_key
 
     adapter = tmp_path / "adapter"
     train(config(store, adapter, max_steps=1))
@@ -237,7 +237,7 @@ def test_adapter_rows_are_left_out_unless_asked_for(store, tmp_path):
 
 
 def test_a_named_prompt_version_chooses_the_rows(store, tmp_path):
-    from training.data import examples_from_rows, read_store
+    from v2t_foley.training.data import examples_from_rows, read_store
 
     private = copy_store(store, tmp_path / "store")
     newer = {"prompt_version": lambda r: "v-newer", "created_at": lambda r: "9999-01-01T00:00:00"}
@@ -251,7 +251,7 @@ def test_a_named_prompt_version_chooses_the_rows(store, tmp_path):
 
 
 def test_readiness_counts_unread_shards_of_chain_rows():
-    from flows.events import readiness_labels, rows_since_training
+    from v2t_foley.flows.events import readiness_labels, rows_since_training
 
     def marker(name: str, *models: str) -> SimpleNamespace:
         keys = [(f"v{k}", "p1", model, "ok") for k, model in enumerate(models)] + [("x", "p1", "m", "failed")]
@@ -336,7 +336,7 @@ def test_a_store_of_several_models_asks_for_one(store, tmp_path):
 
 
 def test_an_adapter_names_its_base_model(tmp_path, scene_video):
-    from training.basemodel import adapter_base_model
+    from v2t_foley.training.basemodel import adapter_base_model
 
     folder = tmp_path / "a"
     folder.mkdir()

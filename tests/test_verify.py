@@ -7,11 +7,11 @@ from collections import Counter
 import datasets
 from typer.testing import CliRunner
 
-from flows.cli import app
-from foley_core.store import DatasetStore
-from foley_core.store.markers import STORE_FORMAT, ShardMarker
-from foley_core.store.verify import repair, verify
 from tests.test_store_invariant import row
+from v2t_foley.flows.cli import app
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.markers import STORE_FORMAT, ShardMarker
+from v2t_foley.foley_core.store.verify import repair, verify
 
 runner = CliRunner()
 

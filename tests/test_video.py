@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from foley_core.synthetic import read_index, write_index_video
-from foley_core.video import (
+from v2t_foley.foley_core.synthetic import read_index, write_index_video
+from v2t_foley.foley_core.video import (
     CorruptVideoError,
     EmptyVideoError,
     NotAVideoError,
@@ -20,7 +20,7 @@ from foley_core.video import (
     open_video,
     sha256_file,
 )
-from foley_core.video.sampling import FramePolicy, fps_indices, uniform_indices, window_indices
+from v2t_foley.foley_core.video.sampling import FramePolicy, fps_indices, uniform_indices, window_indices
 
 N_FRAMES = 60
 
@@ -116,7 +116,7 @@ def test_sampling_functions_on_a_table():
 
 
 def test_fps_policy_is_capped():
-    from foley_core.video.sampling import policy_indices
+    from v2t_foley.foley_core.video.sampling import policy_indices
 
     times = np.arange(100) / 10.0
     picks = policy_indices(times, FramePolicy("fps", n=6, fps=2.0))

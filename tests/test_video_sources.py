@@ -14,8 +14,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from foley_core.errors import InputError
-from foley_core.video import (
+from tests.servers import moto_s3
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.video import (
     DisallowedSourceError,
     VideoError,
     VideoFetchError,
@@ -23,7 +24,6 @@ from foley_core.video import (
     open_video,
     sha256_file,
 )
-from tests.servers import moto_s3
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +198,8 @@ def test_refusals_and_unreachable_hosts_are_redacted(uri, tmp_path):
 
 def test_decoder_errors_name_the_uri_redacted(tmp_path):
     """Errors raised after the fetch (the probe's) redact the URI they name too."""
-    from foley_core.video import NotAVideoError
-    from foley_core.video.probe import probe
+    from v2t_foley.foley_core.video import NotAVideoError
+    from v2t_foley.foley_core.video.probe import probe
 
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n" * 20)

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from foley_core.backends.tiny import TINY_NAMES
-from foley_core.errors import InputError
+from v2t_foley.foley_core.backends.tiny import TINY_NAMES
+from v2t_foley.foley_core.errors import InputError
 
 # The tiny models load from `<cache>/models/<name>-v<build>`, so a model's `_name_or_path` (and what
 # peft writes as an adapter's base model) is that folder: machine-specific, gone with the cache.

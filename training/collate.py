@@ -11,12 +11,12 @@ from functools import lru_cache
 
 import torch
 
-from foley_core.backends.base import GenerationRequest
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.video import open_video
-from foley_core.video.reader import Frames
-from foley_core.video.sampling import frame_at
-from training.data import SFTExample
+from v2t_foley.foley_core.backends.base import GenerationRequest
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.video import open_video
+from v2t_foley.foley_core.video.reader import Frames
+from v2t_foley.foley_core.video.sampling import frame_at
+from v2t_foley.training.data import SFTExample
 
 IGNORE = -100
 

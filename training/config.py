@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 # LoRA on the language model's attention projections only; the vision tower and projector stay frozen.
 LANGUAGE_ATTENTION = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"

@@ -19,9 +19,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from foley_core.chain.simple import simple_prompt, simple_target
-from foley_core.prompts import PromptSet
-from foley_core.store import DatasetStore, ShardMarker
+from v2t_foley.foley_core.chain.simple import simple_prompt, simple_target
+from v2t_foley.foley_core.prompts import PromptSet
+from v2t_foley.foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
 

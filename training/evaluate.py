@@ -13,18 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.chain.runner import ChainConfig
-from foley_core.chain.simple import load_simple_prompt, run_simple
-from foley_core.errors import FoleyError
-from foley_core.evaluation import load_references
-from foley_core.metrics import EmbeddingSimilarity, Similarity, score_corpus
-from foley_core.schema.script import FoleyScript
-from foley_core.store import DatasetStore
-from foley_core.video import VideoError, open_video
-from training.basemodel import adapter_base_model
-from training.config import TrainConfig
-from training.data import examples_from_rows, row_key, split_examples
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.chain.runner import ChainConfig
+from v2t_foley.foley_core.chain.simple import load_simple_prompt, run_simple
+from v2t_foley.foley_core.errors import FoleyError
+from v2t_foley.foley_core.evaluation import load_references
+from v2t_foley.foley_core.metrics import EmbeddingSimilarity, Similarity, score_corpus
+from v2t_foley.foley_core.schema.script import FoleyScript
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.video import VideoError, open_video
+from v2t_foley.training.basemodel import adapter_base_model
+from v2t_foley.training.config import TrainConfig
+from v2t_foley.training.data import examples_from_rows, row_key, split_examples
 
 
 def _chain_cost(row: dict[str, Any]) -> tuple[int, float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from training.config import TrainConfig
+from v2t_foley.training.config import TrainConfig
 
 
 def apply_lora(model: torch.nn.Module, config: TrainConfig) -> PeftModel:

@@ -26,15 +26,15 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from foley_core.backends.transformers_backend import TransformersVideoLLM
-from foley_core.chain.simple import load_simple_prompt
-from foley_core.errors import InputError
-from foley_core.store import DatasetStore
-from training.basemodel import rows_model
-from training.collate import SFTCollator
-from training.config import TrainConfig
-from training.data import SFTExample, examples_from_rows, read_store, split_examples, training_rows
-from training.lora import apply_lora, training_step
+from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
+from v2t_foley.foley_core.chain.simple import load_simple_prompt
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.training.basemodel import rows_model
+from v2t_foley.training.collate import SFTCollator
+from v2t_foley.training.config import TrainConfig
+from v2t_foley.training.data import SFTExample, examples_from_rows, read_store, split_examples, training_rows
+from v2t_foley.training.lora import apply_lora, training_step
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def load_examples(config: TrainConfig, output: Path) -> TrainingData:
 
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) a LoRA fine-tuning as `config` says; write the adapter and its card."""
-    from training.card import write_model_card
+    from v2t_foley.training.card import write_model_card
 
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ Exit codes: 0 ok, 2 bad input (the message says what and why), 1 anything else.
 Progress and messages go to stderr; the script goes to stdout or --out.
 """
 
-from flows.cli import core, evaluate, export, factory, store, train  # noqa: F401  (each registers its commands)
-from flows.cli.common import app
+from v2t_foley.flows.cli import core, evaluate, export, factory, store, train  # noqa: F401  (each registers its commands)
+from v2t_foley.flows.cli.common import app
 
 __all__ = ["app"]

@@ -1,3 +1,3 @@
-from flows.cli import app
+from v2t_foley.flows.cli import app
 
 app()

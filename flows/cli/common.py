@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from foley_core.errors import FoleyError, InputError
+from v2t_foley.foley_core.errors import FoleyError, InputError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -111,7 +111,7 @@ def guarded(run: Callable[[], None]) -> None:
 
 
 def warn_if_tiny(model: str | None) -> None:
-    from foley_core.backends.tiny import is_tiny
+    from v2t_foley.foley_core.backends.tiny import is_tiny
 
     if model and is_tiny(model):
         err.print(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
@@ -26,7 +26,7 @@ from flows.cli.common import (
     warn_if_tiny,
     write_json,
 )
-from foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
 
 
 def script_video(
@@ -45,14 +45,14 @@ def script_video(
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from foley_core.backends import BackendSpec, load_backend
-    from foley_core.chain import ChainConfig, run_chain
-    from foley_core.prompts import load_prompts
-    from foley_core.video import open_video
+    from v2t_foley.foley_core.backends import BackendSpec, load_backend
+    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.prompts import load_prompts
+    from v2t_foley.foley_core.video import open_video
 
     opened = open_video(video)  # a bad video fails here, before any model is loaded
     if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
-        from training.basemodel import adapter_base_model
+        from v2t_foley.training.basemodel import adapter_base_model
 
         model = adapter_base_model(adapter)
     config = ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None, partial_ok=partial_ok)
@@ -70,7 +70,7 @@ def script_video(
             task, description=f"{'one pass (adapter)' if adapter else 'chain'}: {Path(video).name}"
         )
         if adapter:  # an adapter was trained to answer the simple prompt in one pass
-            from foley_core.chain.simple import load_simple_prompt, run_simple
+            from v2t_foley.foley_core.chain.simple import load_simple_prompt, run_simple
 
             return run_simple(opened, llm, load_simple_prompt(prompts_dir), config)
         result = run_chain(
@@ -141,8 +141,8 @@ def smoke(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.backends.tiny import TINY_VIDEO_LLAVA, tiny_model_path
-        from foley_core.synthetic import write_scene_video
+        from v2t_foley.foley_core.backends.tiny import TINY_VIDEO_LLAVA, tiny_model_path
+        from v2t_foley.foley_core.synthetic import write_scene_video
 
         out_dir.mkdir(parents=True, exist_ok=True)
         with err.status("building the tiny offline model (once)"):

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     VerboseOpt,
     app,
     err,
@@ -40,8 +40,8 @@ def eval_command(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.evaluation import load_predictions, load_references
-        from foley_core.metrics import EmbeddingSimilarity, score_corpus
+        from v2t_foley.foley_core.evaluation import load_predictions, load_references
+        from v2t_foley.foley_core.metrics import EmbeddingSimilarity, score_corpus
 
         references = load_references(ref)
         predictions = load_predictions(pred)
@@ -90,9 +90,9 @@ def print_scores(corpus) -> None:
 
 
 def write_plots(pairs, predictions, videos: Path | None, out: Path) -> int:
-    from foley_core.evalplot import plot_path, plot_video
-    from foley_core.evaluation import find_video
-    from foley_core.video import VideoError, open_video
+    from v2t_foley.foley_core.evalplot import plot_path, plot_video
+    from v2t_foley.foley_core.evaluation import find_video
+    from v2t_foley.foley_core.video import VideoError, open_video
 
     for vid, (predicted, reference) in pairs.items():
         source = predictions[vid].video if vid in predictions else None

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
+from v2t_foley.flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
 
 
 @app.command("export")
@@ -40,8 +40,14 @@ def export_command(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.errors import InputError
-        from foley_core.export import ExportOptions, get_format, item_from_file, items_from_store, run_export
+        from v2t_foley.foley_core.errors import InputError
+        from v2t_foley.foley_core.export import (
+            ExportOptions,
+            get_format,
+            item_from_file,
+            items_from_store,
+            run_export,
+        )
 
         get_format(format_name)  # an unknown format fails before anything is read
         if max_seconds is not None and max_seconds < 1:

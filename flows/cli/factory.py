@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
@@ -26,8 +26,8 @@ from flows.cli.common import (
     setup_logging,
     warn_if_tiny,
 )
-from foley_core.backends.base import DEFAULT_MODEL
-from foley_core.errors import InputError
+from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
+from v2t_foley.foley_core.errors import InputError
 
 
 @app.command("build-dataset")
@@ -92,7 +92,7 @@ def build_dataset_command(
     def run() -> None:
         nonlocal manifest, store, model
         if demo:
-            from flows.demo import make_demo
+            from v2t_foley.flows.demo import make_demo
 
             manifest = manifest or make_demo(demo_dir / "videos")
             store = store or str((demo_dir / "store").resolve())
@@ -101,7 +101,7 @@ def build_dataset_command(
             raise InputError("give --manifest and --store (or --demo)")
         check_build_inputs(manifest, store)
         if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
-            from training.basemodel import adapter_base_model
+            from v2t_foley.training.basemodel import adapter_base_model
 
             model = adapter_base_model(adapter)
         warn_if_tiny(model)
@@ -140,8 +140,8 @@ def build_dataset_command(
 
 def check_build_inputs(manifest: str, store: str) -> None:
     """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message)."""
-    from foley_core.manifest import read_manifest
-    from foley_core.store import DatasetStore
+    from v2t_foley.foley_core.manifest import read_manifest
+    from v2t_foley.foley_core.store import DatasetStore
 
     DatasetStore(store).check_writable()
     read_manifest(manifest)
@@ -151,10 +151,10 @@ def run_build(manifest: str, store: str, **options):
     """The build-dataset flow with a progress bar fed by the flow's progress reports."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows import progress as flow_progress
+    from v2t_foley.flows import progress as flow_progress
 
     quiet_transformers()
-    from flows.build_dataset import build_dataset
+    from v2t_foley.flows.build_dataset import build_dataset
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -225,7 +225,7 @@ def publish(
     def run() -> None:
         import os
 
-        from flows.publish_dataset import publish_dataset
+        from v2t_foley.flows.publish_dataset import publish_dataset
 
         if not dry_run and not token_secret and not os.environ.get("HF_TOKEN"):
             raise InputError("no Hub token: set HF_TOKEN, or pass --token-secret <Prefect Secret block name>")

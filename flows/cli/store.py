@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
+from v2t_foley.flows.cli.common import VerboseOpt, app, err, guarded, setup_logging
 
 
 @app.command()
@@ -22,13 +22,13 @@ def verify(
     setup_logging(verbose)
 
     def run() -> None:
-        from foley_core.store import DatasetStore
-        from foley_core.store.verify import repair as repair_store
-        from foley_core.store.verify import verify as verify_store
+        from v2t_foley.foley_core.store import DatasetStore
+        from v2t_foley.foley_core.store.verify import repair as repair_store
+        from v2t_foley.foley_core.store.verify import verify as verify_store
 
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
-            from foley_core.errors import InputError
+            from v2t_foley.foley_core.errors import InputError
 
             raise InputError(f"{store} is not a store (no _shards/ folder)")
         report = verify_store(dataset)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
+from v2t_foley.flows.cli.common import (
     VerboseOpt,
     app,
     err,
@@ -17,7 +17,7 @@ from flows.cli.common import (
     setup_logging,
     warn_if_tiny,
 )
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 
 @app.command()
@@ -56,8 +56,8 @@ def train(
     setup_logging(verbose)
 
     def run() -> None:
-        from training.config import TrainConfig
-        from training.trainer import train as run_training
+        from v2t_foley.training.config import TrainConfig
+        from v2t_foley.training.trainer import train as run_training
 
         overrides = {
             "store": store,
@@ -94,7 +94,7 @@ def train(
             f"{result.last_loss:.4f}; {result.train_examples} train / {result.eval_examples} eval videos)"
         )
         if evaluate and result.eval_examples:
-            from training.evaluate import default_similarity, evaluate_adapter
+            from v2t_foley.training.evaluate import default_similarity, evaluate_adapter
 
             with err.status("evaluating on the held-out videos"):
                 evaluate_adapter(cfg, result.output_dir, reference, default_similarity())

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from foley_core.backends.base import (
+from v2t_foley.foley_core.backends.base import (
     DEFAULT_MODEL,
     Generation,
     GenerationParams,
     GenerationRequest,
     VideoLLM,
 )
-from foley_core.errors import InputError
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 BACKENDS = ("transformers", "openai")
 
@@ -51,12 +51,12 @@ class BackendSpec:
 def load_backend(spec: BackendSpec) -> VideoLLM:
     """A newly loaded VideoLLM (one-shot use, like the CLI; tasks share one via `load_shared_backend`)."""
     if spec.backend == "transformers":
-        from foley_core.backends.transformers_backend import load_transformers_model
+        from v2t_foley.foley_core.backends.transformers_backend import load_transformers_model
 
         return load_transformers_model(
             spec.model, spec.revision, spec.adapter, spec.device, spec.dtype, spec.batch_size
         )
-    from foley_core.backends.openai_backend import OpenAIVideoLLM
+    from v2t_foley.foley_core.backends.openai_backend import OpenAIVideoLLM
 
     llm = OpenAIVideoLLM(spec.model, spec.base_url or "")
     llm.revision = spec.revision or ""  # a server's weights are known only by what the caller pinned
@@ -67,7 +67,7 @@ def load_shared_backend(spec: BackendSpec, revisions: tuple[str, str] | None = N
     """The process-wide, thread-safe, batching instance for `spec` (what Prefect tasks use): loaded once,
     under a lock; another spec, or other `revisions` (default: resolved now), replaces it (see
     backends/registry.py)."""
-    from foley_core.backends.registry import shared_model
+    from v2t_foley.foley_core.backends.registry import shared_model
 
     return shared_model(spec, revisions)
 
@@ -75,7 +75,7 @@ def load_shared_backend(spec: BackendSpec, revisions: tuple[str, str] | None = N
 def frame_policy_for(spec: BackendSpec) -> FramePolicy:
     """How the model wants frames, known without loading weights."""
     if spec.backend == "transformers":
-        from foley_core.backends.transformers_backend import frame_policy_of
+        from v2t_foley.foley_core.backends.transformers_backend import frame_policy_of
 
         return frame_policy_of(spec.model, spec.revision)
     return FramePolicy()

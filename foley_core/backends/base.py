@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from foley_core.video.reader import Frames
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.video.reader import Frames
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 

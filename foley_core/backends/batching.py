@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
 
 
 @dataclass

@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
-from foley_core.errors import BackendError, TransientBackendError
-from foley_core.schema.decoding import max_output_bytes
-from foley_core.video.reader import Frames
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from v2t_foley.foley_core.errors import BackendError, TransientBackendError
+from v2t_foley.foley_core.schema.decoding import max_output_bytes
+from v2t_foley.foley_core.video.reader import Frames
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}

@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from foley_core.backends.tiny import is_tiny, tiny_model_path
+from v2t_foley.foley_core.backends.tiny import is_tiny, tiny_model_path
 
 if TYPE_CHECKING:
-    from foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.backends import BackendSpec
 
 # Files at least this large are weights: hashed by size and their first and last 8 MiB, not in full.
 # Hashing a 14 GB checkpoint in full on every run would cost a minute or more; a retrained or re-saved

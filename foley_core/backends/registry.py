@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from foley_core.backends.base import VideoLLM
-from foley_core.backends.batching import BatchingVideoLLM
-from foley_core.backends.provenance import resolve_revisions
+from v2t_foley.foley_core.backends.base import VideoLLM
+from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+from v2t_foley.foley_core.backends.provenance import resolve_revisions
 
 if TYPE_CHECKING:
-    from foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.backends import BackendSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ModelRegistry:
             self._release()
             loader = self._loader
             if loader is None:
-                from foley_core.backends import load_backend
+                from v2t_foley.foley_core.backends import load_backend
 
                 loader = load_backend
             held = BatchingVideoLLM(loader(spec), max_batch=spec.batch_size)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from foley_core.video.source import default_cache_dir
+from v2t_foley.foley_core.video.source import default_cache_dir
 
 TINY_VIDEO_LLAVA = "tiny-random"
 TINY_QWEN_VL = "tiny-random-qwen2.5-vl"

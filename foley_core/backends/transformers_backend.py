@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from foley_core.backends.base import (
+from v2t_foley.foley_core.backends.base import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MODEL,
     Generation,
@@ -23,12 +23,12 @@ from foley_core.backends.base import (
     GenerationRequest,
     VideoLLM,
 )
-from foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
-from foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
-from foley_core.backends.tiny import is_tiny, tiny_model_path
-from foley_core.errors import ModelNotFoundError, TransientBackendError
-from foley_core.schema.decoding import max_output_bytes
-from foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
+from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
+from v2t_foley.foley_core.backends.tiny import is_tiny, tiny_model_path
+from v2t_foley.foley_core.errors import ModelNotFoundError, TransientBackendError
+from v2t_foley.foley_core.schema.decoding import max_output_bytes
+from v2t_foley.foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
 

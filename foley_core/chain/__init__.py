@@ -1,6 +1,6 @@
 """The chain of thought over one video: identify -> reason -> synthesize -> validate."""
 
-from foley_core.chain.runner import (
+from v2t_foley.foley_core.chain.runner import (
     ChainConfig,
     ChainResult,
     FramePlan,
@@ -10,7 +10,7 @@ from foley_core.chain.runner import (
     record_step,
     run_chain,
 )
-from foley_core.chain.steps import (
+from v2t_foley.foley_core.chain.steps import (
     Clip,
     StepResult,
     StepSettings,
@@ -21,7 +21,7 @@ from foley_core.chain.steps import (
     timed,
     validate,
 )
-from foley_core.chain.trace import ChainTrace, StepCall
+from v2t_foley.foley_core.chain.trace import ChainTrace, StepCall
 
 __all__ = [
     "ChainConfig",

@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
-from foley_core.chain.jsonparse import JSONExtractError, extract_json
-from foley_core.chain.trace import StepCall
-from foley_core.errors import ChainError
-from foley_core.prompts import PromptSet
-from foley_core.video.reader import Frames
+from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
+from v2t_foley.foley_core.chain.jsonparse import JSONExtractError, extract_json
+from v2t_foley.foley_core.chain.trace import StepCall
+from v2t_foley.foley_core.errors import ChainError
+from v2t_foley.foley_core.prompts import PromptSet
+from v2t_foley.foley_core.video.reader import Frames
 
 Answer = TypeVar("Answer", bound=BaseModel)
 MAX_QUOTED_ANSWER = 2000  # characters of a broken answer quoted back in the repair prompt

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from foley_core.errors import FoleyError
-from foley_core.proposals.base import Proposal, ProposalSet
-from foley_core.schema.events import Event, EventReasoning
-from foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
+from v2t_foley.foley_core.errors import FoleyError
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSet
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
 
 NEAR = 0.5  # a cut counts as near the chunk size when it lies in the last half of the chunk
 EDGE_S = 0.05  # cues this close to a boundary touch it

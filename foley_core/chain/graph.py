@@ -28,10 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from foley_core.backends.base import VideoLLM
-from foley_core.cachekeys import step_key
-from foley_core.chain.chunks import ChunkError, ChunkPart, chunk_spans, merge_chunks, slice_proposals
-from foley_core.chain.runner import (
+from v2t_foley.foley_core.backends.base import VideoLLM
+from v2t_foley.foley_core.cachekeys import step_key
+from v2t_foley.foley_core.chain.chunks import (
+    ChunkError,
+    ChunkPart,
+    chunk_spans,
+    merge_chunks,
+    slice_proposals,
+)
+from v2t_foley.foley_core.chain.runner import (
     ChainConfig,
     FramePlan,
     load_clip,
@@ -41,8 +47,8 @@ from foley_core.chain.runner import (
     record_step,
     window_sampler,
 )
-from foley_core.chain.simple import simple_step
-from foley_core.chain.steps import (
+from v2t_foley.foley_core.chain.simple import simple_step
+from v2t_foley.foley_core.chain.steps import (
     StepResult,
     StepSettings,
     identify,
@@ -53,16 +59,16 @@ from foley_core.chain.steps import (
     timed,
     validate,
 )
-from foley_core.chain.trace import ChainTrace
-from foley_core.errors import TransientBackendError
-from foley_core.prompts import PromptSet
-from foley_core.proposals import ProposalSet, candidate_windows
-from foley_core.proposals.base import PROPOSALS_VERSION
-from foley_core.schema.decoding import SynthesisAnswer
-from foley_core.schema.events import Event, EventReasoning
-from foley_core.schema.script import FoleyScript
-from foley_core.video.sampling import FramePolicy
-from foley_core.video.video import Video
+from v2t_foley.foley_core.chain.trace import ChainTrace
+from v2t_foley.foley_core.errors import TransientBackendError
+from v2t_foley.foley_core.prompts import PromptSet
+from v2t_foley.foley_core.proposals import ProposalSet, candidate_windows
+from v2t_foley.foley_core.proposals.base import PROPOSALS_VERSION
+from v2t_foley.foley_core.schema.decoding import SynthesisAnswer
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.script import FoleyScript
+from v2t_foley.foley_core.video.sampling import FramePolicy
+from v2t_foley.foley_core.video.video import Video
 
 MISSING = object()
 

@@ -6,20 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from foley_core.backends.base import GenerationParams, VideoLLM
-from foley_core.chain.steps import (
+from v2t_foley.foley_core.backends.base import GenerationParams, VideoLLM
+from v2t_foley.foley_core.chain.steps import (
     Clip,
     StepResult,
 )
-from foley_core.chain.trace import ChainTrace
-from foley_core.errors import InputError
-from foley_core.prompts import PromptSet, load_prompts
-from foley_core.proposals import ProposalSettings, propose
-from foley_core.schema.decoding import SchemaLimits
-from foley_core.schema.script import FoleyScript
-from foley_core.video.reader import Frames
-from foley_core.video.sampling import FramePolicy, policy_indices
-from foley_core.video.video import Video
+from v2t_foley.foley_core.chain.trace import ChainTrace
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.prompts import PromptSet, load_prompts
+from v2t_foley.foley_core.proposals import ProposalSettings, propose
+from v2t_foley.foley_core.schema.decoding import SchemaLimits
+from v2t_foley.foley_core.schema.script import FoleyScript
+from v2t_foley.foley_core.video.reader import Frames
+from v2t_foley.foley_core.video.sampling import FramePolicy, policy_indices
+from v2t_foley.foley_core.video.video import Video
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def run_chain(
 
     `one_pass`: the simple prompt instead of the chain (an adapter trained on the chain's scripts).
     """
-    from foley_core.chain.graph import ChainContext, Work, run_graph
+    from v2t_foley.foley_core.chain.graph import ChainContext, Work, run_graph
 
     prompts = prompts or load_prompts()
     config = config or ChainConfig()

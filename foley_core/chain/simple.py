@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 
-from foley_core.backends.base import VideoLLM
-from foley_core.chain.ask import Question, ask
-from foley_core.chain.runner import ChainConfig, ChainResult
-from foley_core.chain.steps import Clip, StepResult, StepSettings
-from foley_core.prompts import PromptSet, load_prompts
-from foley_core.schema.decoding import SynthesisAnswer, simple_schema
-from foley_core.schema.script import TRACKS, FoleyScript
-from foley_core.video.video import Video
+from v2t_foley.foley_core.backends.base import VideoLLM
+from v2t_foley.foley_core.chain.ask import Question, ask
+from v2t_foley.foley_core.chain.runner import ChainConfig, ChainResult
+from v2t_foley.foley_core.chain.steps import Clip, StepResult, StepSettings
+from v2t_foley.foley_core.prompts import PromptSet, load_prompts
+from v2t_foley.foley_core.schema.decoding import SynthesisAnswer, simple_schema
+from v2t_foley.foley_core.schema.script import TRACKS, FoleyScript
+from v2t_foley.foley_core.video.video import Video
 
 
 def load_simple_prompt(folder: str | None = None) -> PromptSet:
@@ -52,6 +52,6 @@ def run_simple(
     video: Video, llm: VideoLLM, prompts: PromptSet | None = None, config: ChainConfig | None = None
 ) -> ChainResult:
     """The script in one model call (for an adapter trained on the chain's output)."""
-    from foley_core.chain.runner import run_chain
+    from v2t_foley.foley_core.chain.runner import run_chain
 
     return run_chain(video, llm, prompts or load_simple_prompt(), config, one_pass=True)

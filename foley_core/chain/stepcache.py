@@ -15,8 +15,8 @@ from typing import Any
 import fsspec
 from pydantic import TypeAdapter
 
-from foley_core.chain.graph import MISSING, Step, StepCache
-from foley_core.chain.steps import StepResult
+from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache
+from v2t_foley.foley_core.chain.steps import StepResult
 
 log = logging.getLogger(__name__)
 

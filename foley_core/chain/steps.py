@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from foley_core.backends.base import GenerationParams, VideoLLM
-from foley_core.chain.ask import Question, ask
-from foley_core.chain.trace import StepCall
-from foley_core.prompts import PromptSet
-from foley_core.proposals.windows import Window
-from foley_core.schema.decoding import (
+from v2t_foley.foley_core.backends.base import GenerationParams, VideoLLM
+from v2t_foley.foley_core.chain.ask import Question, ask
+from v2t_foley.foley_core.chain.trace import StepCall
+from v2t_foley.foley_core.prompts import PromptSet
+from v2t_foley.foley_core.proposals.windows import Window
+from v2t_foley.foley_core.schema.decoding import (
     DescribeAnswer,
     IdentifyAnswer,
     ReasonAnswer,
@@ -30,9 +30,9 @@ from foley_core.schema.decoding import (
     reason_schema,
     synthesize_schema,
 )
-from foley_core.schema.events import Event, EventReasoning
-from foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
-from foley_core.video.reader import Frames
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript, normalize_track, validate_script
+from v2t_foley.foley_core.video.reader import Frames
 
 T = TypeVar("T")
 

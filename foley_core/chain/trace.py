@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
 
 
 class StepCall(BaseModel):

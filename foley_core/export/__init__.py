@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from foley_core.errors import InputError
-from foley_core.export.base import ExportOptions, ExportReport
-from foley_core.export.source import (
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.export.base import ExportOptions, ExportReport
+from v2t_foley.foley_core.export.source import (
     ExportItem,
     Skipped,
     clip_to_video,
@@ -45,7 +45,7 @@ class Format:
 
 def _tv2a(model: str):
     def run(items, options, report):
-        from foley_core.export.tv2a import export_tv2a
+        from v2t_foley.foley_core.export.tv2a import export_tv2a
 
         export_tv2a(model, items, options, report)
 

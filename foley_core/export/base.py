@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.export.source import ExportItem, Skipped
-from foley_core.safenames import safe_join, safe_name
-from foley_core.schema.script import Cue
+from v2t_foley.foley_core.export.source import ExportItem, Skipped
+from v2t_foley.foley_core.safenames import safe_join, safe_name
+from v2t_foley.foley_core.schema.script import Cue
 
 TRACK_LABEL = {"foley": "FOLEY", "fx": "FX", "ambience": "AMBIENCE", "dialogue": "DIALOGUE"}
 DEFAULT_FPS = 25.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 
-from foley_core.export.base import (
+from v2t_foley.foley_core.export.base import (
     TRACK_LABEL,
     ExportOptions,
     ExportReport,
@@ -20,8 +20,8 @@ from foley_core.export.base import (
     sorted_cues,
     write_text,
 )
-from foley_core.export.source import ExportItem
-from foley_core.export.spotting import frame_of, timecode, timecode_rate
+from v2t_foley.foley_core.export.source import ExportItem
+from v2t_foley.foley_core.export.spotting import frame_of, timecode, timecode_rate
 
 REAPER_COLUMNS = ["#", "Name", "Start", "End", "Length"]
 PREMIERE_COLUMNS = ["Marker Name", "Description", "In", "Out", "Duration", "Marker Type"]

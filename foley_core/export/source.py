@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from foley_core.errors import InputError
-from foley_core.safenames import redact_uri
-from foley_core.schema.script import TRACKS, Cue, FoleyScript
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.safenames import redact_uri
+from v2t_foley.foley_core.schema.script import TRACKS, Cue, FoleyScript
 
 
 class ScriptFormatError(InputError):
@@ -92,7 +92,7 @@ def items_from_store(
     uri: str, *, split: str | None = None, ids: list[str] | None = None
 ) -> tuple[list[ExportItem], list[Skipped]]:
     """The ok rows of a store (narrowed by split and ids) as items; failed or unreadable rows skipped."""
-    from foley_core.store import DatasetStore
+    from v2t_foley.foley_core.store import DatasetStore
 
     store = DatasetStore(uri)
     try:
@@ -168,8 +168,8 @@ def with_video_info(item: ExportItem) -> ExportItem:
     """Fill duration and fps from the video itself when the item has a local video and lacks them."""
     if item.video is None or (item.duration and item.fps):
         return item
-    from foley_core.video.probe import probe
-    from foley_core.video.source import fetch
+    from v2t_foley.foley_core.video.probe import probe
+    from v2t_foley.foley_core.video.source import fetch
 
     local = fetch(item.video)
     info, _ = probe(local.path, uri=redact_uri(item.video))

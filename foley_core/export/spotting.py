@@ -12,8 +12,15 @@ import io
 from dataclasses import dataclass
 from fractions import Fraction
 
-from foley_core.export.base import ExportOptions, ExportReport, item_fps, out_file, sorted_cues, write_text
-from foley_core.export.source import ExportItem
+from v2t_foley.foley_core.export.base import (
+    ExportOptions,
+    ExportReport,
+    item_fps,
+    out_file,
+    sorted_cues,
+    write_text,
+)
+from v2t_foley.foley_core.export.source import ExportItem
 
 COLUMNS = ["Cue", "Track", "TC In", "TC Out", "Duration", "Description", "Event"]
 

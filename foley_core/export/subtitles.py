@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from foley_core.export.base import TRACK_LABEL, ExportOptions, ExportReport, out_file, sorted_cues, write_text
-from foley_core.export.source import ExportItem
+from v2t_foley.foley_core.export.base import (
+    TRACK_LABEL,
+    ExportOptions,
+    ExportReport,
+    out_file,
+    sorted_cues,
+    write_text,
+)
+from v2t_foley.foley_core.export.source import ExportItem
 
 MIN_CAPTION_S = 0.5  # a zero-length cue (an instant) is shown this long, within the video
 

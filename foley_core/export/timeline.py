@@ -9,10 +9,10 @@ adapters (packages `otio-cmx3600-adapter`, `otio-fcp-adapter`).
 
 from __future__ import annotations
 
-from foley_core.errors import InputError
-from foley_core.export.base import ExportOptions, ExportReport, item_fps, out_file
-from foley_core.export.source import ExportItem, Skipped
-from foley_core.schema.script import TRACKS
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.export.base import ExportOptions, ExportReport, item_fps, out_file
+from v2t_foley.foley_core.export.source import ExportItem, Skipped
+from v2t_foley.foley_core.schema.script import TRACKS
 
 ADAPTERS = {
     "edl": ("cmx_3600", ".edl", "otio-cmx3600-adapter"),

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from foley_core.errors import InputError
-from foley_core.export.base import ExportOptions, ExportReport, write_json, write_text
-from foley_core.export.segments import (
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.export.base import ExportOptions, ExportReport, write_json, write_text
+from v2t_foley.foley_core.export.segments import (
     MediaInfo,
     Window,
     cut_segment,
@@ -43,10 +43,10 @@ from foley_core.export.segments import (
     padded_window,
     plan_windows,
 )
-from foley_core.export.source import ExportItem
-from foley_core.export.tokens import TokenCounter, counter_for, cut_words, fit_text
-from foley_core.safenames import safe_join, safe_name
-from foley_core.schema.script import Cue
+from v2t_foley.foley_core.export.source import ExportItem
+from v2t_foley.foley_core.export.tokens import TokenCounter, counter_for, cut_words, fit_text
+from v2t_foley.foley_core.safenames import safe_join, safe_name
+from v2t_foley.foley_core.schema.script import Cue
 
 PROMPT_TRACKS = ("foley", "fx", "ambience")  # dialogue is never voiced by a foley model
 NEGATIVE_PROMPT = "human speech, talking, voices"
@@ -133,7 +133,7 @@ def _windows(item: ExportItem, spec: ModelSpec, options: ExportOptions, info: Me
 
 
 def export_tv2a(model: str, items: list[ExportItem], options: ExportOptions, report: ExportReport) -> None:
-    from foley_core.video.source import fetch
+    from v2t_foley.foley_core.video.source import fetch
 
     spec = MODELS[model]
     counter = counter_for(spec.encoder)
@@ -195,7 +195,7 @@ def export_tv2a(model: str, items: list[ExportItem], options: ExportOptions, rep
 
 
 def _skip(item: ExportItem, reason: str):
-    from foley_core.export.source import Skipped
+    from v2t_foley.foley_core.export.source import Skipped
 
     return Skipped(item.id, reason)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from foley_core.proposals.base import Proposal, ProposalSettings
-from foley_core.video.video import Video
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
+from v2t_foley.foley_core.video.video import Video
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,16 @@ so in `ProposalSet.notes`), and audio that cannot be decoded at all leaves video
 
 from __future__ import annotations
 
-from foley_core.proposals.audio import AudioDecoder, AudioTrack, audio_windows, detect_onsets, detect_speech
-from foley_core.proposals.base import Proposal, ProposalSet, ProposalSettings
-from foley_core.proposals.visual import detect_motion, scan_video
-from foley_core.video.video import Video
+from v2t_foley.foley_core.proposals.audio import (
+    AudioDecoder,
+    AudioTrack,
+    audio_windows,
+    detect_onsets,
+    detect_speech,
+)
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSet, ProposalSettings
+from v2t_foley.foley_core.proposals.visual import detect_motion, scan_video
+from v2t_foley.foley_core.video.video import Video
 
 # Onsets this close to a stretch lost to damaged packets are dropped: the silence put in its place
 # starts and ends abruptly, and the detector would report those edges as sounds.

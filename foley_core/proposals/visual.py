@@ -11,9 +11,9 @@ import av
 import numpy as np
 from scenedetect import ContentDetector, FrameTimecode
 
-from foley_core.proposals.base import Proposal, ProposalSettings
-from foley_core.video.errors import CorruptVideoError
-from foley_core.video.video import Video
+from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
+from v2t_foley.foley_core.video.errors import CorruptVideoError
+from v2t_foley.foley_core.video.video import Video
 
 
 def small_frames(video: Video, width: int) -> np.ndarray:

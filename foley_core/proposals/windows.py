@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foley_core.proposals.base import ProposalSet, ProposalSettings
+from v2t_foley.foley_core.proposals.base import ProposalSet, ProposalSettings
 
 JOIN_S = 0.25  # an onset this close to the start of a motion span belongs to it
 

@@ -1,6 +1,6 @@
 """Data shapes: the foley script, chain events, decoding schemas, dataset rows."""
 
-from foley_core.schema.decoding import (
+from v2t_foley.foley_core.schema.decoding import (
     IdentifyAnswer,
     ReasonAnswer,
     SchemaLimits,
@@ -11,8 +11,8 @@ from foley_core.schema.decoding import (
     simple_schema,
     synthesize_schema,
 )
-from foley_core.schema.events import Event, EventReasoning
-from foley_core.schema.script import (
+from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.script import (
     TRACKS,
     Cue,
     FoleyScript,

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from foley_core.schema.script import TRACKS
+from v2t_foley.foley_core.schema.script import TRACKS
 
 
 @dataclass(frozen=True)

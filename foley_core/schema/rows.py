@@ -12,7 +12,7 @@ from typing import Literal
 import datasets
 from pydantic import BaseModel, ConfigDict
 
-from foley_core.backends.provenance import join_revisions
+from v2t_foley.foley_core.backends.provenance import join_revisions
 
 FEATURES = datasets.Features(
     {

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import yaml
 
-from foley_core.schema.rows import FEATURES
-from foley_core.store.store import DatasetStore, ShardMarker, stats
+from v2t_foley.foley_core.schema.rows import FEATURES
+from v2t_foley.foley_core.store.store import DatasetStore, ShardMarker, stats
 
 
 def render_card(

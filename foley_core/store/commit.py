@@ -23,10 +23,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from foley_core.backends.provenance import join_revisions
-from foley_core.schema.rows import DatasetRow
-from foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, check_run_id, check_split
-from foley_core.store.store import DatasetStore, live
+from v2t_foley.foley_core.backends.provenance import join_revisions
+from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, check_run_id, check_split
+from v2t_foley.foley_core.store.store import DatasetStore, live
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _write(
     remove_from: dict[str, set[Key]] | None = None,
 ) -> ShardMarker:
     """Write the new files, one marker superseding every touched marker, the card; then clean up."""
-    from foley_core.store.card import render_card
+    from v2t_foley.foley_core.store.card import render_card
 
     commit = uuid.uuid4().hex[:8]
     prefix = f"{run_id}-{index:05d}-{commit}"

@@ -30,7 +30,7 @@ from typing import Any
 from filelock import FileLock
 from fsspec.asyn import sync
 
-from foley_core.errors import FoleyError
+from v2t_foley.foley_core.errors import FoleyError
 
 log = logging.getLogger(__name__)
 

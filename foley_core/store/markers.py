@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, field_validator
 
-from foley_core.errors import InputError
+from v2t_foley.foley_core.errors import InputError
 
 STORE_FORMAT = 2  # 1: one file per split, 4-part keys; 2: file lists, revisions, supersedes
 

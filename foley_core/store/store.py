@@ -28,10 +28,10 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from foley_core.errors import InputError
-from foley_core.schema.rows import FEATURES, DatasetRow
-from foley_core.store.lease import Lease
-from foley_core.store.markers import Key, ShardMarker, UnsafeStoreError
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.schema.rows import FEATURES, DatasetRow
+from v2t_foley.foley_core.store.lease import Lease
+from v2t_foley.foley_core.store.markers import Key, ShardMarker, UnsafeStoreError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class DatasetStore:
         self, rows: list[DatasetRow], run_id: str, index: int, *, replace_failed: bool = False
     ) -> ShardMarker | None:
         """Add `rows` as one shard, keeping one row per key (see `commit`). None when nothing was new."""
-        from foley_core.store.commit import commit_rows
+        from v2t_foley.foley_core.store.commit import commit_rows
 
         return commit_rows(self, rows, run_id, index, replace_failed=replace_failed)
 

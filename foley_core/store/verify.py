@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from foley_core.store.card import render_card
-from foley_core.store.commit import rewrite
-from foley_core.store.markers import Key, ShardMarker
-from foley_core.store.store import DatasetStore, live
+from v2t_foley.foley_core.store.card import render_card
+from v2t_foley.foley_core.store.commit import rewrite
+from v2t_foley.foley_core.store.markers import Key, ShardMarker
+from v2t_foley.foley_core.store.store import DatasetStore, live
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _losers(markers: list[ShardMarker]) -> dict[str, set[Key]]:
 
 def _drop_missing(store: DatasetStore, marker: ShardMarker, missing: list[str]) -> None:
     """Supersede `marker` with one naming only its files that exist (their rows re-read for the keys)."""
-    from foley_core.store.commit import row_key, row_revision
+    from v2t_foley.foley_core.store.commit import row_key, row_revision
 
     files = {s: [p for p in paths if p not in missing] for s, paths in marker.files.items()}
     files = {s: paths for s, paths in files.items() if paths}

@@ -1,6 +1,6 @@
 """Video access: open a local path or fsspec URI, probe it, hash it, sample frames with true times."""
 
-from foley_core.video.errors import (
+from v2t_foley.foley_core.video.errors import (
     CorruptVideoError,
     DisallowedSourceError,
     EmptyVideoError,
@@ -11,10 +11,10 @@ from foley_core.video.errors import (
     VideoNotFoundError,
     ZeroDurationError,
 )
-from foley_core.video.probe import VideoInfo, probe
-from foley_core.video.reader import FrameReader, Frames
-from foley_core.video.source import LocalVideo, check_source, fetch, redact_uri, sha256_file
-from foley_core.video.video import Video, make_reader, open_video
+from v2t_foley.foley_core.video.probe import VideoInfo, probe
+from v2t_foley.foley_core.video.reader import FrameReader, Frames
+from v2t_foley.foley_core.video.source import LocalVideo, check_source, fetch, redact_uri, sha256_file
+from v2t_foley.foley_core.video.video import Video, make_reader, open_video
 
 __all__ = [
     "CorruptVideoError",

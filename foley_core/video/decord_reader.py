@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from foley_core.video.errors import CorruptVideoError
-from foley_core.video.probe import VideoInfo
-from foley_core.video.pyav_reader import PyAVReader
-from foley_core.video.reader import FrameReader, scaled_size
+from v2t_foley.foley_core.video.errors import CorruptVideoError
+from v2t_foley.foley_core.video.probe import VideoInfo
+from v2t_foley.foley_core.video.pyav_reader import PyAVReader
+from v2t_foley.foley_core.video.reader import FrameReader, scaled_size
 
 log = logging.getLogger(__name__)
 

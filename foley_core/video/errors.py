@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from foley_core.errors import InputError
-from foley_core.safenames import redact_uri, uri_secrets
+from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.safenames import redact_uri, uri_secrets
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 

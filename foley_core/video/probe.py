@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from foley_core.video.errors import (
+from v2t_foley.foley_core.video.errors import (
     CorruptVideoError,
     NotAVideoError,
     NoVideoStreamError,

@@ -14,9 +14,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from foley_core.video.errors import CorruptVideoError
-from foley_core.video.probe import VideoInfo
-from foley_core.video.reader import FrameReader, scaled_size
+from v2t_foley.foley_core.video.errors import CorruptVideoError
+from v2t_foley.foley_core.video.probe import VideoInfo
+from v2t_foley.foley_core.video.reader import FrameReader, scaled_size
 
 SEEK_AFTER_S = 2.0  # frames this far past the start are reached by seeking
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foley_core.video.probe import VideoInfo
+from v2t_foley.foley_core.video.probe import VideoInfo
 
 
 @dataclass(frozen=True)

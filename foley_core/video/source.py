@@ -23,8 +23,8 @@ from pathlib import Path
 
 import fsspec
 
-from foley_core.safenames import redact_uri
-from foley_core.video.errors import (
+from v2t_foley.foley_core.safenames import redact_uri
+from v2t_foley.foley_core.video.errors import (
     DisallowedSourceError,
     EmptyVideoError,
     NotAVideoError,

@@ -10,28 +10,28 @@ from pathlib import Path
 
 import numpy as np
 
-from foley_core.video.probe import VideoInfo, probe
-from foley_core.video.reader import FrameReader, Frames
-from foley_core.video.sampling import (
+from v2t_foley.foley_core.video.probe import VideoInfo, probe
+from v2t_foley.foley_core.video.reader import FrameReader, Frames
+from v2t_foley.foley_core.video.sampling import (
     FramePolicy,
     fps_indices,
     policy_indices,
     uniform_indices,
     window_indices,
 )
-from foley_core.video.source import LocalVideo, fetch
+from v2t_foley.foley_core.video.source import LocalVideo, fetch
 
 log = logging.getLogger(__name__)
 
 
 def make_reader(name: str = "auto") -> FrameReader:
     """'decord', 'pyav', or 'auto' (decord where it imports, else PyAV)."""
-    from foley_core.video.pyav_reader import PyAVReader
+    from v2t_foley.foley_core.video.pyav_reader import PyAVReader
 
     if name == "pyav":
         return PyAVReader()
     try:
-        from foley_core.video.decord_reader import DecordReader
+        from v2t_foley.foley_core.video.decord_reader import DecordReader
 
         return DecordReader()
     except ImportError:
