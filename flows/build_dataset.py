@@ -75,6 +75,8 @@ def build_dataset(
     result_storage: str | None = None,
     work_pool: str | None = None,
     timing: str = "measured",
+    chunk_seconds: float | None = 30.0,
+    partial_ok: bool = False,
     constrained: bool = True,
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
@@ -109,6 +111,8 @@ def build_dataset(
         params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature),
         constrained=constrained,
         timing=timing,
+        chunk_seconds=chunk_seconds or None,  # 0: never split
+        partial_ok=partial_ok,
     )
     job = ChainJob(
         backend=spec,

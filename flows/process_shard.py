@@ -21,7 +21,14 @@ from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
-from v2t_foley.foley_core.chain.graph import ChainContext, Work, graph
+from v2t_foley.foley_core.chain.graph import (
+    ChainContext,
+    Work,
+    chunk_steps,
+    merge_works,
+    split_works,
+    video_steps,
+)
 from v2t_foley.foley_core.chain.stepcache import FileStepCache
 from v2t_foley.foley_core.errors import ManifestRowError
 from v2t_foley.foley_core.manifest import read_entries
@@ -114,31 +121,37 @@ def process_shard(
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
 
-    def run(step_name: str) -> None:
+    def run(step_name: str, items: list[Work]) -> None:
+        # `items`: the videos, or (after the split) the chunk works: a long video's chunks are items of
+        # the same task as the short videos, each cached under its own key
         tally = step_task.with_options(name=step_name, task_run_name=step_name)(
-            step_name, quote(works), quote(ctx), quote(cache)
+            step_name, quote(items), quote(ctx), quote(cache)
         )
         computed[step_name] = computed.get(step_name, 0) + tally.computed
         cached[step_name] = cached.get(step_name, 0) + tally.cached
-        for work in works:
-            if work.error is not None and work.id not in rows:
+        for work in items:
+            if work.error is not None and work.parent is None and work.id not in rows:
                 fail(work.id, work.error, work)
 
-    steps = graph(ctx)
+    for step in video_steps(ctx):  # per whole video (the streaming measurements)
+        run(step.name, works)
+    chunks = split_works(works, ctx)
+    steps = chunk_steps(ctx)
     first_model = next((k for k, s in enumerate(steps) if s.uses_model), len(steps))
     for step in steps[:first_model]:
-        run(step.name)
-    live = [w for w in works if w.error is None]
+        run(step.name, chunks)
+    live = [w for w in chunks if w.error is None]
     in_slot = job.backend.backend == "transformers" and bool(live) and started_by_worker()
     with gpu_slot(enabled=in_slot):
         if live:
             job, ctx = _load_model(job, ctx, live)
         for step in steps[first_model:]:
             if step.uses_model:
-                run(step.name)
+                run(step.name, chunks)
     for step in steps[first_model:]:
         if not step.uses_model:
-            run(step.name)
+            run(step.name, chunks)
+    merge_works(works, ctx)  # a chunked video's script and trace (or the failed chunk, named)
 
     for work in works:
         if work.error is None:

@@ -23,8 +23,12 @@ def step_key(
     settings: dict[str, Any] | None = None,
     upstream: Sequence[str] = (),
     item: int | None = None,
+    span: dict[str, Any] | None = None,
 ) -> str:
-    """`<step>-<hash>` for one step over one video (and one event, for per-event steps)."""
+    """`<step>-<hash>` for one step over one video (and one event, for per-event steps).
+
+    `span`: the chunk of a long video the step ran on (its start and end); absent for a whole video,
+    so a video short enough for one chunk keeps the keys it always had."""
     payload = {
         "step": step,
         "sha256": sha256,
@@ -34,6 +38,8 @@ def step_key(
         "upstream": list(upstream),
         "item": item,
     }
+    if span is not None:
+        payload["span"] = span
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     suffix = f"-e{item}" if item is not None else ""
     return f"{step}{suffix}-{digest[:40]}"

@@ -36,7 +36,11 @@ def _now() -> str:
 
 
 def error_kind(error: BaseException) -> str:
-    """A short machine-readable tag for why a video failed."""
+    """A short machine-readable tag for why a video failed (a failed chunk: its own reason's tag)."""
+    from v2t_foley.foley_core.chain.chunks import ChunkError
+
+    if isinstance(error, ChunkError):
+        return error_kind(error.cause)
     if isinstance(error, VideoError):
         return error.reason
     for kind, name in (

@@ -215,3 +215,74 @@ def reference_script(spec: SceneSpec):
     return FoleyScript(
         foley=sorted(foley, key=lambda c: c.start), fx=fx, ambience=ambience, dialogue=dialogue
     )
+
+
+def write_regular_video(
+    path: str | Path,
+    duration: float,
+    *,
+    shot_s: float = 20.0,
+    click_s: float = 5.0,
+    fps: float = 5.0,
+    width: int = 160,
+    height: int = 120,
+    sample_rate: int = 16_000,
+) -> tuple[Path, list[float], list[float]]:
+    """A long clip with regular content, written piece by piece (memory does not grow with length):
+    a hard cut every `shot_s` seconds (the background colour changes), a block that moves during the
+    first second after every click, and a click every `click_s` seconds (offset by half a second).
+    Returns the path, the cut times and the click times."""
+    path = Path(path)
+    palette = ((30, 50, 160), (190, 90, 30), (30, 150, 60), (150, 30, 140), (200, 200, 40), (20, 20, 20))
+    n_frames = round(duration * fps)
+    cuts = [k * shot_s for k in range(1, math.ceil(duration / shot_s)) if k * shot_s < duration]
+    cuts = [math.ceil(t * fps - 1e-9) / fps for t in cuts]
+    clicks = [
+        k * click_s + 0.5 for k in range(math.ceil(duration / click_s)) if k * click_s + 0.5 < duration - 0.1
+    ]
+    size = max(8, height // 5)
+    rng = np.random.default_rng(0)
+    click = np.hanning(max(8, sample_rate // 200)) * 0.9
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.pix_fmt, stream.width, stream.height = "yuv420p", width, height
+        stream.options = {"threads": "1"}
+        astream = container.add_stream("aac", rate=sample_rate)
+        astream.layout = "mono"
+        written = 0  # audio samples written
+        for second in range(math.ceil(duration)):
+            for i in range(round(second * fps), min(n_frames, round((second + 1) * fps))):
+                t = i / fps
+                image = np.empty((height, width, 3), dtype=np.uint8)
+                image[:] = palette[sum(t >= c for c in cuts) % len(palette)]
+                phase = (t - 0.5) % click_s
+                x = 4 + round((width - size - 8) * min(phase, 1.0))
+                image[height // 2 - size // 2 : height // 2 + size // 2, x : x + size] = 255
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            end = round(min(second + 1, duration) * sample_rate)
+            audio = rng.normal(0.0, 0.002, end - written)
+            for c in clicks:
+                lo = round(c * sample_rate) - written
+                if 0 <= lo < audio.size:
+                    piece = click[: audio.size - lo]
+                    audio[lo : lo + piece.size] += piece * np.sign(rng.normal(size=piece.size))
+            pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+            for k in range(0, pcm.size, 1024):
+                block = pcm[k : k + 1024].reshape(1, -1)
+                aframe = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+                aframe.sample_rate, aframe.pts, aframe.time_base = (
+                    sample_rate,
+                    written + k,
+                    Fraction(1, sample_rate),
+                )
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+            written = end
+        for packet in stream.encode():
+            container.mux(packet)
+        for packet in astream.encode():
+            container.mux(packet)
+    return path, cuts, clicks

@@ -94,7 +94,9 @@ def test_every_package_of_the_checkout_is_in_the_wheel_and_imports(installed):
     code = (
         "import importlib, pkgutil, v2t_foley\n"
         "found = list(pkgutil.walk_packages(v2t_foley.__path__, 'v2t_foley.'))\n"
-        "for module in found:\n    if not module.name.endswith('__main__'): importlib.import_module(module.name)\n"
+        "for module in found:\n"
+        "    if not module.name.endswith('__main__'):\n"
+        "        importlib.import_module(module.name)\n"
         "print('\\n'.join(sorted(m.name for m in found if m.ispkg)))\n"
         "print('FILE', v2t_foley.__file__)\n"
     )

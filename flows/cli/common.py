@@ -55,6 +55,21 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if available).")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")]
+ChunkSecondsOpt = Annotated[
+    float,
+    typer.Option(
+        "--chunk-seconds",
+        help="Videos longer than this run as chunks of about this length, split at shot cuts "
+        "(each chunk: its own frames, windows and event budget); 0: never split.",
+    ),
+]
+PartialOkOpt = Annotated[
+    bool,
+    typer.Option(
+        "--partial-ok",
+        help="A failed chunk of a long video leaves a noted gap instead of failing the video.",
+    ),
+]
 TimingOpt = Annotated[
     str,
     typer.Option(

@@ -11,9 +11,11 @@ from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
+    ChunkSecondsOpt,
     ConcurrencyOpt,
     DeviceOpt,
     ModelOpt,
+    PartialOkOpt,
     PromptsOpt,
     TimingOpt,
     VerboseOpt,
@@ -40,6 +42,8 @@ def script_video(
     device: str | None,
     timing: str = "measured",
     concurrency: int = 16,
+    chunk_seconds: float | None = 30.0,
+    partial_ok: bool = False,
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -60,7 +64,7 @@ def script_video(
         from v2t_foley.training.basemodel import adapter_base_model
 
         model = adapter_base_model(adapter)
-    config = ChainConfig(timing=timing)
+    config = ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None, partial_ok=partial_ok)
     prompts = load_prompts(prompts_dir)
     spec = BackendSpec(
         backend=backend,
@@ -108,6 +112,8 @@ def script(
     ] = None,
     trace: Annotated[Path | None, typer.Option("--trace", help="Write the full chain trace here.")] = None,
     timing: TimingOpt = "measured",
+    chunk_seconds: ChunkSecondsOpt = 30.0,
+    partial_ok: PartialOkOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Write the multi-track foley script of one video (JSON, seed format plus start/end/event)."""
@@ -124,6 +130,8 @@ def script(
             device=device,
             timing=timing,
             concurrency=concurrency,
+            chunk_seconds=chunk_seconds,
+            partial_ok=partial_ok,
         )
         write_json(result.script.model_dump(), out)
         if trace:

@@ -11,9 +11,11 @@ from v2t_foley.flows.cli.common import (
     AdapterOpt,
     BackendOpt,
     BaseUrlOpt,
+    ChunkSecondsOpt,
     ConcurrencyOpt,
     DeviceOpt,
     ModelOpt,
+    PartialOkOpt,
     PromptsOpt,
     TimingOpt,
     VerboseOpt,
@@ -67,6 +69,8 @@ def build_dataset_command(
         Path, typer.Option("--demo-dir", help="Where --demo puts its clips and store.")
     ] = Path("foley-demo"),
     timing: TimingOpt = "measured",
+    chunk_seconds: ChunkSecondsOpt = 30.0,
+    partial_ok: PartialOkOpt = False,
     wait_for_store: Annotated[
         float,
         typer.Option(
@@ -132,6 +136,8 @@ def build_dataset_command(
             work_pool=work_pool,
             retry_failed=retry_failed,
             timing=timing,
+            chunk_seconds=chunk_seconds,
+            partial_ok=partial_ok,
             wait_for_store_s=wait_for_store,
             allow_roots=allow_root or None,
         )

@@ -1,7 +1,13 @@
 """The chain as a graph, declared once: its steps, what each needs, how each is keyed and cached.
 
-    sample -> [propose] -> identify -> reason (one item per event) -> synthesize -> validate
+    [propose] -> sample -> identify -> reason (one item per event) -> synthesize -> validate
     sample -> simple -> validate                                   (a LoRA adapter: one pass)
+
+A video longer than `ChainConfig.chunk_seconds` runs as chunks (foley_core.chain.chunks): `propose`
+measures the whole video in one streaming pass (per video); `split_works` then cuts it at shot cuts
+into chunk works, each a video of its own to the later steps (its own frames, windows, event budget;
+keyed by content and the chunk's span), and `merge_works` builds the video's script and trace from its
+chunks. A video that fits in one chunk is its own single work, with the keys and results it always had.
 
 Two executors run it: `run_chain` (the plain loop: `foley script`, tests, benchmarks) and the
 `process-shard` flow (one Prefect task per step over a whole shard). Both call `run_step`, which runs
@@ -24,6 +30,13 @@ from typing import Any
 
 from v2t_foley.foley_core.backends.base import VideoLLM
 from v2t_foley.foley_core.cachekeys import step_key
+from v2t_foley.foley_core.chain.chunks import (
+    ChunkError,
+    ChunkPart,
+    chunk_spans,
+    merge_chunks,
+    slice_proposals,
+)
 from v2t_foley.foley_core.chain.runner import (
     ChainConfig,
     FramePlan,
@@ -102,6 +115,10 @@ class Work:
     plan: FramePlan | None = None
     trace: ChainTrace | None = None
     error: BaseException | None = None  # why this video dropped out
+    chunk: tuple[float, float] | None = None  # a chunk of `parent`: its span in the parent's seconds
+    index: int = 0  # the chunk's number
+    parent: Work | None = None  # the whole video's work, for a chunk
+    chunks: list[Work] | None = None  # a long video's chunk works (after `split_works`)
 
     def value(self, step: str) -> Any:
         return self.results[step].value if step in self.results else None
@@ -135,6 +152,11 @@ def _keep_sample(ctx: ChainContext, work: Work, result: StepResult) -> None:
     work.trace = new_trace(
         work.uri, work.video.sha256, info.duration, work.plan, ctx.identity, ctx.prompts, ctx.config
     )
+    if "propose" in work.results:  # measured before the trace existed (per video)
+        proposals = work.results["propose"]
+        if work.chunk is None:
+            record_step(work.trace, "propose", proposals)
+        work.trace.proposals = proposals.value.model_dump()
 
 
 def _propose(ctx: ChainContext, work: Work, _: Any) -> StepResult:
@@ -142,8 +164,7 @@ def _propose(ctx: ChainContext, work: Work, _: Any) -> StepResult:
 
 
 def _keep_proposals(ctx: ChainContext, work: Work, result: StepResult) -> None:
-    record_step(work.trace, "propose", result)
-    work.trace.proposals = result.value.model_dump()
+    return None  # the trace records them when it is made (`_keep_sample`)
 
 
 def _identify(ctx: ChainContext, work: Work, _: Any) -> StepResult:
@@ -243,10 +264,20 @@ VALIDATE_ONE_PASS = _validate_step(("simple",))
 
 def graph(ctx: ChainContext) -> list[Step]:
     """The steps of this run, in an order that respects `needs`."""
+    return video_steps(ctx) + chunk_steps(ctx)
+
+
+def video_steps(ctx: ChainContext) -> list[Step]:
+    """Steps that run once per whole video, before it is split into chunks."""
+    return [PROPOSE] if ctx.measured else []
+
+
+def chunk_steps(ctx: ChainContext) -> list[Step]:
+    """Steps that run per chunk (per video when it is one chunk)."""
     if ctx.one_pass:
         return [SAMPLE, SIMPLE, VALIDATE_ONE_PASS]
     if ctx.measured:
-        return [SAMPLE, PROPOSE, IDENTIFY_MEASURED, REASON, SYNTHESIZE, VALIDATE_MEASURED]
+        return [SAMPLE, IDENTIFY_MEASURED, REASON, SYNTHESIZE, VALIDATE_MEASURED]
     return [SAMPLE, IDENTIFY, REASON, SYNTHESIZE, VALIDATE]
 
 
@@ -267,9 +298,17 @@ def keys_of(step: Step, ctx: ChainContext, work: Work, items: Sequence[Any]) -> 
             settings=step.settings(ctx),
             upstream=upstream,
             item=item.index if step.per_event else None,
+            span=_span_key(ctx, work),
         )
         for item in items
     ]
+
+
+def _span_key(ctx: ChainContext, work: Work) -> dict[str, Any] | None:
+    if work.chunk is None:
+        return None
+    start, end = work.chunk
+    return {"start": round(start, 6), "end": round(end, 6), "chunk_seconds": ctx.config.chunk_seconds}
 
 
 def _model_key(identity: dict[str, Any]) -> dict[str, Any]:
@@ -360,8 +399,127 @@ def run_graph(
     *,
     on_step: Callable[[str], None] | None = None,
 ) -> None:
-    """Every step over `works`, in process (the plain loop's executor)."""
-    for step in graph(ctx):
+    """Every step over `works`, in process (the plain loop's executor): the per-video steps, the split
+    into chunks, the per-chunk steps, the merge (what the process-shard flow does with tasks)."""
+    cache = cache or StepCache()
+    for step in video_steps(ctx):
         if on_step:
             on_step(step.name)
-        run_step(step, works, ctx, cache or StepCache())
+        run_step(step, works, ctx, cache)
+    chunks = split_works(works, ctx)
+    for step in chunk_steps(ctx):
+        if on_step:
+            on_step(step.name)
+        run_step(step, chunks, ctx, cache)
+    merge_works(works, ctx)
+
+
+def split_works(works: list[Work], ctx: ChainContext) -> list[Work]:
+    """The works the per-chunk steps run over: a live video that fits in one chunk is its own work; a
+    longer one gets a work per chunk (split at its measured cuts), listed in its `chunks`."""
+    out: list[Work] = []
+    for work in works:
+        if work.error is not None:
+            continue
+        proposals = work.value("propose")
+        cuts = [c.start for c in proposals.cuts] if proposals is not None else []
+        video = work.video
+        spans = chunk_spans(video.info.duration, video.frame_times, cuts, ctx.config.chunk_seconds)
+        if len(spans) == 1:
+            work.chunks = None
+            out.append(work)
+            continue
+        work.chunks = []
+        for k, (start, end) in enumerate(spans):
+            chunk = Work(
+                id=f"{work.id}#chunk{k}",
+                uri=work.uri,
+                video=video.span(start, end),
+                chunk=(start, end),
+                index=k,
+                parent=work,
+            )
+            if proposals is not None:
+                chunk.keys["propose"] = work.keys["propose"]
+                chunk.results["propose"] = StepResult(slice_proposals(proposals, start, end))
+            work.chunks.append(chunk)
+            out.append(chunk)
+    return out
+
+
+def merge_works(works: list[Work], ctx: ChainContext) -> None:
+    """Each chunked video's script and trace from its chunks. A failed chunk fails the video, naming the
+    chunk, unless `partial_ok` (then the gap is noted; a video with no chunk left still fails)."""
+    for work in works:
+        if work.error is not None or not work.chunks:
+            continue
+        failed = [c for c in work.chunks if c.error is not None]
+        try:
+            if failed and (not ctx.config.partial_ok or len(failed) == len(work.chunks)):
+                first = failed[0]
+                raise ChunkError(first.index, first.chunk[0], first.chunk[1], first.error)
+            _merge(work, failed)
+        except Exception as error:
+            work.error = error
+            done = [c for c in work.chunks if c.trace is not None]
+            work.trace = done[0].trace if done else None
+
+
+def _merge(work: Work, failed: list[Work]) -> None:
+    chunks = work.chunks or []
+    parts = [
+        ChunkPart(
+            c.index,
+            c.chunk[0],
+            c.chunk[1],
+            None if c.error is not None else c.value("validate"),
+            (c.value("identify") or []) if c.error is None else [],
+            (c.value("reason") or []) if c.error is None else [],
+        )
+        for c in chunks
+    ]
+    proposals = work.value("propose")
+    cuts = [c.start for c in proposals.cuts] if proposals is not None else None
+    merged = merge_chunks(parts, work.video.info.duration, cuts)
+    ran = [c for c in chunks if c.error is None]
+    base = ran[0].trace
+    notes = list(work.results["propose"].notes) if "propose" in work.results else []
+    seconds: dict[str, float] = {}
+    if "propose" in work.results:
+        seconds["propose"] = work.results["propose"].seconds
+    calls, entries = [], []
+    for chunk, first_event in zip(chunks, merged.event_base, strict=True):
+        start, end = chunk.chunk
+        entry: dict[str, Any] = {"index": chunk.index, "start": start, "end": end}
+        if chunk.error is not None:
+            entry["error"] = f"{type(chunk.error).__name__}: {chunk.error}"
+            notes.append(f"chunk {chunk.index} ({start:.2f}-{end:.2f} s) failed, left out: {chunk.error}")
+        if chunk.trace is not None:
+            trace = chunk.trace
+            entry["calls"] = [len(calls), len(calls) + len(trace.calls)]
+            entry["events"] = [first_event, first_event + len(trace.events)] if chunk.error is None else []
+            entry["frame_times"] = trace.frame_times
+            entry["notes"] = trace.notes
+            entry["step_seconds"] = trace.step_seconds
+            entry["proposals"] = trace.proposals
+            calls += trace.calls
+            notes += [f"chunk {chunk.index}: {n}" for n in trace.notes]
+            for step, took in trace.step_seconds.items():
+                seconds[step] = round(seconds.get(step, 0.0) + took, 4)
+        entries.append(entry)
+    notes += merged.notes
+    frame_times = [round(t + c.chunk[0], 6) for c in ran for t in c.trace.frame_times]
+    work.trace = base.model_copy(
+        update={
+            "duration": work.video.info.duration,
+            "frame_times": frame_times,
+            "events": merged.events,
+            "reasoning": merged.reasoning,
+            "calls": calls,
+            "proposals": proposals.model_dump() if proposals is not None else None,
+            "notes": notes,
+            "step_seconds": seconds,
+            "chunks": entries,
+        }
+    )
+    work.results["validate"] = StepResult(merged.script, notes=merged.notes)

@@ -34,9 +34,16 @@ class ChainConfig:
     def __post_init__(self) -> None:
         if self.timing not in ("measured", "model"):
             raise InputError(f"timing must be 'measured' or 'model', not {self.timing!r}")
+        if self.chunk_seconds is not None and not self.chunk_seconds > 0:
+            raise InputError(f"chunk_seconds must be positive, not {self.chunk_seconds!r}")
 
     frame_max_side: int | None = 512  # frames are decoded at most this large; the processor resizes
     proposals: ProposalSettings = field(default_factory=ProposalSettings)  # measurement thresholds
+    # a longer video runs as chunks of about this many seconds, split at shot cuts (None: never split);
+    # it enters the keys of a chunked video's steps (with each chunk's span), never a short video's
+    chunk_seconds: float | None = 30.0
+    # a chunk that fails leaves a gap in the script (noted) instead of failing the video
+    partial_ok: bool = False
 
     def settings_key(self) -> dict:
         """What of this config shapes a model step's answer (for cache keys)."""

@@ -44,3 +44,7 @@ class ChainTrace(BaseModel):
     proposals: dict[str, Any] | None = None  # measured cuts, motion, onsets, speech (measured timing)
     notes: list[str] = Field(default_factory=list)  # clamps, drops and merges, one line each
     step_seconds: dict[str, float] = Field(default_factory=dict)  # wall time per step
+    # a long video run in chunks: one entry per chunk (index, start, end; its frames, notes, timings and
+    # proposals in its own time; `calls` and `events`: its [first, last) in the lists above; `error`
+    # when it failed); None for a video run whole
+    chunks: list[dict[str, Any]] | None = None

@@ -1,4 +1,9 @@
-"""Shot cuts (PySceneDetect's content detector) and motion spans (frame differences), in one decode."""
+"""Shot cuts (PySceneDetect's content detector) and motion spans (frame differences), in one decode.
+
+`scan_video` streams: each small frame is fed to the cut detector and differenced with the one before,
+then dropped, so memory does not grow with the video's length (only one number per frame is kept).
+`small_frames` + `detect_cuts` + `motion_energy` are the same measurements over frames held in memory.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from v2t_foley.foley_core.video.video import Video
 
 def small_frames(video: Video, width: int) -> np.ndarray:
     """Every frame, in presentation order, as (N, h, width, 3) BGR uint8 (what OpenCV-based detectors use)."""
-    height = max(2, round(video.info.height * width / max(video.info.width, 1) / 2) * 2)
+    height = _analysis_height(video, width)
     frames = []
     try:
         with av.open(str(video.path)) as media:
@@ -24,6 +29,48 @@ def small_frames(video: Video, width: int) -> np.ndarray:
     except av.error.FFmpegError as err:
         raise CorruptVideoError(video.uri, f"decoding for analysis failed: {err}") from None
     return np.stack(frames[: len(video.frame_times)])
+
+
+def _analysis_height(video: Video, width: int) -> int:
+    return max(2, round(video.info.height * width / max(video.info.width, 1) / 2) * 2)
+
+
+def scan_video(video: Video, settings: ProposalSettings) -> tuple[list[Proposal], np.ndarray, np.ndarray]:
+    """Cuts, motion energy and the analysed frames' times in one streaming pass over the video stream."""
+    width = settings.analysis_width
+    height = _analysis_height(video, width)
+    times, fps = video.frame_times, video.info.fps
+    detector = ContentDetector(
+        threshold=settings.cut_threshold, min_scene_len=max(1, round(settings.min_shot_s * fps))
+    )
+    found: list[int] = []
+    energy: list[float] = []
+    previous: np.ndarray | None = None
+    count = 0
+    try:
+        with av.open(str(video.path)) as media:
+            stream = media.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in media.decode(stream):
+                if count >= len(times):
+                    break
+                image = frame.to_ndarray(format="bgr24", width=width, height=height)
+                found += [tc.frame_num for tc in detector.process_frame(FrameTimecode(count, fps=fps), image)]
+                gray = image.astype(np.float32).mean(axis=2)
+                if previous is not None:
+                    pair = np.stack([previous, gray])
+                    energy.append(float(np.abs(np.diff(pair, axis=0)).mean(axis=(1, 2))[0]))
+                previous = gray
+                count += 1
+    except av.error.FFmpegError as err:
+        raise CorruptVideoError(video.uri, f"decoding for analysis failed: {err}") from None
+    if count == 0:
+        raise CorruptVideoError(video.uri, "decoding for analysis failed: no frame decodes")
+    found += [tc.frame_num for tc in detector.post_process(FrameTimecode(count, fps=fps))]
+    seen = times[:count]
+    cuts = sorted({i for i in found if 0 < i < len(seen)})
+    proposals = [Proposal(kind="cut", start=float(seen[i]), end=float(seen[i]), strength=1.0) for i in cuts]
+    return proposals, np.asarray(energy, dtype=np.float32), seen
 
 
 def detect_cuts(

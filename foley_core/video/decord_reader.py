@@ -36,7 +36,14 @@ class DecordReader(FrameReader):
         self.fallback = PyAVReader()
 
     def read(
-        self, path: Path, uri: str, indices: Sequence[int], info: VideoInfo, *, max_side: int | None
+        self,
+        path: Path,
+        uri: str,
+        indices: Sequence[int],
+        info: VideoInfo,
+        *,
+        max_side: int | None,
+        frame_times: np.ndarray | None = None,
     ) -> np.ndarray:
         import decord
 

@@ -39,12 +39,20 @@ class FrameReader(ABC):
 
     @abstractmethod
     def read(
-        self, path: Path, uri: str, indices: Sequence[int], info: VideoInfo, *, max_side: int | None
+        self,
+        path: Path,
+        uri: str,
+        indices: Sequence[int],
+        info: VideoInfo,
+        *,
+        max_side: int | None,
+        frame_times: np.ndarray | None = None,
     ) -> np.ndarray:
         """RGB frames for `indices` (in that order, repeats allowed) as an (N, H, W, 3) uint8 array.
 
         `info` is what probing found; `max_side` scales frames down so the longer side
-        is at most that many pixels. Raises CorruptVideoError when a frame cannot be decoded.
+        is at most that many pixels; `frame_times` (the frame table) lets a reader seek instead of
+        decoding from the start. Raises CorruptVideoError when a frame cannot be decoded.
         """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +42,19 @@ def make_reader(name: str = "auto") -> FrameReader:
 
 
 class FrameCache:
-    """A small process-wide LRU of decoded frames.
+    """A small process-wide LRU of decoded frames, bounded in entries and in bytes.
 
     The chain asks about the same frames several times (identify, every event, synthesize); decoding
-    them once per process is enough. Frames are never persisted as task results.
+    them once per process is enough. Only sampled frames are kept (never a whole video's), and at most
+    `max_bytes` of them, so a long video costs no more memory than a short one. Frames are never
+    persisted as task results.
     """
 
-    def __init__(self, max_entries: int = 32) -> None:
+    def __init__(self, max_entries: int = 32, max_bytes: int = 256 * 2**20) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple, Frames] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple) -> Frames | None:
@@ -62,10 +66,16 @@ class FrameCache:
 
     def put(self, key: tuple, frames: Frames) -> None:
         with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.images.nbytes
             self._entries[key] = frames
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._bytes += frames.images.nbytes
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+            ):
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.images.nbytes
 
 
 FRAME_CACHE = FrameCache()
@@ -80,6 +90,12 @@ class Video:
     frame_times: np.ndarray  # presentation time of every frame, seconds from the first frame
     reader: FrameReader  # the decoder used for sampling
     max_side: int | None = None  # frames are scaled down so their longer side is at most this
+    # a chunk of a longer video (`span`): its first frame's index and time in the whole video, and the
+    # whole video's info and frame table (what the reader decodes by); 0 / None for a whole video
+    first_index: int = 0
+    offset: float = 0.0
+    whole_info: VideoInfo | None = None
+    whole_times: np.ndarray | None = None
 
     @property
     def uri(self) -> str:
@@ -93,13 +109,37 @@ class Video:
     def path(self) -> Path:
         return self.source.path
 
+    def span(self, start: float, end: float) -> Video:
+        """The frames shown in [start, end) as a video of its own: times from `start`, length end - start.
+
+        Sampling and decoding work as on any video (frames are read from the whole file by seeking);
+        `offset` and `first_index` say where the chunk lies in the whole video.
+        """
+        times = self.frame_times
+        lo = int(np.searchsorted(times, start - 1e-9))
+        hi = max(int(np.searchsorted(times, end - 1e-9)), lo + 1)
+        duration = round(end - start, 6)
+        info = replace(self.info, duration=duration, frame_count=hi - lo)
+        return replace(
+            self,
+            info=info,
+            frame_times=times[lo:hi] - times[lo],
+            first_index=self.first_index + lo,
+            offset=round(self.offset + float(times[lo]), 6),
+            whole_info=self.whole_info or self.info,
+            whole_times=self.whole_times if self.whole_times is not None else self.frame_times,
+        )
+
     def frames(self, indices: list[int] | tuple[int, ...]) -> Frames:
         """Decode the frames at these presentation indices (remembered per process, see FrameCache)."""
-        key = (self.sha256, tuple(indices), self.max_side)
+        whole = [i + self.first_index for i in indices]
+        key = (self.sha256, tuple(whole), self.max_side, self.offset)
         cached = FRAME_CACHE.get(key)
         if cached is not None:
             return cached
-        images = self.reader.read(self.path, self.uri, list(indices), self.info, max_side=self.max_side)
+        info = self.whole_info or self.info
+        table = self.whole_times if self.whole_times is not None else self.frame_times
+        images = self.reader.read(self.path, self.uri, whole, info, max_side=self.max_side, frame_times=table)
         times = tuple(round(float(self.frame_times[i]), 6) for i in indices)
         frames = Frames(images=images, times=times, indices=tuple(indices))
         FRAME_CACHE.put(key, frames)
