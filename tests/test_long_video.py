@@ -21,6 +21,7 @@ from v2t_foley.foley_core.chain.chunks import (
 from v2t_foley.foley_core.proposals.audio import audio_windows
 from v2t_foley.foley_core.proposals.base import Proposal, ProposalSet
 from v2t_foley.foley_core.schema.events import Event, EventReasoning
+from v2t_foley.foley_core.schema.rows import row_script
 from v2t_foley.foley_core.schema.script import Cue, FoleyScript
 from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 from v2t_foley.foley_core.video import open_video
@@ -240,7 +241,7 @@ def test_the_flow_runs_chunks_as_items_and_agrees_with_the_plain_loop(long_clip,
     assert row["status"] == "ok", row["error"]
     llm = TransformersVideoLLM("tiny-random", device="cpu", batch_size=1)
     plain = run_chain(open_video(str(long_clip)), llm, config=ChainConfig(chunk_seconds=8.0))
-    assert json.loads(row["script"]) == plain.script.model_dump()
+    assert row_script(row).model_dump() == plain.script.model_dump()
     assert without_timings(json.loads(row["trace"])) == without_timings(plain.trace.model_dump(mode="json"))
 
 
