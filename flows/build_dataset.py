@@ -207,6 +207,7 @@ def _build(
                 result_storage,
                 retry_failed,
                 shard_start_timeout_s,
+                lease,
             )
         for index, shard_file in enumerate(shard_files if not work_pool else []):
             lease.check()
@@ -275,11 +276,13 @@ def _run_on_pool(
     result_storage: str | None,
     retry_failed: bool,
     start_timeout_s: float,
+    lease: Lease,
 ) -> None:
     """Start one `process-shard/<work_pool>` deployment run per shard and wait for all of them.
 
     Any shard run that ends other than Completed fails this run, naming the shard; runs that no worker
-    starts within `start_timeout_s` are cancelled and fail this run, naming the pool.
+    starts within `start_timeout_s` while none of them runs (or ends) are cancelled and fail this run,
+    naming the pool.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
@@ -303,18 +306,23 @@ def _run_on_pool(
         ).id: index
         for index, shard_file in enumerate(shard_files)
     }
-    waiting_since = time.monotonic()
+    waiting_since = time.monotonic()  # since a shard run of ours last started or ended
     failures: list[str] = []
     never_started: list[int] = []
     pending = dict(runs)
     with get_client(sync_client=True) as client:
         while pending:
             time.sleep(2)
+            lease.check()  # another build took the store over: stop waiting for ours
+            states = {run: client.read_flow_run(run).state for run in pending}
+            if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
+                waiting_since = time.monotonic()  # workers are busy with our shards, not missing
             for flow_run_id, index in list(pending.items()):
-                state = client.read_flow_run(flow_run_id).state
+                state = states[flow_run_id]
                 if state is None:
                     continue
                 if state.is_final():
+                    waiting_since = time.monotonic()
                     del pending[flow_run_id]
                     if not state.is_completed():
                         failures.append(f"shard {index} ({state.name}: {state.message or 'no message'})")

@@ -17,7 +17,7 @@ from prefect.context import TaskRunContext
 from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, StepTally, Work, graph, run_step
 from v2t_foley.foley_core.manifest import ManifestEntry
 from v2t_foley.foley_core.video import open_video
-from v2t_foley.tasks.retries import retry_transient
+from v2t_foley.tasks.retries import is_transient_error, retry_transient
 
 # concurrent items per step: a batching model (foley_core.backends.batching) sees batches across videos
 STEP_THREADS = 16
@@ -45,14 +45,21 @@ def probe_task(
         return Work(id=entry.id, uri=entry.video, video=video)
 
     with ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="probe") as pool:
-        return list(pool.map(probe, entries))
+        probed = list(pool.map(probe, entries))
+    transient = next((p for p in probed if isinstance(p, BaseException) and is_transient_error(p)), None)
+    if transient is not None and not _last_attempt():
+        raise transient  # a dropped connection is retried, not recorded as a bad video
+    return probed
+
+
+def _last_attempt() -> bool:
+    run = TaskRunContext.get()
+    return run is None or run.task_run.run_count > (run.task.retries or 0)
 
 
 @task(name="step", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, **UNCACHED)
 def step_task(name: str, works: list[Work], ctx: ChainContext, cache: StepCache) -> StepTally:
     """One step of the graph over the shard's live videos. Transient faults (OOM, a dropped connection)
     retry the task, recomputing only what is missing; on the last attempt they fail their videos."""
-    run = TaskRunContext.get()
-    last_attempt = run is None or run.task_run.run_count > (run.task.retries or 0)
     step = next(s for s in graph(ctx) if s.name == name)
-    return run_step(step, works, ctx, cache, threads=STEP_THREADS, raise_transient=not last_attempt)
+    return run_step(step, works, ctx, cache, threads=STEP_THREADS, raise_transient=not _last_attempt())

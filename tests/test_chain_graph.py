@@ -134,7 +134,8 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
             raise ValueError("this video's answer is unusable")
         return StepResult(work.id)
 
-    step = Step("sample", (), False, False, compute, lambda c, w, r: None, lambda c: {}, str)
+    kept: list[str] = []
+    step = Step("sample", (), False, False, compute, lambda c, w, r: kept.append(w.id), lambda c: {}, str)
     ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
     works = {}
     for k, name in enumerate(("a", "b", "bad")):
@@ -152,3 +153,4 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     assert calls == ["b"]  # a from the cache; bad failed for good and is not asked again
     assert (tally.computed, tally.cached) == (1, 1)
     assert works["a"].value("sample") == "a" and works["b"].value("sample") == "b"
+    assert sorted(kept) == ["a", "b"]  # a's result (and its trace) is kept once, not again on the retry

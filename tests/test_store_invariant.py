@@ -207,3 +207,52 @@ def test_a_lease_left_by_a_killed_process_is_taken_at_once(tmp_path):
         holder.wait(timeout=30)
     assert lease.try_acquire()  # no need to wait out the time to live: the holder is gone
     lease.release()
+
+
+def test_a_marker_left_superseded_by_a_crash_stays_superseded(tmp_path, monkeypatch):
+    """A crash leaves A on storage, superseded by B; a later write superseding B must not revive A."""
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a", "failed"), row("b")], "run1", 0)
+    crashing = DatasetStore(str(tmp_path / "s"))
+    monkeypatch.setattr(crashing.fs, "rm_file", lambda path: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        crashing.write_shard([row("a")], "run2", 0)  # B supersedes A; A's files stay
+    monkeypatch.undo()
+    store.write_shard([row("b", revision="r2")], "run3", 0)  # C supersedes B
+    assert keys_of(shown(store)) == Counter({("a", "v1", "m"): 1, ("b", "v1", "m"): 1})
+
+
+def test_nothing_is_written_while_a_marker_cannot_be_read(tmp_path):
+    from v2t_foley.foley_core.store.commit import StoreDamaged
+
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a")], "run1", 0)
+    (tmp_path / "s" / "_shards" / "broken.json").write_text("{half a marker")
+    with pytest.raises(StoreDamaged, match="foley verify"):
+        store.write_shard([row("a", "failed"), row("b")], "run2", 0)
+    assert [r["id"] for r in shown(store)] == ["a"]
+
+
+def test_a_writer_that_lost_its_lease_commits_nothing(tmp_path, monkeypatch):
+    from v2t_foley.foley_core.store.lease import Lease, LeaseLost
+
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a")], "run1", 0)
+
+    def lost(self) -> None:
+        raise LeaseLost("taken over")
+
+    monkeypatch.setattr(Lease, "check", lost)
+    with pytest.raises(LeaseLost):
+        store.write_shard([row("b")], "run2", 0)
+    monkeypatch.undo()
+    assert [r["id"] for r in shown(store)] == ["a"]
+
+
+def test_a_marker_with_a_path_in_its_name_is_refused(tmp_path):
+    store = DatasetStore(str(tmp_path / "s"))
+    marker = store.write_shard([row("a")], "run1", 0)
+    tampered = marker.model_copy(update={"run_id": "../../x", "commit": "evil"})
+    (tmp_path / "s" / "_shards" / "innocent.json").write_text(tampered.model_dump_json())
+    with pytest.raises(UnsafeStoreError, match=r"innocent\.json.*invalid name"):
+        store.markers()

@@ -64,8 +64,8 @@ def launch(config: TrainConfig, num_processes: int, module: str = "v2t_foley.tra
         child = replace(config, num_processes=1)  # the processes train; they launch nothing
         config_file.write_text(yaml.safe_dump(child.as_dict(), sort_keys=False))
         env = dict(os.environ)
-        # the processes import this checkout's code, whatever is installed
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        if (PROJECT_ROOT / "pyproject.toml").is_file():  # a checkout: its code, whatever is installed
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("OMP_NUM_THREADS", "1")
         command = launch_command(num_processes, config_file, result_file, module)
         done = subprocess.run(command, env=env, check=False)

@@ -339,7 +339,8 @@ def run_step(
     With `raise_transient`, a transient fault (OOM, a dropped connection) is raised after the others are
     done and cached, so the caller's retry recomputes only the videos that are missing."""
     tally = StepTally()
-    live = [w for w in works if w.error is None]
+    # a retried task finds the videos its first attempt finished: they keep their result (and trace)
+    live = [w for w in works if w.error is None and step.name not in w.results]
     jobs: list[tuple[Work, Any, str]] = []
     for work in live:
         items = work.value("identify") if step.per_event else [None]

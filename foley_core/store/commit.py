@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,16 @@ from v2t_foley.foley_core.store.store import DatasetStore, live
 log = logging.getLogger(__name__)
 
 COMMIT_WAIT_S = 900.0  # a commit takes seconds; waiting long covers a slow S3 rewrite of big shards
+
+
+class StoreDamaged(InputError):
+    """The store has a marker that cannot be read; nothing is written until `foley verify` has looked."""
+
+
+def superseded_by(touched: list[ShardMarker]) -> list[str]:
+    """The markers a new marker supersedes: the touched ones and, carried forward, what they superseded
+    (a crash can leave those on storage; if nothing named them any more they would come back)."""
+    return sorted({m.name for m in touched} | {n for m in touched for n in m.supersedes})
 
 
 def row_key(row: dict[str, Any]) -> Key:
@@ -87,8 +98,10 @@ def commit_rows(
     for row in rows:
         check_split(row.split)
     offered = [row.model_dump() for row in rows]
-    with store.lease("commit", f"shard {run_id}/{index}").hold(wait_s):
+    with store.lease("commit", f"shard {run_id}/{index}").hold(wait_s) as lease:
         markers = store.markers()
+        if store.scan()[1]:  # a marker we cannot read might hold any of these keys
+            raise StoreDamaged(f"{store.uri} has an unreadable shard marker; run foley verify {store.uri}")
         shown = store.done(markers)
         added, remove, dropped = [], set(), 0
         for row in offered:
@@ -101,10 +114,12 @@ def commit_rows(
                 remove.add(key)
             else:
                 dropped += 1
+                continue
+            shown[key] = mine  # a key offered twice in one call goes in once
         if not added:
             log.info("shard %s/%d: all %d rows were already in the store", run_id, index, dropped)
             return None
-        marker = _write(store, markers, added, remove, run_id, index, dropped)
+        marker = _write(store, markers, added, remove, run_id, index, dropped, fence=lease.check)
         log.info(
             "shard %s/%d: %d rows added (%d replacing older rows), %d already in the store",
             run_id,
@@ -171,8 +186,12 @@ def _write(
     index: int,
     dropped: int,
     remove_from: dict[str, set[Key]] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> ShardMarker:
-    """Write the new files, one marker superseding every touched marker, the card; then clean up."""
+    """Write the new files, one marker superseding every touched marker, the card; then clean up.
+
+    `fence` runs just before the marker write (the commit point): the lease's check, so a holder that
+    lost its lease (paused past its expiry) writes nothing visible."""
     from v2t_foley.foley_core.store.card import render_card
 
     commit = uuid.uuid4().hex[:8]
@@ -227,12 +246,14 @@ def _write(
         failed=sum(r["status"] == "failed" for r in counted),
         keys=keys,
         created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
-        supersedes=[m.name for m in touched],
+        supersedes=superseded_by(touched),
         added_ok=sum(r["status"] == "ok" for r in added),
         added_failed=sum(r["status"] == "failed" for r in added),
         dropped=dropped,
         format=STORE_FORMAT,
     )
+    if fence is not None:
+        fence()
     store.write_marker(marker)  # the commit point
     now_live = live([*markers, marker])
     store.write_card(render_card(store, markers=now_live))

@@ -9,8 +9,9 @@ taken and renewed by compare-and-swap, so two processes never both believe they 
 
 A holder renews its lease from a background thread every third of its time to live. A holder that dies
 stops renewing; once its lease expires the next taker takes it over, and at once when the holder was a
-process of the same machine (same host name) that no longer exists. A holder whose renewal fails (it
-was paused past its expiry and someone took over) marks itself lost, and `check()` raises.
+process of the same machine (same boot and pid namespace) that no longer exists. A holder whose renewal
+fails (it was paused past its expiry and someone took over) marks itself lost, and `check()` raises;
+writers call `check()` just before their commit point.
 """
 
 from __future__ import annotations
@@ -50,13 +51,14 @@ class Holder:
     purpose: str  # what the holder is doing, for "store busy" messages
     since: float  # epoch seconds when taken
     expires: float  # epoch seconds; past this anyone may take it over
+    machine: str = ""  # boot id + pid namespace: a pid is only comparable on the same machine and namespace
 
     def gone(self) -> bool:
         """Expired, or held by a process of this machine that no longer exists (killed, crashed): no
         need to wait out the time to live for a holder we can see is dead."""
         if self.expires <= time.time():
             return True
-        if self.host != socket.gethostname() or self.pid == os.getpid():
+        if not self.machine or self.machine != machine_id() or self.pid == os.getpid():
             return False
         try:
             os.kill(self.pid, 0)
@@ -69,6 +71,17 @@ class Holder:
     def describe(self) -> str:
         age = max(0.0, time.time() - self.since)
         return f"{self.purpose} (host {self.host}, pid {self.pid}, for {age:.0f} s)"
+
+
+def machine_id() -> str:
+    """This machine's boot and pid namespace ("" where unknown): containers that share a host name but
+    not a pid namespace must not judge each other's processes dead."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 class _Backend:
@@ -222,6 +235,7 @@ class Lease:
             purpose=self.purpose,
             since=now,
             expires=now + self.ttl_s,
+            machine=machine_id(),
         )
 
     def try_acquire(self) -> bool:
@@ -270,9 +284,13 @@ class Lease:
         self._version, self._holder = version, holder
 
     def check(self) -> None:
-        """Raise LeaseLost if the lease was lost since it was taken."""
+        """Raise LeaseLost if the lease was lost, or is about to expire unrenewed (renewals failing):
+        the fence before a write that only the holder may make."""
         if self._lost:
             raise LeaseLost(f"the {self.purpose} lease was taken over by another process; stopping")
+        holder = self._holder
+        if holder is None or time.time() > holder.expires - self.ttl_s / 6:
+            raise LeaseLost(f"the {self.purpose} lease could not be renewed in time; stopping")
 
     def release(self) -> None:
         self._stop.set()
@@ -283,13 +301,13 @@ class Lease:
         self._version = self._holder = None
 
     @contextmanager
-    def hold(self, wait_s: float) -> Iterator[None]:
+    def hold(self, wait_s: float) -> Iterator[Lease]:
         """Hold the lease for the block; raise StoreBusy naming the holder if not free within `wait_s`."""
         if not self.acquire(wait_s):
             holder = self.holder()
             raise StoreBusy(self.purpose, holder)
         try:
-            yield
+            yield self
         finally:
             self.release()
 

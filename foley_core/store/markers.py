@@ -86,6 +86,9 @@ class ShardMarker(BaseModel):
                         f"{where}: marker names {path!r}, outside the store's data/ folder; nothing was "
                         "read from it. Remove the marker (foley verify STORE --repair)"
                     )
+        for part in (self.run_id, self.commit or "x"):
+            if not _NAME.match(part):
+                raise UnsafeStoreError(f"{where}: marker has an invalid name part {part!r}; run foley verify")
         for name in self.supersedes:
             if not _NAME.match(name):
                 raise UnsafeStoreError(f"{where}: marker supersedes an invalid name {name!r}")

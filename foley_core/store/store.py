@@ -70,9 +70,10 @@ class DatasetStore:
         found, unreadable, unsafe = [], [], []
         for path in sorted(self.fs.glob(self.path("_shards/*.json"))):
             where = f"{self.uri}/_shards/{path.rsplit('/', 1)[-1]}"
+            raw = self.fs.cat_file(path)  # a storage error propagates: never mistaken for a bad marker
             try:
-                marker = ShardMarker.model_validate_json(self.fs.cat_file(path))
-            except Exception as err:  # a marker we cannot read marks nothing complete
+                marker = ShardMarker.model_validate_json(raw)
+            except ValueError as err:  # not a marker (bad JSON, wrong fields): it marks nothing complete
                 unreadable.append(f"{where}: unreadable marker ({type(err).__name__})")
                 continue
             try:

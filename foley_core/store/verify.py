@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from v2t_foley.foley_core.store.card import render_card
-from v2t_foley.foley_core.store.commit import migrate_locked, rewrite
+from v2t_foley.foley_core.store.commit import migrate_locked, rewrite, superseded_by
 from v2t_foley.foley_core.store.markers import Key, ShardMarker
 from v2t_foley.foley_core.store.store import DatasetStore, live
 
@@ -162,7 +162,7 @@ def _drop_missing(store: DatasetStore, marker: ShardMarker, missing: list[str]) 
                 "ok": sum(r["status"] == "ok" for r in rows),
                 "failed": sum(r["status"] == "failed" for r in rows),
                 "keys": [(*row_key(r), r["status"], row_revision(r)) for r in rows],
-                "supersedes": [marker.name],
+                "supersedes": superseded_by([marker]),
             }
         )
     )
