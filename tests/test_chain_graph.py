@@ -150,7 +150,7 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     assert works["bad"].error is not None and works["b"].error is None  # b waits for the retry
     calls.clear()
     tally = run_step(step, list(works.values()), ctx, cache, threads=2, raise_transient=False)
-    assert calls == ["b"]  # a from the cache; bad failed for good and is not asked again
-    assert (tally.computed, tally.cached) == (1, 1)
+    assert calls == ["b"]  # a kept its first result; bad failed for good and is not asked again
+    assert (tally.computed, tally.cached) == (1, 0)
     assert works["a"].value("sample") == "a" and works["b"].value("sample") == "b"
     assert sorted(kept) == ["a", "b"]  # a's result (and its trace) is kept once, not again on the retry
