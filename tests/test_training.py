@@ -24,7 +24,7 @@ from v2t_foley.foley_core.backends.transformers_backend import TransformersVideo
 from v2t_foley.foley_core.chain.simple import load_simple_prompt
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.schema import validate_script
-from v2t_foley.foley_core.schema.rows import DatasetRow
+from v2t_foley.foley_core.schema.rows import DatasetRow, row_script
 from v2t_foley.foley_core.store import DatasetStore, ShardMarker
 from v2t_foley.foley_core.video import open_video
 from v2t_foley.training.collate import SFTCollator
@@ -169,7 +169,7 @@ def test_train_cli_from_yaml_with_evaluation(store, tmp_path):
     refs.mkdir()
     held_out = [r for r in DatasetStore(store).read_rows() if r["status"] == "ok" and r["split"] == "test"]
     assert len(held_out) == 1
-    (refs / f"{held_out[0]['id']}.json").write_text(held_out[0]["script"])
+    (refs / f"{held_out[0]['id']}.json").write_text(row_script(held_out[0]).model_dump_json())
     scored = evaluate_adapter(
         config(store, tmp_path / "a", eval_fraction=0.0), str(tmp_path / "a"), references=str(refs)
     )
