@@ -12,6 +12,7 @@ import os
 
 from prefect import flow, get_run_logger
 
+from v2t_foley.foley_core.curated_view import CurationOptions
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.publish import plan_publish, publish
 from v2t_foley.foley_core.store import DatasetStore
@@ -34,21 +35,27 @@ def publish_dataset(
     token_secret: str | None = None,
     endpoint: str | None = None,
     revision: str = "main",
+    curation_column: bool = False,
+    exclude_rejected: bool = False,
 ) -> dict:
-    """Upload (or, with dry_run, list) what the dataset repo `repo_id` would receive from `store`."""
+    """Upload (or, with dry_run, list) what the dataset repo `repo_id` would receive from `store`.
+    `curation_column` / `exclude_rejected`: publish curated copies of the shards (foley_core.curated_view)."""
     logger = get_run_logger()
     dataset = DatasetStore(store)
     endpoint = endpoint or os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     if not dataset.data_files():
         raise InputError(f"{store}: no complete shard to publish")
+    curation = CurationOptions(curation_column=curation_column, exclude_rejected=exclude_rejected)
     if dry_run:
-        plan = plan_publish(dataset, repo_id, endpoint, revision)
+        plan = plan_publish(dataset, repo_id, endpoint, revision, curation)
         for line in plan.lines():
             logger.info("would upload %s", line)
         return {"dry_run": True, "files": plan.lines()}
     token = resolve_token(token_secret)
     if not token:
         raise InputError("no Hub token: set HF_TOKEN or pass --token-secret <Prefect Secret block name>")
-    plan, commit_url = publish(dataset, repo_id, token, endpoint=endpoint, private=private, revision=revision)
+    plan, commit_url = publish(
+        dataset, repo_id, token, endpoint=endpoint, private=private, revision=revision, curation=curation
+    )
     logger.info("published %d file(s) to %s: %s", len(plan.items), repo_id, commit_url)
     return {"dry_run": False, "files": plan.lines(), "commit": commit_url}

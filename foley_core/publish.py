@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from v2t_foley.foley_core.curated_view import CuratedView, CurationOptions
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.store import DatasetStore, render_card
+
+AS_STORED = CurationOptions()  # no curation: shard files go up as the store holds them
 
 
 @dataclass(frozen=True)
 class UploadItem:
     source: str  # the file's URI in the store
     path_in_repo: str  # where it lands in the dataset repo
-    size_bytes: int
+    size_bytes: int  # in the store (a curated publish uploads a rewritten copy)
+    curated: bool = False  # uploaded as `CuratedView.rewrite` makes it, not as stored
 
 
 @dataclass(frozen=True)
@@ -26,31 +30,45 @@ class PublishPlan:
     revision: str  # branch the commit goes to
     items: list[UploadItem]  # the card first, then every live shard file
     card: bytes  # the card, rendered from the same read of the markers as the file list
+    view: CuratedView | None = None  # the curation applied to the shard files, None: uploaded as stored
 
     def lines(self) -> list[str]:
         base = f"{self.endpoint.rstrip('/')}/datasets/{self.repo_id}/blob/{self.revision}"
         return [
-            f"{item.source} -> {base}/{item.path_in_repo} ({item.size_bytes:,} bytes)" for item in self.items
+            f"{item.source} -> {base}/{item.path_in_repo} ({item.size_bytes:,} bytes"
+            f"{', curated copy' if item.curated else ''})"
+            for item in self.items
         ]
 
 
 def plan_publish(
-    store: DatasetStore, repo_id: str, endpoint: str = "https://huggingface.co", revision: str = "main"
+    store: DatasetStore,
+    repo_id: str,
+    endpoint: str = "https://huggingface.co",
+    revision: str = "main",
+    curation: CurationOptions = AS_STORED,
 ) -> PublishPlan:
     """The card and every live shard file, from one read of the markers (so the card lists exactly the
     files uploaded, even while shards are being added). Markers naming a file outside the store's data/
-    folder are refused before anything is read (`DatasetStore.markers`)."""
+    folder are refused before anything is read (`DatasetStore.markers`). With `curation`, the shard
+    files are uploaded as curated copies and the card counts what those hold."""
     markers = store.markers()
     if store.old_markers(markers):
         raise InputError(
             f"{store.uri} has shards of an older store format (JSON-string scripts); "
             f"run `foley migrate {store.uri}` first, then publish"
         )
-    card = render_card(store, markers=markers, repo_id=repo_id).encode()
+    shard_files = sorted(p for paths in store.data_files(markers).values() for p in paths)
+    view = CuratedView(store, curation) if curation.active else None
+    published = (curation, view.count(shard_files)) if view else None
+    card = render_card(store, markers=markers, repo_id=repo_id, published=published).encode()
     items = [UploadItem(store.url("README.md"), "README.md", len(card))]
-    for relative in sorted(p for paths in store.data_files(markers).values() for p in paths):
-        items.append(UploadItem(store.url(relative), relative, int(store.fs.size(store.path(relative)))))
-    return PublishPlan(repo_id=repo_id, endpoint=endpoint, revision=revision, items=items, card=card)
+    for relative in shard_files:
+        size = int(store.fs.size(store.path(relative)))
+        items.append(UploadItem(store.url(relative), relative, size, curated=view is not None))
+    return PublishPlan(
+        repo_id=repo_id, endpoint=endpoint, revision=revision, items=items, card=card, view=view
+    )
 
 
 def publish(
@@ -62,19 +80,22 @@ def publish(
     private: bool = True,
     revision: str = "main",
     message: str = "v2t-foley: publish dataset shards and card",
+    curation: CurationOptions = AS_STORED,
 ) -> tuple[PublishPlan, str]:
     """Create the dataset repo if needed and commit the plan's files in one commit; return the commit URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    plan = plan_publish(store, repo_id, endpoint, revision)
+    plan = plan_publish(store, repo_id, endpoint, revision, curation)
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card)]
     for item in plan.items[1:]:
-        with store.fs.open(store.path(item.path_in_repo), "rb") as handle:
-            operations.append(
-                CommitOperationAdd(path_in_repo=item.path_in_repo, path_or_fileobj=handle.read())
-            )
+        if plan.view is not None:
+            content = plan.view.rewrite(item.path_in_repo)
+        else:
+            with store.fs.open(store.path(item.path_in_repo), "rb") as handle:
+                content = handle.read()
+        operations.append(CommitOperationAdd(path_in_repo=item.path_in_repo, path_or_fileobj=content))
     commit = api.create_commit(
         repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
     )

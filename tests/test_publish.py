@@ -123,3 +123,75 @@ def test_publish_refuses_a_marker_outside_the_store(store, tmp_path, prefect_har
         assert hub.requests == []
     assert result.exit_code == 2, result.output
     assert "evil" in result.output and "outside the store" in result.output and "/etc/passwd" in result.output
+
+
+def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column(
+    tmp_path, prefect_harness, monkeypatch
+):
+    """Curation recorded by `foley curate` shapes the upload (copies; the store is untouched), and
+    `datasets` loads the uploaded repo through its card, DuckDB reads the new column."""
+    import json
+
+    import datasets
+    import duckdb
+
+    from v2t_foley.foley_core.curation import apply_curation
+
+    dataset = DatasetStore(str(tmp_path / "store"))
+    base = {"video": "/v.mp4", "prompt_version": "v", "model_id": "m", "backend": "transformers"}
+    rows = [
+        DatasetRow(id=name, split=split, status="ok", duration=10.0, script="{}", **base)
+        for name, split in (("keep", "train"), ("drop", "train"), ("edit", "test"), ("open", "test"))
+    ]
+    dataset.write_shard(rows, "run", 0)
+    stored = {p: p.read_bytes() for p in (tmp_path / "store" / "data").glob("*.parquet")}
+    cue = {"timestamp": "00:01", "start": 1.0, "end": 2.0, "description": "a door slams", "event": None}
+    edited = {"foley": [cue], "fx": [], "ambience": [], "dialogue": []}
+    decisions = [
+        {"id": "keep", "decision": "approved"},
+        {"id": "drop", "decision": "rejected", "note": "wrong video"},
+        {"id": "edit", "decision": "needs-fix", "script": edited},
+    ]
+    export = {"decisions": [{**d, "prompt_version": "v", "model": "m"} for d in decisions], "curator": "ana"}
+    assert not apply_curation(dataset, json.dumps(export)).rejected
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        dry = runner.invoke(
+            app,
+            ["publish", "--store", dataset.uri, "--repo-id", "org/foley", "--dry-run", "--exclude-rejected"],
+        )
+        assert dry.exit_code == 0, dry.output
+        assert "curated copy" in dry.output and hub.requests == []
+        publish_dataset(
+            store=dataset.uri,
+            repo_id="org/foley",
+            endpoint=hub.url,
+            curation_column=True,
+            exclude_rejected=True,
+        )
+        uploaded = dict(hub.files)
+    assert {p: p.read_bytes() for p in (tmp_path / "store" / "data").glob("*.parquet")} == stored
+
+    repo = tmp_path / "repo"
+    for path, content in uploaded.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_bytes(content)
+    loaded = datasets.load_dataset(str(repo))  # the card's configs and features, as the Hub would
+    by_id = {row["id"]: row for split in loaded.values() for row in split}
+    assert sorted(by_id) == ["edit", "keep", "open"]
+    assert {s: len(loaded[s]) for s in loaded} == {"train": 1, "test": 2}
+    assert by_id["keep"]["curation"]["decision"] == "approved"
+    assert by_id["open"]["curation"]["decision"] == "undecided"
+    assert (
+        by_id["edit"]["curation"]["edited"]
+        and by_id["edit"]["script"]["foley"][0]["description"] == cue["description"]
+    )
+    assert json.loads(by_id["edit"]["curation"]["chain_script"])["foley"] == []
+    header = yaml.safe_load(uploaded["README.md"].decode().split("---")[1])
+    assert {s["name"]: s["num_examples"] for s in header["dataset_info"]["splits"]} == {"train": 1, "test": 2}
+    assert "without the 1 rejected row" in uploaded["README.md"].decode()
+    decided = duckdb.sql(f"select id, curation.decision from '{repo}/data/*.parquet' order by id").fetchall()
+    assert decided == [("edit", "needs-fix"), ("keep", "approved"), ("open", "undecided")]

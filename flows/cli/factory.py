@@ -271,9 +271,20 @@ def publish(
     token_secret: Annotated[
         str | None, typer.Option("--token-secret", help="Prefect Secret block name.")
     ] = None,
+    curation_column: Annotated[
+        bool,
+        typer.Option(
+            "--curation-column",
+            help="Add a `curation` column (latest decision per row) and publish edited scripts.",
+        ),
+    ] = False,
+    exclude_rejected: Annotated[
+        bool, typer.Option("--exclude-rejected", help="Leave rows a curator rejected out of the upload.")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Push the store's complete shards and card to a Hugging Face Hub dataset repo (token: HF_TOKEN)."""
+    """Push the store's complete shards and card to a Hugging Face Hub dataset repo (token: HF_TOKEN).
+    The store itself is never changed: curated uploads are rewritten copies."""
     setup_logging(verbose)
     quiet_prefect(verbose)
 
@@ -286,7 +297,13 @@ def publish(
             raise InputError("no Hub token: set HF_TOKEN, or pass --token-secret <Prefect Secret block name>")
 
         result = publish_dataset(
-            store=store, repo_id=repo_id, dry_run=dry_run, private=not public, token_secret=token_secret
+            store=store,
+            repo_id=repo_id,
+            dry_run=dry_run,
+            private=not public,
+            token_secret=token_secret,
+            curation_column=curation_column,
+            exclude_rejected=exclude_rejected,
         )
         verb = "would upload" if dry_run else "uploaded"
         for line in result["files"]:

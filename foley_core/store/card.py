@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -20,6 +21,9 @@ from v2t_foley.foley_core.safenames import redact_uri
 from v2t_foley.foley_core.schema.rows import FEATURES
 from v2t_foley.foley_core.store.markers import STORE_FORMAT
 from v2t_foley.foley_core.store.store import DatasetStore, ShardMarker, stats
+
+if TYPE_CHECKING:
+    from v2t_foley.foley_core.curated_view import CuratedCounts, CurationOptions
 
 UNKNOWN_LICENSE = "unknown"  # the Hub's own id for "not stated"
 TASK_CATEGORIES = ["video-text-to-text", "text-to-audio"]
@@ -65,8 +69,10 @@ def render_card(
     title: str = "v2t-foley foley scripts",
     markers: list[ShardMarker] | None = None,
     repo_id: str | None = None,
+    published: tuple[CurationOptions, CuratedCounts] | None = None,
 ) -> str:
-    """The card for `markers` (read once by the caller, or now). `repo_id`: the Hub repo it goes to."""
+    """The card for `markers` (read once by the caller, or now). `repo_id`: the Hub repo it goes to.
+    `published`: the curation options of a publish and what its rewritten files hold."""
     markers = store.markers() if markers is None else markers  # each read lists and reads every marker
     files = store.data_files(markers)
     counts = stats(markers)
@@ -78,6 +84,16 @@ def render_card(
             split_rows[split] = split_rows.get(split, 0) + n
     models = [public_model_name(m) for m in counts["models"]]
     curated = _curation_counts(store, markers)
+    features = FEATURES
+    if published is not None:
+        options, view = published
+        split_rows = dict(view.split_rows)
+        counts |= {"rows": view.rows, "ok": view.ok, "failed": view.failed}
+        curated += "; " + _published_line(options, view)
+        if options.curation_column:
+            from v2t_foley.foley_core.curated_view import CURATED_FEATURES
+
+            features = CURATED_FEATURES
     tiny = is_tiny(counts["models"])
     header = {
         "pretty_name": title,
@@ -93,7 +109,7 @@ def render_card(
             }
         ],
         "dataset_info": {
-            "features": FEATURES._to_yaml_list(),
+            "features": features._to_yaml_list(),
             "splits": [{"name": s, "num_examples": n} for s, n in sorted(split_rows.items())],
         },
     }
@@ -163,7 +179,7 @@ that cannot be read or scripted gets a `failed` row naming why (`error`, `error_
   `reasoning` = `{{main_object, action, context, sounds}}`.
 - `trace`, `generation`, `timings`, `metadata`: JSON strings (free-form).
 - `model_id`, `model_revision`, `adapter`, `adapter_revision`, `prompt_version`: provenance.
-
+{_CURATION_COLUMN if published and published[0].curation_column else ""}
 ```python
 import datasets
 {load_line}
@@ -200,6 +216,21 @@ def _curation_counts(store: DatasetStore, markers: list[ShardMarker]) -> str:
         f"{c['approved']} approved, {c['rejected']} rejected, {c['needs-fix']} needs-fix, "
         f"{c['undecided']} undecided; {c['edited']} with an edited script (in `_curation/`)"
     )
+
+
+_CURATION_COLUMN = """- `curation`: a curator's latest decision
+  `{decision, curator, decided_at, note, edited}` (`undecided` when none); when `edited`, `script`
+  is the curator's edit and `chain_script` the chain's own script (JSON).
+"""
+
+
+def _published_line(options: CurationOptions, view: CuratedCounts) -> str:
+    parts = []
+    if options.exclude_rejected:
+        parts.append(f"published without the {view.left_out} rejected row(s)")
+    if options.curation_column:
+        parts.append(f"a `curation` column; {view.edited} row(s) published with the curator's script")
+    return "; ".join(parts)
 
 
 def _folder_name(store: DatasetStore) -> str:
