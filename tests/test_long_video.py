@@ -256,3 +256,66 @@ def test_frames_late_in_a_video_are_read_by_seeking_and_are_the_right_ones(tmp_p
     frames = chunk.window(0.0, 10.0, 4)
     assert [read_index(image) for image in frames.images] == [400 + i for i in frames.indices]
     assert frames.times[0] == 0.0 and chunk.offset == 40.0 and chunk.info.duration == 10.0
+
+
+def test_an_adapter_answers_a_long_video_one_chunk_at_a_time(long_clip, tiny_llm):
+    from v2t_foley.foley_core.chain.simple import run_simple
+
+    result = run_simple(
+        open_video(str(long_clip)), tiny_llm, config=ChainConfig(timing="model", chunk_seconds=8)
+    )
+    chunks = result.trace.chunks
+    assert [(c["start"], c["end"]) for c in chunks] == [(0.0, 7.0), (7.0, 14.0)]
+    for chunk in chunks:
+        first, last = chunk["calls"]
+        assert next(call.step for call in result.trace.calls[first:last]) == "simple"
+        assert max(chunk["frame_times"]) < chunk["end"] - chunk["start"]  # the chunk's own frames
+    assert all(cue.end <= 14.0 for _, cue in result.script.cues())
+
+
+def test_a_chunked_row_trains_as_one_example_per_chunk(long_clip, tiny_llm):
+    """An adapter answers a long video chunk by chunk, so it learns chunk-sized examples: each chunk's
+    frames (decoded at their place in the video), its duration in the prompt, its cues from its start."""
+    from v2t_foley.foley_core.chain.simple import load_simple_prompt
+    from v2t_foley.foley_core.schema.rows import nested_events, nested_script
+    from v2t_foley.training.data import examples_from_rows
+
+    result = run_chain(open_video(str(long_clip)), tiny_llm, config=ChainConfig(chunk_seconds=8.0))
+    trace = result.trace
+    row = {
+        "id": "long",
+        "video": str(long_clip),
+        "sha256": "s",
+        "duration": 14.0,
+        "split": "train",
+        "status": "ok",
+        "adapter": "",
+        "model_id": "m",
+        "prompt_version": "v",
+        "created_at": "t",
+        "script": nested_script(result.script),
+        "events": nested_events([e.model_dump() for e in trace.events]),
+        "trace": trace.model_dump_json(),
+    }
+    examples = examples_from_rows([row], load_simple_prompt())
+    with_cues = [
+        c for c in trace.chunks if any(c["start"] <= cue.start < c["end"] for _, cue in result.script.cues())
+    ]
+    assert [e.span for e in examples] == [(c["start"], c["end"]) for c in with_cues]
+    assert len(examples) == 2  # this clip's chunks both have cues
+    for example, chunk in zip(examples, with_cues, strict=True):
+        start, end = chunk["start"], chunk["end"]
+        assert example.id == f"long#chunk{chunk['index']}" and example.key == ("long", "v", "m")
+        assert example.duration == end - start and f"{end - start:.2f}" in example.prompt
+        assert example.frame_times == tuple(round(t + start, 6) for t in chunk["frame_times"])
+        assert all(start <= t < end for t in example.frame_times)
+        assert example.n_events == chunk["events"][1] - chunk["events"][0]
+        target = json.loads(example.target)
+        inside = [
+            (track, round(cue.start - start, 3), round(cue.end - start, 3), cue.description)
+            for track, cue in result.script.cues()
+            if start <= cue.start and cue.end <= end
+        ]
+        for track, cue_start, cue_end, text in inside:
+            assert {"start": cue_start, "end": cue_end, "description": text} in target[track]
+        assert all(0 <= c["start"] <= c["end"] <= end - start for cues in target.values() for c in cues)

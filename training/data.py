@@ -7,6 +7,10 @@ saved next to the adapter so later runs and evaluations use the same held-out vi
 Only full-chain rows of base models train by default: a row with an `adapter` is that adapter's own
 one-pass answer, and learning from it would teach the next adapter its predecessor's mistakes.
 
+A long video's row (run in chunks, #15) becomes one example per chunk that ran: that chunk's frames,
+its duration and its cues (clipped to it, times from its start), because an adapter answers a long video
+one chunk at a time (`run_simple` splits it like the chain did) and must learn what it will be asked.
+
 Curation (`foley curate`) chooses among those rows: `curate_rows` keeps approved rows, or all but the
 rejected ones, or ignores the decisions, and a kept row with an edited script trains on the edit.
 """
@@ -26,9 +30,11 @@ from v2t_foley.foley_core.chain.simple import simple_prompt, simple_target
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.prompts import PromptSet
 from v2t_foley.foley_core.schema.rows import row_events, row_script
+from v2t_foley.foley_core.schema.script import TRACKS
 from v2t_foley.foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
+MIN_CUE_S = 0.05  # a cue overlapping a chunk by less than this is not part of that chunk's target
 CURATION_MODES = ("approved", "not-rejected", "ignore")
 
 
@@ -44,6 +50,7 @@ class SFTExample:
     n_events: int  # events the chain found (for filtering and reports)
     row_split: str  # the manifest's split
     key: tuple[str, str, str] = ("", "", "")  # (id, prompt_version, model_key): the row's store key
+    span: tuple[float, float] | None = None  # a long video's chunk: its seconds in the video
 
 
 @dataclass(frozen=True)
@@ -130,27 +137,47 @@ def examples_from_rows(
     chosen = training_rows(rows, prompt_version=prompt_version, include_adapter_rows=include_adapter_rows)
     for row in chosen:
         script = row_script(row).model_dump()
-        if not any(script[track] for track in ("foley", "fx", "ambience", "dialogue")):
-            continue
-        n_events = len(row_events(row))
-        if n_events < min_events:
-            continue
-        times = tuple(json.loads(row["trace"])["frame_times"])
-        examples.append(
-            SFTExample(
-                id=row["id"],
-                video=row["video"],
-                sha256=row["sha256"],
-                duration=row["duration"],
-                frame_times=times,
-                prompt=simple_prompt(prompts, row["duration"], times),
-                target=simple_target(script),
-                n_events=n_events,
-                row_split=row["split"],
-                key=row_key(row),
+        trace = json.loads(row["trace"])
+        parts = [(None, None, script, len(row_events(row)), tuple(trace["frame_times"]))]
+        if trace.get("chunks"):
+            parts = list(_chunk_parts(trace["chunks"], script))
+        for index, span, target, n_events, times in parts:
+            if n_events < min_events or not any(target[track] for track in TRACKS):
+                continue
+            start, end = span or (0.0, row["duration"])
+            examples.append(
+                SFTExample(
+                    id=row["id"] if span is None else f"{row['id']}#chunk{index}",
+                    video=row["video"],
+                    sha256=row["sha256"],
+                    duration=end - start,
+                    frame_times=tuple(round(t + start, 6) for t in times),  # in the video, for decoding
+                    prompt=simple_prompt(prompts, end - start, times),  # in the chunk, as run_simple asks
+                    target=simple_target(target),
+                    n_events=n_events,
+                    row_split=row["split"],
+                    key=row_key(row),
+                    span=span,
+                )
             )
-        )
     return examples
+
+
+def _chunk_parts(chunks: list[dict[str, Any]], script: dict[str, Any]):
+    """(index, span, chunk script, events, frame times in the chunk) of each chunk that ran: the merged
+    script's cues that overlap the chunk, clipped to it and timed from its start."""
+    for chunk in chunks:
+        if chunk.get("error") or not chunk.get("frame_times"):
+            continue  # a gap (--partial-ok): nothing was scripted there
+        start, end = float(chunk["start"]), float(chunk["end"])
+        part = {track: [] for track in TRACKS}
+        for track in TRACKS:
+            for cue in script[track]:
+                s, e = max(cue["start"], start), min(cue["end"], end)
+                if e - s >= MIN_CUE_S or (cue["start"] == cue["end"] and start <= cue["start"] < end):
+                    part[track].append({**cue, "start": round(s - start, 3), "end": round(e - start, 3)})
+        first, last = (chunk.get("events") or [0, 0])[:2]
+        yield chunk["index"], (start, end), part, last - first, tuple(chunk["frame_times"])
 
 
 def assign_split(example: SFTExample, eval_fraction: float, seed: int) -> str:

@@ -61,7 +61,11 @@ def evaluate_adapter(
         include_adapter_rows=config.include_adapter_rows,
     )
     held_out = split_examples(examples, config.eval_fraction, config.seed, output / "splits.json")["eval"]
-    held_out = held_out[: config.max_eval_videos]
+    # one run per row: a long video's chunk examples share their row, and run_simple chunks it again
+    by_row: dict[tuple[str, str, str], Any] = {}
+    for example in held_out:
+        by_row.setdefault(example.key, example)
+    held_out = list(by_row.values())[: config.max_eval_videos]
     truth = load_references(references) if references else None
     base_model = config.base_model or adapter_base_model(adapter)
     llm = TransformersVideoLLM(base_model, adapter=adapter, device=config.device, dtype=config.dtype)
@@ -69,7 +73,7 @@ def evaluate_adapter(
     for example in held_out:
         row = rows[example.key]
         chain_script = row_script(row)
-        reference = truth.get(example.id) if truth is not None else chain_script
+        reference = truth.get(row["id"]) if truth is not None else chain_script
         if reference is None:
             continue
         predicted = None
@@ -80,8 +84,8 @@ def evaluate_adapter(
         except (FoleyError, VideoError):
             pass  # an invalid answer counts against JSON validity (and has no cost to compare)
         costs["chain"].append(_trace_cost(json.loads(row["trace"])))
-        adapter_pairs[example.id] = (predicted, reference)
-        chain_pairs[example.id] = (chain_script, reference)
+        adapter_pairs[row["id"]] = (predicted, reference)
+        chain_pairs[row["id"]] = (chain_script, reference)
     report: dict[str, Any] = {
         "adapter": adapter,
         "base_model": base_model,
