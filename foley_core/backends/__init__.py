@@ -16,6 +16,7 @@ from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.video.sampling import FramePolicy
 
 BACKENDS = ("transformers", "openai")
+DECODERS = ("generate", "static")
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,16 @@ class BackendSpec:
     dtype: str | None = None  # bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)
     batch_size: int = 8  # requests per forward batch (transformers)
     concurrency: int = 16  # requests in flight at once (openai: the server batches them continuously)
+    decoder: str = "generate"  # transformers: `generate`, or `static` (static KV cache + CUDA graphs,
+    # greedy, the same tokens; backends/static_decode.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise InputError(f"unknown backend {self.backend!r}; use one of: {', '.join(BACKENDS)}")
         if self.backend == "openai" and not self.base_url:
             raise InputError("the openai backend needs --base-url (and --model, the served model's name)")
+        if self.decoder not in DECODERS:
+            raise InputError(f"unknown decoder {self.decoder!r}; use one of: {', '.join(DECODERS)}")
         if self.concurrency < 1:
             raise InputError(f"--concurrency must be at least 1, not {self.concurrency}")
         if self.backend == "openai" and self.adapter:
@@ -57,7 +62,7 @@ def load_backend(spec: BackendSpec) -> VideoLLM:
         from v2t_foley.foley_core.backends.transformers_backend import load_transformers_model
 
         return load_transformers_model(
-            spec.model, spec.revision, spec.adapter, spec.device, spec.dtype, spec.batch_size
+            spec.model, spec.revision, spec.adapter, spec.device, spec.dtype, spec.batch_size, spec.decoder
         )
     from v2t_foley.foley_core.backends.openai_backend import OpenAIVideoLLM
 

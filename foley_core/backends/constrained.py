@@ -56,10 +56,17 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
         return [row for row, m in enumerate(self.matchers) if m is not None and not m.is_terminated()]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.advance([int(t) for t in input_ids[:, -1].tolist()] if self.started else None)
+        return self.apply(scores)
+
+    def advance(self, tokens: list[int] | None) -> None:
+        """Each live row accepts its last token (None: the first step, nothing yet), then the bitmask
+        for the next step is filled (on the host; `StaticDecoder` does this while the GPU runs)."""
         active = self._active()
-        if self.started and active:
-            tokens = [int(t) for t in input_ids[active, -1].tolist()]
-            xgr.BatchGrammarMatcher.batch_accept_token([self.matchers[r] for r in active], tokens)
+        if tokens is not None and active:
+            xgr.BatchGrammarMatcher.batch_accept_token(
+                [self.matchers[r] for r in active], [tokens[r] for r in active]
+            )
             active = self._active()
         self.started = True
         xgr.reset_token_bitmask(self.bitmask)
@@ -67,17 +74,21 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
             self.batch.batch_fill_next_token_bitmask(
                 [self.matchers[r] for r in active], self.bitmask, indices=active
             )
+
+    def apply(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Mask `scores` (its first rows are the grammar's rows; rows past them are left alone)."""
+        rows = len(self.matchers)
         # The model's logits may be wider than the tokenizer's vocabulary (padding); those columns
         # are outside the bitmask and must never be chosen under a grammar.
         width = min(scores.shape[-1], self.vocab_size)
-        constrained = scores[:, :width]
+        constrained = scores[:rows, :width]
         if scores.device.type == "cuda":
             xgr.apply_token_bitmask_inplace(constrained, self.bitmask.to(scores.device, non_blocking=True))
         else:
             masked = constrained.float().cpu()
             xgr.apply_token_bitmask_inplace(masked, self.bitmask)
-            scores[:, :width] = masked.to(scores.dtype)
+            scores[:rows, :width] = masked.to(scores.dtype)
         if scores.shape[-1] > width:
-            rows = [i for i, m in enumerate(self.matchers) if m is not None]
-            scores[rows, width:] = float("-inf")
+            grammar_rows = [i for i, m in enumerate(self.matchers) if m is not None]
+            scores[grammar_rows, width:] = float("-inf")
         return scores

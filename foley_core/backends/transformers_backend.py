@@ -88,6 +88,7 @@ class TransformersVideoLLM(VideoLLM):
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 8,
+        decoder: str = "generate",
     ) -> None:
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -114,6 +115,7 @@ class TransformersVideoLLM(VideoLLM):
         if adapter:
             self._apply_adapter(adapter)
         self._prepare_decoding(config)
+        self.use_decoder(decoder)
 
     def _prepare_decoding(self, config) -> None:
         """Left padding for batches, the grammar compiler, the frame policy."""
@@ -129,9 +131,32 @@ class TransformersVideoLLM(VideoLLM):
         self._tokenizer_lock = threading.Lock()
         # one video prefix per batch of questions about the same video (Video-LLaVA; see _video_prefix)
         self.share_video_prefix = getattr(self, "share_video_prefix", False)
+        self.static = None
+
+    def use_decoder(self, decoder: str) -> None:
+        """`generate` (transformers' loop) or `static` (backends/static_decode.py: greedy requests of
+        Video-LLaVA-like families decode there; sampling and other families keep `generate`)."""
+        from v2t_foley.foley_core.backends.static_decode import FAMILIES, StaticDecoder
+
+        self.static = None
+        if decoder == "static" and self.family in FAMILIES and self.model is not None:
+            self.static = StaticDecoder(
+                self.model,
+                pad_id=self.tokenizer.pad_token_id,
+                eos_id=self.tokenizer.eos_token_id,
+                compile=self.device.startswith("cuda"),
+            )
 
     @classmethod
-    def from_parts(cls, model, processor, model_id: str, revision: str = "", batch_size: int = 8):
+    def from_parts(
+        cls,
+        model,
+        processor,
+        model_id: str,
+        revision: str = "",
+        batch_size: int = 8,
+        decoder: str = "generate",
+    ):
         """Wrap a model already in memory (benchmarks with random weights of real shapes)."""
         llm = cls.__new__(cls)
         llm.model_id, llm.revision, llm.adapter, llm.batch_size = model_id, revision, None, batch_size
@@ -139,6 +164,7 @@ class TransformersVideoLLM(VideoLLM):
         llm.device, llm.dtype = str(next(model.parameters()).device), next(model.parameters()).dtype
         llm.family = model.config.model_type
         llm._prepare_decoding(model.config)
+        llm.use_decoder(decoder)
         return llm
 
     @classmethod
@@ -270,7 +296,7 @@ class TransformersVideoLLM(VideoLLM):
         )
         return len(prefix), out.past_key_values
 
-    def _continue_inputs(self, inputs, length: int, cache) -> dict:
+    def _continue_inputs(self, inputs, length: int, cache, repeat: bool = True) -> dict:
         """[prefix | pads | each row's rest]: the pads sit between the shared prefix and the rest, masked
         out, so each row's positions (counted over its unmasked tokens) are those of its full prompt."""
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -283,7 +309,8 @@ class TransformersVideoLLM(VideoLLM):
         for k, rest in enumerate(rests):
             new_ids[k, :length], new_mask[k, :length] = prefix, 1
             new_ids[k, length + width - len(rest) :], new_mask[k, length + width - len(rest) :] = rest, 1
-        cache.batch_repeat_interleave(len(rests))
+        if repeat:  # generate's dynamic cache needs a row per request; the static decoder copies it
+            cache.batch_repeat_interleave(len(rests))
         return {"input_ids": new_ids, "attention_mask": new_mask, "cache": cache}
 
     @torch.inference_mode()
@@ -293,10 +320,12 @@ class TransformersVideoLLM(VideoLLM):
         inputs = self.encode(requests).to(self.device)
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
+        static = self.static is not None and params.temperature == 0
+        shared = None
         if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
             shared = self._video_prefix(inputs)
             if shared is not None:
-                inputs = self._continue_inputs(inputs, *shared)
+                inputs = self._continue_inputs(inputs, *shared, repeat=not static)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
         processor = (
             JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size, pin=self.device.startswith("cuda"))
@@ -315,19 +344,22 @@ class TransformersVideoLLM(VideoLLM):
             )
         budget = min(self.token_budget(requests, params), cap)
         try:
-            output = self.model.generate(
-                **dict(inputs),
-                max_new_tokens=budget,
-                logits_processor=[processor] if processor else None,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                **sampling,
-            )
+            if static:
+                new = self.static.decode(dict(inputs), budget, processor, prefix=shared)
+            else:
+                output = self.model.generate(
+                    **dict(inputs),
+                    max_new_tokens=budget,
+                    logits_processor=[processor] if processor else None,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    **sampling,
+                )
+                new = output[:, inputs["input_ids"].shape[1] :]
         except torch.OutOfMemoryError as err:
             raise TransientBackendError(
                 f"CUDA out of memory with a batch of {len(requests)}: {err}"
             ) from None
-        new = output[:, inputs["input_ids"].shape[1] :]
         results = []
         for row in range(len(requests)):
             tokens = new[row]
@@ -357,11 +389,18 @@ def load_transformers_model(
     device: str | None = None,
     dtype: str | None = None,
     batch_size: int = 8,
+    decoder: str = "generate",
 ) -> TransformersVideoLLM:
     """Load a model (uncached: share one through foley_core.backends.registry)."""
     t0 = time.perf_counter()
     llm = TransformersVideoLLM(
-        model, revision=revision, adapter=adapter, device=device, dtype=dtype, batch_size=batch_size
+        model,
+        revision=revision,
+        adapter=adapter,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        decoder=decoder,
     )
     log.info("loaded %s (%s) on %s in %.1f s", model, llm.family, llm.device, time.perf_counter() - t0)
     return llm

@@ -1,0 +1,171 @@
+"""Greedy decoding with a static KV cache and one host sync per step: the GPU fast path.
+
+`model.generate` spent 67-74 ms a decode step on Video-LLaVA-7B at batch 1 and at batch 32 alike
+(bench/results, H200): the step was bound by the host (Python, kernel launches, a sync in the
+grammar processor), not by the GPU. This loop removes that overhead:
+
+- one prefill (the vision tower runs here) into a `StaticCache` of fixed shape: the batch rounded up
+  to a power of two and the length rounded up to `LENGTH_BUCKET`, so shapes repeat across calls;
+- each decode step is the language model on one token per row with inputs of fixed shape and address
+  (token, positions, the whole attention mask), so on CUDA `torch.compile(mode="reduce-overhead")`
+  replays it as one CUDA graph per shape bucket;
+- the grammar's bitmask for step t+1 is filled on the CPU while the GPU computes step t+1's logits
+  (xgrammar's batch matcher), then applied on the device; the one sync per step is the copy of the
+  chosen tokens to the host, which waits for the argmax, not for the next forward.
+
+It answers exactly what `generate` answers (greedy, token for token; tests/test_static_decode.py).
+Greedy only, and only families whose positions are one index per token (Video-LLaVA, LLaVA):
+`TransformersVideoLLM` uses `generate` for sampling and for Qwen2.5-VL's 3-D positions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from transformers import StaticCache
+
+from v2t_foley.foley_core.backends.constrained import JsonSchemaLogitsProcessor
+
+LENGTH_BUCKET = 256  # cache lengths are multiples of this: few shapes, few compiled graphs
+FAMILIES = ("video_llava", "llava")  # 1-D positions: the next position is the last one + 1
+KEEP_CACHES = 2  # static caches kept for reuse (each holds batch x length x layers of K/V)
+
+
+def bucket_batch(n: int) -> int:
+    """The batch a static cache is made for: the next power of two."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def bucket_length(n: int) -> int:
+    return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+class StaticDecoder:
+    """Greedy decoding of one model with static caches; `compile` captures the decode step (CUDA)."""
+
+    def __init__(self, model: Any, *, pad_id: int, eos_id: int, compile: bool = False) -> None:
+        self.model = model
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        self.pad_id, self.eos_id = pad_id, eos_id
+        self.step = (
+            torch.compile(self._step, mode="reduce-overhead", fullgraph=True) if compile else self._step
+        )
+        self.caches: OrderedDict[tuple[int, int], StaticCache] = OrderedDict()
+
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
+        out = self.decoder(
+            input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True
+        )
+        return self.head(out.last_hidden_state[:, -1]).float()
+
+    def _cache(self, batch: int, length: int) -> StaticCache:
+        key = (batch, length)
+        cache = self.caches.pop(key, None)
+        if cache is None:
+            while len(self.caches) >= KEEP_CACHES:
+                self.caches.popitem(last=False)
+            cache = StaticCache(config=self.model.config, max_cache_len=length)
+        else:
+            cache.reset()
+        self.caches[key] = cache
+        return cache
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        inputs: dict[str, Any],
+        budget: int,
+        grammars: JsonSchemaLogitsProcessor | None,
+        prefix: tuple[int, Any] | None = None,
+    ) -> torch.Tensor:
+        """New tokens [rows, steps] (pad after each row's EOS), as greedy `generate` would write them.
+
+        `inputs`: the processor's left-padded batch; `prefix`: (P, a batch-1 cache of the first P
+        tokens that every row shares, from `TransformersVideoLLM._video_prefix`), whose rows then
+        continue from a copy of it (`inputs` laid out as `_continue_inputs` makes them).
+        """
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rows, prompt = ids.shape
+        batch, length = bucket_batch(rows), bucket_length(prompt + budget)
+        if batch > rows:  # fill the bucket with copies of the last row; their answers are dropped
+            extra = batch - rows
+            ids = torch.cat([ids, ids[-1:].expand(extra, -1)])
+            mask = torch.cat([mask, mask[-1:].expand(extra, -1)])
+        full_mask = torch.zeros((batch, length), dtype=mask.dtype, device=mask.device)
+        full_mask[:, :prompt] = mask
+        full_mask[:, prompt:] = 1  # later slots are filled as decoding goes (and causally masked before)
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        cache = self._cache(batch, length)
+        logits = self._prefill(inputs, ids, positions, full_mask, cache, batch, prefix)
+        last = positions[:, -1:].clone()
+
+        tokens = torch.empty((batch, 0), dtype=torch.long, device=ids.device)
+        host = torch.empty(batch, dtype=torch.long, pin_memory=ids.device.type == "cuda")
+        done = torch.zeros(batch, dtype=torch.bool)
+        done[rows:] = True  # the bucket's filler rows never hold decoding up
+        if grammars is not None:
+            grammars.advance(None)
+        ready = torch.cuda.Event() if ids.device.type == "cuda" else None
+        for step in range(budget):
+            if grammars is not None:
+                grammars.apply(logits)
+            chosen = logits.argmax(-1)
+            chosen = chosen.masked_fill(done.to(chosen.device), self.pad_id)
+            tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+            host.copy_(chosen, non_blocking=True)
+            if ready is not None:
+                ready.record()
+            if step + 1 < budget:  # the next forward is queued before the host waits for this token
+                last += 1
+                logits = self.step(chosen[:, None], last, full_mask, cache)
+            if ready is not None:
+                ready.synchronize()
+            picked = host.tolist()
+            if grammars is not None:
+                grammars.advance([picked[r] for r in range(len(grammars.matchers))])
+            done |= host == self.eos_id
+            if bool(done.all()):
+                break
+        return tokens[:rows]
+
+    def _prefill(self, inputs, ids, positions, full_mask, cache, batch, prefix) -> torch.Tensor:
+        if prefix is None:
+            extra: dict[str, Any] = {}
+            if "pixel_values_videos" in inputs:
+                pixels = inputs["pixel_values_videos"]
+                extra["pixel_values_videos"] = torch.cat(
+                    [pixels, pixels[-1:].expand(batch - len(pixels), *pixels.shape[1:])]
+                )
+            out = self.model(
+                input_ids=ids,
+                attention_mask=full_mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+            return out.logits[:, -1].float()
+        length, shared = prefix
+        cache.early_initialization(
+            batch,
+            shared.layers[0].keys.shape[1],
+            shared.layers[0].keys.shape[-1],
+            shared.layers[0].keys.dtype,
+            shared.layers[0].keys.device,
+        )
+        for layer, source in zip(cache.layers, shared.layers, strict=True):
+            layer.keys[:, :, :length] = source.keys[:, :, :length]
+            layer.values[:, :, :length] = source.values[:, :, :length]
+            layer.cumulative_length.fill_(length)
+        out = self.decoder(
+            input_ids=ids[:, length:],
+            position_ids=positions[:, length:],
+            attention_mask=full_mask,
+            cache=cache,
+            use_cache=True,
+        )
+        return self.head(out.last_hidden_state[:, -1]).float()

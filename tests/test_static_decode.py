@@ -1,0 +1,95 @@
+"""The static-cache decoder (the GPU fast path) answers exactly what `generate` answers: greedy, token for
+token, constrained and free, with and without the shared video prefix, at batch sizes that fill a shape
+bucket and ones that do not. On this CPU machine the decode step runs eagerly (no CUDA graphs); what the
+graphs buy is measured by bench/gpu_foley.py on a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
+from v2t_foley.foley_core.backends.static_decode import bucket_batch, bucket_length
+from v2t_foley.foley_core.schema.decoding import SchemaLimits, reason_schema
+from v2t_foley.foley_core.video.reader import Frames
+
+PROMPTS = ["What makes a sound?", "Where does it happen, and on what surface exactly?", "Sounds?", "Who?"]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=8))
+
+
+def clip(seed: int) -> Frames:
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(8)]
+    return Frames(images=images, times=tuple(0.5 * k for k in range(8)), indices=tuple(range(8)))
+
+
+def answers(llm, decoder: str, requests, params, share: bool = False):
+    llm.use_decoder(decoder)
+    llm.share_video_prefix = share
+    try:
+        return [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_static_decoding_writes_the_tokens_generate_writes(llm, constrained, rows):
+    schema = reason_schema(SchemaLimits(max_sounds=2, max_text_chars=24, max_field_chars=16))
+    videos = [clip(k) for k in range(rows)]  # one video per row: no shared prefix here
+    requests = [
+        GenerationRequest(videos[k], PROMPTS[k], schema if constrained else None) for k in range(rows)
+    ]
+    params = GenerationParams(max_new_tokens=None if constrained else 24)
+    plain = answers(llm, "generate", requests, params)
+    assert answers(llm, "static", requests, params) == plain
+    assert all(tokens > 0 for _, tokens, _ in plain)
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_static_decoding_continues_a_shared_video_prefix_like_full_prompts(llm, constrained):
+    video = clip(7)
+    schema = reason_schema(SchemaLimits(max_sounds=2, max_text_chars=24, max_field_chars=16))
+    requests = [GenerationRequest(video, p, schema if constrained else None) for p in PROMPTS[:3]]
+    params = GenerationParams(max_new_tokens=None if constrained else 20)
+    plain = answers(llm, "generate", requests, params)
+    assert answers(llm, "static", requests, params, share=True) == plain
+
+
+def test_caches_are_kept_per_shape_bucket_and_reused(llm):
+    requests = [GenerationRequest(clip(1), p) for p in PROMPTS[:3]]
+    params = GenerationParams(max_new_tokens=8)
+    llm.use_decoder("static")
+    try:
+        llm.generate(requests, params)
+        first = dict(llm.static.caches)
+        llm.generate(requests[:2], params)  # 2 rows: a smaller bucket
+        llm.generate(requests, params)  # 3 rows again: the first bucket's cache, reset
+        assert len(first) == 1 and set(llm.static.caches) == {*first, (2, next(iter(first))[1])}
+        key = next(iter(first))
+        assert llm.static.caches[key] is first[key] and key[0] == bucket_batch(3) == 4
+    finally:
+        llm.use_decoder("generate")
+
+
+def test_sampling_keeps_generate(llm):
+    requests = [GenerationRequest(clip(2), PROMPTS[0])]
+    params = GenerationParams(max_new_tokens=12, temperature=0.8, seed=3)
+    assert answers(llm, "static", requests, params) == answers(llm, "generate", requests, params)
+
+
+def test_shape_buckets():
+    assert [bucket_batch(n) for n in (1, 2, 3, 5, 17, 32)] == [1, 2, 4, 8, 32, 32]
+    assert [bucket_length(n) for n in (1, 256, 257, 2100)] == [256, 256, 512, 2304]
+
+
+def test_an_unknown_decoder_is_bad_input():
+    from v2t_foley.foley_core.errors import InputError
+
+    with pytest.raises(InputError, match="unknown decoder"):
+        BackendSpec(decoder="fast")
