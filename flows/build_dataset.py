@@ -69,6 +69,7 @@ def build_dataset(
     device: str | None = None,
     batch_size: int = 8,
     concurrency: int = 16,
+    decoder: str = "generate",
     prompts_dir: str | None = None,
     shard_size: int = 64,
     limit: int | None = None,
@@ -106,6 +107,7 @@ def build_dataset(
         device=device,
         batch_size=batch_size,
         concurrency=concurrency,
+        decoder=decoder,
     )
     config = ChainConfig(
         params=GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature),

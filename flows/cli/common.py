@@ -45,6 +45,13 @@ ConcurrencyOpt = Annotated[
         help="openai backend: requests in flight at once (the server batches them continuously).",
     ),
 ]
+DecoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--decoder",
+        help="transformers: generate, or static (static KV cache + CUDA graphs; greedy; the same tokens).",
+    ),
+]
 AdapterOpt = Annotated[
     str | None, typer.Option("--adapter", help="LoRA adapter folder; uses the simple prompt.")
 ]

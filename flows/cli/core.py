@@ -13,6 +13,7 @@ from v2t_foley.flows.cli.common import (
     BaseUrlOpt,
     ChunkSecondsOpt,
     ConcurrencyOpt,
+    DecoderOpt,
     DeviceOpt,
     ModelOpt,
     PartialOkOpt,
@@ -44,6 +45,7 @@ def script_video(
     concurrency: int = 16,
     chunk_seconds: float | None = 30.0,
     partial_ok: bool = False,
+    decoder: str = "generate",
 ):
     """Open the video (failing fast), load the model, run the chain with a progress display."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -73,6 +75,7 @@ def script_video(
         base_url=base_url,
         device=device,
         concurrency=concurrency,
+        decoder=decoder,
     )
     quiet_transformers()
     warn_if_tiny(model)
@@ -104,6 +107,7 @@ def script(
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     concurrency: ConcurrencyOpt = 16,
+    decoder: DecoderOpt = "generate",
     adapter: AdapterOpt = None,
     prompts: PromptsOpt = None,
     device: DeviceOpt = None,
@@ -132,6 +136,7 @@ def script(
             concurrency=concurrency,
             chunk_seconds=chunk_seconds,
             partial_ok=partial_ok,
+            decoder=decoder,
         )
         write_json(result.script.model_dump(), out)
         if trace:
