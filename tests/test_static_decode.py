@@ -5,6 +5,8 @@ graphs buy is measured by bench/gpu_foley.py on a GPU."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,7 @@ def test_sampling_keeps_generate(llm):
 
 def test_shape_buckets():
     assert [bucket_batch(n) for n in (1, 2, 3, 5, 17, 32)] == [1, 2, 4, 8, 32, 32]
-    assert [bucket_length(n) for n in (1, 256, 257, 2100)] == [256, 256, 512, 2304]
+    assert [bucket_length(n) for n in (1, 512, 513, 2100)] == [512, 512, 1024, 2560]
 
 
 def test_an_unknown_decoder_is_bad_input():
@@ -93,3 +95,30 @@ def test_an_unknown_decoder_is_bad_input():
 
     with pytest.raises(InputError, match="unknown decoder"):
         BackendSpec(decoder="fast")
+
+
+@pytest.mark.skipif(
+    not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
+)
+def test_the_compiled_decode_step_has_no_graph_break_and_writes_the_same_tokens(llm):
+    """What CUDA graphs need of the step: one graph, no break. Inductor compiles it here on the CPU (the
+    GPU adds `reduce-overhead`'s graph capture, measured by bench/gpu_foley.py)."""
+    import torch
+
+    from v2t_foley.foley_core.backends.static_decode import StaticDecoder
+
+    requests = [GenerationRequest(clip(k), PROMPTS[k]) for k in range(3)]
+    params = GenerationParams(max_new_tokens=12)
+    plain = answers(llm, "generate", requests, params)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    llm.static = StaticDecoder(
+        llm.model, pad_id=llm.tokenizer.pad_token_id, eos_id=llm.tokenizer.eos_token_id, compile=True
+    )
+    try:
+        compiled = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+    finally:
+        llm.use_decoder("generate")
+    assert compiled == plain
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1

@@ -28,7 +28,7 @@ from transformers import StaticCache
 
 from v2t_foley.foley_core.backends.constrained import JsonSchemaLogitsProcessor
 
-LENGTH_BUCKET = 256  # cache lengths are multiples of this: few shapes, few compiled graphs
+LENGTH_BUCKET = 512  # cache lengths are multiples of this: few shapes, few compiled graphs
 FAMILIES = ("video_llava", "llava")  # 1-D positions: the next position is the last one + 1
 KEEP_CACHES = 2  # static caches kept for reuse (each holds batch x length x layers of K/V)
 
@@ -50,9 +50,9 @@ class StaticDecoder:
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()
         self.pad_id, self.eos_id = pad_id, eos_id
-        self.step = (
-            torch.compile(self._step, mode="reduce-overhead", fullgraph=True) if compile else self._step
-        )
+        self.compiled = compile
+        # not fullgraph: a break inside transformers' mask code costs a little, not the whole path
+        self.step = torch.compile(self._step, mode="reduce-overhead") if compile else self._step
         self.caches: OrderedDict[tuple[int, int], StaticCache] = OrderedDict()
 
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
@@ -120,6 +120,8 @@ class StaticDecoder:
                 ready.record()
             if step + 1 < budget:  # the next forward is queued before the host waits for this token
                 last += 1
+                if self.compiled:  # each replay's outputs are new; the last ones are no longer read
+                    torch.compiler.cudagraph_mark_step_begin()
                 logits = self.step(chosen[:, None], last, full_mask, cache)
             if ready is not None:
                 ready.synchronize()

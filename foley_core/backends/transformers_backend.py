@@ -193,6 +193,7 @@ class TransformersVideoLLM(VideoLLM):
     def close(self) -> None:
         """Drop the weights, so a holder of this wrapper does not keep them in (GPU) memory."""
         self.model = None
+        self.static = None  # holds the model (and its static caches) too
 
     # prompt formatting -------------------------------------------------------------------------
 
