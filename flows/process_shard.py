@@ -21,14 +21,8 @@ from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
-from v2t_foley.foley_core.chain.graph import (
-    ChainContext,
-    Work,
-    chunk_steps,
-    merge_works,
-    split_works,
-    video_steps,
-)
+from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
+from v2t_foley.foley_core.chain.graph import ChainContext, Work, chunk_steps, video_steps
 from v2t_foley.foley_core.chain.stepcache import FileStepCache
 from v2t_foley.foley_core.errors import ManifestRowError
 from v2t_foley.foley_core.manifest import read_entries

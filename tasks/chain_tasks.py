@@ -1,7 +1,7 @@
 """The chain graph's steps as Prefect tasks: one task run per step over a whole shard.
 
 Inside a task, every video (and every event of per-event steps) is looked up in the step cache under its
-own content key and computed only when missing (foley_core.chain.graph.run_step), so a shard makes as
+own content key and computed only when missing (foley_core.chain.executor.run_step), so a shard makes as
 many task runs as the graph has steps, whatever its size, and a retry recomputes only the videos that
 are missing. Results live in the step cache, not in Prefect: no task result is persisted.
 """
@@ -14,7 +14,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, StepTally, Work, graph, run_step
+from v2t_foley.foley_core.chain.executor import StepTally, run_step
+from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, Work, graph
 from v2t_foley.foley_core.manifest import ManifestEntry
 from v2t_foley.foley_core.video import open_video
 from v2t_foley.tasks.retries import is_transient_error, retry_transient

@@ -13,7 +13,8 @@ from tests.test_provenance_flow import save_adapter
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.chain import ChainConfig, run_chain
-from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache, Work, run_step
+from v2t_foley.foley_core.chain.executor import run_step
+from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache, Work
 from v2t_foley.foley_core.chain.steps import StepResult
 from v2t_foley.foley_core.errors import TransientBackendError
 from v2t_foley.foley_core.manifest import read_manifest, write_manifest

@@ -4,13 +4,15 @@
     sample -> simple -> validate                                   (a LoRA adapter: one pass)
 
 A video longer than `ChainConfig.chunk_seconds` runs as chunks (foley_core.chain.chunks): `propose`
-measures the whole video in one streaming pass (per video); `split_works` then cuts it at shot cuts
-into chunk works, each a video of its own to the later steps (its own frames, windows, event budget;
-keyed by content and the chunk's span), and `merge_works` builds the video's script and trace from its
-chunks. A video that fits in one chunk is its own single work, with the keys and results it always had.
+measures the whole video in one streaming pass (per video); `split_works` (chain/chunkworks.py) then
+cuts it at shot cuts into chunk works, each a video of its own to the later steps (its own frames,
+windows, event budget; keyed by content and the chunk's span), and `merge_works` builds the video's
+script and trace from its chunks. A video that fits in one chunk is its own single work, with the keys
+and results it always had.
 
 Two executors run it: `run_chain` (the plain loop: `foley script`, tests, benchmarks) and the
-`process-shard` flow (one Prefect task per step over a whole shard). Both call `run_step`, which runs
+`process-shard` flow (one Prefect task per step over a whole shard). Both call `run_step`
+(chain/executor.py), which runs
 one step over many videos: each video (and each event, for per-event steps) is looked up in the step
 cache under its own content key and computed only when missing; a video whose step fails is marked
 failed and drops out, the others go on. So both executors produce the same scripts and traces, and a
@@ -24,19 +26,11 @@ on (foley_core.cachekeys): editing one template recomputes that step and the lat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from v2t_foley.foley_core.backends.base import VideoLLM
 from v2t_foley.foley_core.cachekeys import step_key
-from v2t_foley.foley_core.chain.chunks import (
-    ChunkError,
-    ChunkPart,
-    chunk_spans,
-    merge_chunks,
-    slice_proposals,
-)
 from v2t_foley.foley_core.chain.runner import (
     ChainConfig,
     FramePlan,
@@ -53,14 +47,12 @@ from v2t_foley.foley_core.chain.steps import (
     StepSettings,
     identify,
     identify_windows,
-    merge_results,
     reason,
     synthesize,
     timed,
     validate,
 )
 from v2t_foley.foley_core.chain.trace import ChainTrace
-from v2t_foley.foley_core.errors import TransientBackendError
 from v2t_foley.foley_core.prompts import PromptSet
 from v2t_foley.foley_core.proposals import ProposalSet, candidate_windows
 from v2t_foley.foley_core.proposals.base import PROPOSALS_VERSION
@@ -314,213 +306,3 @@ def _span_key(ctx: ChainContext, work: Work) -> dict[str, Any] | None:
 def _model_key(identity: dict[str, Any]) -> dict[str, Any]:
     keys = ("backend", "model_id", "revision", "adapter", "adapter_revision")
     return {k: identity.get(k) for k in keys}
-
-
-@dataclass
-class StepTally:
-    """How a step's items were answered, for logs and tests."""
-
-    computed: int = 0  # items computed now
-    cached: int = 0  # items found in the cache
-    failed: list[str] = field(default_factory=list)  # ids of videos that failed this step
-
-
-def run_step(
-    step: Step,
-    works: list[Work],
-    ctx: ChainContext,
-    cache: StepCache,
-    *,
-    threads: int = 1,
-    raise_transient: bool = False,
-) -> StepTally:
-    """Run `step` for every live work: cached items are read, missing ones computed (concurrently across
-    videos with `threads` > 1, so a batching model sees batches). A video that fails is marked failed.
-    With `raise_transient`, a transient fault (OOM, a dropped connection) is raised after the others are
-    done and cached, so the caller's retry recomputes only the videos that are missing."""
-    tally = StepTally()
-    # a retried task finds the videos its first attempt finished: they keep their result (and trace)
-    live = [w for w in works if w.error is None and step.name not in w.results]
-    jobs: list[tuple[Work, Any, str]] = []
-    for work in live:
-        items = work.value("identify") if step.per_event else [None]
-        keys = keys_of(step, ctx, work, items)
-        work.keys[step.name] = keys
-        jobs.extend(zip([work] * len(items), items, keys, strict=True))
-
-    def one(job: tuple[Work, Any, str]) -> StepResult | BaseException:
-        work, item, key = job
-        found = cache.get(step, key)
-        if found is not MISSING:
-            tally.cached += 1
-            return found
-        try:
-            result = step.compute(ctx, work, item)
-        except Exception as error:  # the video's failure, not the step's
-            return error
-        cache.put(step, key, result)
-        tally.computed += 1
-        return result
-
-    if threads > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix=step.name) as pool:
-            outcomes = list(pool.map(one, jobs))
-    else:
-        outcomes = [one(job) for job in jobs]
-
-    transient: TransientBackendError | None = None
-    by_work: dict[int, list[StepResult | BaseException]] = {}
-    for (work, _, _), outcome in zip(jobs, outcomes, strict=True):
-        by_work.setdefault(id(work), []).append(outcome)
-    for work in live:
-        outcomes_here = by_work.get(id(work), [])
-        error = next((o for o in outcomes_here if isinstance(o, BaseException)), None)
-        if isinstance(error, TransientBackendError) and raise_transient:
-            transient = transient or error
-            continue
-        try:
-            if error is not None:
-                raise error
-            results = [o for o in outcomes_here if isinstance(o, StepResult)]
-            result = merge_results(results) if step.per_event else results[0]
-            work.results[step.name] = result
-            step.keep(ctx, work, result)
-        except Exception as failure:
-            work.error = failure
-            tally.failed.append(work.id)
-    if transient is not None:
-        raise transient
-    return tally
-
-
-def run_graph(
-    works: list[Work],
-    ctx: ChainContext,
-    cache: StepCache | None = None,
-    *,
-    on_step: Callable[[str], None] | None = None,
-) -> None:
-    """Every step over `works`, in process (the plain loop's executor): the per-video steps, the split
-    into chunks, the per-chunk steps, the merge (what the process-shard flow does with tasks)."""
-    cache = cache or StepCache()
-    for step in video_steps(ctx):
-        if on_step:
-            on_step(step.name)
-        run_step(step, works, ctx, cache)
-    chunks = split_works(works, ctx)
-    for step in chunk_steps(ctx):
-        if on_step:
-            on_step(step.name)
-        run_step(step, chunks, ctx, cache)
-    merge_works(works, ctx)
-
-
-def split_works(works: list[Work], ctx: ChainContext) -> list[Work]:
-    """The works the per-chunk steps run over: a live video that fits in one chunk is its own work; a
-    longer one gets a work per chunk (split at its measured cuts), listed in its `chunks`."""
-    out: list[Work] = []
-    for work in works:
-        if work.error is not None:
-            continue
-        proposals = work.value("propose")
-        cuts = [c.start for c in proposals.cuts] if proposals is not None else []
-        video = work.video
-        spans = chunk_spans(video.info.duration, video.frame_times, cuts, ctx.config.chunk_seconds)
-        if len(spans) == 1:
-            work.chunks = None
-            out.append(work)
-            continue
-        work.chunks = []
-        for k, (start, end) in enumerate(spans):
-            chunk = Work(
-                id=f"{work.id}#chunk{k}",
-                uri=work.uri,
-                video=video.span(start, end),
-                chunk=(start, end),
-                index=k,
-                parent=work,
-            )
-            if proposals is not None:
-                chunk.keys["propose"] = work.keys["propose"]
-                chunk.results["propose"] = StepResult(slice_proposals(proposals, start, end))
-            work.chunks.append(chunk)
-            out.append(chunk)
-    return out
-
-
-def merge_works(works: list[Work], ctx: ChainContext) -> None:
-    """Each chunked video's script and trace from its chunks. A failed chunk fails the video, naming the
-    chunk, unless `partial_ok` (then the gap is noted; a video with no chunk left still fails)."""
-    for work in works:
-        if work.error is not None or not work.chunks:
-            continue
-        failed = [c for c in work.chunks if c.error is not None]
-        try:
-            if failed and (not ctx.config.partial_ok or len(failed) == len(work.chunks)):
-                first = failed[0]
-                raise ChunkError(first.index, first.chunk[0], first.chunk[1], first.error)
-            _merge(work, failed)
-        except Exception as error:
-            work.error = error
-            done = [c for c in work.chunks if c.trace is not None]
-            work.trace = done[0].trace if done else None
-
-
-def _merge(work: Work, failed: list[Work]) -> None:
-    chunks = work.chunks or []
-    parts = [
-        ChunkPart(
-            c.index,
-            c.chunk[0],
-            c.chunk[1],
-            None if c.error is not None else c.value("validate"),
-            (c.value("identify") or []) if c.error is None else [],
-            (c.value("reason") or []) if c.error is None else [],
-        )
-        for c in chunks
-    ]
-    proposals = work.value("propose")
-    cuts = [c.start for c in proposals.cuts] if proposals is not None else None
-    merged = merge_chunks(parts, work.video.info.duration, cuts)
-    ran = [c for c in chunks if c.error is None]
-    base = ran[0].trace
-    notes = list(work.results["propose"].notes) if "propose" in work.results else []
-    seconds: dict[str, float] = {}
-    if "propose" in work.results:
-        seconds["propose"] = work.results["propose"].seconds
-    calls, entries = [], []
-    for chunk, first_event in zip(chunks, merged.event_base, strict=True):
-        start, end = chunk.chunk
-        entry: dict[str, Any] = {"index": chunk.index, "start": start, "end": end}
-        if chunk.error is not None:
-            entry["error"] = f"{type(chunk.error).__name__}: {chunk.error}"
-            notes.append(f"chunk {chunk.index} ({start:.2f}-{end:.2f} s) failed, left out: {chunk.error}")
-        if chunk.trace is not None:
-            trace = chunk.trace
-            entry["calls"] = [len(calls), len(calls) + len(trace.calls)]
-            entry["events"] = [first_event, first_event + len(trace.events)] if chunk.error is None else []
-            entry["frame_times"] = trace.frame_times
-            entry["notes"] = trace.notes
-            entry["step_seconds"] = trace.step_seconds
-            entry["proposals"] = trace.proposals
-            calls += trace.calls
-            notes += [f"chunk {chunk.index}: {n}" for n in trace.notes]
-            for step, took in trace.step_seconds.items():
-                seconds[step] = round(seconds.get(step, 0.0) + took, 4)
-        entries.append(entry)
-    notes += merged.notes
-    frame_times = [round(t + c.chunk[0], 6) for c in ran for t in c.trace.frame_times]
-    work.trace = base.model_copy(
-        update={
-            "duration": work.video.info.duration,
-            "frame_times": frame_times,
-            "events": merged.events,
-            "reasoning": merged.reasoning,
-            "calls": calls,
-            "proposals": proposals.model_dump() if proposals is not None else None,
-            "notes": notes,
-            "step_seconds": seconds,
-            "chunks": entries,
-        }
-    )
-    work.results["validate"] = StepResult(merged.script, notes=merged.notes)

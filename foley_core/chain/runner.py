@@ -129,7 +129,8 @@ def run_chain(
 
     `one_pass`: the simple prompt instead of the chain (an adapter trained on the chain's scripts).
     """
-    from v2t_foley.foley_core.chain.graph import ChainContext, Work, run_graph
+    from v2t_foley.foley_core.chain.executor import run_graph
+    from v2t_foley.foley_core.chain.graph import ChainContext, Work
 
     prompts = prompts or load_prompts()
     config = config or ChainConfig()
