@@ -60,6 +60,14 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def tokens_by_step(calls) -> dict[str, list[int]]:
+    """New tokens of every call, by step: the realistic answer lengths the chain asked for."""
+    out: dict[str, list[int]] = {}
+    for call in calls:
+        out.setdefault(call.step, []).append(call.new_tokens)
+    return out
+
+
 def peak_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None
 
@@ -247,7 +255,7 @@ def main() -> None:
             s=round(chain_s, 3),
             over_caption=round(chain_s / caption_s, 2),
             steps=result.trace.step_seconds,
-            answer_tokens={c.step: c.new_tokens for c in result.trace.calls},
+            answer_tokens=tokens_by_step(result.trace.calls),
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
         )
 
