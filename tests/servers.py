@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 def free_port() -> int:
@@ -69,6 +70,32 @@ def moto_s3(log: Path) -> Iterator[str]:
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         stop(process)
+
+
+class S3Bucket(NamedTuple):
+    endpoint: str  # moto's URL
+    env: dict[str, str]  # the AWS_* variables that point boto/s3fs at it (also set in this process)
+    fs: Any  # an s3fs filesystem on it
+
+
+@contextlib.contextmanager
+def moto_bucket(log: Path, bucket: str, patch: Any) -> Iterator[S3Bucket]:
+    """moto's S3 server with `bucket` made, and the AWS_* variables set through `patch` (a pytest
+    MonkeyPatch) so that every s3fs made in this process, or in a child given `env`, reaches it."""
+    import fsspec
+
+    with moto_s3(log) as endpoint:
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        for name, value in env.items():
+            patch.setenv(name, value)
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir(bucket)
+        yield S3Bucket(endpoint, env, fs)
 
 
 @contextlib.contextmanager

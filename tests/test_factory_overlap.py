@@ -9,11 +9,10 @@ import subprocess
 import sys
 from collections import Counter
 
-import fsspec
 import pytest
 
 from tests.conftest import make_manifest_videos
-from tests.servers import moto_s3
+from tests.servers import moto_bucket
 from v2t_foley.foley_core.manifest import read_manifest
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.verify import verify
@@ -59,17 +58,8 @@ def test_two_overlapping_builds_on_local_disk(tmp_path, foley_cache):
 
 def test_two_overlapping_builds_on_s3(tmp_path, foley_cache, monkeypatch):
     manifest, _ = make_manifest_videos(tmp_path / "videos")
-    with moto_s3(tmp_path / "moto.log") as endpoint:
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("overlap")
-        results = _two_builds_at_once(manifest, "s3://overlap/store", tmp_path, foley_cache, env)
+    with moto_bucket(tmp_path / "moto.log", "overlap", monkeypatch) as bucket:
+        results = _two_builds_at_once(manifest, "s3://overlap/store", tmp_path, foley_cache, bucket.env)
         assert [code for code, _ in results] == [0, 0], results
         store = DatasetStore("s3://overlap/store")
         store.fs.invalidate_cache()

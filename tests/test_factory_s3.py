@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import make_manifest_videos
-from tests.servers import moto_s3
+from tests.servers import moto_bucket
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.foley_core.store import DatasetStore
 
@@ -18,18 +18,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("moto")
     patch = pytest.MonkeyPatch()
-    with moto_s3(folder / "moto.log") as endpoint:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }.items():
-            patch.setenv(name, value)
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("foley")
-        yield endpoint
+    with moto_bucket(tmp_path_factory.mktemp("moto") / "moto.log", "foley", patch) as bucket:
+        yield bucket.endpoint
     patch.undo()
 
 

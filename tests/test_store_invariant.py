@@ -7,10 +7,9 @@ import multiprocessing
 from collections import Counter
 
 import datasets
-import fsspec
 import pytest
 
-from tests.servers import moto_s3
+from tests.servers import moto_bucket
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore, render_card
 from v2t_foley.foley_core.store.markers import UnsafeStoreError
@@ -161,17 +160,8 @@ def test_overlapping_writers_on_local_disk(tmp_path):
 
 @pytest.mark.slow
 def test_overlapping_writers_on_s3(tmp_path, monkeypatch):
-    with moto_s3(tmp_path / "moto.log") as endpoint:
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("race")
-        _race("s3://race/store", env)
+    with moto_bucket(tmp_path / "moto.log", "race", monkeypatch) as bucket:
+        _race("s3://race/store", bucket.env)
         store = DatasetStore("s3://race/store")
         store.fs.invalidate_cache()
         counts = keys_of(store.read_rows())

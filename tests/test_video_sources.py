@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tests.servers import moto_s3
+from tests.servers import moto_bucket
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.video import (
     DisallowedSourceError,
@@ -28,23 +28,9 @@ from v2t_foley.foley_core.video import (
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("moto")
     patch = pytest.MonkeyPatch()
-    with moto_s3(folder / "moto.log") as endpoint:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        }.items():
-            patch.setenv(name, value)
-        # s3fs caches instances by their arguments, not the environment: one made for another test
-        # module's (stopped) moto server must not be reused
-        fsspec.get_filesystem_class("s3").clear_instance_cache()
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("clips")
-        yield fs
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    with moto_bucket(tmp_path_factory.mktemp("moto") / "moto.log", "clips", patch) as bucket:
+        yield bucket.fs
     patch.undo()
 
 
