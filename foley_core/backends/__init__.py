@@ -16,7 +16,7 @@ from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.video.sampling import FramePolicy
 
 BACKENDS = ("transformers", "openai")
-DECODERS = ("generate", "static")
+DECODERS = ("generate", "static", "continuous")
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class BackendSpec:
     dtype: str | None = None  # bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)
     batch_size: int = 8  # requests per forward batch (transformers)
     concurrency: int = 16  # requests in flight at once (openai: the server batches them continuously)
-    decoder: str = "generate"  # transformers: `generate`, or `static` (static KV cache + CUDA graphs,
-    # greedy, the same tokens; backends/static_decode.py)
+    decoder: str = "generate"  # transformers: `generate`; `static` (static KV cache + CUDA graphs,
+    # greedy, the same tokens; backends/static_decode.py); `continuous` (slots that requests take as
+    # they free; backends/continuous.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

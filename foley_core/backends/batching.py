@@ -4,6 +4,8 @@ Prefect runs a shard's tasks in threads; each asks a question or a few. One work
 model: it takes the oldest waiting request, gathers others with the same generation parameters (up to
 `max_batch`, waiting at most `max_wait_s` for more to arrive), runs them as one batch and hands every
 caller its own answer. So a process never runs its model twice at once, and the GPU sees batches.
+With a continuous decoder (`--decoder continuous`) greedy requests never wait for a batch: each takes
+the next free decode slot, whichever video or task it comes from.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ class _Pending:
     request: GenerationRequest
     params: GenerationParams
     future: Future
+
+
+def _settle(future: Future, answer: Generation | BaseException) -> None:
+    if isinstance(answer, BaseException):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
 
 
 class _Closed(VideoLLM):
@@ -92,6 +101,9 @@ class BatchingVideoLLM(VideoLLM):
             batch = self._take_batch()
             if not batch:
                 return
+            if getattr(self.inner, "continuous", None) is not None and batch[0].params.temperature == 0:
+                self._serve_continuously(batch)
+                continue
             try:
                 answers = self.inner.generate([p.request for p in batch], batch[0].params)
             except BaseException as err:  # every caller of the batch gets the failure
@@ -103,15 +115,42 @@ class BatchingVideoLLM(VideoLLM):
             for item, answer in zip(batch, answers, strict=True):
                 item.future.set_result(answer)
 
-    def close(self) -> None:
-        """Answer what is queued, end the thread, then close and drop the inner model.
+    def _serve_continuously(self, batch: list[_Pending]) -> None:
+        """Greedy requests through the model's continuous decoder (backends/continuous.py): the batch
+        starts it, and every greedy request that arrives while it decodes takes the next free slot."""
+        first = deque(batch)
 
-        Dropping `inner` matters: a caller may still hold this wrapper, and it must not keep the model's
-        memory alive (the registry frees it for the next model).
-        """
+        def take():
+            item = first.popleft() if first else self._take_greedy()
+            if item is None:
+                return None
+            self.requests += 1
+            return self.inner.ask(item.request, item.params, lambda answer, f=item.future: _settle(f, answer))
+
+        self.inner.continuous.serve(take)
+        self.batches += 1
+
+    def _take_greedy(self) -> _Pending | None:
+        with self._ready:
+            for k, item in enumerate(self._queue):
+                if item.params.temperature == 0:
+                    del self._queue[k]
+                    return item
+        return None
+
+    def stop(self) -> None:
+        """Answer what is queued and end the thread; the inner model stays as it is."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
         self._worker.join(timeout=10)
+
+    def close(self) -> None:
+        """Stop, then close and drop the inner model.
+
+        Dropping `inner` matters: a caller may still hold this wrapper, and it must not keep the model's
+        memory alive (the registry frees it for the next model).
+        """
+        self.stop()
         inner, self.inner = self.inner, _Closed()
         inner.close()

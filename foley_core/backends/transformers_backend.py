@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -131,21 +132,51 @@ class TransformersVideoLLM(VideoLLM):
         self._tokenizer_lock = threading.Lock()
         # one video prefix per batch of questions about the same video (Video-LLaVA; see _video_prefix)
         self.share_video_prefix = getattr(self, "share_video_prefix", False)
-        self.static = None
+        self.static = self.continuous = None
 
     def use_decoder(self, decoder: str) -> None:
         """`generate` (transformers' loop) or `static` (backends/static_decode.py: greedy requests of
         Video-LLaVA-like families decode there; sampling and other families keep `generate`)."""
+        from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
         from v2t_foley.foley_core.backends.static_decode import FAMILIES, StaticDecoder
 
-        self.static = None
-        if decoder == "static" and self.family in FAMILIES and self.model is not None:
+        self.static = self.continuous = None
+        if self.family not in FAMILIES or self.model is None:
+            return
+        compile = self.device.startswith("cuda")
+        if decoder == "static":
             self.static = StaticDecoder(
                 self.model,
                 pad_id=self.tokenizer.pad_token_id,
                 eos_id=self.tokenizer.eos_token_id,
-                compile=self.device.startswith("cuda"),
+                compile=compile,
             )
+        elif decoder == "continuous":
+            self.continuous = ContinuousDecoder(self, self.batch_size, compile=compile)
+
+    def ask(self, request: GenerationRequest, params: GenerationParams, reply) -> Any:
+        """`request` as the continuous decoder takes it (`reply` gets its Generation or its error)."""
+        from v2t_foley.foley_core.backends.continuous import Ask
+
+        return Ask(request, self.token_budget([request], params), reply)
+
+    def _generate_continuously(
+        self, requests: Sequence[GenerationRequest], params: GenerationParams
+    ) -> list[Generation]:
+        answers: list[Any] = [None] * len(requests)
+        queue = deque(enumerate(requests))
+
+        def take():
+            if not queue:
+                return None
+            k, request = queue.popleft()
+            return self.ask(request, params, lambda answer, k=k: answers.__setitem__(k, answer))
+
+        self.continuous.serve(take)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return answers
 
     @classmethod
     def from_parts(
@@ -193,7 +224,7 @@ class TransformersVideoLLM(VideoLLM):
     def close(self) -> None:
         """Drop the weights, so a holder of this wrapper does not keep them in (GPU) memory."""
         self.model = None
-        self.static = None  # holds the model (and its static caches) too
+        self.static = self.continuous = None  # they hold the model (and their static caches) too
 
     # prompt formatting -------------------------------------------------------------------------
 
@@ -248,6 +279,8 @@ class TransformersVideoLLM(VideoLLM):
     # generation -----------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        if self.continuous is not None and params.temperature == 0:
+            return self._generate_continuously(requests, params)
         results: list[Generation] = []
         for start in range(0, len(requests), self.batch_size):
             results.extend(self._generate_batch(requests[start : start + self.batch_size], params))

@@ -1,0 +1,291 @@
+"""Continuous batching: decode slots over one static KV cache; a request takes a slot when one frees.
+
+With fixed batches every row waits for the batch's longest answer, and a new request waits for the
+whole batch. Here a batch is `slots` rows of one `StaticCache` that live on across requests:
+
+- every decode step writes one column `c` of the cache for all slots at once (StaticCache's own write
+  position), and each slot attends only to its own columns through a 4-D mask kept on the device;
+- a request joins when a slot is free: it is prefilled alone (the vision tower runs here; questions
+  about the video of the previous join continue from a copy of its prefix, see `_prefill`) and its
+  K/V are copied into its slot at the columns just before `c`, so it decodes from the next step on
+  (its positions are its own: RoPE is in the keys, the column a key sits in does not matter);
+- a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
+
+A "wave" is one life of the cache: it starts at column `start` (room for the longest prompt of the
+first requests) and ends when no row is live and no waiting request fits (`c + budget` past the cache,
+or a prompt longer than `c`); the next wave resets the cache. Greedy only, and only families with
+one position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
+token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) once for
+the one shape (`slots`, cache length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import xgrammar as xgr
+from transformers import DynamicCache, StaticCache
+
+from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
+from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET, bucket_length
+from v2t_foley.foley_core.errors import TransientBackendError
+
+JOIN_SLACK = 256  # columns left before a wave's first write, so longer prompts than the first can join
+
+
+@dataclass
+class Ask:
+    """One request as the decoder sees it."""
+
+    request: GenerationRequest
+    budget: int  # most new tokens (EOS included), like generate's max_new_tokens
+    reply: Callable[[Generation | BaseException], None]  # called once, when it is answered or fails
+
+
+@dataclass
+class _Row:
+    ask: Ask
+    prompt_tokens: int
+    position: int  # position id of the next token it is fed
+    matcher: xgr.GrammarMatcher | None
+    tokens: list[int] = field(default_factory=list)
+
+
+class ContinuousDecoder:
+    """Serves asks through `slots` rows of one static cache (see the module docstring)."""
+
+    def __init__(self, llm: Any, slots: int, *, compile: bool = False) -> None:
+        self.llm = llm
+        self.model = llm.model
+        self.decoder = self.model.get_decoder()
+        self.head = self.model.get_output_embeddings()
+        self.slots = slots
+        self.pad_id, self.eos_id = llm.tokenizer.pad_token_id, llm.tokenizer.eos_token_id
+        self.compiled = compile
+        self.step = torch.compile(self._step, mode="reduce-overhead") if compile else self._step
+        self.cache: StaticCache | None = None
+        self.waves = 0  # waves run, for tests and benchmarks
+        self.steps = 0  # decode steps run
+        self.late_joins = 0  # asks that took a slot of a wave that was already decoding
+        self._prefix: tuple[int, torch.Tensor, DynamicCache] | None = None  # (id(frames), ids, cache)
+
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
+        out = self.decoder(
+            input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True
+        )
+        return self.head(out.last_hidden_state[:, -1]).float()
+
+    @torch.inference_mode()
+    def serve(self, take: Callable[[], Ask | None]) -> None:
+        """Answer asks from `take` (non-blocking: None when nothing waits) until none is left. A failure
+        of the decode step (CUDA out of memory) answers the wave's live rows with it; serving goes on."""
+        waiting = take()
+        while waiting is not None:
+            prefilled = self._prefill(waiting)
+            waiting = self._wave(waiting, prefilled, take) if prefilled is not None else take()
+
+    # a wave ---------------------------------------------------------------------------------------
+
+    def _wave(self, first: Ask, prefilled: tuple[int, DynamicCache, torch.Tensor], take) -> Ask | None:
+        """Run one life of the cache; returns an ask that did not fit (the next wave's first)."""
+        rows: list[_Row | None] = [None] * self.slots
+        try:
+            return self._run_wave(first, prefilled, take, rows)
+        except Exception as error:
+            if isinstance(error, torch.OutOfMemoryError):
+                error = TransientBackendError(f"CUDA out of memory with {self.slots} decode slots: {error}")
+            for row in rows:
+                if row is not None:
+                    row.ask.reply(error)
+            return take()
+
+    def _run_wave(self, first: Ask, prefilled, take, rows: list[_Row | None]) -> Ask | None:
+        device = self.head.weight.device
+        budget = first.budget
+        start = prefilled[0] + JOIN_SLACK
+        length = min(self.llm.max_positions, bucket_length(start + 2 * budget + LENGTH_BUCKET))
+        start = min(start, max(length - budget, prefilled[0]))
+        cache = self._cache(length)
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(start)
+        self.waves += 1
+        masked = torch.finfo(self.head.weight.dtype).min
+        mask = torch.full((self.slots, 1, 1, length), masked, dtype=self.head.weight.dtype, device=device)
+        positions = torch.zeros((self.slots, 1), dtype=torch.long, device=device)
+        logits = torch.zeros((self.slots, self.head.weight.shape[0]), dtype=torch.float32, device=device)
+        bitmask = xgr.allocate_token_bitmask(self.slots, self.llm.grammars.vocab_size)
+        column = start  # where the next decode step writes
+        pending: Ask | None = None  # an ask taken that does not fit this wave
+
+        def join(ask: Ask, done: tuple[int, DynamicCache, torch.Tensor] | None) -> bool:
+            if done is None:
+                return True  # failed in prefill: answered already
+            length_in, kv, last_logits = done
+            if length_in > column or column + ask.budget > length:  # its last token is never fed
+                return False
+            slot = rows.index(None)
+            for target, source in zip(cache.layers, kv.layers, strict=True):
+                target.keys[slot, :, column - length_in : column] = source.keys[0, :, :length_in]
+                target.values[slot, :, column - length_in : column] = source.values[0, :, :length_in]
+            mask[slot] = masked
+            mask[slot, 0, 0, column - length_in : column] = 0
+            schema = ask.request.json_schema
+            matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
+            rows[slot] = _Row(ask, length_in, length_in, matcher)
+            positions[slot, 0] = length_in
+            logits[slot] = last_logits
+            self._fill(rows, slot, bitmask)
+            return True
+
+        join(first, prefilled)
+        started = False  # a decode step has run in this wave
+        ready = torch.cuda.Event() if device.type == "cuda" else None
+        host = torch.empty(self.slots, dtype=torch.long, pin_memory=device.type == "cuda")
+        while True:
+            while None in rows and pending is None:  # free slots take what waits
+                ask = take()
+                if ask is None:
+                    break
+                if not join(ask, self._prefill(ask)):
+                    pending = ask
+                elif started:
+                    self.late_joins += 1
+            fed = [k for k, row in enumerate(rows) if row is not None]
+            if not fed:
+                return pending
+            chosen = self._choose(logits, rows, bitmask)
+            host.copy_(chosen, non_blocking=True)
+            if ready is not None:
+                ready.record()
+            # the next step is queued before the host looks at this one's tokens: a row that ends now
+            # wastes its lane of that step, and the GPU never waits for the host's grammar work
+            index = torch.tensor(fed, device=device)
+            mask[index, 0, 0, column] = 0
+            if self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = self.step(chosen[:, None], positions, mask, cache).clone()
+            positions[index] += 1
+            column += 1
+            started = True
+            self.steps += 1
+            if ready is not None:
+                ready.synchronize()
+            for k in fed:
+                row = rows[k]
+                token = int(host[k])
+                row.tokens.append(token)
+                if row.matcher is not None and not row.matcher.is_terminated():
+                    row.matcher.accept_token(token)
+                if token == self.eos_id or len(row.tokens) >= row.ask.budget:
+                    self._finish(row)
+                    rows[k] = None
+                    mask[k] = masked
+                else:
+                    self._fill(rows, k, bitmask)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row | None], bitmask: torch.Tensor) -> torch.Tensor:
+        grammar_rows = [k for k, row in enumerate(rows) if row is not None and row.matcher is not None]
+        if grammar_rows:
+            width = min(logits.shape[-1], self.llm.grammars.vocab_size)
+            if logits.device.type == "cuda":
+                xgr.apply_token_bitmask_inplace(
+                    logits[:, :width], bitmask.to(logits.device, non_blocking=True), indices=grammar_rows
+                )
+            else:
+                allowed = logits[:, :width].contiguous()
+                xgr.apply_token_bitmask_inplace(allowed, bitmask, indices=grammar_rows)
+                logits[:, :width] = allowed
+            if logits.shape[-1] > width:
+                logits[grammar_rows, width:] = float("-inf")
+        chosen = logits.argmax(-1)
+        empty = torch.tensor([row is None for row in rows], device=logits.device)
+        return chosen.masked_fill(empty, self.pad_id)
+
+    def _fill(self, rows: list[_Row | None], slot: int, bitmask: torch.Tensor) -> None:
+        row = rows[slot]
+        if row is not None and row.matcher is not None and not row.matcher.is_terminated():
+            row.matcher.fill_next_token_bitmask(bitmask, slot)
+
+    def _finish(self, row: _Row) -> None:
+        tokens = row.tokens
+        count = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
+        text = self.llm.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+        row.ask.reply(
+            Generation(
+                text=text, new_tokens=count, finished=count < len(tokens), constrained=row.matcher is not None
+            )
+        )
+
+    def _cache(self, length: int) -> StaticCache:
+        if self.cache is None or self.cache.layers[0].max_cache_len != length:
+            self.cache = None  # free the old one first
+            self.cache = StaticCache(config=self.model.config, max_cache_len=length)
+            text = self.model.config.get_text_config()
+            heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            weight = self.head.weight
+            self.cache.early_initialization(self.slots, heads, head_dim, weight.dtype, weight.device)
+        else:
+            self.cache.reset()
+        return self.cache
+
+    # prefill --------------------------------------------------------------------------------------
+
+    def _prefill(self, ask: Ask) -> tuple[int, DynamicCache, torch.Tensor] | None:
+        """(prompt tokens, their K/V, the last position's logits) of one request alone; None (and the
+        ask answered with the error) when it cannot run. A question about the same frames as the last
+        one continues from a copy of that video prefix (Video-LLaVA's template start and video)."""
+        try:
+            inputs = self.llm.encode([ask.request]).to(self.head.weight.device)
+            if "pixel_values_videos" in inputs:
+                inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.head.weight.dtype)
+            ids = inputs["input_ids"]
+            if ids.shape[1] + 1 > self.llm.max_positions:
+                raise ValueError(
+                    f"the prompt and video take {ids.shape[1]} of {self.llm.max_positions} positions"
+                )
+            ask.budget = min(ask.budget, self.llm.max_positions - ids.shape[1])  # as generate's cap
+            prefix = self._shared_prefix(ask.request, inputs)
+            if prefix is None:
+                out = self.model(**dict(inputs), use_cache=True, logits_to_keep=1)
+                return ids.shape[1], out.cache, out.logits[0, -1].float()
+            length, kv = prefix
+            rest = ids[:, length:]
+            positions = torch.arange(length, ids.shape[1], device=ids.device)[None]
+            out = self.decoder(input_ids=rest, position_ids=positions, cache=kv, use_cache=True)
+            return ids.shape[1], kv, self.head(out.last_hidden_state[:, -1])[0].float()
+        except Exception as error:  # this request's failure, not the wave's
+            ask.reply(error)
+            return None
+
+    def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[int, DynamicCache] | None:
+        """A private copy of the video prefix of `request`'s frames, computed once per video."""
+        if not self.llm.share_video_prefix or self.llm.family != "video_llava":
+            return None
+        ids = inputs["input_ids"][0]
+        where = (ids == self.model.config.video_token_index).nonzero()
+        if len(where) == 0:
+            return None
+        length = int(where[-1]) + 1
+        if length >= len(ids):
+            return None
+        if (
+            self._prefix is None
+            or self._prefix[0] != id(request.frames)
+            or not torch.equal(self._prefix[1], ids[:length])
+        ):
+            out = self.model(
+                input_ids=ids[None, :length],
+                pixel_values_videos=inputs["pixel_values_videos"],
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self._prefix = (id(request.frames), ids[:length].clone(), out.cache)
+        source = self._prefix[2]
+        copy = DynamicCache(config=self.model.config)
+        for k, layer in enumerate(source.layers):
+            copy.update(layer.keys.clone(), layer.values.clone(), k)
+        return length, copy

@@ -1,0 +1,105 @@
+"""Continuous batching: requests take decode slots as they free, and each answer is exactly what
+`generate` answers for that request alone (greedy, token for token), constrained or free, with or
+without the shared video prefix, whether it started the wave or arrived while it was decoding. On this
+CPU machine the decode step runs eagerly; bench/gpu_foley.py measures it with CUDA graphs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.test_static_decode import PROMPTS, clip
+from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
+from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+from v2t_foley.foley_core.schema.decoding import SchemaLimits, reason_schema
+
+SCHEMA = reason_schema(SchemaLimits(max_sounds=2, max_text_chars=24, max_field_chars=16))
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=2))
+
+
+def requests() -> list[GenerationRequest]:
+    shared = clip(1)  # three questions about one video, three about others
+    return [
+        GenerationRequest(shared if k % 2 else clip(10 + k), PROMPTS[k % 4], SCHEMA if k % 3 else None)
+        for k in range(6)
+    ]
+
+
+def texts(generations) -> list[tuple[str, int, bool]]:
+    return [(g.text, g.new_tokens, g.finished) for g in generations]
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_each_answer_is_what_generate_answers_for_that_request_alone(llm, share):
+    asked = requests()
+    params = GenerationParams(max_new_tokens=20)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.use_decoder("continuous")
+    llm.share_video_prefix = share
+    try:
+        together = llm.generate(asked, params)
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+    assert texts(together) == texts(alone)
+    assert decoder.waves == 1 and decoder.late_joins >= 4  # 2 slots, 6 requests: 4 took a freed slot
+
+
+def test_a_request_that_arrives_while_decoding_takes_a_free_slot(llm):
+    asked = requests()[:2]
+    params = GenerationParams(max_new_tokens=24)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.use_decoder("continuous")
+    batching = BatchingVideoLLM(llm, max_batch=2)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(batching.generate, [asked[0]], params)
+            deadline = time.monotonic() + 120
+            while llm.continuous.steps == 0 and time.monotonic() < deadline:  # the wave is decoding
+                time.sleep(0.01)
+            second = pool.submit(batching.generate, [asked[1]], params)
+            answers = [first.result()[0], second.result()[0]]
+        decoder = llm.continuous
+    finally:
+        batching.stop()  # the module's model stays loaded
+        llm.use_decoder("generate")
+    assert texts(answers) == texts(alone)
+    assert decoder.waves == 1 and decoder.late_joins == 1
+
+
+def test_a_request_that_cannot_run_fails_alone(llm):
+    good = requests()[:2]
+    too_long = GenerationRequest(clip(3), "word " * llm.max_positions)
+    params = GenerationParams(max_new_tokens=12)
+    alone = [llm.generate([r], params)[0] for r in good]
+    llm.use_decoder("continuous")
+    batching = BatchingVideoLLM(llm, max_batch=3)
+    results: dict[int, object] = {}
+
+    def ask(k: int, request: GenerationRequest) -> None:
+        try:
+            results[k] = batching.generate([request], params)[0]
+        except Exception as error:
+            results[k] = error
+
+    try:
+        threads = [
+            threading.Thread(target=ask, args=(k, r)) for k, r in enumerate([good[0], too_long, good[1]])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        batching.stop()
+        llm.use_decoder("generate")
+    assert isinstance(results[1], ValueError) and "positions" in str(results[1])
+    assert texts([results[0], results[2]]) == texts(alone)
