@@ -7,12 +7,13 @@ Run it in the same call as bench/baselines/gpu_videollava_baseline.py (plain gen
 step) and gpu_videollava_static_compile.py, so the numbers come from the same card. One JSON line per
 measurement:
 - generate: the transformers backend (left-padded batches, xgrammar JSON-Schema decoding) at batch 1
-  and 32, tokens/s, constrained and free, with the static decoder (static KV cache, CUDA graphs, one
-  sync per step; its warm-up is the same call once, which compiles that shape) and with `generate`;
+  and 32, tokens/s, constrained and free, with the continuous decoder (32 slots), the static decoder
+  (static KV cache, CUDA graphs, one sync per step; the warm-up of both is the same call once, which
+  compiles that shape) and `generate`;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: static decoder with the shared video prefix
   (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3);
-- factory: the build-dataset flow (static decoder, shared prefix) over 32 such clips (2 with
+- factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
   SCALE=tiny) with its real process-shard task runner, step cache and store, on the one model in
   memory (the registry's loader hands it out; the model folder holds only its config and processor),
   with wall time and clips per hour;
@@ -187,7 +188,7 @@ def main() -> None:
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
         params = GenerationParams(max_new_tokens=new_tokens)
         t0 = time.perf_counter()
-        if decoder == "static":  # the same call once: compiles and captures this shape bucket
+        if decoder in ("static", "continuous"):  # the same call once: compiles and captures its shape
             llm.generate(requests, params)
         else:
             llm.generate(requests[:1], GenerationParams(max_new_tokens=2))
@@ -215,7 +216,7 @@ def main() -> None:
         )
 
     # the fast path first: its figures are the targets; `generate` is the in-code baseline
-    for decoder in ("static", "generate"):
+    for decoder in ("continuous", "static", "generate"):
         for batch in (1, 32) if not TINY else (1, 3):
             if in_budget(f"generate_{decoder}_b{batch}"):
                 generate(batch, True, None if not TINY else 16, decoder)
@@ -259,7 +260,7 @@ def main() -> None:
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
         )
 
-    llm.use_decoder("static")
+    llm.use_decoder("continuous")
     llm.share_video_prefix = True
     if in_budget("factory"):
         factory(work, llm, processor, scene, n_clips=32 if not TINY else 2)
@@ -341,7 +342,7 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         seconds = time.perf_counter() - t0
     log(
         step="factory",
-        decoder="static" if llm.static is not None else "generate",
+        decoder="continuous" if llm.continuous is not None else "static" if llm.static else "generate",
         shared_video_prefix=llm.share_video_prefix,
         clips=n_clips,
         clip_s=10.0,
