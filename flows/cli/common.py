@@ -49,7 +49,8 @@ DecoderOpt = Annotated[
     str,
     typer.Option(
         "--decoder",
-        help="transformers: generate, or static (static KV cache + CUDA graphs; greedy; the same tokens).",
+        help="transformers: generate; static (static KV cache + CUDA graphs); continuous (requests take "
+        "decode slots as they free). Greedy answers are the same tokens with each.",
     ),
 ]
 AdapterOpt = Annotated[
