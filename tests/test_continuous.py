@@ -103,3 +103,27 @@ def test_a_request_that_cannot_run_fails_alone(llm):
         llm.use_decoder("generate")
     assert isinstance(results[1], ValueError) and "positions" in str(results[1])
     assert texts([results[0], results[2]]) == texts(alone)
+
+
+def test_a_request_that_does_not_fit_the_wave_starts_the_next(llm, monkeypatch):
+    """The first wave's cache is sized for its first request (no rounding here): a later request whose
+    budget runs past it waits, with its prefill kept, and starts the next wave."""
+    from v2t_foley.foley_core.backends import continuous
+
+    monkeypatch.setattr(continuous, "LENGTH_BUCKET", 0)
+    monkeypatch.setattr(continuous, "bucket_length", lambda n: n)
+    short, long = requests()[:2]
+    plan = [(short, GenerationParams(max_new_tokens=8)), (long, GenerationParams(max_new_tokens=40))]
+    alone = [llm.generate([r], p)[0] for r, p in plan]
+    llm.use_decoder("continuous")
+    answers: dict[int, object] = {}
+    asks = [
+        llm.ask(r, p, lambda answer, k=k: answers.__setitem__(k, answer)) for k, (r, p) in enumerate(plan)
+    ]
+    try:
+        decoder = llm.continuous
+        decoder.serve(lambda: asks.pop(0) if asks else None)
+    finally:
+        llm.use_decoder("generate")
+    assert texts([answers[0], answers[1]]) == texts(alone)
+    assert decoder.waves == 2

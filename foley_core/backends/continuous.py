@@ -33,6 +33,7 @@ from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET, bucket_length
 from v2t_foley.foley_core.errors import TransientBackendError
 
+Prefilled = tuple[int, DynamicCache, torch.Tensor]  # prompt tokens, their K/V, the last logits
 JOIN_SLACK = 256  # columns left before a wave's first write, so longer prompts than the first can join
 
 
@@ -82,27 +83,32 @@ class ContinuousDecoder:
     def serve(self, take: Callable[[], Ask | None]) -> None:
         """Answer asks from `take` (non-blocking: None when nothing waits) until none is left. A failure
         of the decode step (CUDA out of memory) answers the wave's live rows with it; serving goes on."""
-        waiting = take()
+        waiting, prefilled = take(), None
         while waiting is not None:
-            prefilled = self._prefill(waiting)
-            waiting = self._wave(waiting, prefilled, take) if prefilled is not None else take()
+            prefilled = prefilled or self._prefill(waiting)
+            if prefilled is None:  # it failed alone (and was answered)
+                waiting, prefilled = take(), None
+                continue
+            waiting, prefilled = self._wave(waiting, prefilled, take)
 
     # a wave ---------------------------------------------------------------------------------------
 
-    def _wave(self, first: Ask, prefilled: tuple[int, DynamicCache, torch.Tensor], take) -> Ask | None:
-        """Run one life of the cache; returns an ask that did not fit (the next wave's first)."""
+    def _wave(self, first: Ask, prefilled: Prefilled, take) -> tuple[Ask | None, Prefilled | None]:
+        """Run one life of the cache; returns the ask that did not fit (the next wave's first, with
+        its prefill), or what `take` gives next."""
         rows: list[_Row | None] = [None] * self.slots
+        held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
-            return self._run_wave(first, prefilled, take, rows)
+            self._run_wave(first, prefilled, take, rows, held)
         except Exception as error:
             if isinstance(error, torch.OutOfMemoryError):
                 error = TransientBackendError(f"CUDA out of memory with {self.slots} decode slots: {error}")
             for row in rows:
                 if row is not None:
                     row.ask.reply(error)
-            return take()
+        return held[0] if held else (take(), None)
 
-    def _run_wave(self, first: Ask, prefilled, take, rows: list[_Row | None]) -> Ask | None:
+    def _run_wave(self, first: Ask, prefilled: Prefilled, take, rows: list[_Row | None], held: list) -> None:
         device = self.head.weight.device
         budget = first.budget
         start = prefilled[0] + JOIN_SLACK
@@ -118,11 +124,8 @@ class ContinuousDecoder:
         logits = torch.zeros((self.slots, self.head.weight.shape[0]), dtype=torch.float32, device=device)
         bitmask = xgr.allocate_token_bitmask(self.slots, self.llm.grammars.vocab_size)
         column = start  # where the next decode step writes
-        pending: Ask | None = None  # an ask taken that does not fit this wave
 
-        def join(ask: Ask, done: tuple[int, DynamicCache, torch.Tensor] | None) -> bool:
-            if done is None:
-                return True  # failed in prefill: answered already
+        def join(ask: Ask, done: Prefilled) -> bool:
             length_in, kv, last_logits = done
             if length_in > column or column + ask.budget > length:  # its last token is never fed
                 return False
@@ -145,17 +148,25 @@ class ContinuousDecoder:
         ready = torch.cuda.Event() if device.type == "cuda" else None
         host = torch.empty(self.slots, dtype=torch.long, pin_memory=device.type == "cuda")
         while True:
-            while None in rows and pending is None:  # free slots take what waits
+            while None in rows and not held:  # free slots take what waits
                 ask = take()
                 if ask is None:
                     break
-                if not join(ask, self._prefill(ask)):
-                    pending = ask
+                done = self._prefill(ask)
+                if done is None:
+                    continue  # it failed alone (and was answered)
+                try:
+                    joined = join(ask, done)
+                except Exception as error:
+                    ask.reply(error)
+                    raise
+                if not joined:
+                    held.append((ask, done))
                 elif started:
                     self.late_joins += 1
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:
-                return pending
+                return
             chosen = self._choose(logits, rows, bitmask)
             host.copy_(chosen, non_blocking=True)
             if ready is not None:
@@ -234,7 +245,7 @@ class ContinuousDecoder:
 
     # prefill --------------------------------------------------------------------------------------
 
-    def _prefill(self, ask: Ask) -> tuple[int, DynamicCache, torch.Tensor] | None:
+    def _prefill(self, ask: Ask) -> Prefilled | None:
         """(prompt tokens, their K/V, the last position's logits) of one request alone; None (and the
         ask answered with the error) when it cannot run. A question about the same frames as the last
         one continues from a copy of that video prefix (Video-LLaVA's template start and video)."""
