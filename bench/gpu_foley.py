@@ -11,7 +11,7 @@ measurement:
   (static KV cache, CUDA graphs, one sync per step; the warm-up of both is the same call once, which
   compiles that shape) and `generate`;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
-  for the "chain costs at most 2x a caption" target: static decoder with the shared video prefix
+  for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
   (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3);
 - factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
   SCALE=tiny) with its real process-shard task runner, step cache and store, on the one model in
@@ -183,6 +183,8 @@ def main() -> None:
     schema = identify_schema(video.info.duration, limits)
     log(step="limits", identify=limits.__dict__, cut=cut)
 
+    plain: dict[tuple[int, bool], list[str]] = {}  # generate's answers, to compare the fast decoders with
+
     def generate(batch: int, constrained: bool, new_tokens: int | None, decoder: str) -> None:
         llm.use_decoder(decoder)
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
@@ -202,6 +204,10 @@ def main() -> None:
         sync()
         seconds = time.perf_counter() - t0
         tokens = sum(o.new_tokens for o in out)
+        texts = [o.text for o in out]
+        if decoder == "generate":
+            plain[(batch, constrained)] = texts
+        reference = plain.get((batch, constrained))
         log(
             step="generate",
             decoder=decoder,
@@ -211,12 +217,17 @@ def main() -> None:
             warmup_s=round(warm_s, 1),
             s=round(seconds, 3),
             tok_s_total=round(tokens / seconds, 1),
-            ms_per_step=round(1000 * seconds / max(max(o.new_tokens for o in out), 1), 2),
+            ms_per_step=round(1000 * seconds / max(max(o.new_tokens for o in out), 1), 2),  # prefill included
+            same_answers_as_generate=None
+            if reference is None
+            else sum(a == b for a, b in zip(texts, reference, strict=True)),
+            slots=llm.continuous.shape[0] if llm.continuous is not None else None,
             peak_gib=peak_gib(),
         )
 
-    # the fast path first: its figures are the targets; `generate` is the in-code baseline
-    for decoder in ("continuous", "static", "generate"):
+    # generate first (the in-code baseline whose answers the fast decoders are compared with), then the
+    # fast decoders; their figures are the targets
+    for decoder in ("generate", "continuous", "static"):
         for batch in (1, 32) if not TINY else (1, 3):
             if in_budget(f"generate_{decoder}_b{batch}"):
                 generate(batch, True, None if not TINY else 16, decoder)

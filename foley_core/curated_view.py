@@ -35,7 +35,7 @@ CURATION = {
     "chain_script": datasets.Value("string"),  # JSON of the chain's script when edited, else null
 }
 CURATED_FEATURES = datasets.Features({**FEATURES, "curation": CURATION})
-_KEY_COLUMNS = ["id", "prompt_version", "model_id", "adapter", "status", "split"]
+_KEY_COLUMNS = ["id", "prompt_version", "model_id", "adapter", "status"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class CuratedCounts:
     """What the published files hold once curated (for the card)."""
 
     split_rows: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)  # split -> files that keep a row
     ok: int = 0
     failed: int = 0
     left_out: int = 0  # rejected rows not published
@@ -82,21 +83,28 @@ class CuratedView:
             return decision
         return None
 
-    def count(self, relative_paths: list[str]) -> CuratedCounts:
-        """Rows per split, ok/failed, left out and edited, from the key columns only (cheap)."""
+    def count(self, files: dict[str, list[str]]) -> CuratedCounts:
+        """Rows per split, ok/failed, left out and edited, and the files that keep any row (a file
+        whose every row is left out is not published: an empty Parquet file breaks `load_dataset`).
+        Reads the key columns only."""
         counts = CuratedCounts()
-        for relative in relative_paths:
-            with self.store.fs.open(self.store.path(relative), "rb") as handle:
-                rows = pq.read_table(handle, columns=_KEY_COLUMNS).to_pylist()
-            for row in rows:
-                key = row_key(row)
-                if not self.keeps(key):
-                    counts.left_out += 1
-                    continue
-                counts.split_rows[row["split"]] = counts.split_rows.get(row["split"], 0) + 1
-                counts.ok += row["status"] == "ok"
-                counts.failed += row["status"] != "ok"
-                counts.edited += self.edit(key) is not None
+        for split, relative_paths in sorted(files.items()):
+            for relative in relative_paths:
+                with self.store.fs.open(self.store.path(relative), "rb") as handle:
+                    rows = pq.read_table(handle, columns=_KEY_COLUMNS).to_pylist()
+                kept = 0
+                for row in rows:
+                    key = row_key(row)
+                    if not self.keeps(key):
+                        counts.left_out += 1
+                        continue
+                    kept += 1
+                    counts.split_rows[split] = counts.split_rows.get(split, 0) + 1
+                    counts.ok += row["status"] == "ok"
+                    counts.failed += row["status"] != "ok"
+                    counts.edited += self.edit(key) is not None
+                if kept:
+                    counts.files.setdefault(split, []).append(relative)
         return counts
 
     def rewrite(self, relative: str) -> bytes:

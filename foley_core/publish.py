@@ -58,9 +58,12 @@ def plan_publish(
             f"{store.uri} has shards of an older store format (JSON-string scripts); "
             f"run `foley migrate {store.uri}` first, then publish"
         )
-    shard_files = sorted(p for paths in store.data_files(markers).values() for p in paths)
+    files = store.data_files(markers)
     view = CuratedView(store, curation) if curation.active else None
-    published = (curation, view.count(shard_files)) if view else None
+    published = (curation, view.count(files)) if view else None
+    if published:
+        files = published[1].files  # files whose every row is left out are not published
+    shard_files = sorted(p for paths in files.values() for p in paths)
     card = render_card(store, markers=markers, repo_id=repo_id, published=published).encode()
     items = [UploadItem(store.url("README.md"), "README.md", len(card))]
     for relative in shard_files:

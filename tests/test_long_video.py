@@ -307,7 +307,7 @@ def test_a_chunked_row_trains_as_one_example_per_chunk(long_clip, tiny_llm):
         start, end = chunk["start"], chunk["end"]
         assert example.id == f"long#chunk{chunk['index']}" and example.key == ("long", "v", "m")
         assert example.duration == end - start and f"{end - start:.2f}" in example.prompt
-        assert example.frame_times == tuple(round(t + start, 6) for t in chunk["frame_times"])
+        assert example.frame_times == tuple(t + start for t in chunk["frame_times"])
         assert all(start <= t < end for t in example.frame_times)
         assert example.n_events == chunk["events"][1] - chunk["events"][0]
         target = json.loads(example.target)
@@ -319,3 +319,26 @@ def test_a_chunked_row_trains_as_one_example_per_chunk(long_clip, tiny_llm):
         for track, cue_start, cue_end, text in inside:
             assert {"start": cue_start, "end": cue_end, "description": text} in target[track]
         assert all(0 <= c["start"] <= c["end"] <= end - start for cues in target.values() for c in cues)
+
+
+def test_chunk_targets_keep_short_cues_and_a_bed_that_lasts_into_the_next_chunk():
+    from v2t_foley.training.data import _chunk_parts
+
+    def cue(start: float, end: float, text: str) -> dict:
+        return {"timestamp": "", "start": start, "end": end, "description": text, "event": None}
+
+    script = {
+        "foley": [cue(3.0, 3.03, "tick"), cue(6.98, 7.02, "click at the boundary")],
+        "fx": [],
+        "ambience": [cue(0.0, 14.0, "room tone"), cue(6.5, 7.01, "fades out")],
+        "dialogue": [],
+    }
+    chunks = [
+        {"index": 0, "start": 0.0, "end": 7.0, "events": [0, 1], "frame_times": [0.5]},
+        {"index": 1, "start": 7.0, "end": 14.0, "events": [1, 2], "frame_times": [0.5]},
+    ]
+    (_, _, first, _, _), (_, _, second, _, _) = _chunk_parts(chunks, script)
+    assert [c["description"] for c in first["foley"]] == ["tick", "click at the boundary"]
+    assert first["foley"][1]["end"] == 7.0 and second["foley"] == []  # it starts in the first chunk
+    assert [c["description"] for c in first["ambience"]] == ["room tone", "fades out"]
+    assert [(c["description"], c["start"], c["end"]) for c in second["ambience"]] == [("room tone", 0.0, 7.0)]

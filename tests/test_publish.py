@@ -144,12 +144,16 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
         for name, split in (("keep", "train"), ("drop", "train"), ("edit", "test"), ("open", "test"))
     ]
     dataset.write_shard(rows, "run", 0)
+    gone = dataset.write_shard(
+        [DatasetRow(id="gone", split="train", status="ok", duration=10.0, **base)], "run", 1
+    )
     stored = {p: p.read_bytes() for p in (tmp_path / "store" / "data").glob("*.parquet")}
     cue = {"timestamp": "00:01", "start": 1.0, "end": 2.0, "description": "a door slams", "event": None}
     edited = {"foley": [cue], "fx": [], "ambience": [], "dialogue": []}
     decisions = [
         {"id": "keep", "decision": "approved"},
         {"id": "drop", "decision": "rejected", "note": "wrong video"},
+        {"id": "gone", "decision": "rejected"},  # its shard file keeps no row: not published at all
         {"id": "edit", "decision": "needs-fix", "script": edited},
     ]
     export = {"decisions": [{**d, "prompt_version": "v", "model": "m"} for d in decisions], "curator": "ana"}
@@ -192,6 +196,7 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
     assert json.loads(by_id["edit"]["curation"]["chain_script"])["foley"] == []
     header = yaml.safe_load(uploaded["README.md"].decode().split("---")[1])
     assert {s["name"]: s["num_examples"] for s in header["dataset_info"]["splits"]} == {"train": 1, "test": 2}
-    assert "without the 1 rejected row" in uploaded["README.md"].decode()
+    assert "without the 2 rejected row" in uploaded["README.md"].decode()
+    assert not set(gone.paths()) & set(uploaded)
     decided = duckdb.sql(f"select id, curation.decision from '{repo}/data/*.parquet' order by id").fetchall()
     assert decided == [("edit", "needs-fix"), ("keep", "approved"), ("open", "undecided")]

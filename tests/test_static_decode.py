@@ -63,18 +63,18 @@ def test_static_decoding_continues_a_shared_video_prefix_like_full_prompts(llm, 
     assert answers(llm, "static", requests, params, share=True) == plain
 
 
-def test_caches_are_kept_per_shape_bucket_and_reused(llm):
+def test_a_cache_is_kept_for_its_shape_bucket_and_reused(llm):
     requests = [GenerationRequest(clip(1), p) for p in PROMPTS[:3]]
     params = GenerationParams(max_new_tokens=8)
     llm.use_decoder("static")
     try:
         llm.generate(requests, params)
-        first = dict(llm.static.caches)
-        llm.generate(requests[:2], params)  # 2 rows: a smaller bucket
-        llm.generate(requests, params)  # 3 rows again: the first bucket's cache, reset
-        assert len(first) == 1 and set(llm.static.caches) == {*first, (2, next(iter(first))[1])}
-        key = next(iter(first))
-        assert llm.static.caches[key] is first[key] and key[0] == bucket_batch(3) == 4
+        ((key, first),) = llm.static.caches.items()
+        llm.generate(requests, params)  # the same bucket: the same cache, reset
+        assert llm.static.caches == {key: first} and llm.static.caches[key] is first
+        llm.generate(requests[:2], params)  # 2 rows: another bucket replaces it (one is kept)
+        assert list(llm.static.caches) == [(2, key[1])]
+        assert key[0] == bucket_batch(3) == 4
     finally:
         llm.use_decoder("generate")
 
@@ -122,3 +122,17 @@ def test_the_compiled_decode_step_has_no_graph_break_and_writes_the_same_tokens(
     assert compiled == plain
     assert not torch._dynamo.utils.counters["graph_break"]
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+
+
+def test_a_fast_decoder_is_part_of_the_models_identity_and_generate_keeps_the_old_keys(llm):
+    from v2t_foley.foley_core.chain.graph import _model_key
+
+    before = _model_key(llm.describe())
+    llm.use_decoder("static")
+    try:
+        fast = llm.describe()
+    finally:
+        llm.use_decoder("generate")
+    assert fast["decoder"] == "static" and "decoder" not in llm.describe()
+    assert _model_key(fast) != before == _model_key(llm.describe())
+    assert set(before) == {"backend", "model_id", "revision", "adapter", "adapter_revision"}

@@ -9,7 +9,8 @@ one-pass answer, and learning from it would teach the next adapter its predecess
 
 A long video's row (run in chunks, #15) becomes one example per chunk that ran: that chunk's frames,
 its duration and its cues (clipped to it, times from its start), because an adapter answers a long video
-one chunk at a time (`run_simple` splits it like the chain did) and must learn what it will be asked.
+one chunk at a time (`run_simple` splits it into chunks of the same length, at the limit: one pass
+measures no cuts) and must learn answers of that length.
 
 Curation (`foley curate`) chooses among those rows: `curate_rows` keeps approved rows, or all but the
 rejected ones, or ignores the decisions, and a kept row with an edited script trains on the edit.
@@ -34,7 +35,7 @@ from v2t_foley.foley_core.schema.script import TRACKS
 from v2t_foley.foley_core.store import DatasetStore, ShardMarker
 
 HELD_OUT = ("test", "validation", "eval")
-MIN_CUE_S = 0.05  # a cue overlapping a chunk by less than this is not part of that chunk's target
+MIN_CUE_S = 0.05  # a cue from an earlier chunk that lasts less than this into a chunk is not its target
 CURATION_MODES = ("approved", "not-rejected", "ignore")
 
 
@@ -151,7 +152,7 @@ def examples_from_rows(
                     video=row["video"],
                     sha256=row["sha256"],
                     duration=end - start,
-                    frame_times=tuple(round(t + start, 6) for t in times),  # in the video, for decoding
+                    frame_times=tuple(t + start for t in times),  # in the video, for decoding
                     prompt=simple_prompt(prompts, end - start, times),  # in the chunk, as run_simple asks
                     target=simple_target(target),
                     n_events=n_events,
@@ -174,7 +175,9 @@ def _chunk_parts(chunks: list[dict[str, Any]], script: dict[str, Any]):
         for track in TRACKS:
             for cue in script[track]:
                 s, e = max(cue["start"], start), min(cue["end"], end)
-                if e - s >= MIN_CUE_S or (cue["start"] == cue["end"] and start <= cue["start"] < end):
+                starts_here = start <= cue["start"] < end  # a cue belongs to the chunk it starts in,
+                spills_in = cue["start"] < start and e - s >= MIN_CUE_S  # and a bed to those it lasts into
+                if starts_here or spills_in:
                     part[track].append({**cue, "start": round(s - start, 3), "end": round(e - start, 3)})
         first, last = (chunk.get("events") or [0, 0])[:2]
         yield chunk["index"], (start, end), part, last - first, tuple(chunk["frame_times"])

@@ -70,13 +70,17 @@ class VideoLLM(ABC):
 
     def describe(self) -> dict[str, str | None]:
         """Identity of the model for rows, traces and cache keys."""
-        return {
+        identity = {
             "backend": self.backend,
             "model_id": self.model_id,
             "revision": self.revision,
             "adapter": self.adapter,
             "adapter_revision": self.adapter_revision,
         }
+        decoder = getattr(self, "decoder", "generate")
+        if decoder != "generate":  # bf16 kernels of another decoder may break a near-tie differently
+            identity["decoder"] = decoder
+        return identity
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release the model or connections. Optional."""

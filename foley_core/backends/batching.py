@@ -55,6 +55,7 @@ class BatchingVideoLLM(VideoLLM):
         self.adapter = inner.adapter
         self.adapter_revision = inner.adapter_revision
         self.frame_policy = inner.frame_policy
+        self.decoder = getattr(inner, "decoder", "generate")
         self.supports_json_schema = inner.supports_json_schema
         self.batches = 0  # batches run, for logs and benchmarks
         self.requests = 0  # requests answered

@@ -30,7 +30,13 @@ import xgrammar as xgr
 from transformers import DynamicCache, StaticCache
 
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
-from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET, bucket_length
+from v2t_foley.foley_core.backends.static_decode import (
+    LENGTH_BUCKET,
+    bucket_length,
+    compile_step,
+    kv_bytes,
+    room_for_caches,
+)
 from v2t_foley.foley_core.errors import TransientBackendError
 
 Prefilled = tuple[int, DynamicCache, torch.Tensor]  # prompt tokens, their K/V, the last logits
@@ -43,7 +49,14 @@ class Ask:
 
     request: GenerationRequest
     budget: int  # most new tokens (EOS included), like generate's max_new_tokens
-    reply: Callable[[Generation | BaseException], None]  # called once, when it is answered or fails
+    reply: Callable[[Generation | BaseException], None]  # its caller's: see `answer`
+    answered: bool = False
+
+    def answer(self, result: Generation | BaseException) -> None:
+        """Hand the caller its answer or its error, once (a later call is ignored)."""
+        if not self.answered:
+            self.answered = True
+            self.reply(result)
 
 
 @dataclass
@@ -66,8 +79,9 @@ class ContinuousDecoder:
         self.slots = slots
         self.pad_id, self.eos_id = llm.tokenizer.pad_token_id, llm.tokenizer.eos_token_id
         self.compiled = compile
-        self.step = torch.compile(self._step, mode="reduce-overhead") if compile else self._step
+        self.step = compile_step(self._step) if compile else self._step
         self.cache: StaticCache | None = None
+        self.shape = (0, 0)  # (slots, length) of `cache`
         self.waves = 0  # waves run, for tests and benchmarks
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
@@ -96,33 +110,50 @@ class ContinuousDecoder:
     def _wave(self, first: Ask, prefilled: Prefilled, take) -> tuple[Ask | None, Prefilled | None]:
         """Run one life of the cache; returns the ask that did not fit (the next wave's first, with
         its prefill), or what `take` gives next."""
-        rows: list[_Row | None] = [None] * self.slots
+        start = prefilled[0] + JOIN_SLACK
+        length = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
+        start = min(start, max(length - first.budget, prefilled[0]))
+        slots = self._slots_that_fit(length)
+        rows: list[_Row | None] = [None] * slots
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
-            self._run_wave(first, prefilled, take, rows, held)
+            if slots < 1:
+                raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
+            self._run_wave(first, prefilled, take, rows, held, start, length)
         except Exception as error:
             if isinstance(error, torch.OutOfMemoryError):
-                error = TransientBackendError(f"CUDA out of memory with {self.slots} decode slots: {error}")
+                self.release()
+                error = TransientBackendError(f"CUDA out of memory with {len(rows)} decode slots: {error}")
+            first.answer(error)  # when it failed before it joined (else it is answered already)
             for row in rows:
                 if row is not None:
-                    row.ask.reply(error)
+                    row.ask.answer(error)
         return held[0] if held else (take(), None)
 
-    def _run_wave(self, first: Ask, prefilled: Prefilled, take, rows: list[_Row | None], held: list) -> None:
+    def _run_wave(
+        self,
+        first: Ask,
+        prefilled: Prefilled,
+        take,
+        rows: list[_Row | None],
+        held: list,
+        start: int,
+        length: int,
+    ) -> None:
         device = self.head.weight.device
-        budget = first.budget
-        start = prefilled[0] + JOIN_SLACK
-        length = min(self.llm.max_positions, bucket_length(start + 2 * budget + LENGTH_BUCKET))
-        start = min(start, max(length - budget, prefilled[0]))
-        cache = self._cache(length)
+        slots = len(rows)
+        cache = self._cache(slots, length)
         for layer in cache.layers:
             layer.cumulative_length.fill_(start)
         self.waves += 1
         masked = torch.finfo(self.head.weight.dtype).min
-        mask = torch.full((self.slots, 1, 1, length), masked, dtype=self.head.weight.dtype, device=device)
-        positions = torch.zeros((self.slots, 1), dtype=torch.long, device=device)
-        logits = torch.zeros((self.slots, self.head.weight.shape[0]), dtype=torch.float32, device=device)
-        bitmask = xgr.allocate_token_bitmask(self.slots, self.llm.grammars.vocab_size)
+        mask = torch.full((slots, 1, 1, length), masked, dtype=self.head.weight.dtype, device=device)
+        positions = torch.zeros((slots, 1), dtype=torch.long, device=device)
+        alive = torch.zeros(slots, dtype=torch.bool, device=device)  # on the device: no host copy a step
+        logits = torch.zeros((slots, self.head.weight.shape[0]), dtype=torch.float32, device=device)
+        bitmask = xgr.allocate_token_bitmask(slots, self.llm.grammars.vocab_size)
+        if device.type == "cuda":
+            bitmask = bitmask.pin_memory()
         column = start  # where the next decode step writes
 
         def join(ask: Ask, done: Prefilled) -> bool:
@@ -139,14 +170,17 @@ class ContinuousDecoder:
             matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
             rows[slot] = _Row(ask, length_in, length_in, matcher)
             positions[slot, 0] = length_in
+            alive[slot] = True
             logits[slot] = last_logits
+            if matcher is None:
+                bitmask[slot] = -1  # every token allowed
             self._fill(rows, slot, bitmask)
             return True
 
         join(first, prefilled)
         started = False  # a decode step has run in this wave
         ready = torch.cuda.Event() if device.type == "cuda" else None
-        host = torch.empty(self.slots, dtype=torch.long, pin_memory=device.type == "cuda")
+        host = torch.empty(slots, dtype=torch.long, pin_memory=device.type == "cuda")
         while True:
             while None in rows and not held:  # free slots take what waits
                 ask = take()
@@ -158,7 +192,7 @@ class ContinuousDecoder:
                 try:
                     joined = join(ask, done)
                 except Exception as error:
-                    ask.reply(error)
+                    ask.answer(error)
                     raise
                 if not joined:
                     held.append((ask, done))
@@ -167,18 +201,17 @@ class ContinuousDecoder:
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:
                 return
-            chosen = self._choose(logits, rows, bitmask)
+            chosen = self._choose(logits, bitmask, alive)
             host.copy_(chosen, non_blocking=True)
             if ready is not None:
                 ready.record()
             # the next step is queued before the host looks at this one's tokens: a row that ends now
             # wastes its lane of that step, and the GPU never waits for the host's grammar work
-            index = torch.tensor(fed, device=device)
-            mask[index, 0, 0, column] = 0
+            mask[:, 0, 0, column].masked_fill_(alive, 0)
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
             logits = self.step(chosen[:, None], positions, mask, cache).clone()
-            positions[index] += 1
+            positions += alive[:, None].long()
             column += 1
             started = True
             self.steps += 1
@@ -193,27 +226,24 @@ class ContinuousDecoder:
                 if token == self.eos_id or len(row.tokens) >= row.ask.budget:
                     self._finish(row)
                     rows[k] = None
+                    alive[k] = False
                     mask[k] = masked
                 else:
                     self._fill(rows, k, bitmask)
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Row | None], bitmask: torch.Tensor) -> torch.Tensor:
-        grammar_rows = [k for k, row in enumerate(rows) if row is not None and row.matcher is not None]
-        if grammar_rows:
-            width = min(logits.shape[-1], self.llm.grammars.vocab_size)
-            if logits.device.type == "cuda":
-                xgr.apply_token_bitmask_inplace(
-                    logits[:, :width], bitmask.to(logits.device, non_blocking=True), indices=grammar_rows
-                )
-            else:
-                allowed = logits[:, :width].contiguous()
-                xgr.apply_token_bitmask_inplace(allowed, bitmask, indices=grammar_rows)
-                logits[:, :width] = allowed
-            if logits.shape[-1] > width:
-                logits[grammar_rows, width:] = float("-inf")
-        chosen = logits.argmax(-1)
-        empty = torch.tensor([row is None for row in rows], device=logits.device)
-        return chosen.masked_fill(empty, self.pad_id)
+    def _choose(self, logits: torch.Tensor, bitmask: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Each live row's greedy token under its grammar (free rows' masks allow everything); pad for
+        the empty slots. No host copy: the masks go up from pinned memory."""
+        width = min(logits.shape[-1], self.llm.grammars.vocab_size)
+        if logits.device.type == "cuda":
+            xgr.apply_token_bitmask_inplace(logits[:, :width], bitmask.to(logits.device, non_blocking=True))
+        else:
+            allowed = logits[:, :width].contiguous()
+            xgr.apply_token_bitmask_inplace(allowed, bitmask)
+            logits[:, :width] = allowed
+        if logits.shape[-1] > width:  # padding columns past the tokenizer's vocabulary: never chosen
+            logits[:, width:] = float("-inf")
+        return logits.argmax(-1).masked_fill(~alive, self.pad_id)
 
     def _fill(self, rows: list[_Row | None], slot: int, bitmask: torch.Tensor) -> None:
         row = rows[slot]
@@ -224,21 +254,36 @@ class ContinuousDecoder:
         tokens = row.tokens
         count = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
         text = self.llm.tokenizer.decode(tokens[:count], skip_special_tokens=True)
-        row.ask.reply(
+        row.ask.answer(
             Generation(
                 text=text, new_tokens=count, finished=count < len(tokens), constrained=row.matcher is not None
             )
         )
 
-    def _cache(self, length: int) -> StaticCache:
-        if self.cache is None or self.cache.layers[0].max_cache_len != length:
+    def _slots_that_fit(self, length: int) -> int:
+        """`slots`, or fewer when the GPU has no room for that many rows of `length` positions."""
+        held = kv_bytes(self.model, *self.shape) if self.cache is not None else 0
+        room = room_for_caches(self.head.weight.device, held)
+        if room is None:
+            return self.slots
+        return min(self.slots, room // kv_bytes(self.model, 1, length))
+
+    def release(self) -> None:
+        """Drop the cache (after an out-of-memory error, or to give the memory back)."""
+        self.cache = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _cache(self, slots: int, length: int) -> StaticCache:
+        if self.cache is None or self.shape != (slots, length):
+            self.shape = (slots, length)
             self.cache = None  # free the old one first
             self.cache = StaticCache(config=self.model.config, max_cache_len=length)
             text = self.model.config.get_text_config()
             heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
             head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             weight = self.head.weight
-            self.cache.early_initialization(self.slots, heads, head_dim, weight.dtype, weight.device)
+            self.cache.early_initialization(slots, heads, head_dim, weight.dtype, weight.device)
         else:
             self.cache.reset()
         return self.cache
@@ -269,7 +314,7 @@ class ContinuousDecoder:
             out = self.decoder(input_ids=rest, position_ids=positions, cache=kv, use_cache=True)
             return ids.shape[1], kv, self.head(out.last_hidden_state[:, -1])[0].float()
         except Exception as error:  # this request's failure, not the wave's
-            ask.reply(error)
+            ask.answer(error)
             return None
 
     def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[int, DynamicCache] | None:

@@ -29,8 +29,19 @@ from transformers import StaticCache
 from v2t_foley.foley_core.backends.constrained import JsonSchemaLogitsProcessor
 
 LENGTH_BUCKET = 512  # cache lengths are multiples of this: few shapes, few compiled graphs
-FAMILIES = ("video_llava", "llava")  # 1-D positions: the next position is the last one + 1
-KEEP_CACHES = 2  # static caches kept for reuse (each holds batch x length x layers of K/V)
+FAMILIES = ("video_llava",)  # 1-D positions, and a prefill that takes only `pixel_values_videos`
+KEEP_CACHES = 1  # static caches kept for reuse: each holds batch x length x layers of K/V (Video-LLaVA-7B
+# in bf16: 0.5 MB a position a row, so 32 rows x 4,096 positions are 64 GB)
+MEMORY_HEADROOM = 0.85  # a cache may take this share of the GPU memory free for it
+
+
+def compile_step(step: Any) -> Any:
+    """`step` compiled for CUDA graphs. Dynamo keeps 8 compiled shapes per function by default and
+    silently runs eagerly past that; the buckets (6 batch sizes x a few lengths) need more."""
+    import torch._dynamo.config as dynamo
+
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+    return torch.compile(step, mode="reduce-overhead")
 
 
 def bucket_batch(n: int) -> int:
@@ -40,6 +51,24 @@ def bucket_batch(n: int) -> int:
 
 def bucket_length(n: int) -> int:
     return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
+
+
+def kv_bytes(model: Any, rows: int, length: int) -> int:
+    """Bytes of a static cache of `rows` x `length` positions for `model`'s language model."""
+    text = model.config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    itemsize = next(model.parameters()).element_size()
+    return 2 * text.num_hidden_layers * heads * head_dim * itemsize * rows * length
+
+
+def room_for_caches(device: torch.device, held: int = 0) -> int | None:
+    """Bytes a new static cache may take on `device` (`held`: bytes of caches it would replace); None
+    when the device has no such limit (CPU)."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int((free + held) * MEMORY_HEADROOM)
 
 
 class StaticDecoder:
@@ -52,8 +81,21 @@ class StaticDecoder:
         self.pad_id, self.eos_id = pad_id, eos_id
         self.compiled = compile
         # not fullgraph: a break inside transformers' mask code costs a little, not the whole path
-        self.step = torch.compile(self._step, mode="reduce-overhead") if compile else self._step
+        self.step = compile_step(self._step) if compile else self._step
         self.caches: OrderedDict[tuple[int, int], StaticCache] = OrderedDict()
+
+    def fits(self, rows: int, tokens: int) -> bool:
+        """Whether a batch of `rows` with `tokens` positions (prompt + budget) has room for its cache."""
+        device = self.head.weight.device
+        held = sum(kv_bytes(self.model, b, n) for b, n in self.caches)
+        room = room_for_caches(device, held)
+        return room is None or kv_bytes(self.model, bucket_batch(rows), bucket_length(tokens)) <= room
+
+    def release(self) -> None:
+        """Drop the kept caches (after an out-of-memory error, or to give the memory back)."""
+        self.caches.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
         out = self.decoder(
@@ -100,21 +142,25 @@ class StaticDecoder:
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
         cache = self._cache(batch, length)
         logits = self._prefill(inputs, ids, positions, full_mask, cache, batch, prefix)
-        last = positions[:, -1:].clone()
+        # contiguous: at batch 1 a strided slice would make dynamo recompile for every prompt length
+        last = positions[:, -1:].clone(memory_format=torch.contiguous_format)
 
-        tokens = torch.empty((batch, 0), dtype=torch.long, device=ids.device)
+        tokens = torch.full((batch, budget), self.pad_id, dtype=torch.long, device=ids.device)
         host = torch.empty(batch, dtype=torch.long, pin_memory=ids.device.type == "cuda")
-        done = torch.zeros(batch, dtype=torch.bool)
+        done = torch.zeros(batch, dtype=torch.bool)  # on the host: the stop test
         done[rows:] = True  # the bucket's filler rows never hold decoding up
+        ended = done.to(ids.device)  # on the device: which rows write pad (no host copy per step)
         if grammars is not None:
             grammars.advance(None)
         ready = torch.cuda.Event() if ids.device.type == "cuda" else None
+        steps = 0
         for step in range(budget):
             if grammars is not None:
                 grammars.apply(logits)
-            chosen = logits.argmax(-1)
-            chosen = chosen.masked_fill(done.to(chosen.device), self.pad_id)
-            tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+            chosen = logits.argmax(-1).masked_fill(ended, self.pad_id)
+            ended |= chosen == self.eos_id
+            tokens[:, step] = chosen
+            steps = step + 1
             host.copy_(chosen, non_blocking=True)
             if ready is not None:
                 ready.record()
@@ -131,7 +177,7 @@ class StaticDecoder:
             done |= host == self.eos_id
             if bool(done.all()):
                 break
-        return tokens[:rows]
+        return tokens[:rows, :steps]
 
     def _prefill(self, inputs, ids, positions, full_mask, cache, batch, prefix) -> torch.Tensor:
         if prefix is None:

@@ -140,9 +140,14 @@ class TransformersVideoLLM(VideoLLM):
         from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
         from v2t_foley.foley_core.backends.static_decode import FAMILIES, StaticDecoder
 
+        current = self.static or self.continuous
+        if current is not None and decoder == self.decoder and current.model is self.model:
+            return  # keep its caches and compiled graphs
         self.static = self.continuous = None
+        self.decoder = "generate"
         if self.family not in FAMILIES or self.model is None:
             return
+        self.decoder = decoder
         compile = self.device.startswith("cuda")
         if decoder == "static":
             self.static = StaticDecoder(
@@ -352,9 +357,18 @@ class TransformersVideoLLM(VideoLLM):
         self, requests: Sequence[GenerationRequest], params: GenerationParams
     ) -> list[Generation]:
         inputs = self.encode(requests).to(self.device)
+        static = self.static is not None and params.temperature == 0
+        if static and len(requests) > 1:
+            tokens = inputs["input_ids"].shape[1] + min(
+                self.token_budget(requests, params), self.context_cap(inputs)
+            )
+            if not self.static.fits(len(requests), tokens):  # its static cache would not fit: halves
+                half = len(requests) // 2
+                return self._generate_batch(requests[:half], params) + self._generate_batch(
+                    requests[half:], params
+                )
         if "pixel_values_videos" in inputs:
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
-        static = self.static is not None and params.temperature == 0
         shared = None
         if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
             shared = self._video_prefix(inputs)
@@ -391,6 +405,8 @@ class TransformersVideoLLM(VideoLLM):
                 )
                 new = output[:, inputs["input_ids"].shape[1] :]
         except torch.OutOfMemoryError as err:
+            if self.static is not None:
+                self.static.release()  # kept caches would make every retry fail the same way
             raise TransientBackendError(
                 f"CUDA out of memory with a batch of {len(requests)}: {err}"
             ) from None

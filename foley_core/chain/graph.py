@@ -305,4 +305,7 @@ def _span_key(ctx: ChainContext, work: Work) -> dict[str, Any] | None:
 
 def _model_key(identity: dict[str, Any]) -> dict[str, Any]:
     keys = ("backend", "model_id", "revision", "adapter", "adapter_revision")
-    return {k: identity.get(k) for k in keys}
+    key = {k: identity.get(k) for k in keys}
+    if identity.get("decoder"):  # only a fast decoder is named: keys made with `generate` stay valid
+        key["decoder"] = identity["decoder"]
+    return key

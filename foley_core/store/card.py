@@ -88,6 +88,7 @@ def render_card(
     if published is not None:
         options, view = published
         split_rows = dict(view.split_rows)
+        files = view.files
         counts |= {"rows": view.rows, "ok": view.ok, "failed": view.failed}
         curated += "; " + _published_line(options, view)
         if options.curation_column:
@@ -219,8 +220,8 @@ def _curation_counts(store: DatasetStore, markers: list[ShardMarker]) -> str:
 
 
 _CURATION_COLUMN = """- `curation`: a curator's latest decision
-  `{decision, curator, decided_at, note, edited}` (`undecided` when none); when `edited`, `script`
-  is the curator's edit and `chain_script` the chain's own script (JSON).
+  `{decision, curator, decided_at, note, edited, chain_script}` (`undecided` when none); when
+  `edited`, `script` is the curator's edit and `chain_script` the chain's own script (JSON).
 """
 
 

@@ -58,7 +58,8 @@ def fps_indices(times: np.ndarray, fps: float, start: float = 0.0, end: float | 
 
 def frame_at(times: np.ndarray, t: float) -> int:
     """Index of the frame on screen at time t (the last frame starting at or before t)."""
-    return int(max(0, np.searchsorted(times, t + 1e-9, side="right") - 1))
+    # 1e-6: times that went through JSON rounded to 6 decimals still name their own frame
+    return int(max(0, np.searchsorted(times, t + 1e-6, side="right") - 1))
 
 
 def policy_indices(
