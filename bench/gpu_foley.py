@@ -235,8 +235,8 @@ def main() -> None:
 
     config = ChainConfig(timing="measured")  # default limits: the chain cuts them to the context itself
     for decoder, share, run in (
-        ("static", True, "cold"),
-        ("static", True, "warm"),
+        ("continuous", True, "cold"),
+        ("continuous", True, "warm"),
         ("generate", False, "warm"),
     ):
         if not in_budget(f"chain_{decoder}_{run}"):
