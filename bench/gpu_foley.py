@@ -1,6 +1,7 @@
 """GPU benchmark of v2t-foley's own paths on Video-LLaVA-7B shapes with random weights (no download).
 
     PYTHONPATH=. python bench/gpu_foley.py               # on an H100/H200: under 8 minutes
+    bench/run_gpu.sh "$OUT"                              # it and both baselines, one device call
     SCALE=tiny PYTHONPATH=. python bench/gpu_foley.py    # the same code on CPU, under a minute
 
 Run it in the same call as bench/baselines/gpu_videollava_baseline.py (plain generate + a plain LoRA
