@@ -127,3 +127,25 @@ def test_a_request_that_does_not_fit_the_wave_starts_the_next(llm, monkeypatch):
         llm.use_decoder("generate")
     assert texts([answers[0], answers[1]]) == texts(alone)
     assert decoder.waves == 2
+
+
+def test_a_request_whose_answer_has_no_bound_fails_alone_in_the_batching_thread(llm):
+    """A schema without length bounds and no max_new_tokens has no budget: that caller gets the error,
+    the request beside it its answer, and the batching thread serves on (nobody waits forever)."""
+    unbounded = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    good = GenerationRequest(clip(1), PROMPTS[0], SCHEMA)
+    params = GenerationParams()
+    alone = llm.generate([good], params)
+    llm.use_decoder("continuous")
+    batching = BatchingVideoLLM(llm, max_batch=2)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(batching.generate, [GenerationRequest(clip(2), "Say.", unbounded)], params)
+            fine = pool.submit(batching.generate, [good], params)
+            with pytest.raises(ValueError, match="maxLength"):
+                bad.result(timeout=300)
+            assert texts(fine.result(timeout=300)) == texts(alone)
+        assert texts(batching.generate([good], params)) == texts(alone)  # still serving
+    finally:
+        batching.stop()
+        llm.use_decoder("generate")

@@ -120,23 +120,34 @@ class BatchingVideoLLM(VideoLLM):
         """Greedy requests through the model's continuous decoder (backends/continuous.py): the batch
         starts it, and every greedy request that arrives while it decodes takes the next free slot."""
         first = deque(batch)
+        inner = self.inner  # close() may swap it out while this wave decodes
 
         def take():
-            item = first.popleft() if first else self._take_greedy()
-            if item is None:
-                return None
-            self.requests += 1
-            return self.inner.ask(item.request, item.params, lambda answer, f=item.future: _settle(f, answer))
+            while True:
+                item = first.popleft() if first else self._take_greedy()
+                if item is None:
+                    return None
+                self.requests += 1
+                try:
+                    return inner.ask(
+                        item.request, item.params, lambda answer, f=item.future: _settle(f, answer)
+                    )
+                except Exception as error:  # this request's own fault (a schema without bounds, ...)
+                    item.future.set_exception(error)
 
-        self.inner.continuous.serve(take)
+        try:
+            inner.continuous.serve(take)
+        except BaseException as error:  # the decoder broke: nobody waits forever for an answer
+            for item in first:
+                item.future.set_exception(error)
         self.batches += 1
 
     def _take_greedy(self) -> _Pending | None:
+        """The oldest waiting request when it is greedy; None when it samples, so the wave drains and
+        the sampled request gets its turn (it never waits behind an endless stream of greedy ones)."""
         with self._ready:
-            for k, item in enumerate(self._queue):
-                if item.params.temperature == 0:
-                    del self._queue[k]
-                    return item
+            if self._queue and self._queue[0].params.temperature == 0:
+                return self._queue.popleft()
         return None
 
     def stop(self) -> None:

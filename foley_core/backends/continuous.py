@@ -15,12 +15,13 @@ A "wave" is one life of the cache: it starts at column `start` (room for the lon
 first requests) and ends when no row is live and no waiting request fits (`c + budget` past the cache,
 or a prompt longer than `c`); the next wave resets the cache. Greedy only, and only families with
 one position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
-token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) once for
-the one shape (`slots`, cache length).
+token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) for the cache's
+shape (slots, length); a later wave reuses the held cache (and its graphs) whenever it is long enough.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,10 +83,13 @@ class ContinuousDecoder:
         self.step = compile_step(self._step) if compile else self._step
         self.cache: StaticCache | None = None
         self.shape = (0, 0)  # (slots, length) of `cache`
+        self._grammars = xgr.BatchGrammarMatcher(max_threads="auto")
         self.waves = 0  # waves run, for tests and benchmarks
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
-        self._prefix: tuple[int, torch.Tensor, DynamicCache] | None = None  # (id(frames), ids, cache)
+        # (frames, their prefix token ids, its K/V): the last video's prefix, for its next questions
+        self._prefix: tuple[Any, torch.Tensor, DynamicCache] | None = None
+        self._serving = threading.Lock()  # one serve at a time: they share the cache
 
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
         out = self.decoder(
@@ -97,6 +101,10 @@ class ContinuousDecoder:
     def serve(self, take: Callable[[], Ask | None]) -> None:
         """Answer asks from `take` (non-blocking: None when nothing waits) until none is left. A failure
         of the decode step (CUDA out of memory) answers the wave's live rows with it; serving goes on."""
+        with self._serving:
+            self._serve(take)
+
+    def _serve(self, take: Callable[[], Ask | None]) -> None:
         waiting, prefilled = take(), None
         while waiting is not None:
             prefilled = prefilled or self._prefill(waiting)
@@ -112,18 +120,25 @@ class ContinuousDecoder:
         its prefill), or what `take` gives next."""
         start = prefilled[0] + JOIN_SLACK
         length = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
-        start = min(start, max(length - first.budget, prefilled[0]))
-        slots = self._slots_that_fit(length)
-        rows: list[_Row | None] = [None] * slots
+        rows: list[_Row | None] = []
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
+            if self.cache is not None and self.shape[1] >= length:  # the held cache: same graphs
+                slots, length = self.shape
+            else:
+                slots = self._slots_that_fit(length)
             if slots < 1:
                 raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
+            start = min(start, max(length - first.budget, prefilled[0]))
+            rows.extend([None] * slots)
             self._run_wave(first, prefilled, take, rows, held, start, length)
         except Exception as error:
             if isinstance(error, torch.OutOfMemoryError):
                 self.release()
                 error = TransientBackendError(f"CUDA out of memory with {len(rows)} decode slots: {error}")
+            for ask, _ in held:  # it never started: it fails with the wave rather than wait forever
+                ask.answer(error)
+            held.clear()
             first.answer(error)  # when it failed before it joined (else it is answered already)
             for row in rows:
                 if row is not None:
@@ -177,7 +192,8 @@ class ContinuousDecoder:
             self._fill(rows, slot, bitmask)
             return True
 
-        join(first, prefilled)
+        if not join(first, prefilled):  # cannot happen: the wave was sized for it
+            raise RuntimeError("the first request of a wave did not fit it")
         started = False  # a decode step has run in this wave
         ready = torch.cuda.Event() if device.type == "cuda" else None
         host = torch.empty(slots, dtype=torch.long, pin_memory=device.type == "cuda")
@@ -207,7 +223,9 @@ class ContinuousDecoder:
                 ready.record()
             # the next step is queued before the host looks at this one's tokens: a row that ends now
             # wastes its lane of that step, and the GPU never waits for the host's grammar work
-            mask[:, 0, 0, column].masked_fill_(alive, 0)
+            # every slot sees this column, empty ones too: a fully masked row can turn NaN in bf16
+            # attention kernels, and NaN K/V would reach the next request that takes the slot
+            mask[:, 0, 0, column] = 0
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
             logits = self.step(chosen[:, None], positions, mask, cache).clone()
@@ -217,19 +235,23 @@ class ContinuousDecoder:
             self.steps += 1
             if ready is not None:
                 ready.synchronize()
+            going: list[int] = []
             for k in fed:
                 row = rows[k]
                 token = int(host[k])
                 row.tokens.append(token)
-                if row.matcher is not None and not row.matcher.is_terminated():
-                    row.matcher.accept_token(token)
                 if token == self.eos_id or len(row.tokens) >= row.ask.budget:
                     self._finish(row)
                     rows[k] = None
                     alive[k] = False
                     mask[k] = masked
                 else:
-                    self._fill(rows, k, bitmask)
+                    going.append(k)
+            grammar = [k for k in going if rows[k].matcher is not None]
+            if grammar:  # the rows' matchers advance and fill their masks together, in xgrammar's threads
+                matchers = [rows[k].matcher for k in grammar]
+                xgr.BatchGrammarMatcher.batch_accept_token(matchers, [rows[k].tokens[-1] for k in grammar])
+                self._grammars.batch_fill_next_token_bitmask(matchers, bitmask, indices=grammar)
 
     def _choose(self, logits: torch.Tensor, bitmask: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """Each live row's greedy token under its grammar (free rows' masks allow everything); pad for
@@ -253,7 +275,8 @@ class ContinuousDecoder:
     def _finish(self, row: _Row) -> None:
         tokens = row.tokens
         count = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
-        text = self.llm.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+        with self.llm._tokenizer_lock:  # callers' threads tokenize at the same time
+            text = self.llm.tokenizer.decode(tokens[:count], skip_special_tokens=True)
         row.ask.answer(
             Generation(
                 text=text, new_tokens=count, finished=count < len(tokens), constrained=row.matcher is not None
@@ -269,8 +292,10 @@ class ContinuousDecoder:
         return min(self.slots, room // kv_bytes(self.model, 1, length))
 
     def release(self) -> None:
-        """Drop the cache (after an out-of-memory error, or to give the memory back)."""
+        """Drop the cache and the kept video prefix (after an out-of-memory error, or to give the
+        memory back)."""
         self.cache = None
+        self._prefix = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -284,9 +309,7 @@ class ContinuousDecoder:
             head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             weight = self.head.weight
             self.cache.early_initialization(slots, heads, head_dim, weight.dtype, weight.device)
-        else:
-            self.cache.reset()
-        return self.cache
+        return self.cache  # reused as it is: each row's mask hides what earlier rows left in it
 
     # prefill --------------------------------------------------------------------------------------
 
@@ -294,6 +317,11 @@ class ContinuousDecoder:
         """(prompt tokens, their K/V, the last position's logits) of one request alone; None (and the
         ask answered with the error) when it cannot run. A question about the same frames as the last
         one continues from a copy of that video prefix (Video-LLaVA's template start and video)."""
+        if ask.budget < 1:  # as generate with max_new_tokens=0: nothing to write
+            ask.answer(
+                Generation(text="", new_tokens=0, finished=False, constrained=bool(ask.request.json_schema))
+            )
+            return None
         try:
             inputs = self.llm.encode([ask.request]).to(self.head.weight.device)
             if "pixel_values_videos" in inputs:
@@ -330,7 +358,7 @@ class ContinuousDecoder:
             return None
         if (
             self._prefix is None
-            or self._prefix[0] != id(request.frames)
+            or self._prefix[0] is not request.frames
             or not torch.equal(self._prefix[1], ids[:length])
         ):
             out = self.model(
@@ -339,7 +367,7 @@ class ContinuousDecoder:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self._prefix = (id(request.frames), ids[:length].clone(), out.cache)
+            self._prefix = (request.frames, ids[:length].clone(), out.cache)
         source = self._prefix[2]
         copy = DynamicCache(config=self.model.config)
         for k, layer in enumerate(source.layers):

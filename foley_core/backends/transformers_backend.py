@@ -333,7 +333,7 @@ class TransformersVideoLLM(VideoLLM):
             pixel_values_videos=pixels[:1],
             use_cache=True,
         )
-        return len(prefix), out.past_key_values
+        return len(prefix), out.cache
 
     def _continue_inputs(self, inputs, length: int, cache, repeat: bool = True) -> dict:
         """[prefix | pads | each row's rest]: the pads sit between the shared prefix and the rest, masked
@@ -415,7 +415,8 @@ class TransformersVideoLLM(VideoLLM):
             tokens = new[row]
             ended = (tokens == self.tokenizer.eos_token_id) | (tokens == self.tokenizer.pad_token_id)
             count = int(ended.float().argmax()) if bool(ended.any()) else len(tokens)
-            text = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+            with self._tokenizer_lock:  # other threads tokenize prompts meanwhile
+                text = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
             finished = bool(ended.any())  # pad only ever follows EOS
             results.append(
                 Generation(
