@@ -80,6 +80,23 @@ class TestSampling:
         frames = video.frames([41, 3, 41, 59, 0])
         assert_true_frames(frames, fps)
 
+    def test_one_open_file_serves_many_reads_in_any_order_and_from_threads(self, index_video, reader):
+        """The file is opened once per reader (opening indexes the whole file); later reads seek in it,
+        backwards too, and reads from several threads at once each get their own frames."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        path, fps = index_video
+        video = open_video(str(path), reader=reader)
+        sets = [[50, 51, 52], [2, 30, 58], [45, 12], [57, 1, 33, 20], [9], [44, 43, 42]]
+        for indices in sets:
+            assert_true_frames(video.frames(indices), fps)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(video.frames, [[k, (k * 7) % N_FRAMES] for k in range(4, 40, 3)]))
+        for frames in results:
+            assert_true_frames(frames, fps)
+        if reader == "decord":
+            assert len(video.reader._open) == 1
+
     def test_downscaled_frames_keep_their_identity(self, index_video, reader):
         path, fps = index_video
         video = open_video(str(path), reader=reader, max_side=80)
