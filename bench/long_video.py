@@ -47,7 +47,13 @@ def one(path: str, stage: str, cuts: list[float], fps: float) -> dict:
         trace = result.trace
         found = [c["start"] for c in trace.proposals["cuts"]]
         chunks = trace.chunks or [
-            {"index": 0, "start": 0.0, "end": trace.duration, "events": [0, len(trace.events)]}
+            {
+                "index": 0,
+                "start": 0.0,
+                "end": trace.duration,
+                "events": [0, len(trace.events)],
+                "step_seconds": trace.step_seconds,
+            }
         ]
         per_minute = [
             (c["events"][1] - c["events"][0]) * 60.0 / (c["end"] - c["start"]) if c.get("events") else 0.0
@@ -63,12 +69,22 @@ def one(path: str, stage: str, cuts: list[float], fps: float) -> dict:
                 (c["events"][1] - c["events"][0]) if c.get("events") else 0 for c in chunks
             ),
             last_event_s=max((e.end for e in trace.events), default=0.0),
+            # model steps' seconds per chunk at the start and at the end of the video: does a chunk
+            # cost more late in a long video (time per minute growing with length)?
+            chunk_s_first_tenth=_chunk_seconds(chunks[: max(1, len(chunks) // 10)]),
+            chunk_s_last_tenth=_chunk_seconds(chunks[-max(1, len(chunks) // 10) :]),
         )
     out["seconds"] = round(time.perf_counter() - started, 2)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     within = [t for t in cuts if any(abs(t - f) <= 1.0 / fps + 1e-6 for f in found)]
     out.update(cuts_true=len(cuts), cuts_found=len(found), cuts_within_one_frame=len(within))
     return out
+
+
+def _chunk_seconds(chunks: list[dict]) -> float:
+    """Mean of the summed step seconds of these chunks (a whole video counts as one chunk)."""
+    totals = [sum((c.get("step_seconds") or {}).values()) for c in chunks]
+    return round(sum(totals) / max(len(totals), 1), 3)
 
 
 def _warm_up(stage: str):
