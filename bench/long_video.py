@@ -71,6 +71,15 @@ def one(path: str, stage: str, cuts: list[float], fps: float) -> dict:
             last_event_s=max((e.end for e in trace.events), default=0.0),
             # model steps' seconds per chunk at the start and at the end of the video: does a chunk
             # cost more late in a long video (time per minute growing with length)?
+            # the tiny random model writes more or fewer tokens depending on the frames it sees: time
+            # per minute moves with that, so the model's time is also given per 1,000 new tokens
+            new_tokens=sum(c.new_tokens for c in trace.calls),
+            model_s_per_1k_tokens=round(
+                1000
+                * sum(s for k, s in trace.step_seconds.items() if k != "propose")
+                / max(sum(c.new_tokens for c in trace.calls), 1),
+                3,
+            ),
             chunk_s_first_tenth=_chunk_seconds(chunks[: max(1, len(chunks) // 10)]),
             chunk_s_last_tenth=_chunk_seconds(chunks[-max(1, len(chunks) // 10) :]),
         )
