@@ -13,7 +13,8 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 
 A "wave" is one life of the cache: it starts at column `start` (room for the longest prompt of the
 first requests) and ends when no row is live and no waiting request fits (`c + budget` past the cache,
-or a prompt longer than `c`); the next wave resets the cache. Greedy only, and only families with
+or a prompt longer than `c`); the next wave starts again at its own start column (in the held cache
+when it is long enough: the masks hide what earlier rows left in it). Greedy only, and only families with
 one position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
 token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) for the cache's
 shape (slots, length); a later wave reuses the held cache (and its graphs) whenever it is long enough.
@@ -38,6 +39,7 @@ from v2t_foley.foley_core.backends.static_decode import (
     kv_bytes,
     room_for_caches,
 )
+from v2t_foley.foley_core.backends.video_prefix import video_prefix
 from v2t_foley.foley_core.errors import TransientBackendError
 
 Prefilled = tuple[int, DynamicCache, torch.Tensor]  # prompt tokens, their K/V, the last logits
@@ -346,30 +348,19 @@ class ContinuousDecoder:
             return None
 
     def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[int, DynamicCache] | None:
-        """A private copy of the video prefix of `request`'s frames, computed once per video."""
+        """A private copy of the video prefix of `request`'s frames (backends/video_prefix.py),
+        computed once per video: the last video's prefix is kept for its next questions."""
         if not self.llm.share_video_prefix or self.llm.family != "video_llava":
             return None
+        kept = self._prefix
         ids = inputs["input_ids"][0]
-        where = (ids == self.model.config.video_token_index).nonzero()
-        if len(where) == 0:
-            return None
-        length = int(where[-1]) + 1
-        if length >= len(ids):
-            return None
-        if (
-            self._prefix is None
-            or self._prefix[0] is not request.frames
-            or not torch.equal(self._prefix[1], ids[:length])
-        ):
-            out = self.model(
-                input_ids=ids[None, :length],
-                pixel_values_videos=inputs["pixel_values_videos"],
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            self._prefix = (request.frames, ids[:length].clone(), out.cache)
-        source = self._prefix[2]
+        same = kept is not None and kept[0] is request.frames and len(ids) > len(kept[1])
+        if not (same and torch.equal(kept[1], ids[: len(kept[1])])):
+            shared = video_prefix(self.model, inputs)
+            if shared is None:
+                return None
+            kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
         copy = DynamicCache(config=self.model.config)
-        for k, layer in enumerate(source.layers):
+        for k, layer in enumerate(kept[2].layers):
             copy.update(layer.keys.clone(), layer.values.clone(), k)
-        return length, copy
+        return len(kept[1]), copy

@@ -126,8 +126,8 @@ class StaticDecoder:
         """New tokens [rows, steps] (pad after each row's EOS), as greedy `generate` would write them.
 
         `inputs`: the processor's left-padded batch; `prefix`: (P, a batch-1 cache of the first P
-        tokens that every row shares, from `TransformersVideoLLM._video_prefix`), whose rows then
-        continue from a copy of it (`inputs` laid out as `_continue_inputs` makes them).
+        tokens that every row shares, from `video_prefix.video_prefix`), whose rows then continue from
+        a copy of it (`inputs` laid out as `video_prefix.continue_inputs` makes them).
         """
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         rows, prompt = ids.shape

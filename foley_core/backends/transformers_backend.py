@@ -30,6 +30,7 @@ from v2t_foley.foley_core.backends.constrained import GrammarCache, JsonSchemaLo
 from v2t_foley.foley_core.backends.context import ContextWindow, context_window, max_positions
 from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
 from v2t_foley.foley_core.backends.tiny import is_tiny, tiny_model_path
+from v2t_foley.foley_core.backends.video_prefix import continue_inputs, video_prefix
 from v2t_foley.foley_core.errors import BackendError, ModelNotFoundError, TransientBackendError
 from v2t_foley.foley_core.schema.decoding import max_output_bytes
 from v2t_foley.foley_core.video.reader import Frames
@@ -130,7 +131,7 @@ class TransformersVideoLLM(VideoLLM):
         self._windows: dict[tuple[int, int, int], ContextWindow] = {}
         # a fast tokenizer must not be entered from two threads at once ("Already borrowed")
         self._tokenizer_lock = threading.Lock()
-        # one video prefix per batch of questions about the same video (Video-LLaVA; see _video_prefix)
+        # one video prefix per batch of questions about the same video (Video-LLaVA; backends/video_prefix.py)
         self.share_video_prefix = getattr(self, "share_video_prefix", False)
         self.static = self.continuous = None
 
@@ -305,53 +306,6 @@ class TransformersVideoLLM(VideoLLM):
         longest = int(inputs["attention_mask"].sum(dim=1).max())  # before any prefix sharing
         return self.max_positions - longest
 
-    def _video_prefix(self, inputs) -> tuple[int, Any] | None:
-        """Video-LLaVA, every row about the same video: (P, the KV cache of the first P tokens) where
-        the P tokens (template start + the video) are the same in every row; None when they are not.
-
-        The vision tower and the prefill of those tokens run once; each row continues from a copy.
-        Other families are not shared: Qwen2.5-VL's 3-D rotary positions after the video are not the
-        token count, so its continuation needs its own positions (not done here).
-        """
-        if self.family != "video_llava" or "pixel_values_videos" not in inputs:
-            return None
-        video_id = self.model.config.video_token_index
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        rows = [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
-        where = (rows[0] == video_id).nonzero()
-        if len(where) == 0:
-            return None
-        prefix = rows[0][: int(where[-1]) + 1]
-        if any(len(r) <= len(prefix) or not torch.equal(r[: len(prefix)], prefix) for r in rows):
-            return None
-        pixels = inputs["pixel_values_videos"]
-        if any(not torch.equal(pixels[k], pixels[0]) for k in range(1, len(pixels))):
-            return None
-        out = self.model(
-            input_ids=prefix[None],
-            attention_mask=torch.ones_like(prefix)[None],
-            pixel_values_videos=pixels[:1],
-            use_cache=True,
-        )
-        return len(prefix), out.cache
-
-    def _continue_inputs(self, inputs, length: int, cache, repeat: bool = True) -> dict:
-        """[prefix | pads | each row's rest]: the pads sit between the shared prefix and the rest, masked
-        out, so each row's positions (counted over its unmasked tokens) are those of its full prompt."""
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        rests = [row[m.bool()][length:] for row, m in zip(ids, mask, strict=True)]
-        width = max(len(r) for r in rests)
-        pad = self.tokenizer.pad_token_id
-        prefix = ids[0][mask[0].bool()][:length]
-        new_ids = torch.full((len(rests), length + width), pad, dtype=ids.dtype, device=ids.device)
-        new_mask = torch.zeros_like(new_ids, dtype=mask.dtype)
-        for k, rest in enumerate(rests):
-            new_ids[k, :length], new_mask[k, :length] = prefix, 1
-            new_ids[k, length + width - len(rest) :], new_mask[k, length + width - len(rest) :] = rest, 1
-        if repeat:  # generate's dynamic cache needs a row per request; the static decoder copies it
-            cache.batch_repeat_interleave(len(rests))
-        return {"input_ids": new_ids, "attention_mask": new_mask, "cache": cache}
-
     @torch.inference_mode()
     def _generate_batch(
         self, requests: Sequence[GenerationRequest], params: GenerationParams
@@ -371,9 +325,9 @@ class TransformersVideoLLM(VideoLLM):
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
         shared = None
         if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
-            shared = self._video_prefix(inputs)
+            shared = video_prefix(self.model, inputs) if self.family == "video_llava" else None
             if shared is not None:
-                inputs = self._continue_inputs(inputs, *shared, repeat=not static)
+                inputs = continue_inputs(inputs, *shared, pad=self.tokenizer.pad_token_id, repeat=not static)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]
         processor = (
             JsonSchemaLogitsProcessor(grammars, self.grammars.vocab_size, pin=self.device.startswith("cuda"))
