@@ -5,12 +5,28 @@
 # three decoders, the chain on one clip, the factory over 32 clips, LoRA steps), then transformers'
 # static cache + compile (baseline). Each part has its own time limit, so one stuck part costs only
 # its own slot. Name the card's files after it: `nvidia-smi --query-gpu=name --format=csv,noheader`.
+# The lent machines lack most dependencies and have no network: pack them first with
+# bench/device/pack_site.sh, then run(command='bench/run_gpu.sh "$OUT"', carry=[".devsite"]).
 set -u
 out=${1:-${OUT:-bench/results/new}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.
+export PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
+if [ -f .devsite/site.tar.xz ]; then
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf .devsite/site.tar.xz && export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+# What the run used, in one line per package (a missing one shows here before any part fails on it).
+python3 - >"$out/env.txt" 2>&1 <<'PY'
+import importlib, sys
+print("python", sys.version.split()[0])
+for name in ("torch", "transformers", "xgrammar", "av", "prefect", "datasets", "peft", "pyarrow", "v2t_foley"):
+    try:
+        print(name, getattr(importlib.import_module(name), "__version__", "ok"))
+    except Exception as error:
+        print(name, "MISSING:", error)
+PY
 card=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo cpu) | head -1 | tr ' ' '-')
-date -u +%FT%TZ >"$out/when.txt"
+date -u +%FT%TZ >>"$out/env.txt"
 timeout 90 python3 bench/baselines/gpu_videollava_baseline.py >"$out/$card-baseline-plain.jsonl" 2>"$out/baseline-plain.err"
 BUDGET_S=${BUDGET_S:-270} timeout 330 python3 bench/gpu_foley.py >"$out/$card-foley.jsonl" 2>"$out/foley.err"
 timeout 100 python3 bench/baselines/gpu_videollava_static_compile.py >"$out/$card-baseline-static-compile.jsonl" 2>"$out/static-compile.err"

@@ -32,8 +32,10 @@ import xgrammar as xgr
 from transformers import DynamicCache, StaticCache
 
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
+from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
 from v2t_foley.foley_core.backends.static_decode import (
     LENGTH_BUCKET,
+    bucket_batch,
     bucket_length,
     compile_step,
     kv_bytes,
@@ -162,6 +164,7 @@ class ContinuousDecoder:
         cache = self._cache(slots, length)
         for layer in cache.layers:
             layer.cumulative_length.fill_(start)
+        views = CacheViews(cache)  # a step reads the live slots' rows and the columns written so far
         self.waves += 1
         masked = torch.finfo(self.head.weight.dtype).min
         mask = torch.full((slots, 1, 1, length), masked, dtype=self.head.weight.dtype, device=device)
@@ -219,8 +222,10 @@ class ContinuousDecoder:
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:
                 return
-            chosen = self._choose(logits, bitmask, alive)
-            host.copy_(chosen, non_blocking=True)
+            # slots past the last live one are neither computed nor read (nor are their masks applied)
+            reading = min(slots, bucket_batch(fed[-1] + 1))
+            chosen = self._choose(logits[:reading], bitmask[:reading], alive[:reading])
+            host[:reading].copy_(chosen, non_blocking=True)
             if ready is not None:
                 ready.record()
             # the next step is queued before the host looks at this one's tokens: a row that ends now
@@ -230,7 +235,13 @@ class ContinuousDecoder:
             mask[:, 0, 0, column] = 0
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            logits = self.step(chosen[:, None], positions, mask, cache).clone()
+            columns = bucket_columns(column + 1, length)  # this step writes column `column`
+            logits[:reading] = self.step(
+                chosen[:, None],
+                positions[:reading],
+                mask[:reading, :, :, :columns].contiguous(),
+                views.get(reading, columns),
+            )
             positions += alive[:, None].long()
             column += 1
             started = True

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import StaticCache
 
+from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
 from v2t_foley.foley_core.backends.constrained import JsonSchemaLogitsProcessor
 
 LENGTH_BUCKET = 512  # cache lengths are multiples of this: few shapes, few compiled graphs
@@ -142,6 +143,8 @@ class StaticDecoder:
         positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
         cache = self._cache(batch, length)
         logits = self._prefill(inputs, ids, positions, full_mask, cache, batch, prefix)
+        views = CacheViews(cache)  # each step reads the positions written so far, not the whole cache
+        masks: dict[int, torch.Tensor] = {}  # full_mask's first columns, one contiguous copy per width
         # contiguous: at batch 1 a strided slice would make dynamo recompile for every prompt length
         last = positions[:, -1:].clone(memory_format=torch.contiguous_format)
 
@@ -168,7 +171,11 @@ class StaticDecoder:
                 last += 1
                 if self.compiled:  # each replay's outputs are new; the last ones are no longer read
                     torch.compiler.cudagraph_mark_step_begin()
-                logits = self.step(chosen[:, None], last, full_mask, cache)
+                # this token is written at column prompt + step: the step reads columns up to it
+                columns = bucket_columns(prompt + step + 1, length)
+                if columns not in masks:
+                    masks[columns] = full_mask[:, :columns].contiguous()
+                logits = self.step(chosen[:, None], last, masks[columns], views.get(batch, columns))
             if ready is not None:
                 ready.synchronize()
             picked = host.tolist()

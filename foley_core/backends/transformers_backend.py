@@ -255,7 +255,8 @@ class TransformersVideoLLM(VideoLLM):
         video's tokens (see foley_core.backends.context)."""
         with self._tokenizer_lock:
             ids = self.tokenizer(self.format_prompt(prompt))["input_ids"]
-        placeholders = sum(1 for t in ids if t in self._video_placeholder_ids())
+        video = self._video_placeholder_ids()  # once: it asks the tokenizer (was once per token, 2 s a chain)
+        placeholders = sum(1 for t in ids if t in video)
         return self.context_of(frames).room(len(ids) - placeholders)
 
     def _video_placeholder_ids(self) -> set[int]:

@@ -1,0 +1,57 @@
+"""The live part of a static KV cache, as a cache of its own: the decode step reads only that.
+
+A `StaticCache` is allocated for the most rows and positions a decoder may need, and attention reads
+every position of every row on each step, masked or not. Video-LLaVA-7B holds 0.5 MB of K/V per
+position and row: 32 rows x 4,096 positions are 64 GB read per step, against 14.7 GB of weights, while
+a chain on one clip keeps one to four rows live and its last write sits near position 2,500. A view
+of the first `rows` rows and `columns` positions reads only that (a view: no copy; the writes land in
+the full cache). Both are bucketed (rows to a power of two, positions to `COLUMN_BUCKET`) so that a
+compiled step sees few shapes; masked positions add exactly zero to attention, so the answers are the
+same token for token (tests/test_static_decode.py, tests/test_continuous.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import StaticCache
+
+COLUMN_BUCKET = 256  # a view's positions are a multiple of this (and at most the cache's length)
+
+
+def bucket_columns(used: int, length: int) -> int:
+    """Positions a step must see when positions [0, used) are in use, of a cache of `length`."""
+    return min(length, -(-used // COLUMN_BUCKET) * COLUMN_BUCKET)
+
+
+class CacheViews:
+    """Views of one initialized `StaticCache`, made once per (rows, columns) and reused."""
+
+    def __init__(self, cache: StaticCache) -> None:
+        self.cache = cache
+        self._views: dict[tuple[int, int], StaticCache] = {}
+
+    def get(self, rows: int, columns: int) -> StaticCache:
+        """The first `rows` rows and `columns` positions of the cache (the whole cache when that is all
+        of it). Its layers share their write position (`cumulative_length`) with the cache's."""
+        first = self.cache.layers[0]
+        if rows == first.keys.shape[0] and columns == first.max_cache_len:
+            return self.cache
+        view = self._views.get((rows, columns))
+        if view is None:
+            view = copy.copy(self.cache)
+            view.layers = [_layer_view(layer, rows, columns) for layer in self.cache.layers]
+            self._views[(rows, columns)] = view
+        return view
+
+
+def _layer_view(layer, rows: int, columns: int):
+    view = copy.copy(layer)  # shares cumulative_length: a write through the view moves the cache's
+    view.keys = layer.keys[:rows, :, :columns]
+    view.values = layer.values[:rows, :, :columns]
+    view.batch_size, view.max_cache_len = rows, columns
+    # the view's storage is the cache's, whose address never moves: CUDA graphs need not copy it
+    torch._dynamo.mark_static_address(view.keys)
+    torch._dynamo.mark_static_address(view.values)
+    return view

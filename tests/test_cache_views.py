@@ -1,0 +1,128 @@
+"""A decode step reads only the live part of its static cache (foley_core/backends/cache_views.py): the
+rows up to the last live slot and the columns written so far, not the whole cache. The answers stay
+`generate`'s, token for token, while the view grows across column buckets (made 8 wide here, so that a
+short answer crosses several) and while fewer slots are live than the cache holds."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tests.test_static_decode import PROMPTS, answers, clip
+from v2t_foley.foley_core.backends import (
+    BackendSpec,
+    GenerationParams,
+    GenerationRequest,
+    cache_views,
+    load_backend,
+)
+from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
+from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+from v2t_foley.foley_core.backends.static_decode import StaticDecoder
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=8))
+
+
+def record_steps(decoder) -> list[tuple[int, int, int]]:
+    """(rows, columns read, columns of the whole cache) of every decode step `decoder` runs."""
+    seen: list[tuple[int, int, int]] = []
+    step = decoder.step
+
+    def recorded(ids, positions, mask, cache):
+        keys = cache.layers[0].keys
+        assert keys.shape[0] == ids.shape[0] == mask.shape[0] and keys.shape[2] == mask.shape[-1]
+        whole = keys.stride(1) // keys.shape[-1]  # columns of the memory it views (its row stride)
+        seen.append((ids.shape[0], keys.shape[2], whole))
+        return step(ids, positions, mask, cache)
+
+    decoder.step = recorded
+    return seen
+
+
+@pytest.mark.parametrize("name", ["static", "continuous"])
+def test_steps_read_the_written_columns_and_write_generates_tokens(llm, monkeypatch, name):
+    monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
+    requests = [GenerationRequest(clip(20 + k), PROMPTS[k]) for k in range(3)]
+    params = GenerationParams(max_new_tokens=24)
+    plain = answers(llm, "generate", requests, params)
+    llm.use_decoder(name)
+    try:
+        decoder: StaticDecoder | ContinuousDecoder = llm.static or llm.continuous
+        seen = record_steps(decoder)
+        fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+    finally:
+        llm.use_decoder("generate")
+    assert fast == plain
+    columns = [c for _, c, _ in seen]
+    assert len(set(columns)) >= 3  # 24 tokens crossed at least two 8-column boundaries
+    assert columns == sorted(columns)  # one wave / one batch: the written part only grows
+    assert all(c < whole for _, c, whole in seen), seen  # never the whole cache (bucketed to 512)
+
+
+def test_a_lone_request_reads_one_row_of_the_continuous_cache(llm):
+    request = GenerationRequest(clip(30), PROMPTS[0])
+    params = GenerationParams(max_new_tokens=6)
+    plain = answers(llm, "generate", [request], params)
+    llm.use_decoder("continuous")
+    try:
+        seen = record_steps(llm.continuous)
+        fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate([request], params)]
+        slots = llm.continuous.shape[0]
+    finally:
+        llm.use_decoder("generate")
+    assert fast == plain
+    assert slots == llm.batch_size > 1
+    assert {rows for rows, _, _ in seen} == {1}
+
+
+def test_a_view_writes_into_its_cache():
+    """The view is the cache's own memory: a write through it is in the cache, at the same place."""
+    from transformers import LlamaConfig, StaticCache
+
+    config = LlamaConfig(hidden_size=16, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=1)
+    cache = StaticCache(config=config, max_cache_len=32)
+    cache.early_initialization(4, 2, 8, torch.float32, torch.device("cpu"))
+    cache.layers[0].cumulative_length.fill_(5)
+    views = CacheViews(cache)
+    view = views.get(2, 8)
+    assert views.get(2, 8) is view and views.get(4, 32) is cache
+    assert (bucket_columns(6, 32), bucket_columns(257, 4096), bucket_columns(4000, 4096)) == (32, 512, 4096)
+    new = torch.ones(2, 2, 1, 8)
+    keys, _ = view.layers[0].update(new, 2 * new)
+    assert keys.shape == (2, 2, 8, 8)
+    assert torch.equal(cache.layers[0].keys[:2, :, 5], new[:, :, 0])
+    assert torch.equal(cache.layers[0].values[:2, :, 5], 2 * new[:, :, 0])
+    assert int(cache.layers[0].cumulative_length) == 6  # the write position moved for the cache too
+    assert not cache.layers[0].keys[2:].any()
+
+
+@pytest.mark.skipif(
+    not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
+)
+def test_the_compiled_step_compiles_twice_however_many_widths_it_reads(llm, monkeypatch):
+    """A step that reads a growing view sees a new shape at every column bucket. Compiling each would
+    cost minutes on a 7B model; dynamo compiles the first shape, then one graph with dynamic sizes that
+    serves every later width (CUDA graphs then record each width once, a replay's cost)."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
+    requests = [GenerationRequest(clip(40 + k), PROMPTS[k]) for k in range(3)]
+    params = GenerationParams(max_new_tokens=40)
+    plain = answers(llm, "generate", requests, params)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    llm.continuous = ContinuousDecoder(llm, 4, compile=True)
+    try:
+        seen = record_steps(llm.continuous)
+        compiled = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+    finally:
+        llm.use_decoder("generate")
+    assert compiled == plain
+    assert len({columns for _, columns, _ in seen}) >= 5
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
