@@ -62,6 +62,13 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process (each one costs seconds to minutes on a 7B model)."""
+    import torch._dynamo.utils
+
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
 def tokens_by_step(calls) -> dict[str, list[int]]:
     """New tokens of every call, by step: the realistic answer lengths the chain asked for."""
     out: dict[str, list[int]] = {}
@@ -200,10 +207,12 @@ def main() -> None:
         if DEVICE == "cuda":
             torch.cuda.reset_peak_memory_stats()
         sync()
+        graphs = compiled_graphs()
         t0 = time.perf_counter()
         out = llm.generate(requests, params)
         sync()
         seconds = time.perf_counter() - t0
+        compiled_in_timed_call = compiled_graphs() - graphs  # should be 0: the warm-up compiled it all
         tokens = sum(o.new_tokens for o in out)
         texts = [o.text for o in out]
         if decoder == "generate":
@@ -216,6 +225,8 @@ def main() -> None:
             constrained=constrained,
             new_tokens=tokens,
             warmup_s=round(warm_s, 1),
+            graphs=compiled_graphs(),
+            compiled_in_timed_call=compiled_in_timed_call,
             s=round(seconds, 3),
             tok_s_total=round(tokens / seconds, 1),
             ms_per_step=round(1000 * seconds / max(max(o.new_tokens for o in out), 1), 2),  # prefill included
@@ -267,6 +278,7 @@ def main() -> None:
             new_tokens=tokens,
             s=round(chain_s, 3),
             over_caption=round(chain_s / caption_s, 2),
+            graphs=compiled_graphs(),
             steps=result.trace.step_seconds,
             answer_tokens=tokens_by_step(result.trace.calls),
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],

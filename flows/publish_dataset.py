@@ -58,4 +58,6 @@ def publish_dataset(
         dataset, repo_id, token, endpoint=endpoint, private=private, revision=revision, curation=curation
     )
     logger.info("published %d file(s) to %s: %s", len(plan.items), repo_id, commit_url)
+    for path in plan.deleted:
+        logger.info("deleted %s from %s: an earlier publish's file that this one leaves out", path, repo_id)
     return {"dry_run": False, "files": plan.lines(), "commit": commit_url}

@@ -6,7 +6,7 @@ logged or written anywhere. A dry run returns exactly the files that would be up
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from v2t_foley.foley_core.curated_view import CuratedView, CurationOptions
 from v2t_foley.foley_core.errors import InputError
@@ -31,6 +31,9 @@ class PublishPlan:
     items: list[UploadItem]  # the card first, then every live shard file
     card: bytes  # the card, rendered from the same read of the markers as the file list
     view: CuratedView | None = None  # the curation applied to the shard files, None: uploaded as stored
+    # Parquet files an earlier publish left under data/ that this one does not upload (rows since
+    # rejected, shards since compacted): deleted in the same commit; known only once the repo is read
+    deleted: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         base = f"{self.endpoint.rstrip('/')}/datasets/{self.repo_id}/blob/{self.revision}"
@@ -38,7 +41,7 @@ class PublishPlan:
             f"{item.source} -> {base}/{item.path_in_repo} ({item.size_bytes:,} bytes"
             f"{', curated copy' if item.curated else ''})"
             for item in self.items
-        ]
+        ] + [f"deleted {base}/{path} (not in this publish)" for path in self.deleted]
 
 
 def plan_publish(
@@ -85,13 +88,19 @@ def publish(
     message: str = "v2t-foley: publish dataset shards and card",
     curation: CurationOptions = AS_STORED,
 ) -> tuple[PublishPlan, str]:
-    """Create the dataset repo if needed and commit the plan's files in one commit; return the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    """Create the dataset repo if needed and commit the plan's files in one commit; return the plan (with
+    the stale files it deleted) and the commit URL. The repo's data/ then holds exactly the card's files:
+    a shard an earlier publish uploaded and this one leaves out (its rows since rejected, say) is
+    deleted, not left for anyone who globs `data/` to read."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     plan = plan_publish(store, repo_id, endpoint, revision, curation)
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card)]
+    uploading = {item.path_in_repo for item in plan.items}
+    plan = replace(plan, deleted=tuple(sorted(_published_shards(api, repo_id, revision) - uploading)))
+    operations: list = [CommitOperationDelete(path_in_repo=path) for path in plan.deleted]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card))
     for item in plan.items[1:]:
         if plan.view is not None:
             content = plan.view.rewrite(item.path_in_repo)
@@ -103,3 +112,17 @@ def publish(
         repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
     )
     return plan, commit.commit_url
+
+
+def _published_shards(api, repo_id: str, revision: str) -> set[str]:
+    """Parquet files under data/ in the repo at `revision` (none when the repo, branch or folder is new)."""
+    from huggingface_hub import RepoFile
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        entries = api.list_repo_tree(
+            repo_id, path_in_repo="data", recursive=True, repo_type="dataset", revision=revision
+        )
+        return {e.path for e in entries if isinstance(e, RepoFile) and e.path.endswith(".parquet")}
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        return set()

@@ -1,10 +1,12 @@
 """A local HTTP server that stands in for the Hugging Face Hub's repo and commit API: a protocol test
-peer, not the Hub. It records every request and keeps the committed files in memory."""
+peer, not the Hub. It records every request, keeps the committed files in memory (one repo) and lists
+them as the Hub's tree API does."""
 
 from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import unquote
 
 from tests.http_stub import JSONHandler, StubServer
 
@@ -27,6 +29,17 @@ class HubServer(StubServer):
         class Handler(JSONHandler):
             def do_GET(self) -> None:
                 hub.requests.append(("GET", self.path, dict(self.headers)))
+                path = self.path.split("?")[0]
+                if "/tree/" in path:  # /api/datasets/<repo>/tree/<revision>[/<folder>], recursive
+                    folder = unquote(path.split("/tree/", 1)[1].partition("/")[2]).rstrip("/")
+                    under = sorted(p for p in hub.files if not folder or p.startswith(folder + "/"))
+                    if not under:  # as the Hub answers for a folder that does not exist
+                        return self.send_json(404, {"error": "not found"}, {"X-Error-Code": "EntryNotFound"})
+                    entries = [
+                        {"type": "file", "path": p, "size": len(hub.files[p]), "oid": f"{k:040x}"}
+                        for k, p in enumerate(under)
+                    ]
+                    return self.send_json(200, entries)
                 self.send_json(404, {"error": f"not served: {self.path}"})
 
             def do_POST(self) -> None:
@@ -59,6 +72,9 @@ class HubServer(StubServer):
                             value = line["value"]
                             hub.files[value["path"]] = base64.b64decode(value["content"])
                             commit["files"].append(value["path"])
+                        elif line["key"] == "deletedFile":
+                            del hub.files[line["value"]["path"]]
+                            commit.setdefault("deleted", []).append(line["value"]["path"])
                     hub.commits.append(commit)
                     oid = f"{len(hub.commits):040x}"
                     repo = path.split("/api/datasets/", 1)[1].split("/commit/", 1)[0]

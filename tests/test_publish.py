@@ -169,6 +169,8 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
         )
         assert dry.exit_code == 0, dry.output
         assert "curated copy" in dry.output and hub.requests == []
+        publish_dataset(store=dataset.uri, repo_id="org/foley", endpoint=hub.url)  # before curation
+        assert set(gone.paths()) <= set(hub.files)
         publish_dataset(
             store=dataset.uri,
             repo_id="org/foley",
@@ -197,6 +199,11 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
     header = yaml.safe_load(uploaded["README.md"].decode().split("---")[1])
     assert {s["name"]: s["num_examples"] for s in header["dataset_info"]["splits"]} == {"train": 1, "test": 2}
     assert "without the 2 rejected row" in uploaded["README.md"].decode()
+    # the first publish's copy of the all-rejected shard was deleted in the curated publish's commit
     assert not set(gone.paths()) & set(uploaded)
+    assert set(gone.paths()) <= set(hub.commits[-1]["deleted"])
+    # so a reader that globs data/ instead of following the card sees no rejected row either
+    globbed = duckdb.sql(f"select id from read_parquet('{repo}/data/**/*.parquet', union_by_name=true)")
+    assert sorted(row[0] for row in globbed.fetchall()) == ["edit", "keep", "open"]
     decided = duckdb.sql(f"select id, curation.decision from '{repo}/data/*.parquet' order by id").fetchall()
     assert decided == [("edit", "needs-fix"), ("keep", "approved"), ("open", "undecided")]
