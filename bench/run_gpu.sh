@@ -12,8 +12,11 @@ out=${1:-${OUT:-bench/results/new}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.
 export PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1
+devsite="not carried"
 if [ -f .devsite/site.tar.xz ]; then
-  mkdir -p /tmp/site && tar -C /tmp/site -xJf .devsite/site.tar.xz && export PYTHONPATH=/tmp/site:$PYTHONPATH
+  devsite="unpacking failed"
+  mkdir -p /tmp/site && tar -C /tmp/site -xJf .devsite/site.tar.xz && devsite="unpacked to /tmp/site" \
+    && export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
 # What the run used, in one line per package (a missing one shows here before any part fails on it).
 python3 - >"$out/env.txt" 2>&1 <<'PY'
@@ -26,6 +29,7 @@ for name in ("torch", "transformers", "xgrammar", "av", "prefect", "datasets", "
         print(name, "MISSING:", error)
 PY
 card=$( (nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo cpu) | head -1 | tr ' ' '-')
+echo ".devsite: $devsite" >>"$out/env.txt"
 date -u +%FT%TZ >>"$out/env.txt"
 timeout 90 python3 bench/baselines/gpu_videollava_baseline.py >"$out/$card-baseline-plain.jsonl" 2>"$out/baseline-plain.err"
 BUDGET_S=${BUDGET_S:-270} timeout 330 python3 bench/gpu_foley.py >"$out/$card-foley.jsonl" 2>"$out/foley.err"

@@ -1,7 +1,9 @@
 """Publish a store to a Hugging Face Hub dataset repo: its complete shards and its card, nothing else.
 
 The token comes from the caller (the environment or a Prefect Secret block in the flow) and is never
-logged or written anywhere. A dry run returns exactly the files that would be uploaded and where.
+logged or written anywhere. A dry run returns exactly the files that would be uploaded and where; the
+files an earlier publish left under data/ that this one deletes are known only once the repo is read,
+and the publish returns and logs them.
 """
 
 from __future__ import annotations
@@ -97,8 +99,11 @@ def publish(
     plan = plan_publish(store, repo_id, endpoint, revision, curation)
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    # the deletions are computed on the branch's head commit, and the commit is made on top of that
+    # one only: a publish that lands in between makes this one fail, not delete what it did not see
+    head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
     uploading = {item.path_in_repo for item in plan.items}
-    plan = replace(plan, deleted=tuple(sorted(_published_shards(api, repo_id, revision) - uploading)))
+    plan = replace(plan, deleted=tuple(sorted(_published_shards(api, repo_id, head) - uploading)))
     operations: list = [CommitOperationDelete(path_in_repo=path) for path in plan.deleted]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card))
     for item in plan.items[1:]:
@@ -109,13 +114,19 @@ def publish(
                 content = handle.read()
         operations.append(CommitOperationAdd(path_in_repo=item.path_in_repo, path_or_fileobj=content))
     commit = api.create_commit(
-        repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
+        repo_id,
+        operations,
+        commit_message=message,
+        repo_type="dataset",
+        revision=revision,
+        parent_commit=head,
     )
     return plan, commit.commit_url
 
 
-def _published_shards(api, repo_id: str, revision: str) -> set[str]:
-    """Parquet files under data/ in the repo at `revision` (none when the repo, branch or folder is new)."""
+def _published_shards(api, repo_id: str, revision: str | None) -> set[str]:
+    """Parquet files under data/ in the repo at `revision` (none when the repo or the folder is new).
+    data/ is this tool's: what else is kept there is not deleted, only Parquet files."""
     from huggingface_hub import RepoFile
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 

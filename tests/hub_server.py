@@ -30,6 +30,9 @@ class HubServer(StubServer):
             def do_GET(self) -> None:
                 hub.requests.append(("GET", self.path, dict(self.headers)))
                 path = self.path.split("?")[0]
+                if "/revision/" in path:  # repo_info: the head commit of the one branch kept here
+                    repo = path.split("/api/datasets/", 1)[1].split("/revision/", 1)[0]
+                    return self.send_json(200, {"id": repo, "sha": f"{len(hub.commits):040x}"})
                 if "/tree/" in path:  # /api/datasets/<repo>/tree/<revision>[/<folder>], recursive
                     folder = unquote(path.split("/tree/", 1)[1].partition("/")[2]).rstrip("/")
                     under = sorted(p for p in hub.files if not folder or p.startswith(folder + "/"))
@@ -67,6 +70,9 @@ class HubServer(StubServer):
                 if "/commit/" in path:
                     lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                     commit = {"header": lines[0]["value"], "files": []}
+                    parent = commit["header"].get("parentCommit")
+                    if parent is not None and parent != f"{len(hub.commits):040x}":  # as the Hub refuses it
+                        return self.send_json(412, {"error": "parent commit is not the head"})
                     for line in lines[1:]:
                         if line["key"] == "file":
                             value = line["value"]

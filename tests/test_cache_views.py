@@ -64,7 +64,8 @@ def test_steps_read_the_written_columns_and_write_generates_tokens(llm, monkeypa
     assert all(c < whole for _, c, whole in seen), seen  # never the whole cache (bucketed to 512)
 
 
-def test_a_lone_request_reads_one_row_of_the_continuous_cache(llm):
+def test_a_lone_request_reads_two_rows_of_the_continuous_cache(llm):
+    """One live slot of 8: the step computes 2 rows (not 8; not 1, a size dynamo compiles apart)."""
     request = GenerationRequest(clip(30), PROMPTS[0])
     params = GenerationParams(max_new_tokens=6)
     plain = answers(llm, "generate", [request], params)
@@ -76,8 +77,30 @@ def test_a_lone_request_reads_one_row_of_the_continuous_cache(llm):
     finally:
         llm.use_decoder("generate")
     assert fast == plain
-    assert slots == llm.batch_size > 1
-    assert {rows for rows, _, _ in seen} == {1}
+    assert slots == llm.batch_size == 8
+    assert {rows for rows, _, _ in seen} == {2}
+
+
+def test_late_joins_and_shared_prefixes_through_small_views_write_generates_tokens(llm, monkeypatch):
+    """Five questions (three about one video) through two slots: later ones join as slots free, each
+    continuing from a copy of its video's prefix, while the views grow 8 columns at a time."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
+    shared = clip(50)
+    requests = [GenerationRequest(shared if k < 3 else clip(51 + k), PROMPTS[k % 4]) for k in range(5)]
+    params = GenerationParams(max_new_tokens=12)
+    plain = answers(llm, "generate", requests, params)
+    llm.continuous = ContinuousDecoder(llm, 2)
+    llm.share_video_prefix = True
+    try:
+        fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+    assert fast == plain
+    assert decoder.steps < 5 * 12  # rows decoded side by side, not one after another
 
 
 def test_a_view_writes_into_its_cache():
@@ -90,7 +113,9 @@ def test_a_view_writes_into_its_cache():
     cache.layers[0].cumulative_length.fill_(5)
     views = CacheViews(cache)
     view = views.get(2, 8)
-    assert views.get(2, 8) is view and views.get(4, 32) is cache
+    assert views.get(2, 8) is view
+    whole = views.get(4, 32)  # a view too, the same memory: every step's cache has the same kind
+    assert whole is not cache and whole.layers[0].keys.data_ptr() == cache.layers[0].keys.data_ptr()
     assert (bucket_columns(6, 32), bucket_columns(257, 4096), bucket_columns(4000, 4096)) == (32, 512, 4096)
     new = torch.ones(2, 2, 1, 8)
     keys, _ = view.layers[0].update(new, 2 * new)
@@ -104,25 +129,28 @@ def test_a_view_writes_into_its_cache():
 @pytest.mark.skipif(
     not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
 )
-def test_the_compiled_step_compiles_twice_however_many_widths_it_reads(llm, monkeypatch):
-    """A step that reads a growing view sees a new shape at every column bucket. Compiling each would
-    cost minutes on a 7B model; dynamo compiles the first shape, then one graph with dynamic sizes that
-    serves every later width (CUDA graphs then record each width once, a replay's cost)."""
+def test_the_compiled_step_compiles_once_for_every_row_count_and_width(llm, monkeypatch):
+    """A step that reads a growing view sees a new shape at every column bucket and whenever the live
+    rows change. Compiling each would cost minutes on a 7B model: rows and columns are dynamic from
+    the first call, so the graph compiled then serves every later row count and width (CUDA graphs
+    then record each shape once, a replay's cost)."""
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
     monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
     requests = [GenerationRequest(clip(40 + k), PROMPTS[k]) for k in range(3)]
-    params = GenerationParams(max_new_tokens=40)
-    plain = answers(llm, "generate", requests, params)
+    params = GenerationParams(max_new_tokens=30)
+    plain = {n: answers(llm, "generate", requests[:n], params) for n in (3, 1)}
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     llm.continuous = ContinuousDecoder(llm, 4, compile=True)
     try:
         seen = record_steps(llm.continuous)
-        compiled = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+        first = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        alone = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests[:1], params)]
     finally:
         llm.use_decoder("generate")
-    assert compiled == plain
-    assert len({columns for _, columns, _ in seen}) >= 5
+    assert (first, alone) == (plain[3], plain[1])
+    assert {rows for rows, _, _ in seen} == {4, 2} and len({columns for _, columns, _ in seen}) >= 4
     assert not torch._dynamo.utils.counters["graph_break"]
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs

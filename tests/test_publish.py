@@ -202,6 +202,8 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
     # the first publish's copy of the all-rejected shard was deleted in the curated publish's commit
     assert not set(gone.paths()) & set(uploaded)
     assert set(gone.paths()) <= set(hub.commits[-1]["deleted"])
+    # made on top of the commit whose files it read: a publish landing in between would be refused
+    assert hub.commits[-1]["header"]["parentCommit"] == f"{len(hub.commits) - 1:040x}"
     # so a reader that globs data/ instead of following the card sees no rejected row either
     globbed = duckdb.sql(f"select id from read_parquet('{repo}/data/**/*.parquet', union_by_name=true)")
     assert sorted(row[0] for row in globbed.fetchall()) == ["edit", "keep", "open"]

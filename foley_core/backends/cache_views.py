@@ -6,8 +6,10 @@ position and row: 32 rows x 4,096 positions are 64 GB read per step, against 14.
 a chain on one clip keeps one to four rows live and its last write sits near position 2,500. A view
 of the first `rows` rows and `columns` positions reads only that (a view: no copy; the writes land in
 the full cache). Both are bucketed (rows to a power of two, positions to `COLUMN_BUCKET`) so that a
-compiled step sees few shapes; masked positions add exactly zero to attention, so the answers are the
-same token for token (tests/test_static_decode.py, tests/test_continuous.py).
+step sees few shapes, and both are dynamic dimensions of one compiled graph
+(`static_decode.compile_step`). Masked positions add exactly zero to attention, so the answers are
+the same token for token (tests/test_cache_views.py, tests/test_static_decode.py,
+tests/test_continuous.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import copy
 import torch
 from transformers import StaticCache
 
-COLUMN_BUCKET = 256  # a view's positions are a multiple of this (and at most the cache's length)
+COLUMN_BUCKET = 512  # a view's positions are a multiple of this (and at most the cache's length):
+# at most 8 widths for Video-LLaVA's 4,096 positions, each recorded once as a CUDA graph per row count
 
 
 def bucket_columns(used: int, length: int) -> int:
@@ -33,11 +36,9 @@ class CacheViews:
         self._views: dict[tuple[int, int], StaticCache] = {}
 
     def get(self, rows: int, columns: int) -> StaticCache:
-        """The first `rows` rows and `columns` positions of the cache (the whole cache when that is all
-        of it). Its layers share their write position (`cumulative_length`) with the cache's."""
-        first = self.cache.layers[0]
-        if rows == first.keys.shape[0] and columns == first.max_cache_len:
-            return self.cache
+        """The first `rows` rows and `columns` positions of the cache (a view also when that is all of
+        it: every step's cache then has the same dynamic dimensions, see `static_decode.compile_step`).
+        Its layers share their write position (`cumulative_length`) with the cache's."""
         view = self._views.get((rows, columns))
         if view is None:
             view = copy.copy(self.cache)
@@ -51,7 +52,10 @@ def _layer_view(layer, rows: int, columns: int):
     view.keys = layer.keys[:rows, :, :columns]
     view.values = layer.values[:rows, :, :columns]
     view.batch_size, view.max_cache_len = rows, columns
-    # the view's storage is the cache's, whose address never moves: CUDA graphs need not copy it
-    torch._dynamo.mark_static_address(view.keys)
-    torch._dynamo.mark_static_address(view.values)
+    # the view's storage is the cache's, whose address never moves: CUDA graphs need not copy it; its
+    # rows and columns vary from step to step: one compiled graph serves them all
+    for tensor in (view.keys, view.values):
+        torch._dynamo.mark_static_address(tensor)
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        torch._dynamo.maybe_mark_dynamic(tensor, 2)
     return view

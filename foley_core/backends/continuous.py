@@ -222,8 +222,9 @@ class ContinuousDecoder:
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:
                 return
-            # slots past the last live one are neither computed nor read (nor are their masks applied)
-            reading = min(slots, bucket_batch(fed[-1] + 1))
+            # slots past the last live one are neither computed nor read (nor are their masks applied);
+            # at least two: dynamo compiles a size of 1 as a graph of its own
+            reading = min(slots, max(2, bucket_batch(fed[-1] + 1)))
             chosen = self._choose(logits[:reading], bitmask[:reading], alive[:reading])
             host[:reading].copy_(chosen, non_blocking=True)
             if ready is not None:

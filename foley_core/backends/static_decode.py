@@ -37,12 +37,24 @@ MEMORY_HEADROOM = 0.85  # a cache may take this share of the GPU memory free for
 
 
 def compile_step(step: Any) -> Any:
-    """`step` compiled for CUDA graphs. Dynamo keeps 8 compiled shapes per function by default and
-    silently runs eagerly past that; the buckets (6 batch sizes x a few lengths) need more."""
+    """`step(ids, positions, mask, cache)` compiled for CUDA graphs, with its rows and its mask's columns
+    marked dynamic from the first call: a step's shape changes with the rows it computes and the cache
+    columns it reads (backends/cache_views.py), and compiling each shape anew costs minutes on a 7B
+    model. Dynamo then compiles one graph for every shape (a second where a size is 1, which it
+    specializes), and CUDA graphs record each shape once, a replay's cost. Dynamo's default of 8
+    compiled shapes per function, past which it silently runs eagerly, is raised as a safety net."""
     import torch._dynamo.config as dynamo
 
     dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
-    return torch.compile(step, mode="reduce-overhead")
+    compiled = torch.compile(step, mode="reduce-overhead")
+
+    def run(ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
+        for tensor in (ids, positions, mask):
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        torch._dynamo.maybe_mark_dynamic(mask, mask.dim() - 1)
+        return compiled(ids, positions, mask, cache)
+
+    return run
 
 
 def bucket_batch(n: int) -> int:
@@ -144,7 +156,12 @@ class StaticDecoder:
         cache = self._cache(batch, length)
         logits = self._prefill(inputs, ids, positions, full_mask, cache, batch, prefix)
         views = CacheViews(cache)  # each step reads the positions written so far, not the whole cache
-        masks: dict[int, torch.Tensor] = {}  # full_mask's first columns, one contiguous copy per width
+        # the decode steps' mask, additive and 4-D (transformers uses it as it is, so no mask is built
+        # per step and the cache's length is no constant in the compiled graph): the prompt's tokens,
+        # then each column as it is written
+        dtype = self.head.weight.dtype
+        attend = torch.full((batch, 1, 1, length), torch.finfo(dtype).min, dtype=dtype, device=ids.device)
+        attend[:, 0, 0, :prompt].masked_fill_(mask.bool(), 0)
         # contiguous: at batch 1 a strided slice would make dynamo recompile for every prompt length
         last = positions[:, -1:].clone(memory_format=torch.contiguous_format)
 
@@ -172,10 +189,10 @@ class StaticDecoder:
                 if self.compiled:  # each replay's outputs are new; the last ones are no longer read
                     torch.compiler.cudagraph_mark_step_begin()
                 # this token is written at column prompt + step: the step reads columns up to it
+                attend[:, 0, 0, prompt + step] = 0
                 columns = bucket_columns(prompt + step + 1, length)
-                if columns not in masks:
-                    masks[columns] = full_mask[:, :columns].contiguous()
-                logits = self.step(chosen[:, None], last, masks[columns], views.get(batch, columns))
+                step_mask = attend[..., :columns].contiguous()
+                logits = self.step(chosen[:, None], last, step_mask, views.get(batch, columns))
             if ready is not None:
                 ready.synchronize()
             picked = host.tolist()
