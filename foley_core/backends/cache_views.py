@@ -15,6 +15,7 @@ tests/test_continuous.py).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from transformers import StaticCache
@@ -47,7 +48,8 @@ class CacheViews:
         return view
 
 
-def _layer_view(layer, rows: int, columns: int):
+def _layer_view(layer: Any, rows: int, columns: int) -> Any:
+    """A copy of a `StaticLayer` whose keys and values are views of the layer's own."""
     view = copy.copy(layer)  # shares cumulative_length: a write through the view moves the cache's
     view.keys = layer.keys[:rows, :, :columns]
     view.values = layer.values[:rows, :, :columns]
