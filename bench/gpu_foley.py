@@ -69,6 +69,13 @@ def compiled_graphs() -> int:
     return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
+def cudagraph_counters() -> dict[str, int]:
+    """Inductor's CUDA-graph counters (a "skip" means a compiled step runs without CUDA graphs)."""
+    import torch._dynamo.utils
+
+    return {k: int(v) for k, v in torch._dynamo.utils.counters["inductor"].items() if "cudagraph" in k}
+
+
 def tokens_by_step(calls) -> dict[str, list[int]]:
     """New tokens of every call, by step: the realistic answer lengths the chain asked for."""
     out: dict[str, list[int]] = {}
@@ -227,6 +234,7 @@ def main() -> None:
             warmup_s=round(warm_s, 1),
             graphs=compiled_graphs(),
             compiled_in_timed_call=compiled_in_timed_call,
+            cudagraphs=cudagraph_counters(),
             s=round(seconds, 3),
             tok_s_total=round(tokens / seconds, 1),
             ms_per_step=round(1000 * seconds / max(max(o.new_tokens for o in out), 1), 2),  # prefill included
