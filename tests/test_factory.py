@@ -62,6 +62,33 @@ def test_every_video_gets_its_row(built):
     assert rows["good2"]["split"] == "test"
 
 
+def test_the_runs_artifacts_are_on_the_server(built):
+    """What the Prefect UI shows, read back from the server with Prefect's own client: the build's
+    table names every shard it added with its rows, and its progress artifact of the same flow run
+    reached 100 %."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    _root, _manifest, store, _durations, summary = built
+
+    async def read(**filters):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(**filters))
+
+    tables = asyncio.run(read(key=ArtifactFilterKey(any_=["foley-build-shards"])))
+    (table,) = [a for a in tables if a.description == f"build-dataset {summary.run_id}"]
+    shards = json.loads(table.data) if isinstance(table.data, str) else table.data
+    markers = DatasetStore(store).markers()
+    assert sorted((s["marker"], s["rows"]) for s in shards) == sorted((m.name, m.rows) for m in markers)
+    assert sum(s["rows"] for s in shards) == summary.new_rows == 8
+    same_run = asyncio.run(read(flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])))
+    progress = [a for a in same_run if a.type == "progress"]
+    assert progress and all(float(a.data) == 100.0 for a in progress)
+    assert f"{summary.new_rows} new rows" in progress[-1].description
+
+
 def test_rerun_skips_everything(built):
     _root, manifest, store, _durations, _summary = built
     again = build_dataset(manifest=manifest, store=store, model="tiny-random", shard_size=3)
