@@ -6,9 +6,9 @@ grammar processor), not by the GPU. This loop removes that overhead:
 
 - one prefill (the vision tower runs here) into a `StaticCache` of fixed shape: the batch rounded up
   to a power of two and the length rounded up to `LENGTH_BUCKET`, so shapes repeat across calls;
-- each decode step is the language model on one token per row with inputs of fixed shape and address
-  (token, positions, the whole attention mask), so on CUDA `torch.compile(mode="reduce-overhead")`
-  replays it as one CUDA graph per shape bucket;
+- each decode step is the language model on one token per row, reading the cache columns written so
+  far (backends/cache_views.py) through its own 4-D mask; on CUDA `torch.compile(mode="reduce-overhead")`
+  compiles it once with rows and columns dynamic and replays it as a CUDA graph recorded per shape;
 - the grammar's bitmask for step t+1 is filled on the CPU while the GPU computes step t+1's logits
   (xgrammar's batch matcher), then applied on the device; the one sync per step is the copy of the
   chosen tokens to the host, which waits for the argmax, not for the next forward.
