@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download
 
+pytest_plugins = ["tests.export_data"]  # the export tests' media and store
+
 
 @pytest.fixture(scope="session", autouse=True)
 def foley_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -123,3 +125,16 @@ def make_manifest_videos(folder: Path, bad: dict[str, Path] | None = None) -> tu
         rows.append({"video": str(path), "id": f"bad-{reason}", "split": "train", "take": -1})
     rows.append({"video": "", "id": "bad-blank", "split": "train", "take": -1})
     return write_manifest(rows, str(folder / "manifest.csv")), durations
+
+
+@pytest.fixture(scope="session")
+def training_store(tmp_path_factory, prefect_harness) -> str:
+    """A store the factory made from three good clips (test_training*.py; tests that add shards copy it)."""
+    from v2t_foley.flows.build_dataset import build_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    manifest, _ = make_manifest_videos(root / "videos")
+    path = str(root / "store")
+    summary = build_dataset(manifest=manifest, store=path, model="tiny-random")
+    assert summary.new_ok_rows == 3
+    return path

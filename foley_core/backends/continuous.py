@@ -362,7 +362,7 @@ class ContinuousDecoder:
     def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[int, DynamicCache] | None:
         """A private copy of the video prefix of `request`'s frames (backends/video_prefix.py),
         computed once per video: the last video's prefix is kept for its next questions."""
-        if not self.llm.share_video_prefix or self.llm.family != "video_llava":
+        if not self.llm.share_video_prefix:
             return None
         kept = self._prefix
         ids = inputs["input_ids"][0]

@@ -326,7 +326,7 @@ class TransformersVideoLLM(VideoLLM):
             inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.dtype)
         shared = None
         if self.share_video_prefix and len({id(r.frames) for r in requests}) == 1:
-            shared = video_prefix(self.model, inputs) if self.family == "video_llava" else None
+            shared = video_prefix(self.model, inputs)
             if shared is not None:
                 inputs = continue_inputs(inputs, *shared, pad=self.tokenizer.pad_token_id, repeat=not static)
         grammars = [self.grammars.compile(r.json_schema) if r.json_schema else None for r in requests]

@@ -16,8 +16,9 @@ import torch
 def video_prefix(model: Any, inputs) -> tuple[int, Any] | None:
     """(P, the K/V cache of the first P tokens) when every row of the processor's left-padded batch
     starts with the same P tokens (up to its last video token), has more after them, and shows the same
-    frames; None otherwise. The vision tower and the prefill of those tokens run here, once."""
-    if "pixel_values_videos" not in inputs:
+    frames; None otherwise, and for every other model family (see the module docstring). The vision
+    tower and the prefill of those tokens run here, once."""
+    if model.config.model_type != "video_llava" or "pixel_values_videos" not in inputs:
         return None
     video_id = model.config.video_token_index
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
