@@ -16,17 +16,6 @@ from v2t_foley.foley_core.export import load_script
 from v2t_foley.foley_core.export.segments import cut_segment, media_info, plan_windows
 from v2t_foley.foley_core.store import DatasetStore
 
-
-@pytest.fixture(scope="module")
-def media(export_media: dict) -> dict:
-    return export_media
-
-
-@pytest.fixture(scope="module")
-def store(export_store: str) -> str:
-    return export_store
-
-
 # --- load_script -----------------------------------------------------------------------------------
 
 
@@ -63,12 +52,12 @@ def test_windows_snap_to_a_near_shot_cut_else_split_evenly():
     assert all(a.end == b.start for a, b in itertools.pairwise(windows))
 
 
-def test_a_window_on_keyframes_is_stream_copied_else_reencoded(media, tmp_path):
-    info = media_info(media["video"])
+def test_a_window_on_keyframes_is_stream_copied_else_reencoded(export_media, tmp_path):
+    info = media_info(export_media["video"])
     keys = [k for k in info.keyframes if 1.0 < k < 15.0]
     assert len(keys) >= 2
-    assert cut_segment(media["video"], tmp_path / "c.mp4", keys[0], keys[1], info) == "copy"
-    assert cut_segment(media["video"], tmp_path / "r.mp4", 3.3, 5.1, info) == "reencode"
+    assert cut_segment(export_media["video"], tmp_path / "c.mp4", keys[0], keys[1], info) == "copy"
+    assert cut_segment(export_media["video"], tmp_path / "r.mp4", 3.3, 5.1, info) == "reencode"
     for name, length in (("c.mp4", keys[1] - keys[0]), ("r.mp4", 1.8)):
         frames, seconds = decoded(tmp_path / name)
         assert frames > 0 and abs(seconds - length) <= 2 / NTSC
@@ -77,9 +66,9 @@ def test_a_window_on_keyframes_is_stream_copied_else_reencoded(media, tmp_path):
 # --- TV2A -------------------------------------------------------------------------------------------
 
 
-def test_hunyuan_from_a_store_cuts_1_to_15_s_segments_and_lists_the_failedstore_row(store, tmp_path):
+def test_hunyuan_from_a_store_cuts_1_to_15_s_segments_and_lists_the_failedstore_row(export_store, tmp_path):
     out = tmp_path / "hy"
-    code, summary, output = export(store, "--format", "hunyuan", "--out", str(out))
+    code, summary, output = export(export_store, "--format", "hunyuan", "--out", str(out))
     assert code == 0, output
     assert {s["id"]: s["reason"] for s in summary["skipped"]}["broken"].startswith("failed row")
     assert any("past the end" in w or "after the video" in w for w in summary["warnings"])
@@ -102,12 +91,12 @@ def test_hunyuan_from_a_store_cuts_1_to_15_s_segments_and_lists_the_failedstore_
     assert all(p.resolve().parent == out.resolve() for p in out.iterdir())
 
 
-def test_hunyuan_per_cue_gives_one_padded_segment_per_sounding_cue(media, tmp_path):
+def test_hunyuan_per_cue_gives_one_padded_segment_per_sounding_cue(export_media, tmp_path):
     out = tmp_path / "pc"
     code, _summary, output = export(
-        str(media["script"]),
+        str(export_media["script"]),
         "--video",
-        str(media["video"]),
+        str(export_media["video"]),
         "--format",
         "hunyuan",
         "--out",
@@ -127,12 +116,12 @@ def test_hunyuan_per_cue_gives_one_padded_segment_per_sounding_cue(media, tmp_pa
         assert 1.0 - 1 / NTSC <= seconds <= 15.0 + 1e-6
 
 
-def test_mmaudio_from_a_script_file_keeps_segments_under_max_seconds(media, tmp_path):
+def test_mmaudio_from_a_script_file_keeps_segments_under_max_seconds(export_media, tmp_path):
     out = tmp_path / "mm"
     code, _summary, output = export(
-        str(media["script"]),
+        str(export_media["script"]),
         "--video",
-        str(media["video"]),
+        str(export_media["video"]),
         "--format",
         "mmaudio",
         "--out",
@@ -150,11 +139,11 @@ def test_mmaudio_from_a_script_file_keeps_segments_under_max_seconds(media, tmp_
         assert seconds <= 5.0 + 1e-6 and abs(seconds - row["duration"]) <= 2 / NTSC
 
 
-def test_thinksound_segments_share_one_whole_second_length_and_carry_the_reasoning(store, tmp_path):
+def test_thinksound_segments_share_one_whole_second_length_and_carry_the_reasoning(export_store, tmp_path):
     from open_clip.tokenizer import SimpleTokenizer
 
     out = tmp_path / "ts"
-    code, _summary, output = export(store, "--format", "thinksound", "--out", str(out))
+    code, _summary, output = export(export_store, "--format", "thinksound", "--out", str(out))
     assert code == 0, output
     table = pd.read_csv(out / "thinksound.csv", keep_default_na=False)
     assert list(table.columns) == ["id", "caption", "caption_cot"]
@@ -170,16 +159,16 @@ def test_thinksound_segments_share_one_whole_second_length_and_carry_the_reasoni
 # --- bad input and secrets ------------------------------------------------------------------------------
 
 
-def test_unknown_format_lists_the_known_ones_and_exits_2(media, tmp_path):
-    code, _, output = export(str(media["script"]), "--format", "wav", "--out", str(tmp_path))
+def test_unknown_format_lists_the_known_ones_and_exits_2(export_media, tmp_path):
+    code, _, output = export(str(export_media["script"]), "--format", "wav", "--out", str(tmp_path))
     assert code == 2 and "hunyuan" in output and "premiere" in output and "Traceback" not in output
 
 
-def test_a_missing_script_or_an_unreadable_video_exits_2(media, tmp_path):
+def test_a_missing_script_or_an_unreadable_video_exits_2(export_media, tmp_path):
     code, _, output = export(str(tmp_path / "none.json"), "--format", "srt", "--out", str(tmp_path))
     assert code == 2 and "Traceback" not in output
     code, _, output = export(
-        str(media["script"]),
+        str(export_media["script"]),
         "--video",
         str(tmp_path / "gone.mp4"),
         "--format",
@@ -190,8 +179,8 @@ def test_a_missing_script_or_an_unreadable_video_exits_2(media, tmp_path):
     assert code == 2 and "Traceback" not in output
 
 
-def test_cues_past_the_end_are_clipped_with_a_warning(store, tmp_path):
-    code, summary, output = export(store, "--format", "srt", "--out", str(tmp_path), "--split", "test")
+def test_cues_past_the_end_are_clipped_with_a_warning(export_store, tmp_path):
+    code, summary, output = export(export_store, "--format", "srt", "--out", str(tmp_path), "--split", "test")
     assert code == 0, output
     assert summary["items"] == 1 and any("clipped" in w for w in summary["warnings"])
     (srt,) = tmp_path.glob("*.srt")

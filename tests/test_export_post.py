@@ -11,27 +11,16 @@ import pytest
 
 from tests.export_data import DURATION, NTSC, export, make_script
 
-
-@pytest.fixture(scope="module")
-def media(export_media: dict) -> dict:
-    return export_media
-
-
-@pytest.fixture(scope="module")
-def store(export_store: str) -> str:
-    return export_store
-
-
 # --- post-production ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
-def test_subtitles_one_caption_per_cue_with_its_track(media, tmp_path, fmt):
+def test_subtitles_one_caption_per_cue_with_its_track(export_media, tmp_path, fmt):
     import webvtt
 
     out = tmp_path / fmt
     code, _, output = export(
-        str(media["script"]), "--video", str(media["video"]), "--format", fmt, "--out", str(out)
+        str(export_media["script"]), "--video", str(export_media["video"]), "--format", fmt, "--out", str(out)
     )
     assert code == 0, output
     path = out / f"clip.{fmt}"
@@ -44,12 +33,18 @@ def test_subtitles_one_caption_per_cue_with_its_track(media, tmp_path, fmt):
     assert all(abs(a - b) < 1e-3 for (a, _), (b, _) in zip(got, expected, strict=True))
 
 
-def test_spotting_sheet_timecode_is_drop_frame_at_29_97(media, tmp_path):
+def test_spotting_sheet_timecode_is_drop_frame_at_29_97(export_media, tmp_path):
     from timecode import Timecode
 
     out = tmp_path / "sp"
     code, _, output = export(
-        str(media["script"]), "--video", str(media["video"]), "--format", "spotting", "--out", str(out)
+        str(export_media["script"]),
+        "--video",
+        str(export_media["video"]),
+        "--format",
+        "spotting",
+        "--out",
+        str(out),
     )
     assert code == 0, output
     table = pd.read_csv(out / "clip.spotting.csv", dtype=str, keep_default_na=False)
@@ -77,11 +72,11 @@ def test_drop_frame_labels_agree_with_the_timecode_library_across_hours():
             assert timecode(frame, rate) == str(Timecode(name, frames=frame + 1)), (name, frame)
 
 
-def test_otio_timeline_has_the_video_and_one_audio_track_per_script_track(store, tmp_path):
+def test_otio_timeline_has_the_video_and_one_audio_track_per_script_track(export_store, tmp_path):
     import opentimelineio as otio
 
     out = tmp_path / "otio"
-    code, _summary, output = export(store, "--format", "otio", "--out", str(out), "--ids", "long")
+    code, _summary, output = export(export_store, "--format", "otio", "--out", str(out), "--ids", "long")
     assert code == 0, output
     timeline = otio.adapters.read_from_file(str(out / "long.otio"))
     video = [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Video]
@@ -100,24 +95,24 @@ def test_otio_timeline_has_the_video_and_one_audio_track_per_script_track(store,
             assert abs(span.end_time_exclusive().to_seconds() - cue.end) <= 1 / NTSC
 
 
-def test_edl_and_fcp7_come_from_otio_adapters_and_read_back(store, tmp_path):
+def test_edl_and_fcp7_come_from_otio_adapters_and_read_back(export_store, tmp_path):
     import opentimelineio as otio
 
     out = tmp_path / "edl"
-    code, _, output = export(store, "--format", "edl", "--out", str(out), "--ids", "long")
+    code, _, output = export(export_store, "--format", "edl", "--out", str(out), "--ids", "long")
     assert code == 0, output
     edl = otio.adapters.read_from_file(str(out / "long.fx.edl"), rate=NTSC)
     assert len(list(edl.find_clips())) == len(make_script().fx)
-    code, _, output = export(store, "--format", "fcp7", "--out", str(tmp_path / "x"), "--ids", "long")
+    code, _, output = export(export_store, "--format", "fcp7", "--out", str(tmp_path / "x"), "--ids", "long")
     assert code == 0, output
     xml = otio.adapters.read_from_file(str(tmp_path / "x" / "long.xml"))
     assert len(xml.tracks) == 5
 
 
-def test_reaper_regions_and_premiere_markers(store, tmp_path):
+def test_reaper_regions_and_premiere_markers(export_store, tmp_path):
     out = tmp_path / "daw"
     for fmt in ("reaper", "premiere"):
-        code, _, output = export(store, "--format", fmt, "--out", str(out), "--ids", "long")
+        code, _, output = export(export_store, "--format", fmt, "--out", str(out), "--ids", "long")
         assert code == 0, output
     raw = (out / "long.regions.csv").read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")
