@@ -154,3 +154,21 @@ def test_the_compiled_step_compiles_once_for_every_row_count_and_width(llm, monk
     assert {rows for rows, _, _ in seen} == {4, 2} and len({columns for _, columns, _ in seen}) >= 4
     assert not torch._dynamo.utils.counters["graph_break"]
     assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.skipif(
+    not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
+)
+def test_closing_a_backend_drops_its_compiled_step():
+    """Dynamo keeps compiled code on the step's code object, process-wide; on CUDA that code holds its
+    CUDA graphs' memory pool. Closing the backend must drop it with the weights (on CPU inductor
+    compiles the same step, without CUDA graphs)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    torch._dynamo.reset()
+    own = load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=2))
+    own.continuous, own.decoder = ContinuousDecoder(own, 2, compile=True), "continuous"
+    own.generate([GenerationRequest(clip(60), PROMPTS[0])], GenerationParams(max_new_tokens=3))
+    assert _debug_get_cache_entry_list(ContinuousDecoder._step.__code__)  # it was compiled
+    own.close()
+    assert not _debug_get_cache_entry_list(ContinuousDecoder._step.__code__)

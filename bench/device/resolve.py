@@ -4,9 +4,10 @@
 
 The lent machines have no network and their image lacks most of v2t-foley's dependencies (Prefect,
 PyAV, xgrammar, datasets, ...). This resolves the project's dependencies for the device's Python
-(3.12, x86-64 manylinux) with pip's own resolver, then drops what the image already holds
-(image_packages.txt) and what the benchmark never imports (NOT_NEEDED, about 45 MB of wheels that
-would push the carry past the device's 64 MiB limit). transformers is carried although the image
+(3.12, x86-64 manylinux) with pip's own resolver, held to the versions the image is known to hold
+(image_constraints.txt), then drops what the image already holds (image_packages.txt) and what
+the benchmark never imports (NOT_NEEDED, about 45 MB of wheels that would push the carry past the
+device's 64 MiB limit). transformers is carried although the image
 has it: the image's 5.17 is older than the version the decoders are tested with here.
 """
 
@@ -88,6 +89,8 @@ def resolved() -> dict[str, str]:
                 str(report),
                 "--target",
                 str(Path(tmp) / "t"),
+                "--constraint",
+                str(HERE / "image_constraints.txt"),
                 *PLATFORM_ARGS,
                 str(ROOT),
             ],

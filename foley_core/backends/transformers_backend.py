@@ -228,9 +228,18 @@ class TransformersVideoLLM(VideoLLM):
         self.adapter_revision = resolve_adapter_revision(adapter)
 
     def close(self) -> None:
-        """Drop the weights, so a holder of this wrapper does not keep them in (GPU) memory."""
+        """Drop the weights, so a holder of this wrapper does not keep them in (GPU) memory.
+
+        A compiled decode step goes too. Dynamo keeps compiled code in a process-wide cache on the
+        step's code object, not on this model, and on CUDA that code holds its CUDA graphs' memory
+        pool: without a reset the pool stays reserved after the model is gone, in the way of the next
+        model or of training in the same process. The reset drops every compiled function of the
+        process (in a worker, only these steps)."""
+        compiled = any(decoder is not None and decoder.compiled for decoder in (self.static, self.continuous))
         self.model = None
         self.static = self.continuous = None  # they hold the model (and their static caches) too
+        if compiled:
+            torch._dynamo.reset()
 
     # prompt formatting -------------------------------------------------------------------------
 
