@@ -179,6 +179,36 @@ def test_a_missing_script_or_an_unreadable_video_exits_2(export_media, tmp_path)
     assert code == 2 and "Traceback" not in output
 
 
+def test_bad_options_and_outputs_exit_2_before_anything_is_written(export_media, export_store, tmp_path):
+    script, video = str(export_media["script"]), str(export_media["video"])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    cases = [
+        ([script, "--video", video, "--format", "spotting", "--fps", "-5"], "--fps"),
+        ([script, "--video", video, "--format", "spotting", "--fps", "0"], "--fps"),
+        ([script, "--video", video, "--format", "srt", "--out", str(a_file)], "is a file"),
+        ([script, "--video", video, "--format", "srt", "--out", str(a_file / "x")], "is a file"),
+        ([export_store, "--format", "srt", "--ids", "no-such-id"], "no such id in the store"),
+        ([export_store, "--format", "srt", "--split", "no-such-split"], "no ok rows that --split/--ids select"),
+        ([export_store, "--format", "srt", "--ids", "broken"], "nothing exported: 1 skipped"),
+        ([script, "--video", str(tmp_path / "gone.mp4"), "--format", "srt"], "gone.mp4"),
+    ]
+    for k, (args, message) in enumerate(cases):
+        out = ["--out", str(tmp_path / f"out{k}")] if "--out" not in args else []
+        code, _, output = export(*args, *out)
+        assert code == 2 and message in output and "Traceback" not in output, (args, output)
+        assert not (tmp_path / f"out{k}").exists(), args  # no empty folder left behind
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_frame_rate_smpte_lacks_names_the_rate_and_the_fix(export_media, tmp_path):
+    args = [str(export_media["script"]), "--video", str(export_media["video"]), "--format", "edl"]
+    code, _, output = export(*args, "--fps", "12", "--out", str(tmp_path / "a"))
+    assert code == 2 and "12 fps" in output and "--fps" in output
+    code, _, output = export(*args, "--fps", "24", "--out", str(tmp_path / "b"))
+    assert code == 0, output
+
+
 def test_cues_past_the_end_are_clipped_with_a_warning(export_store, tmp_path):
     code, summary, output = export(export_store, "--format", "srt", "--out", str(tmp_path), "--split", "test")
     assert code == 0, output

@@ -131,3 +131,22 @@ def test_reaper_regions_and_premiere_markers(export_store, tmp_path):
     markers = pd.read_csv(out / "long.markers.txt", sep="\t", dtype=str)
     assert list(markers.columns) == ["Marker Name", "Description", "In", "Out", "Duration", "Marker Type"]
     assert len(markers) == len(cues) and set(markers["Marker Type"]) == {"Comment"}
+
+
+def test_edl_skips_script_tracks_with_no_cue(export_media, tmp_path):
+    """Most scripts leave a track empty; CMX 3600 has no EDL of no events, so that track gets no file
+    and the others still do."""
+    import opentimelineio as otio
+
+    script = make_script().model_copy(update={"foley": [], "dialogue": []})
+    path = tmp_path / "sparse.foley.json"
+    path.write_text(script.model_dump_json())
+    out = tmp_path / "edl"
+    code, _, output = export(
+        str(path), "--video", str(export_media["video"]), "--format", "edl", "--out", str(out)
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in out.iterdir()) == ["sparse.ambience.edl", "sparse.fx.edl"]
+    for track in ("ambience", "fx"):
+        edl = otio.adapters.read_from_file(str(out / f"sparse.{track}.edl"), rate=NTSC)
+        assert len(list(edl.find_clips())) == len(script.track(track))

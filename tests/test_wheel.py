@@ -126,3 +126,33 @@ def test_foley_smoke_and_the_demo_run_from_the_wheel(installed, foley_cache):
     run(foley, "build-dataset", "--demo", "--demo-dir", work / "demo", cwd=work, env=env)
     code = "import datasets; d = datasets.load_dataset('demo/store'); print(sum(len(s) for s in d.values()))"
     assert int(run(python, "-c", code, cwd=work, env=env).stdout.split()[-1]) == 6
+
+
+def test_every_export_format_runs_from_the_wheel(installed, foley_cache, tmp_path):
+    """Formats load their module on first use; from the installed wheel (not this checkout, which a
+    test run puts on sys.path) each must import under `v2t_foley` and write its files."""
+    from v2t_foley.foley_core.export import FORMATS
+    from v2t_foley.foley_core.schema.script import Cue, FoleyScript
+    from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+
+    _, _, python = installed
+    env = {**os.environ, "FOLEY_CACHE_DIR": str(foley_cache), "PYTHONPATH": ""}
+    video = write_scene_video(tmp_path / "clip.mp4", SceneSpec(duration=4.0, fps=25.0))
+    script = tmp_path / "clip.foley.json"
+    steps, wind = Cue.at(0.5, 1.5, "Steps on gravel.", 0), Cue.at(0.0, 4.0, "Wind.")
+    script.write_text(FoleyScript(foley=[steps], ambience=[wind]).model_dump_json())
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from v2t_foley.foley_core.export import ExportOptions, item_from_file, run_export\n"
+        "item = item_from_file(Path(sys.argv[1]), sys.argv[2])\n"
+        "for name in sys.argv[3:]:\n"
+        "    report = run_export([item], name, ExportOptions(out=Path('exports') / name), strict=True)\n"
+        "    print(name, report.items, len(report.files))\n"
+    )
+    out = run(python, "-c", code, script, video, *FORMATS, cwd=tmp_path, env=env).stdout.split("\n")
+    done = {line.split()[0]: line.split()[1:] for line in out if line.strip()}
+    assert set(done) == set(FORMATS)
+    assert all(items == "1" and int(files) >= 1 for items, files in done.values()), done
+    foley = python.parent / "foley"
+    run(foley, "export", script, "--video", video, "--format", "srt", "--out", "cli", cwd=tmp_path, env=env)
+    assert (tmp_path / "cli" / "clip.srt").is_file()

@@ -32,7 +32,8 @@ def export_command(
     split: Annotated[str | None, typer.Option("--split", help="Store: only this split.")] = None,
     ids: Annotated[str | None, typer.Option("--ids", help="Store: only these ids, comma-separated.")] = None,
     fps: Annotated[
-        float | None, typer.Option("--fps", help="Timecode rate when there is no video (default 25).")
+        float | None,
+        typer.Option("--fps", help="Timecode frame rate (default: the video's, or 25 without a video)."),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -49,9 +50,8 @@ def export_command(
             run_export,
         )
 
-        get_format(format_name)  # an unknown format fails before anything is read
-        if max_seconds is not None and max_seconds < 1:
-            raise InputError(f"--max-seconds must be at least 1, got {max_seconds}")
+        get_format(format_name)  # an unknown format, a bad option or --out fail before anything is read
+        options = ExportOptions(out=out, per_cue=per_cue, max_seconds=max_seconds, fps=fps)
         path = Path(source)
         is_file = path.is_file() or source.endswith(".json")
         if is_file:
@@ -64,7 +64,6 @@ def export_command(
             wanted = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
             items, skipped = items_from_store(source, split=split, ids=wanted)
             strict = False
-        options = ExportOptions(out=out, per_cue=per_cue, max_seconds=max_seconds, fps=fps)
         report = run_export(items, format_name, options, skipped, strict=strict)
         for line in report.warnings:
             err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
@@ -77,8 +76,11 @@ def export_command(
             highlight=False,
         )
         print(json.dumps(report.summary()))
-        if is_file and report.items == 0:
-            reasons = "; ".join(s.reason for s in report.skipped) or "nothing to export"
-            raise InputError(f"nothing exported: {reasons}")
+        if report.items == 0:  # from a file or a store: the user asked for files and got none
+            if report.skipped:
+                reasons = "; ".join(dict.fromkeys(s.reason for s in report.skipped))
+                raise InputError(f"nothing exported: {len(report.skipped)} skipped ({reasons})")
+            narrowed = " that --split/--ids select" if split or ids else ""
+            raise InputError(f"nothing exported: no ok rows{narrowed} in {source}")
 
     guarded(run)

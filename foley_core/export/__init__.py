@@ -56,7 +56,7 @@ def _lazy(module: str, name: str, *args):
     def run(items, options, report):
         import importlib
 
-        function = getattr(importlib.import_module(f"foley_core.export.{module}"), name)
+        function = getattr(importlib.import_module(f"v2t_foley.foley_core.export.{module}"), name)
         function(*args, items, options, report)
 
     return run
@@ -114,18 +114,23 @@ def run_export(
     """Export `items`; a video that cannot be read skips its item (raises when `strict`, one file)."""
     fmt = get_format(format_name)
     report = ExportReport(fmt.name, skipped=list(skipped or []))
+    made = not options.out.exists()
     options.out.mkdir(parents=True, exist_ok=True)
-    ready: list[ExportItem] = []
-    for item in items:
-        try:
-            item = with_video_info(item)
-        except InputError as error:
-            if strict:
-                raise
-            report.skipped.append(Skipped(item.id, str(error)))
-            continue
-        item, warnings = clip_to_video(item)
-        report.warnings += warnings
-        ready.append(item)
-    fmt.run(ready, options, report)
+    try:
+        ready: list[ExportItem] = []
+        for item in items:
+            try:
+                item = with_video_info(item)
+            except InputError as error:
+                if strict:
+                    raise
+                report.skipped.append(Skipped(item.id, str(error)))
+                continue
+            item, warnings = clip_to_video(item)
+            report.warnings += warnings
+            ready.append(item)
+        fmt.run(ready, options, report)
+    finally:
+        if made and not any(options.out.iterdir()):  # an export that wrote nothing leaves nothing
+            options.out.rmdir()
     return report

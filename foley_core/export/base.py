@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.export.source import ExportItem, Skipped
 from v2t_foley.foley_core.safenames import safe_join, safe_name
 from v2t_foley.foley_core.schema.script import Cue
@@ -19,7 +20,18 @@ class ExportOptions:
     out: Path
     per_cue: bool = False  # TV2A: one segment per cue
     max_seconds: float | None = None  # TV2A: longest segment (default: the model's)
-    fps: float | None = None  # timecode formats: frame rate when the video does not give one
+    fps: float | None = None  # timecode formats: the frame rate (default: the video's, else DEFAULT_FPS)
+
+    def __post_init__(self) -> None:
+        if self.max_seconds is not None and not self.max_seconds >= 1:
+            raise InputError(f"--max-seconds must be at least 1, got {self.max_seconds}")
+        if self.fps is not None and not 0 < self.fps <= 1000:
+            raise InputError(f"--fps must be a frame rate above 0 (24, 25, 29.97...), got {self.fps}")
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"--out {self.out} is a file; give a folder (it is created if missing)")
+        ancestor = next(p for p in (self.out.absolute(), *self.out.absolute().parents) if p.exists())
+        if not ancestor.is_dir():
+            raise InputError(f"--out {self.out}: {ancestor} is a file, so no folder can be made there")
 
 
 @dataclass

@@ -97,13 +97,17 @@ def export_adapter(kind: str, items: list[ExportItem], options: ExportOptions, r
     if adapter not in otio.adapters.available_adapter_names():
         raise InputError(f"format {kind!r} needs OTIO's {adapter} adapter: pip install {package}")
     for item in items:
-        timeline = build_timeline(item, item_fps(item, options, report))
-        # CMX 3600 holds a video track and at most two audio tracks: one EDL per script track
-        parts = (
-            [("", timeline)]
-            if kind != "edl"
-            else [(f".{t.name}", _only(timeline, t.name)) for t in _audio(timeline)]
-        )
+        fps = item_fps(item, options, report)
+        timeline = build_timeline(item, fps)
+        if kind == "edl":
+            # CMX 3600 holds a video track and at most two audio tracks: one EDL per script track, for
+            # the tracks with an event (a clip) to list; an EDL of none is no EDL
+            parts = [(f".{t.name}", _only(timeline, t.name)) for t in _audio(timeline) if _has_clip(t)]
+            if not parts:
+                report.skipped.append(Skipped(item.id, "edl: no cue lasts a whole frame: no event to list"))
+                continue
+        else:
+            parts = [("", timeline)]
         for tag, part in parts:
             path = out_file(options, item.id, tag + suffix)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +115,13 @@ def export_adapter(kind: str, items: list[ExportItem], options: ExportOptions, r
                 otio.adapters.write_to_file(part, str(path), adapter_name=adapter)
             except ValueError as error:  # e.g. a frame rate SMPTE timecode lacks
                 path.unlink(missing_ok=True)
-                report.skipped.append(Skipped(item.id, f"{kind}: {error}"))
+                report.skipped.append(
+                    Skipped(
+                        item.id,
+                        f"{kind}: {error} (timecode at {fps:g} fps; SMPTE timecode runs at 23.976, 24, 25, "
+                        "29.97, 30, 50, 59.94 or 60: pass --fps with one of them)",
+                    )
+                )
                 break
             report.files.append(path.name)
         else:
@@ -122,6 +132,12 @@ def _audio(timeline):
     import opentimelineio as otio
 
     return [t for t in timeline.tracks if t.kind == otio.schema.TrackKind.Audio]
+
+
+def _has_clip(track) -> bool:
+    import opentimelineio as otio
+
+    return any(isinstance(child, otio.schema.Clip) for child in track)
 
 
 def _only(timeline, track_name: str):
