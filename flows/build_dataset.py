@@ -28,7 +28,7 @@ from v2t_foley.foley_core.backends import BackendSpec, frame_policy_for
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL, GenerationParams
 from v2t_foley.foley_core.backends.provenance import revision_key
 from v2t_foley.foley_core.chain import ChainConfig
-from v2t_foley.foley_core.errors import FoleyError
+from v2t_foley.foley_core.errors import FoleyError, InputError
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.commit import is_done
@@ -55,6 +55,16 @@ class BuildSummary:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def check_build_options(*, shard_size: int, limit: int | None, wait_for_store_s: float) -> None:
+    """The run's own numbers, refused before any work (a shard of no videos would never fill)."""
+    if shard_size < 1:
+        raise InputError(f"--shard-size must be at least 1, got {shard_size}")
+    if limit is not None and limit < 0:
+        raise InputError(f"--limit must be 0 or more, got {limit}")
+    if not wait_for_store_s >= 0:
+        raise InputError(f"--wait-for-store must be 0 or more seconds, got {wait_for_store_s}")
 
 
 @flow(name="build-dataset")
@@ -95,6 +105,7 @@ def build_dataset(
     """
     started = time.perf_counter()
     logger = get_run_logger()
+    check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
     dataset = DatasetStore(store)
     dataset.check_writable()
     entries = read_manifest(manifest)

@@ -113,7 +113,34 @@ def test_build_dataset_with_a_broken_manifest_exits_2(tmp_path: Path):
     assert result.exit_code == 2 and "no 'video' column" in result.output
 
 
-@pytest.mark.parametrize("mistake", ["store_is_a_file", "no_manifest", "no_video_column", "no_token"])
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--shard-size", "0"], "--shard-size must be at least 1"),
+        (["--limit", "-1"], "--limit must be 0 or more"),
+        (["--wait-for-store", "-3"], "--wait-for-store must be 0 or more"),
+        (["--device", "gpu0"], "no torch device"),
+        (["--timing", "guess"], "timing must be"),
+        (["--chunk-seconds", "-1"], "chunk_seconds must be positive"),
+        (["--license", "Not a license!"], "no Hub license id"),
+    ],
+)
+def test_build_options_are_checked_before_anything_runs(tmp_path: Path, option: list[str], message: str):
+    """A shard of 0 videos or a batch of 0 requests never ends: each is refused up front, and the store
+    is not even created."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video\n/a.mp4\n")
+    store = tmp_path / "s"
+    args = ["build-dataset", "--manifest", str(manifest), "--store", str(store), "--model", "tiny-random"]
+    result = runner.invoke(app, [*args, *option])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not store.exists()
+
+
+@pytest.mark.parametrize(
+    "mistake", ["store_is_a_file", "no_manifest", "no_video_column", "no_token", "bad_decoder"]
+)
 def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path: Path, mistake: str, foley_cache):
     """In a subprocess, as a user's terminal sees it (Prefect's own logging included)."""
     import os
@@ -140,6 +167,16 @@ def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path: Path, mis
             str(tmp_path),
         ],
         "no_token": ["publish", "--store", str(tmp_path / "s"), "--repo-id", "org/x"],
+        # checked before Prefect starts, not inside the flow (whose failure logs a traceback)
+        "bad_decoder": [
+            "build-dataset",
+            "--manifest",
+            str(good),
+            "--store",
+            str(tmp_path / "s"),
+            "--decoder",
+            "x",
+        ],
     }[mistake]
     (tmp_path / "bad.csv").write_text("path\n/a.mp4\n")
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}

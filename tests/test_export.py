@@ -189,7 +189,7 @@ def test_bad_options_and_outputs_exit_2_before_anything_is_written(export_media,
         ([script, "--video", video, "--format", "srt", "--out", str(a_file)], "is a file"),
         ([script, "--video", video, "--format", "srt", "--out", str(a_file / "x")], "is a file"),
         ([export_store, "--format", "srt", "--ids", "no-such-id"], "no such id in the store"),
-        ([export_store, "--format", "srt", "--split", "no-such-split"], "no ok rows that --split/--ids select"),
+        ([export_store, "--format", "srt", "--split", "nope"], "no ok rows that --split/--ids select"),
         ([export_store, "--format", "srt", "--ids", "broken"], "nothing exported: 1 skipped"),
         ([script, "--video", str(tmp_path / "gone.mp4"), "--format", "srt"], "gone.mp4"),
     ]

@@ -83,3 +83,23 @@ def test_card_header_lists_only_complete_shards(tmp_path):
 def test_empty_shard_is_refused(tmp_path):
     with pytest.raises(ValueError):
         DatasetStore(str(tmp_path)).write_shard([], "r", 0)
+
+
+def test_a_license_set_on_a_run_that_adds_no_rows_reaches_the_card(tmp_path):
+    """`--license` on a run with nothing new to build still changes the card the Hub reads (read back
+    with huggingface_hub's own card parser)."""
+    from huggingface_hub import DatasetCard
+
+    from v2t_foley.foley_core.errors import InputError
+    from v2t_foley.foley_core.store.card import set_license
+
+    store = DatasetStore(str(tmp_path / "s"))
+    store.write_shard([row("a")], "run1", 0)
+    assert DatasetCard.load(tmp_path / "s" / "README.md").data.license == "unknown"
+    assert set_license(store, "cc-by-4.0") is True
+    assert DatasetCard.load(tmp_path / "s" / "README.md").data.license == "cc-by-4.0"
+    assert set_license(store, "cc-by-4.0") is False  # unchanged: nothing rewritten
+    for bad in ("Not a license!", "CC-BY-4.0", "", "a" * 80):
+        with pytest.raises(InputError, match="no Hub license id"):
+            set_license(store, bad)
+    assert store.card_settings()["license"] == "cc-by-4.0"

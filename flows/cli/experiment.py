@@ -66,7 +66,17 @@ def experiment_command(
         for folder in prompts:
             if not folder.is_dir():
                 raise InputError(f"--prompts {folder}: not a folder")
-        check_build_inputs(manifest, store)
+        check_build_inputs(
+            manifest,
+            store,
+            backend=backend,
+            model=model or DEFAULT_MODEL,
+            base_url=base_url,
+            device=device,
+            batch_size=batch_size,
+            timing=timing,
+            limit=limit,
+        )
         warn_if_tiny(model)
         quiet_transformers()
         from v2t_foley.flows.experiment import experiment

@@ -111,19 +111,11 @@ def build_dataset_command(
             model = model or "tiny-random"
         if not manifest or not store:
             raise InputError("give --manifest and --store (or --demo)")
-        check_build_inputs(manifest, store)
         if adapter and not model:  # the adapter's own base model, as peft's AutoPeftModel reads it
             from v2t_foley.training.basemodel import adapter_base_model
 
             model = adapter_base_model(adapter)
-        if license_id:
-            from v2t_foley.foley_core.store import DatasetStore
-
-            DatasetStore(store).update_card_settings(license=license_id)
-        warn_if_tiny(model)
-        summary = run_build(
-            manifest,
-            store,
+        options = dict(
             model=model or DEFAULT_MODEL,
             backend=backend,
             base_url=base_url,
@@ -144,6 +136,14 @@ def build_dataset_command(
             wait_for_store_s=wait_for_store,
             allow_roots=allow_root or None,
         )
+        check_build_inputs(manifest, store, **options)
+        if license_id:
+            from v2t_foley.foley_core.store import DatasetStore
+            from v2t_foley.foley_core.store.card import set_license
+
+            set_license(DatasetStore(store), license_id)
+        warn_if_tiny(model)
+        summary = run_build(manifest, store, **options)
         if summary.busy:
             err.print(
                 f"[yellow]store busy:[/] {summary.busy} is building {summary.store}; this run wrote "
@@ -156,11 +156,46 @@ def build_dataset_command(
     guarded(run)
 
 
-def check_build_inputs(manifest: str, store: str) -> None:
-    """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message)."""
+def check_build_inputs(
+    manifest: str,
+    store: str,
+    *,
+    backend: str = "transformers",
+    model: str = DEFAULT_MODEL,
+    adapter: str | None = None,
+    base_url: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    concurrency: int = 16,
+    decoder: str = "generate",
+    timing: str = "measured",
+    chunk_seconds: float | None = 30.0,
+    shard_size: int = 64,
+    limit: int | None = None,
+    wait_for_store_s: float = 0.0,
+    **_: object,
+) -> None:
+    """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message):
+    the options the flow checks again (the build-dataset flow's names and defaults), the store's
+    location, the manifest."""
+    from v2t_foley.flows.build_dataset import check_build_options
+    from v2t_foley.foley_core.backends import BackendSpec
+    from v2t_foley.foley_core.chain import ChainConfig
     from v2t_foley.foley_core.manifest import read_manifest
     from v2t_foley.foley_core.store import DatasetStore
 
+    BackendSpec(
+        backend=backend,
+        model=model,
+        adapter=adapter,
+        base_url=base_url,
+        device=device,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        decoder=decoder,
+    )
+    ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None)
+    check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
     DatasetStore(store).check_writable()
     read_manifest(manifest)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +18,9 @@ from v2t_foley.foley_core.video.sampling import FramePolicy
 
 BACKENDS = ("transformers", "openai")
 DECODERS = ("generate", "static", "continuous")
+DTYPES = ("bfloat16", "float16", "float32")
+# torch's device strings (the GPU itself is checked where the model loads: a driver may plan on a CPU)
+DEVICE = re.compile(r"(cpu|mps|meta|(cuda|xpu|npu|hpu|mtia)(:\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class BackendSpec:
             raise InputError(f"unknown decoder {self.decoder!r}; use one of: {', '.join(DECODERS)}")
         if self.concurrency < 1:
             raise InputError(f"--concurrency must be at least 1, not {self.concurrency}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
+        if self.device is not None and not DEVICE.fullmatch(self.device):
+            raise InputError(f"--device {self.device!r} is no torch device; use cuda, cuda:1 or cpu")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}; use one of: {', '.join(DTYPES)}")
         if self.backend == "openai" and self.adapter:
             raise InputError("the openai backend cannot apply an adapter; serve the adapter with the model")
 

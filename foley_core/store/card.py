@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.safenames import redact_uri
 from v2t_foley.foley_core.schema.rows import FEATURES
 from v2t_foley.foley_core.store.markers import STORE_FORMAT
@@ -237,3 +238,23 @@ def _published_line(options: CurationOptions, view: CuratedCounts) -> str:
 def _folder_name(store: DatasetStore) -> str:
     """The store's last path part: enough to load it from next to it, no more of the machine's paths."""
     return redact_uri(store.uri).rstrip("/").rsplit("/", 1)[-1] or "store"
+
+
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the Hub's ids: cc-by-4.0, apache-2.0, openrail++
+
+
+def set_license(store: DatasetStore, license_id: str) -> bool:
+    """Record the scripts' license for the card and rewrite the card now (a run that adds no rows
+    writes no card otherwise). True when the license changed. The card is written under the commit
+    lease, as every card write."""
+    if not LICENSE_ID.fullmatch(license_id):
+        raise InputError(
+            f"--license {license_id!r} is no Hub license id; use one such as cc-by-4.0, apache-2.0, mit"
+        )
+    before = store.card_settings().get("license")
+    store.update_card_settings(license=license_id)
+    if before == license_id or not store.fs.exists(store.path("README.md")):
+        return before != license_id
+    with store.lease("commit", "foley build-dataset --license: card").hold(wait_s=120):
+        store.write_card(render_card(store))
+    return True
