@@ -80,6 +80,26 @@ def test_unknown_model_exits_2(scene_video, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_bad_outputs_and_device_exit_2_before_any_model_loads(scene_video, tmp_path):
+    """The chain's work would be lost to a bad --out at the end: each is refused first (a model that
+    cannot load proves nothing was loaded)."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    cases = [
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(a_file / "x.json")], "is a file"),
+        (["--trace", str(a_file / "t" / "x.json")], "is a file"),
+        (["--device", "gpu0"], "no torch device"),
+    ]
+    for option, message in cases:
+        result = runner.invoke(app, ["script", str(scene_video), "--model", "/no/such/model", *option])
+        assert result.exit_code == 2 and message in result.output, (option, result.output)
+        assert "cannot load model" not in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["smoke", "--out-dir", str(a_file)])
+    assert result.exit_code == 2 and "is a file" in result.output
+    assert a_file.read_text() == "keep me"
+
+
 def test_openai_backend_needs_a_url(scene_video):
     result = runner.invoke(app, ["script", str(scene_video), "--backend", "openai", "--model", "m"])
     assert result.exit_code == 2 and "--base-url" in result.output

@@ -124,6 +124,10 @@ def script(
     setup_logging(verbose)
 
     def run() -> None:
+        from v2t_foley.foley_core.output_paths import check_out_file
+
+        check_out_file(out, "--out")
+        check_out_file(trace, "--trace")
         result = script_video(
             video,
             model=model,
@@ -163,8 +167,10 @@ def smoke(
 
     def run() -> None:
         from v2t_foley.foley_core.backends.tiny import TINY_VIDEO_LLAVA, tiny_model_path
+        from v2t_foley.foley_core.output_paths import check_out_folder
         from v2t_foley.foley_core.synthetic import write_scene_video
 
+        check_out_folder(out_dir, "--out-dir")
         out_dir.mkdir(parents=True, exist_ok=True)
         with err.status("building the tiny offline model (once)"):
             tiny_model_path(TINY_VIDEO_LLAVA)

@@ -62,6 +62,9 @@ def eval_command(
     def run() -> None:
         from v2t_foley.foley_core.evaluation import init_references, load_predictions, load_references
         from v2t_foley.foley_core.metrics import EmbeddingSimilarity, score_corpus
+        from v2t_foley.foley_core.output_paths import check_out_folder
+
+        check_out_folder(out)
 
         if init_ref is not None:
             written = init_references(pred, init_ref)

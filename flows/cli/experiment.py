@@ -60,6 +60,9 @@ def experiment_command(
 
     def run() -> None:
         from v2t_foley.flows.cli.factory import check_build_inputs
+        from v2t_foley.foley_core.output_paths import check_out_folder
+
+        check_out_folder(out)
 
         if len(prompts) < 2:
             raise InputError("give at least two --prompts folders")

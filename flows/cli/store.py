@@ -124,6 +124,10 @@ def review(
         dataset = DatasetStore(store)
         if not dataset.fs.exists(dataset.path("_shards")):
             raise InputError(f"{store} is not a store (no _shards/ folder)")
+        if "://" not in out:
+            from v2t_foley.foley_core.output_paths import check_out_folder
+
+            check_out_folder(Path(out))
         try:
             site = build_review(dataset, out, copy_media=copy_media, compare=compare)
         except ValueError as error:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.export.source import ExportItem, Skipped
+from v2t_foley.foley_core.output_paths import check_out_folder
 from v2t_foley.foley_core.safenames import safe_join, safe_name
 from v2t_foley.foley_core.schema.script import Cue
 
@@ -27,11 +28,7 @@ class ExportOptions:
             raise InputError(f"--max-seconds must be at least 1, got {self.max_seconds}")
         if self.fps is not None and not 0 < self.fps <= 1000:
             raise InputError(f"--fps must be a frame rate above 0 (24, 25, 29.97...), got {self.fps}")
-        if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"--out {self.out} is a file; give a folder (it is created if missing)")
-        ancestor = next(p for p in (self.out.absolute(), *self.out.absolute().parents) if p.exists())
-        if not ancestor.is_dir():
-            raise InputError(f"--out {self.out}: {ancestor} is a file, so no folder can be made there")
+        check_out_folder(self.out)
 
 
 @dataclass
