@@ -140,3 +140,33 @@ def test_a_store_of_several_models_asks_for_one(store, tmp_path):
     assert result.exit_code == 2, result.output
     assert "tiny-random, tiny-random-qwen2.5-vl" in result.output and "--model" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--max-steps", "0"], "max_steps must be a whole number of at least 1"),
+        (["--learning-rate", "-1"], "learning_rate must be above 0"),
+        (["--epochs", "0"], "epochs must be above 0"),
+        (["--num-processes", "0"], "num_processes must be a whole number of at least 1"),
+        (["--curation", "maybe"], "unknown curation 'maybe'"),
+    ],
+)
+def test_training_numbers_and_modes_no_run_can_use_exit_2_before_any_work(
+    training_store, tmp_path, flag: list[str], message: str
+):
+    from v2t_foley.flows.cli import app
+
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, ["train", "--store", training_store, "--output-dir", str(out), *flag])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_training_on_a_folder_that_is_no_store_says_so(tmp_path):
+    from v2t_foley.flows.cli import app
+
+    args = ["train", "--store", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "adapter")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "is not a store" in result.output, result.output
+    assert not (tmp_path / "adapter").exists()

@@ -65,6 +65,30 @@ class TrainConfig:
     max_eval_videos: int = 50  # evaluation cost cap (generation; the eval loss uses every held-out video)
     training_args: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments field
 
+    def __post_init__(self) -> None:
+        """Numbers no run can use are refused here, before a model loads (a flag or a YAML value)."""
+        at_least_one = {
+            "max_steps": self.max_steps,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "num_processes": self.num_processes,
+            "lora_r": self.lora_r,
+            "save_steps": self.save_steps,
+        }
+        for name, value in at_least_one.items():
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+        positive = {"epochs": self.epochs, "learning_rate": self.learning_rate}
+        for name, value in positive.items():
+            if not (isinstance(value, int | float) and value > 0):
+                raise InputError(f"{name} must be above 0, got {value!r}")
+        from v2t_foley.training.data import CURATION_MODES
+
+        if self.curation not in CURATION_MODES:
+            raise InputError(f"unknown curation {self.curation!r}; use one of: {', '.join(CURATION_MODES)}")
+        if not (isinstance(self.eval_fraction, int | float) and 0 <= self.eval_fraction < 1):
+            raise InputError(f"eval_fraction must be at least 0 and below 1, got {self.eval_fraction!r}")
+
     @classmethod
     def split_options(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:
         """Sort a mapping of options into TrainConfig fields and `training_args` (other TrainingArguments
