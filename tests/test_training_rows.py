@@ -155,18 +155,14 @@ def test_a_store_of_several_models_asks_for_one(store, tmp_path):
 def test_training_numbers_and_modes_no_run_can_use_exit_2_before_any_work(
     training_store, tmp_path, flag: list[str], message: str
 ):
-    from v2t_foley.flows.cli import app
-
     out = tmp_path / "adapter"
-    result = CliRunner().invoke(app, ["train", "--store", training_store, "--output-dir", str(out), *flag])
+    result = runner.invoke(app, ["train", "--store", training_store, "--output-dir", str(out), *flag])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not out.exists()
 
 
 def test_training_on_a_folder_that_is_no_store_says_so(tmp_path):
-    from v2t_foley.flows.cli import app
-
     args = ["train", "--store", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "adapter")]
-    result = CliRunner().invoke(app, args)
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and "is not a store" in result.output, result.output
     assert not (tmp_path / "adapter").exists()
