@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import datasets
 import pytest
 
@@ -43,7 +45,15 @@ def test_load_dataset_reads_the_store_through_its_card(tmp_path):
     store.write_shard([row("a"), row("b")], "run1", 0)
     store.write_shard([row("c"), row("d", "test")], "run1", 1)
     store.write_card(render_card(store))
-    loaded = datasets.load_dataset(str(tmp_path / "store"))
+    warned: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warned.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("datasets").addHandler(handler)
+    try:
+        loaded = datasets.load_dataset(str(tmp_path / "store"))
+    finally:
+        logging.getLogger("datasets").removeHandler(handler)
+    assert not [w for w in warned if "dataset card" in w], warned  # the card's YAML reads as it is
     assert sorted(loaded["train"]["id"]) == ["a", "b", "c"] and loaded["test"]["id"] == ["d"]
     assert loaded["train"].features == FEATURES
     assert sorted(store.load()["train"]["id"]) == ["a", "b", "c"]

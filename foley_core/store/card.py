@@ -110,10 +110,10 @@ def render_card(
                 "data_files": [{"split": split, "path": paths} for split, paths in sorted(files.items())],
             }
         ],
-        "dataset_info": {
-            "features": features._to_yaml_list(),
-            "splits": [{"name": s, "num_examples": n} for s, n in sorted(split_rows.items())],
-        },
+        # features only: `datasets` ignores a `splits` list whose entries lack num_bytes (the Arrow size,
+        # known only by reading every shard), with a warning at every load; rows per split are in the
+        # card's text, and the Hub counts its own
+        "dataset_info": {"features": features._to_yaml_list()},
     }
     if license_id == UNKNOWN_LICENSE:
         license_text = (
