@@ -46,6 +46,16 @@ class PublishPlan:
         ] + [f"deleted {base}/{path} (not in this publish)" for path in self.deleted]
 
 
+def check_repo_id(repo_id: str) -> None:
+    """The Hub's own rules for a repo id (huggingface_hub's validator), as a one-line input error."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise InputError(f"--repo-id {repo_id!r}: {' '.join(str(error).split())}") from None
+
+
 def plan_publish(
     store: DatasetStore,
     repo_id: str,
@@ -57,6 +67,7 @@ def plan_publish(
     files uploaded, even while shards are being added). Markers naming a file outside the store's data/
     folder are refused before anything is read (`DatasetStore.markers`). With `curation`, the shard
     files are uploaded as curated copies and the card counts what those hold."""
+    check_repo_id(repo_id)
     markers = store.markers()
     if store.old_markers(markers):
         raise InputError(

@@ -212,3 +212,17 @@ def test_user_mistakes_exit_2_with_one_line_and_no_traceback(tmp_path: Path, mis
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bad input:"), done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["script", ""], "no video given"),
+        (["script", "SCENE", "--model", "./no-such-model-folder"], "no such folder"),
+    ],
+)
+def test_an_empty_video_or_a_missing_model_folder_says_what_is_wrong(scene_video, args, message):
+    args = [str(scene_video) if a == "SCENE" else a for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "repo id" not in result.output.lower() and "Traceback" not in result.output

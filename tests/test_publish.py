@@ -209,3 +209,9 @@ def test_a_curated_publish_leaves_rejected_rows_out_and_adds_the_curation_column
     assert sorted(row[0] for row in globbed.fetchall()) == ["edit", "keep", "open"]
     decided = duckdb.sql(f"select id, curation.decision from '{repo}/data/*.parquet' order by id").fetchall()
     assert decided == [("edit", "needs-fix"), ("keep", "approved"), ("open", "undecided")]
+
+
+def test_a_repo_id_the_hub_refuses_exits_2_before_anything_runs(store):
+    result = runner.invoke(app, ["publish", "--store", store.uri, "--repo-id", "bad repo id!!", "--dry-run"])
+    assert result.exit_code == 2 and "--repo-id 'bad repo id!!'" in result.output, result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1

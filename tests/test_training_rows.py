@@ -166,3 +166,11 @@ def test_training_on_a_folder_that_is_no_store_says_so(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "is not a store" in result.output, result.output
     assert not (tmp_path / "adapter").exists()
+
+
+def test_a_broken_yaml_config_is_one_line(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("store: [unclosed\nmax_steps: 2\n")
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "cannot read the training config" in lines[0], lines

@@ -126,7 +126,8 @@ class TrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
-            raise InputError(f"{path}: cannot read the training config: {err}") from None
+            reason = " ".join(str(err).split())  # YAML's message spans lines; the CLI prints one
+            raise InputError(f"{path}: cannot read the training config: {reason}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: a training config is a mapping of option: value")
         data = cls.split_options(data, str(path))

@@ -330,7 +330,9 @@ def publish(
         import os
 
         from v2t_foley.flows.publish_dataset import publish_dataset
+        from v2t_foley.foley_core.publish import check_repo_id
 
+        check_repo_id(repo_id)
         if not dry_run and not token_secret and not os.environ.get("HF_TOKEN"):
             raise InputError("no Hub token: set HF_TOKEN, or pass --token-secret <Prefect Secret block name>")
 

@@ -48,8 +48,14 @@ def policy_for_family(model_type: str) -> FramePolicy:
 
 
 def model_location(model: str) -> str:
-    """Where from_pretrained should look: the tiny model's cache folder, or the id/folder as given."""
-    return str(tiny_model_path(model)) if is_tiny(model) else model
+    """Where from_pretrained should look: the tiny model's cache folder, or the id/folder as given. A
+    name written as a path (./, ../, /, ~) that is no folder is refused here: from_pretrained would
+    answer with the Hub's rules for repo ids."""
+    if is_tiny(model):
+        return str(tiny_model_path(model))
+    if model.startswith(("./", "../", "/", "~")) and not Path(model).expanduser().is_dir():
+        raise ModelNotFoundError(f"cannot load model {model!r}: no such folder")
+    return model
 
 
 def frame_policy_of(model: str, revision: str | None = None) -> FramePolicy:

@@ -114,6 +114,8 @@ def fetch(
 
     Raises DisallowedSourceError / VideoNotFoundError / EmptyVideoError / NotAVideoError / VideoFetchError.
     """
+    if not uri.strip():
+        raise VideoNotFoundError(uri, "no video given (an empty path)")
     path = check_source(uri, allow_roots)
     if path is None:
         return _fetch_remote(uri, Path(cache_dir) if cache_dir else default_cache_dir() / "videos")
