@@ -69,17 +69,16 @@ def experiment_command(
         for folder in prompts:
             if not folder.is_dir():
                 raise InputError(f"--prompts {folder}: not a folder")
-        check_build_inputs(
-            manifest,
-            store,
-            backend=backend,
+        options = dict(
             model=model or DEFAULT_MODEL,
+            backend=backend,
             base_url=base_url,
             device=device,
             batch_size=batch_size,
-            timing=timing,
             limit=limit,
+            timing=timing,
         )
+        check_build_inputs(manifest, store, **options)
         warn_if_tiny(model)
         quiet_transformers()
         from v2t_foley.flows.experiment import experiment
@@ -91,14 +90,8 @@ def experiment_command(
                 prompts_dirs=[str(p) for p in prompts],
                 out=str(out),
                 ref=ref,
-                model=model or DEFAULT_MODEL,
-                backend=backend,
-                base_url=base_url,
-                device=device,
-                batch_size=batch_size,
-                limit=limit,
-                timing=timing,
                 similarity=similarity,
+                **options,
             )
         print(Path(result["paths"]["markdown"]).read_text())
         versions = result["versions"]
