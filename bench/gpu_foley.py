@@ -111,6 +111,10 @@ def tokens_by_step(calls) -> dict[str, list[int]]:
     return out
 
 
+def reserved_gib() -> float | None:
+    return round(torch.cuda.memory_reserved() / 2**30, 1) if DEVICE == "cuda" else None
+
+
 def peak_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None
 
@@ -419,7 +423,11 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         cudagraphs=cudagraph_counters(),
         peak_gib=peak_gib(),
     )
+    reserved = reserved_gib()
     registry.release_shared_model()
+    # the registry closed its own wrapper, which holds the compiled steps' CUDA-graph pools; the bench
+    # still holds the model (the LoRA step needs it), so what goes is what close() frees
+    log(step="release", reserved_before_gib=reserved, reserved_after_gib=reserved_gib())
 
 
 if __name__ == "__main__":

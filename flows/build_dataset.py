@@ -31,6 +31,7 @@ from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.errors import FoleyError, InputError
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
 from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.card import check_license_id, set_license
 from v2t_foley.foley_core.store.commit import is_done
 from v2t_foley.foley_core.store.lease import Lease
 from v2t_foley.tasks.job import ChainJob
@@ -96,16 +97,20 @@ def build_dataset(
     wait_for_store_s: float = 0.0,
     allow_roots: list[str] | None = None,
     shard_start_timeout_s: float = 3600.0,
+    license_id: str | None = None,
 ) -> BuildSummary:
     """Build or extend the dataset at `store` from the videos in `manifest`.
 
     One build runs on a store at a time: a run that finds another holding the store's build lease
     waits up to `wait_for_store_s`, then leaves the store alone and says who holds it (the rows stay
-    one per key either way: every shard is committed under the store's commit lease).
+    one per key either way: every shard is committed under the store's commit lease). `license_id`:
+    the scripts' license for the card (a Hub license id), kept for later runs.
     """
     started = time.perf_counter()
     logger = get_run_logger()
     check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
+    if license_id:
+        check_license_id(license_id)
     dataset = DatasetStore(store)
     dataset.check_writable()
     entries = read_manifest(manifest)
@@ -144,6 +149,8 @@ def build_dataset(
         report("busy", holder=who)
         return BuildSummary(run_id, store, len(entries), 0, 0, 0, 0, 0, {}, {}, prompts.version, 0.0, who)
     try:
+        if license_id and set_license(dataset, license_id):
+            logger.info("card: license %s", license_id)
         return _build(
             dataset,
             entries,

@@ -194,10 +194,10 @@ def test_bad_options_and_outputs_exit_2_before_anything_is_written(export_media,
         ([script, "--video", str(tmp_path / "gone.mp4"), "--format", "srt"], "gone.mp4"),
     ]
     for k, (args, message) in enumerate(cases):
-        out = ["--out", str(tmp_path / f"out{k}")] if "--out" not in args else []
+        out = ["--out", str(tmp_path / f"out{k}" / "nested")] if "--out" not in args else []
         code, _, output = export(*args, *out)
         assert code == 2 and message in output and "Traceback" not in output, (args, output)
-        assert not (tmp_path / f"out{k}").exists(), args  # no empty folder left behind
+        assert not (tmp_path / f"out{k}").exists(), args  # no empty folder left behind, parents included
     assert a_file.read_text() == "keep me"
 
 

@@ -89,12 +89,19 @@ def test_the_runs_artifacts_are_on_the_server(built):
     assert f"{summary.new_rows} new rows" in progress[-1].description
 
 
-def test_rerun_skips_everything(built):
+def test_rerun_skips_everything_and_still_sets_the_license(built):
+    """A rerun with nothing new writes no shard, yet a license given to it reaches the card (read back
+    with huggingface_hub's card parser)."""
+    from huggingface_hub import DatasetCard
+
     _root, manifest, store, _durations, _summary = built
-    again = build_dataset(manifest=manifest, store=store, model="tiny-random", shard_size=3)
+    again = build_dataset(
+        manifest=manifest, store=store, model="tiny-random", shard_size=3, license_id="cc-by-4.0"
+    )
     assert (again.new_rows, again.skipped, again.shards) == (0, 8, 0)
     assert again.computed == {} and again.cached == {}
     assert len(rows_by_id(store)) == 8
+    assert DatasetCard.load(f"{store}/README.md").data.license == "cc-by-4.0"
 
 
 def test_fresh_store_same_cache_makes_no_model_call(built, tmp_path):

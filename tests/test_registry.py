@@ -95,3 +95,34 @@ def test_tasks_share_what_the_flow_preloaded(monkeypatch):
     assert all(s.llm is llm for s in settings) and len(loader.loads) == 1
     assert load_shared_backend(TINY) is llm  # resolving again finds the same weights
     release_shared_model()
+
+
+def test_closing_while_the_worker_still_answers_closes_its_model_when_it_ends():
+    """A wave that outlasts `stop`'s wait keeps using its model: it is closed as the worker returns,
+    not under it (closing drops a compiled step, which the wave would then recompile). The inner model
+    is a stand-in that blocks until released: no real model can be held mid-answer on cue."""
+    from v2t_foley.foley_core.backends.base import Generation, VideoLLM
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+
+    release, started, closed = threading.Event(), threading.Event(), []
+
+    class Slow(VideoLLM):
+        def generate(self, requests, params):
+            started.set()
+            release.wait(30)
+            return [Generation("{}", 1, True, False) for _ in requests]
+
+        def close(self):
+            closed.append(threading.current_thread().name)
+
+    batcher = BatchingVideoLLM(Slow())
+    batcher.stop_wait_s = 0.1
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(batcher.generate, [None], GenerationParams())
+        assert started.wait(10)
+        batcher.close()
+        assert closed == []  # the worker still answers with it
+        release.set()
+        assert answer.result(timeout=10)[0].text == "{}"
+    batcher._worker.join(10)
+    assert closed == ["foley-batcher"]

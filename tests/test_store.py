@@ -108,8 +108,11 @@ def test_a_license_set_on_a_run_that_adds_no_rows_reaches_the_card(tmp_path):
     assert DatasetCard.load(tmp_path / "s" / "README.md").data.license == "unknown"
     assert set_license(store, "cc-by-4.0") is True
     assert DatasetCard.load(tmp_path / "s" / "README.md").data.license == "cc-by-4.0"
-    assert set_license(store, "cc-by-4.0") is False  # unchanged: nothing rewritten
+    assert set_license(store, "cc-by-4.0") is False  # the card says so already: nothing rewritten
+    store.update_card_settings(license="mit")  # as if a rewrite of the card had failed after this
+    assert set_license(store, "mit") is True  # the card said cc-by-4.0: rewritten now
+    assert DatasetCard.load(tmp_path / "s" / "README.md").data.license == "mit"
     for bad in ("Not a license!", "CC-BY-4.0", "", "a" * 80):
         with pytest.raises(InputError, match="no Hub license id"):
             set_license(store, bad)
-    assert store.card_settings()["license"] == "cc-by-4.0"
+    assert store.card_settings()["license"] == "mit"

@@ -174,3 +174,14 @@ def test_a_broken_yaml_config_is_one_line(tmp_path):
     result = runner.invoke(app, ["train", "--config", str(config)])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "cannot read the training config" in lines[0], lines
+
+
+def test_train_config_takes_what_the_trainer_takes_and_refuses_the_rest():
+    from v2t_foley.foley_core.errors import InputError
+    from v2t_foley.training.config import TrainConfig
+
+    assert TrainConfig(learning_rate="2e-4").learning_rate == 2e-4  # YAML reads 2e-4 as a string
+    assert TrainConfig(save_steps=0.25).save_steps == 0.25  # a fraction of the run's steps
+    for bad in ({"max_steps": True}, {"save_steps": 0}, {"save_steps": 1.5}, {"learning_rate": "fast"}):
+        with pytest.raises(InputError):
+            TrainConfig(**bad)

@@ -67,27 +67,39 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Numbers no run can use are refused here, before a model loads (a flag or a YAML value)."""
+        for name in ("epochs", "learning_rate"):  # YAML reads 2e-4 (no dot) as a string
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, float(value))
+                except ValueError:
+                    raise InputError(f"{name} must be a number, got {value!r}") from None
         at_least_one = {
             "max_steps": self.max_steps,
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,
             "num_processes": self.num_processes,
             "lora_r": self.lora_r,
-            "save_steps": self.save_steps,
         }
         for name, value in at_least_one.items():
-            if value is not None and not (isinstance(value, int) and value >= 1):
+            if value is not None and not (_whole(value) and value >= 1):
                 raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
-        positive = {"epochs": self.epochs, "learning_rate": self.learning_rate}
-        for name, value in positive.items():
-            if not (isinstance(value, int | float) and value > 0):
+        # the Trainer reads a save_steps below 1 as a fraction of the run's steps
+        fraction = _number(self.save_steps) and 0 < self.save_steps < 1
+        if not (fraction or (_whole(self.save_steps) and self.save_steps >= 1)):
+            raise InputError(
+                f"save_steps must be a whole number of at least 1 or a fraction, got {self.save_steps!r}"
+            )
+        for name in ("epochs", "learning_rate"):
+            value = getattr(self, name)
+            if not (_number(value) and value > 0):
                 raise InputError(f"{name} must be above 0, got {value!r}")
+        if not (_number(self.eval_fraction) and 0 <= self.eval_fraction < 1):
+            raise InputError(f"eval_fraction must be at least 0 and below 1, got {self.eval_fraction!r}")
         from v2t_foley.training.data import CURATION_MODES
 
         if self.curation not in CURATION_MODES:
             raise InputError(f"unknown curation {self.curation!r}; use one of: {', '.join(CURATION_MODES)}")
-        if not (isinstance(self.eval_fraction, int | float) and 0 <= self.eval_fraction < 1):
-            raise InputError(f"eval_fraction must be at least 0 and below 1, got {self.eval_fraction!r}")
 
     @classmethod
     def split_options(cls, data: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -136,3 +148,11 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

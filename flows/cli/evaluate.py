@@ -64,12 +64,11 @@ def eval_command(
         from v2t_foley.foley_core.metrics import EmbeddingSimilarity, score_corpus
         from v2t_foley.foley_core.output_paths import check_out_folder
 
-        check_out_folder(out)
-
         if init_ref is not None:
             written = init_references(pred, init_ref)
             err.print(f"{written} reference template(s) in {init_ref}; edit them, then --ref {init_ref}")
             return
+        check_out_folder(out)
         if ref is None:
             from v2t_foley.foley_core.errors import InputError
 

@@ -135,13 +135,9 @@ def build_dataset_command(
             partial_ok=partial_ok,
             wait_for_store_s=wait_for_store,
             allow_roots=allow_root or None,
+            license_id=license_id,
         )
         check_build_inputs(manifest, store, **options)
-        if license_id:
-            from v2t_foley.foley_core.store import DatasetStore
-            from v2t_foley.foley_core.store.card import set_license
-
-            set_license(DatasetStore(store), license_id)
         warn_if_tiny(model)
         summary = run_build(manifest, store, **options)
         if summary.busy:
@@ -173,6 +169,7 @@ def check_build_inputs(
     shard_size: int = 64,
     limit: int | None = None,
     wait_for_store_s: float = 0.0,
+    license_id: str | None = None,
     **_: object,
 ) -> None:
     """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message):
@@ -196,6 +193,10 @@ def check_build_inputs(
     )
     ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None)
     check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
+    if license_id:
+        from v2t_foley.foley_core.store.card import check_license_id
+
+        check_license_id(license_id)
     DatasetStore(store).check_writable()
     read_manifest(manifest)
 

@@ -20,7 +20,7 @@ BACKENDS = ("transformers", "openai")
 DECODERS = ("generate", "static", "continuous")
 DTYPES = ("bfloat16", "float16", "float32")
 # torch's device strings (the GPU itself is checked where the model loads: a driver may plan on a CPU)
-DEVICE = re.compile(r"(cpu|mps|meta|(cuda|xpu|npu|hpu|mtia)(:\d+)?)")
+DEVICE = re.compile(r"(cpu|meta|(cuda|mps|xpu|npu|hpu|mtia)(:\d+)?)")
 
 
 @dataclass(frozen=True)

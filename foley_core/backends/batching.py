@@ -10,6 +10,7 @@ the next free decode slot, whichever video or task it comes from.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 from v2t_foley.foley_core.backends.base import Generation, GenerationParams, GenerationRequest, VideoLLM
 from v2t_foley.foley_core.video.reader import Frames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class _Closed(VideoLLM):
 class BatchingVideoLLM(VideoLLM):
     """Wraps a VideoLLM; thread-safe; same identity (model, revision, frame policy) as the inner one."""
 
+    stop_wait_s = 10.0  # how long `stop` waits for the worker to answer what is queued
+
     def __init__(self, inner: VideoLLM, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
         self.inner = inner
         self.max_batch = max_batch
@@ -62,6 +67,8 @@ class BatchingVideoLLM(VideoLLM):
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition()
         self._closed = False
+        self._ended = False  # the worker has returned (under _ready)
+        self._close_at_end: VideoLLM | None = None  # the model the worker closes as it returns
         self._worker = threading.Thread(target=self._serve, name="foley-batcher", daemon=True)
         self._worker.start()
 
@@ -98,6 +105,16 @@ class BatchingVideoLLM(VideoLLM):
             return batch
 
     def _serve(self) -> None:
+        try:
+            self._serve_until_closed()
+        finally:
+            with self._ready:
+                self._ended = True
+                model, self._close_at_end = self._close_at_end, None
+            if model is not None:
+                model.close()
+
+    def _serve_until_closed(self) -> None:
         while True:
             batch = self._take_batch()
             if not batch:
@@ -155,14 +172,23 @@ class BatchingVideoLLM(VideoLLM):
         with self._ready:
             self._closed = True
             self._ready.notify_all()
-        self._worker.join(timeout=10)
+        self._worker.join(timeout=self.stop_wait_s)
 
     def close(self) -> None:
         """Stop, then close and drop the inner model.
 
         Dropping `inner` matters: a caller may still hold this wrapper, and it must not keep the model's
-        memory alive (the registry frees it for the next model).
+        memory alive (the registry frees it for the next model). A worker still decoding after `stop`'s
+        wait keeps using the model: closing it under the worker would drop its compiled step mid-wave
+        (it would recompile), so the worker closes it as it returns.
         """
         self.stop()
         inner, self.inner = self.inner, _Closed()
+        with self._ready:
+            deferred = not self._ended
+            if deferred:
+                self._close_at_end = inner
+        if deferred:
+            log.warning("the batching thread is still answering; it closes its model when it ends")
+            return
         inner.close()

@@ -7,6 +7,7 @@ Batches are left-padded; requests with a JSON Schema decode under an xgrammar gr
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -53,8 +54,11 @@ def model_location(model: str) -> str:
     answer with the Hub's rules for repo ids."""
     if is_tiny(model):
         return str(tiny_model_path(model))
-    if model.startswith(("./", "../", "/", "~")) and not Path(model).expanduser().is_dir():
-        raise ModelNotFoundError(f"cannot load model {model!r}: no such folder")
+    if model.startswith(("./", "../", "/", "~")):
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"cannot load model {model!r}: no such folder")
+        return str(folder)
     return model
 
 
@@ -246,6 +250,11 @@ class TransformersVideoLLM(VideoLLM):
         self.static = self.continuous = None  # they hold the model (and their static caches) too
         if compiled:
             torch._dynamo.reset()
+            # the pools go when their compiled functions are collected (they were recorded on the
+            # batching thread, whose graph state a reset here does not reach)
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     # prompt formatting -------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def run_export(
     """Export `items`; a video that cannot be read skips its item (raises when `strict`, one file)."""
     fmt = get_format(format_name)
     report = ExportReport(fmt.name, skipped=list(skipped or []))
-    made = not options.out.exists()
+    made = [p for p in (options.out, *options.out.parents) if not p.exists()]  # innermost first
     options.out.mkdir(parents=True, exist_ok=True)
     try:
         ready: list[ExportItem] = []
@@ -131,6 +131,8 @@ def run_export(
             ready.append(item)
         fmt.run(ready, options, report)
     finally:
-        if made and not any(options.out.iterdir()):  # an export that wrote nothing leaves nothing
-            options.out.rmdir()
+        for folder in made:  # an export that wrote nothing leaves nothing
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
     return report

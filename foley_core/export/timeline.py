@@ -104,7 +104,8 @@ def export_adapter(kind: str, items: list[ExportItem], options: ExportOptions, r
             # the tracks with an event (a clip) to list; an EDL of none is no EDL
             parts = [(f".{t.name}", _only(timeline, t.name)) for t in _audio(timeline) if _has_clip(t)]
             if not parts:
-                report.skipped.append(Skipped(item.id, "edl: no cue lasts a whole frame: no event to list"))
+                why = "no cue lasts a whole frame" if item.script.cues() else "the script has no cue"
+                report.skipped.append(Skipped(item.id, f"edl: {why}: no event to list"))
                 continue
         else:
             parts = [("", timeline)]

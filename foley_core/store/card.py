@@ -243,18 +243,29 @@ def _folder_name(store: DatasetStore) -> str:
 LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")  # the Hub's ids: cc-by-4.0, apache-2.0, openrail++
 
 
-def set_license(store: DatasetStore, license_id: str) -> bool:
-    """Record the scripts' license for the card and rewrite the card now (a run that adds no rows
-    writes no card otherwise). True when the license changed. The card is written under the commit
-    lease, as every card write."""
+def check_license_id(license_id: str) -> None:
     if not LICENSE_ID.fullmatch(license_id):
         raise InputError(
             f"--license {license_id!r} is no Hub license id; use one such as cc-by-4.0, apache-2.0, mit"
         )
-    before = store.card_settings().get("license")
+
+
+def set_license(store: DatasetStore, license_id: str) -> bool:
+    """Record the scripts' license for the card and rewrite the card now when it says another (a run
+    that adds no rows writes no card otherwise). True when the card was rewritten. The card is written
+    under the commit lease, as every card write."""
+    check_license_id(license_id)
     store.update_card_settings(license=license_id)
-    if before == license_id or not store.fs.exists(store.path("README.md")):
-        return before != license_id
-    with store.lease("commit", "foley build-dataset --license: card").hold(wait_s=120):
+    path = store.path("README.md")
+    if not store.fs.exists(path) or _card_license(store.fs.cat_file(path).decode()) == license_id:
+        return False
+    with store.lease("commit", "build-dataset --license: card").hold(wait_s=120):
         store.write_card(render_card(store))
     return True
+
+
+def _card_license(text: str) -> str | None:
+    try:
+        return (yaml.safe_load(text.split("---", 2)[1]) or {}).get("license")
+    except (IndexError, yaml.YAMLError, AttributeError):
+        return None
