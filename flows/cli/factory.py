@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -152,51 +152,29 @@ def build_dataset_command(
     guarded(run)
 
 
-def check_build_inputs(
-    manifest: str,
-    store: str,
-    *,
-    backend: str = "transformers",
-    model: str = DEFAULT_MODEL,
-    adapter: str | None = None,
-    base_url: str | None = None,
-    device: str | None = None,
-    batch_size: int = 8,
-    concurrency: int = 16,
-    decoder: str = "generate",
-    timing: str = "measured",
-    chunk_seconds: float | None = 30.0,
-    shard_size: int = 64,
-    limit: int | None = None,
-    wait_for_store_s: float = 0.0,
-    license_id: str | None = None,
-    **_: object,
-) -> None:
+def check_build_inputs(manifest: str, store: str, **options: object) -> None:
     """The user's mistakes, named before Prefect starts (so no flow-run traceback precedes the message):
-    the options the flow checks again (the build-dataset flow's names and defaults), the store's
-    location, the manifest."""
-    from v2t_foley.flows.build_dataset import check_build_options
+    the options the flow checks again (by the build-dataset flow's names; what is not given takes the
+    flow's default), the store's location, the manifest."""
+    import inspect
+
+    from v2t_foley.flows.build_dataset import build_dataset, check_build_options
     from v2t_foley.foley_core.backends import BackendSpec
     from v2t_foley.foley_core.chain import ChainConfig
     from v2t_foley.foley_core.manifest import read_manifest
     from v2t_foley.foley_core.store import DatasetStore
+    from v2t_foley.foley_core.store.card import check_license_id
 
-    BackendSpec(
-        backend=backend,
-        model=model,
-        adapter=adapter,
-        base_url=base_url,
-        device=device,
-        batch_size=batch_size,
-        concurrency=concurrency,
-        decoder=decoder,
+    defaults = inspect.signature(build_dataset.fn).parameters
+    given: dict[str, Any] = {name: options.get(name, defaults[name].default) for name in defaults}
+    spec = ("backend", "model", "adapter", "base_url", "device", "batch_size", "concurrency", "decoder")
+    BackendSpec(**{name: given[name] for name in spec})
+    ChainConfig(timing=given["timing"], chunk_seconds=given["chunk_seconds"] or None)
+    check_build_options(
+        shard_size=given["shard_size"], limit=given["limit"], wait_for_store_s=given["wait_for_store_s"]
     )
-    ChainConfig(timing=timing, chunk_seconds=chunk_seconds or None)
-    check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
-    if license_id:
-        from v2t_foley.foley_core.store.card import check_license_id
-
-        check_license_id(license_id)
+    if given["license_id"]:
+        check_license_id(given["license_id"])
     DatasetStore(store).check_writable()
     read_manifest(manifest)
 
