@@ -29,10 +29,7 @@ def verify(
         from v2t_foley.foley_core.store.verify import verify as verify_store
 
         dataset = DatasetStore(store)
-        if not dataset.fs.exists(dataset.path("_shards")):
-            from v2t_foley.foley_core.errors import InputError
-
-            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        dataset.check_is_store()
         report = verify_store(dataset)
         for line in report.lines():
             err.print(line, highlight=False, soft_wrap=True)
@@ -68,14 +65,12 @@ def migrate(
     setup_logging(verbose)
 
     def run() -> None:
-        from v2t_foley.foley_core.errors import InputError
         from v2t_foley.foley_core.store import DatasetStore
         from v2t_foley.foley_core.store.commit import migrate as migrate_store
         from v2t_foley.foley_core.store.markers import STORE_FORMAT
 
         dataset = DatasetStore(store)
-        if not dataset.fs.exists(dataset.path("_shards")):
-            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        dataset.check_is_store()
         marker = migrate_store(dataset)
         if marker is None:
             err.print(f"{store}: already store format {STORE_FORMAT}; nothing to do", highlight=False)
@@ -122,8 +117,7 @@ def review(
         from v2t_foley.foley_core.store import DatasetStore
 
         dataset = DatasetStore(store)
-        if not dataset.fs.exists(dataset.path("_shards")):
-            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        dataset.check_is_store()
         if "://" not in out:
             from v2t_foley.foley_core.output_paths import check_out_folder
 
@@ -166,8 +160,7 @@ def curate(
         from v2t_foley.foley_core.store import DatasetStore, render_card
 
         dataset = DatasetStore(store)
-        if not dataset.fs.exists(dataset.path("_shards")):
-            raise InputError(f"{store} is not a store (no _shards/ folder)")
+        dataset.check_is_store()
         if apply is None and not status:
             raise InputError("give --apply curation.json and/or --status")
         rejected = 0

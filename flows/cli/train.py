@@ -94,9 +94,7 @@ def train(
             raise InputError("give --store (or store: in --config)")
         from v2t_foley.foley_core.store import DatasetStore
 
-        dataset = DatasetStore(cfg.store)
-        if not dataset.fs.exists(dataset.path("_shards")):
-            raise InputError(f"{cfg.store} is not a store (no _shards/ folder)")
+        DatasetStore(cfg.store).check_is_store()
         quiet_transformers()
         with err.status(f"training a LoRA adapter on {cfg.store}"):
             result = run_training(cfg)

@@ -56,7 +56,8 @@ def _lazy(module: str, name: str, *args):
     def run(items, options, report):
         import importlib
 
-        function = getattr(importlib.import_module(f"v2t_foley.foley_core.export.{module}"), name)
+        # relative to this package, whatever name it was imported under (never a hard-coded root)
+        function = getattr(importlib.import_module(f".{module}", __name__), name)
         function(*args, items, options, report)
 
     return run

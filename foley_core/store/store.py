@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from v2t_foley.foley_core.errors import InputError
+from v2t_foley.foley_core.safenames import redact_uri
 from v2t_foley.foley_core.schema.rows import FEATURES, DatasetRow, normalize_row
 from v2t_foley.foley_core.store.lease import Lease
 from v2t_foley.foley_core.store.markers import STORE_FORMAT, Key, ShardMarker, UnsafeStoreError
@@ -202,6 +203,11 @@ class DatasetStore:
         """A clear error when the store's location cannot be a store (a file, say)."""
         if self.fs.isfile(self.root):
             raise InputError(f"--store {self.uri} is a file; give a folder (it is created if missing)")
+
+    def check_is_store(self) -> None:
+        """A clear error when nothing was ever built here (commands that read a store)."""
+        if not self.fs.exists(self.path("_shards")):
+            raise InputError(f"{redact_uri(self.uri)} is not a store (no _shards/ folder)")
 
     def write_card(self, text: str) -> None:
         self._write_text("README.md", text)
