@@ -7,10 +7,13 @@
 Run it in the same call as bench/baselines/gpu_videollava_baseline.py (plain generate + a plain LoRA
 step) and gpu_videollava_static_compile.py, so the numbers come from the same card. One JSON line per
 measurement:
+- attention: one decode step's attention at the 7B layer shapes, video prefixes copied into every
+  row against read once per video from the prefix store (bench/prefix_attention.py; not with SCALE=tiny);
 - generate: the transformers backend (left-padded batches, xgrammar JSON-Schema decoding) at batch 1
-  and 32, tokens/s, constrained and free, with the continuous decoder (32 slots), the static decoder
-  (static KV cache, CUDA graphs, one sync per step; the warm-up of both is the same call once, which
-  compiles that shape) and `generate`;
+  and 32, tokens/s, constrained and free, with the continuous decoder (32 slots, video prefixes in
+  the prefix store), the static decoder (static KV cache, CUDA graphs, one sync per step; the warm-up
+  of both is the same call once, which compiles that shape) and `generate`; after the factory, the
+  continuous decoder with the prefix copied into every row, constrained at batch 32, the store's gain;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
   (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3);
@@ -195,6 +198,11 @@ def main() -> None:
     from v2t_foley.foley_core.video import open_video
 
     count_cudagraph_recordings()
+    if not TINY and in_budget("attention"):
+        import prefix_attention  # bench/prefix_attention.py, beside this script
+
+        for live, videos in prefix_attention.MIXES:
+            log(**prefix_attention.mix(live, videos), step="attention")
     work = Path(tempfile.mkdtemp(prefix="foley-gpu-"))
     os.environ.setdefault("FOLEY_CACHE_DIR", str(work / "cache"))
     processor = AutoProcessor.from_pretrained(tiny_model_path("tiny-random"))
@@ -232,8 +240,12 @@ def main() -> None:
 
     plain: dict[tuple[int, bool], list[str]] = {}  # generate's answers, to compare the fast decoders with
 
-    def generate(batch: int, constrained: bool, new_tokens: int | None, decoder: str) -> None:
-        llm.use_decoder(decoder)
+    def generate(
+        batch: int, constrained: bool, new_tokens: int | None, decoder: str, prefix_store: bool = True
+    ) -> None:
+        llm.use_decoder(decoder)  # the fast decoders share the video prefix
+        if llm.continuous is not None:
+            llm.continuous.prefix_store = prefix_store
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
         params = GenerationParams(max_new_tokens=new_tokens)
         t0 = time.perf_counter()
@@ -247,6 +259,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         sync()
         graphs, recordings = compiled_graphs(), RECORDINGS[0]
+        store_steps = llm.continuous.store_steps if llm.continuous is not None else 0
         t0 = time.perf_counter()
         out = llm.generate(requests, params)
         sync()
@@ -276,6 +289,8 @@ def main() -> None:
             if reference is None
             else sum(a == b for a, b in zip(texts, reference, strict=True)),
             slots=llm.continuous.shape[0] if llm.continuous is not None else None,
+            prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
+            prefix_store=prefix_store if llm.continuous is not None else None,
             peak_gib=peak_gib(),
         )
 
@@ -331,6 +346,10 @@ def main() -> None:
     llm.share_video_prefix = True
     if in_budget("factory"):
         factory(work, llm, processor, scene, n_clips=32 if not TINY else 2)
+    if in_budget("generate_continuous_copied_prefix_b32"):  # the prefix store's gain, same card
+        llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
+        generate(32 if not TINY else 3, True, None if not TINY else 16, "continuous", prefix_store=False)
+        llm.close()  # its cache and compiled steps go before the LoRA step
     if not in_budget("lora_step"):
         return
 

@@ -33,12 +33,12 @@ def record_steps(decoder) -> list[tuple[int, int, int]]:
     seen: list[tuple[int, int, int]] = []
     step = decoder.step
 
-    def recorded(ids, positions, mask, cache):
+    def recorded(ids, positions, mask, cache, *shared):
         keys = cache.layers[0].keys
         assert keys.shape[0] == ids.shape[0] == mask.shape[0] and keys.shape[2] == mask.shape[-1]
         whole = keys.stride(1) // keys.shape[-1]  # columns of the memory it views (its row stride)
         seen.append((ids.shape[0], keys.shape[2], whole))
-        return step(ids, positions, mask, cache)
+        return step(ids, positions, mask, cache, *shared)
 
     decoder.step = recorded
     return seen
@@ -152,6 +152,40 @@ def test_the_compiled_step_compiles_once_for_every_row_count_and_width(llm, monk
         llm.use_decoder("generate")
     assert (first, alone) == (plain[3], plain[1])
     assert {rows for rows, _, _ in seen} == {4, 2} and len({columns for _, columns, _ in seen}) >= 4
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.skipif(
+    not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
+)
+def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, monkeypatch):
+    """Rows that read their video prefix from the prefix store group by entry, and the entries read
+    and the group size change as rows come and go: like rows and columns they are dynamic from the
+    first call, so one compiled graph serves every grouping, with no graph break, and the tokens are
+    generate's."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
+    shared = clip(45)
+    mixed = [GenerationRequest(shared if k < 3 else clip(46), PROMPTS[k]) for k in range(4)]
+    regrouped = [GenerationRequest(clip(47 + k % 2), PROMPTS[k]) for k in range(4)]
+    params = GenerationParams(max_new_tokens=20)
+    plain = [answers(llm, "generate", batch, params) for batch in (mixed, regrouped)]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    llm.continuous = ContinuousDecoder(llm, 4, compile=True)
+    llm.share_video_prefix = True
+    try:
+        first = [(g.text, g.new_tokens, g.finished) for g in llm.generate(mixed, params)]
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        second = [(g.text, g.new_tokens, g.finished) for g in llm.generate(regrouped, params)]
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+    assert [first, second] == plain
+    assert decoder.store_steps == decoder.steps > 0
     assert not torch._dynamo.utils.counters["graph_break"]
     assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 

@@ -36,13 +36,16 @@ def texts(generations) -> list[tuple[str, int, bool]]:
     return [(g.text, g.new_tokens, g.finished) for g in generations]
 
 
-@pytest.mark.parametrize("share", [False, True])
-def test_each_answer_is_what_generate_answers_for_that_request_alone(llm, share):
+@pytest.mark.parametrize(("share", "store"), [(False, True), (True, True), (True, False)])
+def test_each_answer_is_what_generate_answers_for_that_request_alone(llm, share, store):
+    """Full prompts in every row; video prefixes read from the prefix store; prefixes copied into
+    every row (what models whose attention cannot read the store do)."""
     asked = requests()
     params = GenerationParams(max_new_tokens=20)
     alone = [llm.generate([r], params)[0] for r in asked]
     llm.use_decoder("continuous")
     llm.share_video_prefix = share
+    llm.continuous.prefix_store = store
     try:
         together = llm.generate(asked, params)
         decoder = llm.continuous
@@ -51,6 +54,8 @@ def test_each_answer_is_what_generate_answers_for_that_request_alone(llm, share)
         llm.share_video_prefix = False
     assert texts(together) == texts(alone)
     assert decoder.waves == 1 and decoder.late_joins >= 4  # 2 slots, 6 requests: 4 took a freed slot
+    # stored: every row read its video's prefix from the prefix store, not from a copy in its row
+    assert decoder.store_steps == (decoder.steps if share and store else 0)
 
 
 def test_a_request_that_arrives_while_decoding_takes_a_free_slot(llm):
@@ -149,3 +154,26 @@ def test_a_request_whose_answer_has_no_bound_fails_alone_in_the_batching_thread(
     finally:
         batching.stop()
         llm.use_decoder("generate")
+
+
+def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
+    """Six questions about six clips through six slots: the store starts with STORE_ENTRIES (4) and
+    doubles, up to the slots, when a fifth video finds every entry read, in the same wave (no row
+    waits for the others to finish); each answer is still generate's for that request alone."""
+    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES, ContinuousDecoder
+
+    asked = [GenerationRequest(clip(70 + k), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(6)]
+    params = GenerationParams(max_new_tokens=12)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.continuous = ContinuousDecoder(llm, 6)
+    llm.share_video_prefix = True
+    try:
+        together = llm.generate(asked, params)
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+    assert texts(together) == texts(alone)
+    assert STORE_ENTRIES == 4 and decoder.store.entries == 6
+    assert decoder.waves == 1 and decoder.store_steps == decoder.steps
+    held = [h for h in decoder.store.held if h is not None]
+    assert len(held) == 6 and {id(h.frames) for h in held} == {id(r.frames) for r in asked}

@@ -38,7 +38,8 @@ class BackendSpec:
     concurrency: int = 16  # requests in flight at once (openai: the server batches them continuously)
     decoder: str = "generate"  # transformers: `generate`; `static` (static KV cache + CUDA graphs,
     # greedy, the same tokens; backends/static_decode.py); `continuous` (slots that requests take as
-    # they free; backends/continuous.py)
+    # they free, video prefixes held once per video; backends/continuous.py); both fast decoders
+    # continue each question from its video's prefix (backends/video_prefix.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -5,10 +5,15 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 
 - every decode step writes one column `c` of the cache for all slots at once (StaticCache's own write
   position), and each slot attends only to its own columns through a 4-D mask kept on the device;
-- a request joins when a slot is free: it is prefilled alone (the vision tower runs here; questions
-  about the video of the previous join continue from a copy of its prefix, see `_prefill`) and its
-  K/V are copied into its slot at the columns just before `c`, so it decodes from the next step on
-  (its positions are its own: RoPE is in the keys, the column a key sits in does not matter);
+- a request joins when a slot is free: it is prefilled alone (the vision tower runs here; a question
+  about a video whose prefix is kept continues from a copy of it, see `_prefill`) and its K/V are
+  copied into its slot at the columns just before `c`, so it decodes from the next step on (its
+  positions are its own: RoPE is in the keys, the column a key sits in does not matter);
+- with shared video prefixes, a row's video prefix goes to the prefix store (backends/prefix_store.py)
+  once per video and only what follows it into the row; each step's attention reads an entry once
+  for all of its rows (backends/prefix_attention.py). A 32-row step about one clip then reads the
+  clip's 1 GB of prefix K/V (Video-LLaVA-7B) once instead of 32 times, and a wave starts just past
+  the longest question, not past the video;
 - a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
 
 A "wave" is one life of the cache: it starts at column `start` (room for the longest prompt of the
@@ -25,14 +30,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import xgrammar as xgr
 from transformers import DynamicCache, StaticCache
 
+from v2t_foley.foley_core.backends import prefix_attention
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
+from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
 from v2t_foley.foley_core.backends.static_decode import (
     LENGTH_BUCKET,
     bucket_batch,
@@ -44,8 +51,19 @@ from v2t_foley.foley_core.backends.static_decode import (
 from v2t_foley.foley_core.backends.video_prefix import video_prefix
 from v2t_foley.foley_core.errors import TransientBackendError
 
-Prefilled = tuple[int, DynamicCache, torch.Tensor]  # prompt tokens, their K/V, the last logits
 JOIN_SLACK = 256  # columns left before a wave's first write, so longer prompts than the first can join
+STORE_ENTRIES = 4  # a new prefix store's entries (1 GB each for Video-LLaVA-7B); it doubles, up to the
+# slots, when a video finds every entry read: the store grows with the videos decoded side by side
+
+
+class Prefilled(NamedTuple):
+    """A request prefilled alone, ready to join a wave."""
+
+    length: int  # prompt tokens
+    kv: DynamicCache  # their K/V
+    logits: torch.Tensor  # the last position's logits
+    video: tuple[Any, torch.Tensor] | None = None  # (frames, prefix ids) when `kv` starts with that video
+    # prefix (backends/video_prefix.py), which a row may then read from the prefix store
 
 
 @dataclass
@@ -71,12 +89,13 @@ class _Row:
     position: int  # position id of the next token it is fed
     matcher: xgr.GrammarMatcher | None
     tokens: list[int] = field(default_factory=list)
+    entry: int | None = None  # its video prefix's entry in the prefix store, when it reads it there
 
 
 class ContinuousDecoder:
     """Serves asks through `slots` rows of one static cache (see the module docstring)."""
 
-    def __init__(self, llm: Any, slots: int, *, compile: bool = False) -> None:
+    def __init__(self, llm: Any, slots: int, *, compile: bool = False, prefix_store: bool = True) -> None:
         self.llm = llm
         self.model = llm.model
         self.decoder = self.model.get_decoder()
@@ -91,15 +110,58 @@ class ContinuousDecoder:
         self.waves = 0  # waves run, for tests and benchmarks
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
+        self.store_steps = 0  # decode steps that read video prefixes from the prefix store
         # (frames, their prefix token ids, its K/V): the last video's prefix, for its next questions
         self._prefix: tuple[Any, torch.Tensor, DynamicCache] | None = None
+        # video prefixes held once each for the rows that read them (backends/prefix_attention.py);
+        # None until a wave shares prefixes
+        self.store: PrefixStore | None = None
+        self.prefix_store = prefix_store  # False: every row holds a copy of its prefix (for comparisons)
+        self._prefix_attention: bool | None = None  # whether the model's attention can read the store
         self._serving = threading.Lock()  # one serve at a time: they share the cache
 
-    def _step(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: StaticCache):
+    def _step(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache: StaticCache,
+        prefix: prefix_attention.PrefixBatch | None = None,
+    ):
+        extra = {"shared_prefix": prefix} if prefix is not None else {}
         out = self.decoder(
-            input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True
+            input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True, **extra
         )
         return self.head(out.last_hidden_state[:, -1]).float()
+
+    def _stores_prefixes(self) -> bool:
+        """Whether this wave's rows read their video prefixes from the prefix store (shared prefixes on,
+        and a model whose attention can read it) rather than from copies in their own rows."""
+        if not (self.llm.share_video_prefix and self.prefix_store):
+            return False
+        if self._prefix_attention is None:
+            self._prefix_attention = prefix_attention.enable(self.model)
+        return self._prefix_attention
+
+    def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
+        """The prefix store with an entry for this video's prefix (its own, or a free one), made when
+        there is none (or it is too short for this prefix and no row reads it), doubled up to the
+        slots when every entry is read; None when no entry can be had (the row then holds a copy)."""
+        store, prefix = self.store, video[1]
+        if store is None or (store.length < len(prefix) and not store.in_use()):
+            self.store = None  # free the old one first
+            length = -(-len(prefix) // PREFIX_BUCKET) * PREFIX_BUCKET
+            self.store = store = PrefixStore.for_model(self.model, min(max(2, slots), STORE_ENTRIES), length)
+        if store.can_place(*video):
+            return store
+        entries = min(max(2, slots), 2 * store.entries)
+        room = room_for_caches(self.head.weight.device)
+        if entries <= store.entries or len(prefix) > store.length:
+            return None
+        if room is not None and room < store.nbytes() // store.entries * entries:
+            return None
+        self.store = store = store.grown(entries)
+        return store
 
     @torch.inference_mode()
     def serve(self, take: Callable[[], Ask | None]) -> None:
@@ -122,7 +184,14 @@ class ContinuousDecoder:
     def _wave(self, first: Ask, prefilled: Prefilled, take) -> tuple[Ask | None, Prefilled | None]:
         """Run one life of the cache; returns the ask that did not fit (the next wave's first, with
         its prefill), or what `take` gives next."""
-        start = prefilled[0] + JOIN_SLACK
+        stores = self._stores_prefixes()
+        if self.store is not None:
+            self.store.reset_users()  # no row is live between waves
+        # the columns the first request needs in its own row: what follows its video prefix, when
+        # that prefix is read from the store
+        stored = len(prefilled.video[1]) if stores and prefilled.video is not None else 0
+        own = prefilled.length - stored
+        start = own + JOIN_SLACK
         length = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
         rows: list[_Row | None] = []
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
@@ -130,12 +199,15 @@ class ContinuousDecoder:
             if self.cache is not None and self.shape[1] >= length:  # the held cache: same graphs
                 slots, length = self.shape
             else:
-                slots = self._slots_that_fit(length)
+                # a first prefix store is made for the first request: its room is kept from the slots
+                new_store = stores and stored and self.store is None
+                store_bytes = kv_bytes(self.model, STORE_ENTRIES, stored + PREFIX_BUCKET) if new_store else 0
+                slots = self._slots_that_fit(length, store_bytes)
             if slots < 1:
                 raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
-            start = min(start, max(length - first.budget, prefilled[0]))
+            start = min(start, max(length - first.budget, own))
             rows.extend([None] * slots)
-            self._run_wave(first, prefilled, take, rows, held, start, length)
+            self._run_wave(first, prefilled, take, rows, held, start, length, stores)
         except Exception as error:
             if isinstance(error, torch.OutOfMemoryError):
                 self.release()
@@ -158,6 +230,7 @@ class ContinuousDecoder:
         held: list,
         start: int,
         length: int,
+        stores: bool,
     ) -> None:
         device = self.head.weight.device
         slots = len(rows)
@@ -177,21 +250,25 @@ class ContinuousDecoder:
         column = start  # where the next decode step writes
 
         def join(ask: Ask, done: Prefilled) -> bool:
-            length_in, kv, last_logits = done
-            if length_in > column or column + ask.budget > length:  # its last token is never fed
+            # its video prefix is read from the store when the store can hold it; its row holds the rest
+            store = self._store_for(slots, done.video) if stores and done.video else None
+            stored = len(done.video[1]) if store is not None else 0
+            own = done.length - stored
+            if own > column or column + ask.budget > length:  # its last token is never fed
                 return False
+            entry = store.place(*done.video, done.kv) if stored else None
             slot = rows.index(None)
-            for target, source in zip(cache.layers, kv.layers, strict=True):
-                target.keys[slot, :, column - length_in : column] = source.keys[0, :, :length_in]
-                target.values[slot, :, column - length_in : column] = source.values[0, :, :length_in]
+            for target, source in zip(cache.layers, done.kv.layers, strict=True):
+                target.keys[slot, :, column - own : column] = source.keys[0, :, stored : done.length]
+                target.values[slot, :, column - own : column] = source.values[0, :, stored : done.length]
             mask[slot] = masked
-            mask[slot, 0, 0, column - length_in : column] = 0
+            mask[slot, 0, 0, column - own : column] = 0
             schema = ask.request.json_schema
             matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
-            rows[slot] = _Row(ask, length_in, length_in, matcher)
-            positions[slot, 0] = length_in
+            rows[slot] = _Row(ask, done.length, done.length, matcher, entry=entry)
+            positions[slot, 0] = done.length
             alive[slot] = True
-            logits[slot] = last_logits
+            logits[slot] = done.logits
             if matcher is None:
                 bitmask[slot] = -1  # every token allowed
             self._fill(rows, slot, bitmask)
@@ -237,11 +314,15 @@ class ContinuousDecoder:
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
             columns = bucket_columns(column + 1, length)  # this step writes column `column`
+            entries = [row.entry if row is not None else None for row in rows[:reading]]
+            shared = () if all(e is None for e in entries) else (self.store.batch(entries),)
+            self.store_steps += bool(shared)
             logits[:reading] = self.step(
                 chosen[:, None],
                 positions[:reading],
                 mask[:reading, :, :, :columns].contiguous(),
                 views.get(reading, columns),
+                *shared,
             )
             positions += alive[:, None].long()
             column += 1
@@ -256,6 +337,8 @@ class ContinuousDecoder:
                 row.tokens.append(token)
                 if token == self.eos_id or len(row.tokens) >= row.ask.budget:
                     self._finish(row)
+                    if row.entry is not None:
+                        self.store.leave(row.entry)
                     rows[k] = None
                     alive[k] = False
                     mask[k] = masked
@@ -297,19 +380,21 @@ class ContinuousDecoder:
             )
         )
 
-    def _slots_that_fit(self, length: int) -> int:
-        """`slots`, or fewer when the GPU has no room for that many rows of `length` positions."""
+    def _slots_that_fit(self, length: int, kept: int = 0) -> int:
+        """`slots`, or fewer when the GPU has no room for that many rows of `length` positions beside
+        `kept` bytes (a prefix store about to be made)."""
         held = kv_bytes(self.model, *self.shape) if self.cache is not None else 0
         room = room_for_caches(self.head.weight.device, held)
         if room is None:
             return self.slots
-        return min(self.slots, room // kv_bytes(self.model, 1, length))
+        return min(self.slots, max(room - kept, 0) // kv_bytes(self.model, 1, length))
 
     def release(self) -> None:
         """Drop the cache and the kept video prefix (after an out-of-memory error, or to give the
         memory back)."""
         self.cache = None
         self._prefix = None
+        self.store = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -349,30 +434,37 @@ class ContinuousDecoder:
             prefix = self._shared_prefix(ask.request, inputs)
             if prefix is None:
                 out = self.model(**dict(inputs), use_cache=True, logits_to_keep=1)
-                return ids.shape[1], out.cache, out.logits[0, -1].float()
-            length, kv = prefix
+                return Prefilled(ids.shape[1], out.cache, out.logits[0, -1].float())
+            prefix_ids, kv = prefix
+            length = len(prefix_ids)
             rest = ids[:, length:]
             positions = torch.arange(length, ids.shape[1], device=ids.device)[None]
             out = self.decoder(input_ids=rest, position_ids=positions, cache=kv, use_cache=True)
-            return ids.shape[1], kv, self.head(out.last_hidden_state[:, -1])[0].float()
+            logits = self.head(out.last_hidden_state[:, -1])[0].float()
+            return Prefilled(ids.shape[1], kv, logits, (ask.request.frames, prefix_ids))
         except Exception as error:  # this request's failure, not the wave's
             ask.answer(error)
             return None
 
-    def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[int, DynamicCache] | None:
-        """A private copy of the video prefix of `request`'s frames (backends/video_prefix.py),
-        computed once per video: the last video's prefix is kept for its next questions."""
+    def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[torch.Tensor, DynamicCache] | None:
+        """(the prefix ids, a private copy of their K/V): the video prefix of `request`'s frames
+        (backends/video_prefix.py), computed once per video. The last video's prefix is kept for its
+        next questions, and the prefix store holds those of the videos its rows read."""
         if not self.llm.share_video_prefix:
             return None
         kept = self._prefix
         ids = inputs["input_ids"][0]
         same = kept is not None and kept[0] is request.frames and len(ids) > len(kept[1])
         if not (same and torch.equal(kept[1], ids[: len(kept[1])])):
-            shared = video_prefix(self.model, inputs)
-            if shared is None:
-                return None
-            kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
+            entry = self.store.find(request.frames, ids) if self.store is not None else None
+            if entry is not None:
+                kept = self._prefix = (request.frames, *self.store.cache_of(entry, self.model.config))
+            else:
+                shared = video_prefix(self.model, inputs)
+                if shared is None:
+                    return None
+                kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
         copy = DynamicCache(config=self.model.config)
         for k, layer in enumerate(kept[2].layers):
             copy.update(layer.keys.clone(), layer.values.clone(), k)
-        return len(kept[1]), copy
+        return kept[1], copy

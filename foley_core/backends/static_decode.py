@@ -48,11 +48,13 @@ def compile_step(step: Any) -> Any:
     dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
     compiled = torch.compile(step, mode="reduce-overhead")
 
-    def run(ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
+    def run(
+        ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any, *extra: Any
+    ) -> torch.Tensor:
         for tensor in (ids, positions, mask):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         torch._dynamo.maybe_mark_dynamic(mask, mask.dim() - 1)
-        return compiled(ids, positions, mask, cache)
+        return compiled(ids, positions, mask, cache, *extra)
 
     return run
 

@@ -159,6 +159,9 @@ class TransformersVideoLLM(VideoLLM):
         if self.family not in FAMILIES or self.model is None:
             return
         self.decoder = decoder
+        # the fast decoders continue every question from its video's prefix (the vision tower and the
+        # prefix's prefill once per video; the same tokens, tested); `generate` keeps full prompts
+        self.share_video_prefix = decoder != "generate"
         compile = self.device.startswith("cuda")
         if decoder == "static":
             self.static = StaticDecoder(

@@ -1,0 +1,105 @@
+"""Attention over video prefixes held once per video (backends/prefix_attention.py,
+backends/prefix_store.py): the same numbers as attention over each row's [prefix | own columns], for
+rows grouped unevenly over entries, rows with no entry, padded groups and grouped-query heads. The
+continuous decoder's tokens against `generate`'s are in tests/test_continuous.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from v2t_foley.foley_core.backends import prefix_attention
+from v2t_foley.foley_core.backends.prefix_store import PrefixStore
+
+
+def tiny_llama(kv_heads: int) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        vocab_size=64,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def prefix_cache(model, length: int, seed: int) -> DynamicCache:
+    """A batch-1 cache of `length` random positions, as a prefill would leave it."""
+    generator = torch.Generator().manual_seed(seed)
+    text = model.config
+    cache = DynamicCache(config=text)
+    head_dim = text.hidden_size // text.num_attention_heads
+    for layer in range(text.num_hidden_layers):
+        shape = (1, text.num_key_value_heads, length, head_dim)
+        cache.update(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator), layer)
+    return cache
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads):
+    model = tiny_llama(kv_heads)
+    lengths = {"a": 7, "b": 5, "c": 9}  # three videos' prefixes, of different lengths
+    store = PrefixStore.for_model(model, entries=6, length=12)
+    caches = {name: prefix_cache(model, n, seed) for seed, (name, n) in enumerate(lengths.items())}
+    frames = {name: object() for name in lengths}
+    ids = {name: torch.arange(n) + 100 * k for k, (name, n) in enumerate(lengths.items())}
+    entry = {name: store.place(frames[name], ids[name], caches[name]) for name in lengths}
+    assert sorted(entry.values()) == [0, 1, 2]  # the lowest free entries, one per video
+    assert store.place(frames["a"], ids["a"], caches["a"]) == entry["a"]  # a second reader: same entry
+    rows = ["a", "b", "a", None, "a", "c"]  # uneven groups (a: 3 rows), and a row that holds all its K/V
+    batch = store.batch([entry[r] if r else None for r in rows])
+    assert batch.keys[0].shape[0] == 4 and batch.queries.shape[0] == 4 * 4  # 3 entries read as 4, groups of 4
+
+    generator = torch.Generator().manual_seed(7)
+    heads, dim, own = 4, 8, 6
+    query = torch.randn(len(rows), heads, 1, dim, generator=generator)
+    keys = torch.randn(len(rows), kv_heads, own, dim, generator=generator)
+    values = torch.randn(len(rows), kv_heads, own, dim, generator=generator)
+    mask = torch.zeros(len(rows), 1, 1, own)
+    mask[:, :, :, :2] = torch.finfo(torch.float32).min  # each row's first own columns hidden
+    layer = 1
+    got, _ = prefix_attention.prefix_attention(query, keys, values, mask, batch, layer)
+
+    share = heads // kv_heads
+    for r, name in enumerate(rows):
+        k, v, m = keys[r], values[r], mask[r, 0, 0]
+        if name is not None:
+            k = torch.cat([caches[name].layers[layer].keys[0], k], dim=1)
+            v = torch.cat([caches[name].layers[layer].values[0], v], dim=1)
+            m = torch.cat([torch.zeros(lengths[name]), m])
+        k, v = k.repeat_interleave(share, 0), v.repeat_interleave(share, 0)
+        weights = torch.softmax(query[r] @ k.transpose(-1, -2) * dim**-0.5 + m, dim=-1)
+        expected = (weights @ v).transpose(0, 1)  # [1, heads, dim], as the function lays it out
+        torch.testing.assert_close(got[r], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_entry_is_kept_for_its_next_question_and_reused_only_when_free():
+    model = tiny_llama(4)
+    store = PrefixStore.for_model(model, entries=2, length=8)
+    video, other, third = object(), object(), object()
+    ids = torch.arange(5)
+    first = store.place(video, ids, prefix_cache(model, 5, 0))
+    store.place(other, ids, prefix_cache(model, 5, 1))
+    assert store.find(video, torch.arange(9)) == first  # a longer prompt that starts with the prefix
+    assert store.find(video, torch.arange(5)) is None  # no question after it: nothing to continue
+    assert not store.can_place(third, ids)  # both entries are read by live rows
+    store.leave(first)
+    assert store.find(video, torch.arange(9)) == first  # kept after its last reader left
+    assert store.place(third, ids, prefix_cache(model, 5, 2)) == first  # until its place is needed
+    assert store.find(video, torch.arange(9)) is None
+    assert not store.can_place(object(), torch.arange(9))  # longer than an entry
+
+
+def test_enable_routes_only_decode_steps_with_a_prefix_and_leaves_other_calls_as_they_were():
+    model = tiny_llama(2)
+    ids = torch.tensor([[3, 5, 7, 11, 13]])
+    before = model(input_ids=ids).logits
+    assert prefix_attention.enable(model)
+    assert model.config._attn_implementation == prefix_attention.NAME
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+    eager = tiny_llama(2)
+    eager.set_attn_implementation("eager")
+    assert not prefix_attention.enable(eager)  # another implementation: rows keep copying prefixes
