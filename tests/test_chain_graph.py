@@ -155,3 +155,33 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     assert (tally.computed, tally.cached) == (1, 0)
     assert works["a"].value("sample") == "a" and works["b"].value("sample") == "b"
     assert sorted(kept) == ["a", "b"]  # a's result (and its trace) is kept once, not again on the retry
+
+
+def test_the_factory_on_the_continuous_decoder_writes_the_plain_loops_scripts(
+    clips, tmp_path, prefect_harness
+):
+    """The whole fast path: process-shard's step tasks feed the batching thread, whose continuous
+    decoder (4 slots, video prefixes in the prefix store) serves the questions of both clips side
+    by side (each window's frames a video of its own); every script is the plain loop's on `generate`
+    with full prompts, one request at a time."""
+    from v2t_foley.foley_core.backends import registry
+
+    _folder, manifest = clips
+    build_dataset(
+        manifest=manifest,
+        store=str(tmp_path / "store"),
+        model="tiny-random",
+        timing="measured",
+        batch_size=4,
+        decoder="continuous",
+        device="cpu",
+    )
+    decoder = registry._registry._held.inner.continuous  # the worker's model, still held after the flow
+    flow_rows = {r["id"]: r for r in DatasetStore(str(tmp_path / "store")).read_rows()}
+    llm = TransformersVideoLLM("tiny-random", device="cpu", batch_size=1)
+    for entry in read_manifest(manifest):
+        plain = run_chain(open_video(entry.video), llm, load_prompts(), ChainConfig(timing="measured"))
+        row = flow_rows[entry.id]
+        assert row["status"] == "ok", row["error"]
+        assert row_script(row).model_dump() == plain.script.model_dump()
+    assert decoder.store_steps == decoder.steps > 0  # every step read its prefixes from the store
