@@ -2,8 +2,10 @@
 prefix (the continuous decoder before the prefix store) against the prefix read once per video from
 the prefix store (foley_core/backends/prefix_attention.py).
 
-    PYTHONPATH=. python3 bench/prefix_attention.py        # CPU: fp32, eager; about a minute
-    PYTHONPATH=. python3 bench/prefix_attention.py        # GPU: bf16, each variant one CUDA graph
+    PYTHONPATH=. python3 bench/prefix_attention.py
+
+On the CPU in fp32, eager (about a minute); on a GPU in bf16, each variant replayed as one CUDA graph
+(bench/gpu_foley.py runs the same mixes first).
 
 Per (rows, videos) mix, one JSON line: ms per layer for each variant, the K/V bytes each reads, and the
 largest difference between their outputs. Shapes: 32 heads of 128, a 2,056-position video prefix

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from tests.test_static_decode import PROMPTS, clip
 from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
@@ -177,3 +178,68 @@ def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
     assert decoder.waves == 1 and decoder.store_steps == decoder.steps
     held = [h for h in decoder.store.held if h is not None]
     assert len(held) == 6 and {id(h.frames) for h in held} == {id(r.frames) for r in asked}
+
+
+def test_a_video_the_full_store_cannot_take_waits_for_the_next_wave(llm, monkeypatch):
+    """No room to grow the store (4 entries) for six clips through six slots: the fifth and sixth
+    clips wait for the next wave (a copy of their prefix would need columns the wave started past),
+    and every answer is still generate's."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    monkeypatch.setattr(ContinuousDecoder, "_has_room", lambda self, nbytes: False)
+    asked = [GenerationRequest(clip(80 + k), PROMPTS[k % 4]) for k in range(6)]
+    params = GenerationParams(max_new_tokens=8)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.continuous = ContinuousDecoder(llm, 6)
+    llm.share_video_prefix = True
+    try:
+        together = llm.generate(asked, params)
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+    assert texts(together) == texts(alone)
+    assert decoder.store.entries == 4 and decoder.waves == 2 and decoder.store_steps == decoder.steps
+
+
+def test_a_wave_that_failed_leaves_no_entry_read_in_the_next(llm):
+    """A request whose grammar cannot compile fails the wave it joins (its rows get the error); the
+    next wave starts with no entry read, so the store does not fill with entries nobody reads."""
+    broken = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(("}}, "required": ["a"]}
+    first, bad = GenerationRequest(clip(90), PROMPTS[0]), GenerationRequest(clip(91), PROMPTS[1], broken)
+    later = GenerationRequest(clip(92), PROMPTS[2])
+    params = GenerationParams(max_new_tokens=8)
+    alone = llm.generate([later], params)[0]
+    llm.use_decoder("continuous")
+    answers: dict[int, object] = {}
+    asks = [llm.ask(r, params, lambda a, k=k: answers.__setitem__(k, a)) for k, r in enumerate([first, bad])]
+    try:
+        decoder = llm.continuous
+        decoder.serve(lambda: asks.pop(0) if asks else None)
+        assert isinstance(answers[1], RuntimeError) and isinstance(answers[0], RuntimeError)
+        assert decoder.store.in_use()  # the failed wave's rows never left their entries
+        again = llm.generate([later], params)[0]
+    finally:
+        llm.use_decoder("generate")
+    assert texts([again]) == texts([alone])
+    assert not decoder.store.in_use()
+
+
+def test_the_store_is_made_anew_for_a_longer_prefix_only_when_no_row_reads_it(llm):
+    from transformers import DynamicCache
+
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    decoder = ContinuousDecoder(llm, 4)
+    text = llm.model.config.get_text_config()
+    shape = (1, text.num_key_value_heads, 200, text.hidden_size // text.num_attention_heads)
+    kv = DynamicCache(config=llm.model.config)
+    for layer in range(text.num_hidden_layers):
+        kv.update(torch.randn(shape), torch.randn(shape), layer)
+    short, long = (object(), torch.arange(70)), (object(), torch.arange(200))
+    store = decoder._store_for(4, short)
+    assert (store.length, store.entries) == (128, 4)
+    entry = store.place(*short, kv)
+    assert decoder._store_for(4, long) is None  # read by a row: kept, and the longer prefix is copied
+    store.leave(entry)
+    remade = decoder._store_for(4, long)
+    assert remade is decoder.store and remade is not store and remade.length == 256

@@ -103,3 +103,78 @@ def test_enable_routes_only_decode_steps_with_a_prefix_and_leaves_other_calls_as
     eager = tiny_llama(2)
     eager.set_attn_implementation("eager")
     assert not prefix_attention.enable(eager)  # another implementation: rows keep copying prefixes
+
+
+def test_the_batched_product_takes_the_strided_operands_it_is_given_without_copying_them():
+    """On CUDA in bf16 the scores come from one `bmm` writing float32 (not testable here); its reshapes
+    must give `matmul`'s numbers for the views it gets, and copy neither a store entry nor a cache view."""
+    store = torch.randn(6, 4, 32, 8)  # [entries, heads, positions, dim]
+    keys = store[:2].transpose(-1, -2)  # the first entries, transposed: what the prefix part reads
+    cache = torch.randn(8, 4, 64, 8)
+    own = cache[:3, :, :16]  # a cache view: the first rows and columns
+    queries = torch.randn(2, 4, 5, 8)
+    for a, b in (
+        (queries, keys),
+        (torch.randn(3, 4, 1, 8), own.transpose(-1, -2)),
+        (torch.randn(3, 4, 1, 16), own),
+    ):
+        torch.testing.assert_close(prefix_attention.batched_product(a, b), torch.matmul(a, b))
+        assert b.reshape(-1, *b.shape[-2:]).data_ptr() == b.data_ptr()  # a view, not a copy
+
+
+@torch.no_grad()
+def test_a_decode_step_through_the_store_gives_each_row_the_logits_of_its_own_prompt():
+    """What tokens cannot show (the tiny Video-LLaVA writes the same text whatever it is asked): rows
+    grouped on one entry, each with its own question, each get the logits of their own whole prompt
+    from one decode step through the model. Three rows read video a's entry, one reads b's, one has
+    no entry and holds all its K/V."""
+    torch.manual_seed(0)
+    model = tiny_llama(2)
+    assert prefix_attention.enable(model)
+    prefixes = {"a": torch.randint(0, 64, (7,)), "b": torch.randint(0, 64, (5,))}
+    frames = {"a": object(), "b": object()}
+    rows = [("a", 3), ("a", 2), ("b", 4), (None, 9), ("a", 1)]  # (video, tokens of the row's own)
+    own_ids = [torch.randint(0, 64, (n,)) for _, n in rows]
+    fed = torch.randint(0, 64, (len(rows),))  # the token each row is fed this step
+    store = PrefixStore.for_model(model, entries=4, length=8)
+    config, width = model.config, max(n for _, n in rows)
+    head_dim = config.hidden_size // config.num_attention_heads
+    keys = torch.zeros(config.num_hidden_layers, len(rows), config.num_key_value_heads, width, head_dim)
+    values = torch.zeros_like(keys)
+    mask = torch.full((len(rows), 1, 1, width + 1), torch.finfo(torch.float32).min)
+    mask[..., width] = 0  # the column this step writes
+    entries, positions = [], []
+    for r, ((video, n), ids) in enumerate(zip(rows, own_ids, strict=True)):
+        start = len(prefixes[video]) if video else 0
+        kv = None
+        if video:
+            kv = model.model(input_ids=prefixes[video][None], use_cache=True).cache
+            entries.append(store.place(frames[video], prefixes[video], kv))
+        else:
+            entries.append(None)
+        where = torch.arange(start, start + n)[None]
+        kv = model.model(input_ids=ids[None], position_ids=where, cache=kv, use_cache=True).cache
+        for layer in range(config.num_hidden_layers):  # the row's own K/V, right-aligned before the write
+            keys[layer, r, :, width - n :] = kv.layers[layer].keys[0, :, start:]
+            values[layer, r, :, width - n :] = kv.layers[layer].values[0, :, start:]
+        mask[r, ..., width - n : width] = 0
+        positions.append(start + n)
+    cache = DynamicCache(config=config)
+    for layer in range(config.num_hidden_layers):
+        cache.update(keys[layer], values[layer], layer)
+    out = model.model(
+        input_ids=fed[:, None],
+        position_ids=torch.tensor(positions)[:, None],
+        attention_mask=mask,
+        cache=cache,
+        use_cache=True,
+        shared_prefix=store.batch(entries),
+    )
+    logits = model.lm_head(out.last_hidden_state[:, -1])
+    for r, (video, _) in enumerate(rows):
+        whole = torch.cat(
+            [prefixes[video] if video else torch.tensor([], dtype=torch.long), own_ids[r], fed[r : r + 1]]
+        )
+        torch.testing.assert_close(
+            logits[r], model(input_ids=whole[None]).logits[0, -1], rtol=1e-4, atol=1e-5
+        )

@@ -12,8 +12,10 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 - with shared video prefixes, a row's video prefix goes to the prefix store (backends/prefix_store.py)
   once per video and only what follows it into the row; each step's attention reads an entry once
   for all of its rows (backends/prefix_attention.py). A 32-row step about one clip then reads the
-  clip's 1 GB of prefix K/V (Video-LLaVA-7B) once instead of 32 times, and a wave starts just past
-  the longest question, not past the video;
+  clip's 1 GB of prefix K/V (Video-LLaVA-7B) once instead of 32 times (plus one empty entry: a step
+  reads at least 2), and a wave starts past its first question plus `JOIN_SLACK`, not past the video.
+  The store starts small and doubles while the GPU has room; when it cannot, a request about yet
+  another video waits for the next wave (its prefix would need columns the wave does not have);
 - a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
 
 A "wave" is one life of the cache: it starts at column `start` (room for the longest prompt of the
@@ -155,13 +157,17 @@ class ContinuousDecoder:
         if store.can_place(*video):
             return store
         entries = min(max(2, slots), 2 * store.entries)
-        room = room_for_caches(self.head.weight.device)
         if entries <= store.entries or len(prefix) > store.length:
             return None
-        if room is not None and room < store.nbytes() // store.entries * entries:
+        if not self._has_room(store.nbytes() // store.entries * entries):
             return None
         self.store = store = store.grown(entries)
         return store
+
+    def _has_room(self, nbytes: int) -> bool:
+        """Whether the GPU has room for `nbytes` more (beside what is allocated now)."""
+        room = room_for_caches(self.head.weight.device)
+        return room is None or room >= nbytes
 
     @torch.inference_mode()
     def serve(self, take: Callable[[], Ask | None]) -> None:
@@ -200,7 +206,7 @@ class ContinuousDecoder:
                 slots, length = self.shape
             else:
                 # a first prefix store is made for the first request: its room is kept from the slots
-                new_store = stores and stored and self.store is None
+                new_store = stores and stored > 0 and self.store is None
                 store_bytes = kv_bytes(self.model, STORE_ENTRIES, stored + PREFIX_BUCKET) if new_store else 0
                 slots = self._slots_that_fit(length, store_bytes)
             if slots < 1:
@@ -257,6 +263,8 @@ class ContinuousDecoder:
             if own > column or column + ask.budget > length:  # its last token is never fed
                 return False
             entry = store.place(*done.video, done.kv) if stored else None
+            if entry is not None and self._prefix is not None and self._prefix[0] is done.video[0]:
+                self._prefix = None  # the store holds it now: one copy is enough
             slot = rows.index(None)
             for target, source in zip(cache.layers, done.kv.layers, strict=True):
                 target.keys[slot, :, column - own : column] = source.keys[0, :, stored : done.length]
@@ -443,28 +451,30 @@ class ContinuousDecoder:
             logits = self.head(out.last_hidden_state[:, -1])[0].float()
             return Prefilled(ids.shape[1], kv, logits, (ask.request.frames, prefix_ids))
         except Exception as error:  # this request's failure, not the wave's
+            if isinstance(error, torch.OutOfMemoryError):  # a retry later may find the memory free
+                error = TransientBackendError(f"CUDA out of memory in a prefill: {error}")
             ask.answer(error)
             return None
 
     def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[torch.Tensor, DynamicCache] | None:
         """(the prefix ids, a private copy of their K/V): the video prefix of `request`'s frames
-        (backends/video_prefix.py), computed once per video. The last video's prefix is kept for its
-        next questions, and the prefix store holds those of the videos its rows read."""
+        (backends/video_prefix.py), computed once per video. The prefix store holds those of the videos
+        its rows read, and the last video's prefix is kept for its next questions until the store
+        takes it. A `DynamicCache` copies what it is given, so the kept K/V stay as they are."""
         if not self.llm.share_video_prefix:
             return None
+        ids = inputs["input_ids"][0].cpu()
+        entry = self.store.find(request.frames, ids) if self.store is not None else None
+        if entry is not None:
+            return self.store.cache_of(entry, self.model.config)
         kept = self._prefix
-        ids = inputs["input_ids"][0]
         same = kept is not None and kept[0] is request.frames and len(ids) > len(kept[1])
         if not (same and torch.equal(kept[1], ids[: len(kept[1])])):
-            entry = self.store.find(request.frames, ids) if self.store is not None else None
-            if entry is not None:
-                kept = self._prefix = (request.frames, *self.store.cache_of(entry, self.model.config))
-            else:
-                shared = video_prefix(self.model, inputs)
-                if shared is None:
-                    return None
-                kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
+            shared = video_prefix(self.model, inputs)
+            if shared is None:
+                return None
+            kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
         copy = DynamicCache(config=self.model.config)
         for k, layer in enumerate(kept[2].layers):
-            copy.update(layer.keys.clone(), layer.values.clone(), k)
+            copy.update(layer.keys, layer.values, k)
         return kept[1], copy

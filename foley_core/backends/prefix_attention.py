@@ -13,10 +13,12 @@ parts, merged exactly (the log-sum-exp of each part, as in flash-decoding's spli
 
 The two softmax halves are renormalized against their common maximum, so the result is the softmax
 over the concatenated positions: the same attention, another order of summation (tests compare it
-with attention over the concatenated K/V, and the decoder's tokens with `generate`'s). Only decode
-steps (one query per row) take this path; every other call goes to transformers' SDPA attention
-unchanged, so registering it on a model changes nothing else. Models whose language model uses
-another attention implementation (flash attention) keep copying the prefix (`enable` says False).
+with attention over the concatenated K/V, and the decoder's logits and tokens with full prompts').
+Scores and sums are float32, as SDPA keeps them: on CUDA in bf16/fp16 the products come out of the
+matmul in float32 (`bmm(..., out_dtype=float32)`), not rounded to bf16 first as transformers' eager
+attention rounds them. Only decode steps (one query per row) take this path; every other call goes
+to transformers' SDPA attention unchanged. Models whose language model uses another attention
+implementation (flash attention) keep copying the prefix (`enable` says False).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class PrefixBatch(NamedTuple):
 
 def enable(model: Any) -> bool:
     """Route `model`'s language-model attention through `attention` (registered once); False when it
-    uses an implementation other than SDPA, which then stays as it is."""
+    uses an implementation other than SDPA, which then stays as it is. The switch lasts for the
+    model's life: its other calls (prefills, `generate`, training) still run SDPA, through `attention`
+    (a decode step compiled before the switch is compiled once more)."""
     text = model.config.get_text_config()
     if text._attn_implementation == NAME:
         return True
@@ -70,6 +74,8 @@ def attention(
     """transformers' attention-interface signature; SDPA unless a decode step passes `shared_prefix`."""
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if kwargs.get("sliding_window") or kwargs.get("softcap"):  # not in Video-LLaVA's Llama: not done
+        raise NotImplementedError("prefix attention supports neither sliding windows nor softcapping")
     return prefix_attention(
         query, key, value, attention_mask, shared_prefix, module.layer_idx, kwargs.get("scaling")
     )
@@ -99,11 +105,11 @@ def prefix_attention(
     padded = torch.cat([query.reshape(rows, heads, dim), query.new_zeros(1, heads, dim)])
     grouped = padded[prefix.queries].view(entries, group, kv_heads, share, dim)
     grouped = grouped.permute(0, 2, 3, 1, 4).reshape(entries, kv_heads, share * group, dim)
-    scores = torch.matmul(grouped, p_keys.transpose(-1, -2)).float() * scaling + prefix.mask
+    scores = _product(grouped, p_keys.transpose(-1, -2)) * scaling + prefix.mask
     top = scores.amax(-1, keepdim=True)
     weights = torch.exp(scores - top)
     total = weights.sum(-1, keepdim=True)
-    out = torch.matmul(weights.to(p_values.dtype), p_values).float()  # [E, Hkv, share * G, D]
+    out = _product(weights.to(p_values.dtype), p_values)  # [E, Hkv, share * G, D]
 
     def by_row(x: torch.Tensor) -> torch.Tensor:  # [E, Hkv, share * G, n] -> [R, Hkv, share, n]
         x = x.view(entries, kv_heads, share, group, -1).permute(0, 3, 1, 2, 4)
@@ -114,11 +120,11 @@ def prefix_attention(
 
     # the row part: each row's own columns
     own = query.view(rows, kv_heads, share, dim)
-    r_scores = torch.matmul(own, key.transpose(-1, -2)).float() * scaling + mask  # [R, Hkv, share, C]
+    r_scores = _product(own, key.transpose(-1, -2)) * scaling + mask  # [R, Hkv, share, C]
     r_top = r_scores.amax(-1, keepdim=True)
     r_weights = torch.exp(r_scores - r_top)
     r_total = r_weights.sum(-1, keepdim=True)
-    r_out = torch.matmul(r_weights.to(value.dtype), value).float()
+    r_out = _product(r_weights.to(value.dtype), value)
 
     # merged: both halves scaled to their common maximum; a row without an entry has p_total 0, and
     # its (meaningless) prefix maximum is replaced so that no exp overflows into 0 * inf
@@ -127,3 +133,20 @@ def prefix_attention(
     p_scale, r_scale = torch.exp(p_top - top), torch.exp(r_top - top)
     merged = (p_out * p_scale + r_out * r_scale) / (p_total * p_scale + r_total * r_scale)
     return merged.to(query.dtype).reshape(rows, 1, heads, dim), None
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`a @ b` over 4-D batches, in float32. On CUDA in half precision the matmul itself writes float32
+    (what it accumulates), where `matmul(...).float()` would round every score to bf16 first (about
+    4x SDPA's error at 2,056 positions)."""
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        return batched_product(a, b, out_dtype=torch.float32)
+    return torch.matmul(a, b).float()
+
+
+def batched_product(a: torch.Tensor, b: torch.Tensor, **options: Any) -> torch.Tensor:
+    """`a @ b` for [n, m, x, y] @ [n, m, y, z] through one `bmm` (which takes `out_dtype` on CUDA). The
+    first two dimensions merge into a view for every operand here (a store entry's keys, transposed, or
+    a cache view's rows), so nothing is copied."""
+    product = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), **options)
+    return product.view(*a.shape[:-1], b.shape[-1])

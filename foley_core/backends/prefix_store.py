@@ -2,10 +2,11 @@
 
 An entry holds one video prefix (Video-LLaVA's template start and video tokens: backends/video_prefix.py)
 for as long as a live row attends to it, and after that until its place is needed, so that the next
-question about the same video finds it. The store has at least as many entries as the decoder has
-slots: a joining request always finds its video's entry or a free one (the other live rows hold at
-most one entry each). Free entries are taken lowest first, so that a step reads the fewest entries
-(`batch` reads entries up to the highest one in use, rounded up to a power of two).
+question about the same video finds it. The continuous decoder makes a store of a few entries and
+doubles it (`grown`) while the GPU has room, up to its slots: with as many entries as slots a joining
+request always finds its video's entry or a free one. Free entries are taken lowest first, so that a
+step reads the fewest entries: `batch` reads entries up to the highest one in use, rounded up to a
+power of two and at least 2. Prefix ids are kept on the host: comparing them costs no device sync.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def bucket_power(n: int) -> int:
 @dataclass
 class _Held:
     frames: Any  # the request's frames object: the same object is the same video
-    ids: torch.Tensor  # the prefix's token ids (the template start and the video tokens)
+    ids: torch.Tensor  # the prefix's token ids (the template start and the video tokens), on the host
     users: int = 0  # live rows attending to it
 
 
@@ -81,6 +82,7 @@ class PrefixStore:
 
     def find(self, frames: Any, ids: torch.Tensor) -> int | None:
         """The entry holding the prefix of these frames whose ids start `ids`, if any."""
+        ids = ids.cpu()  # held on the host already: no copy then
         for entry, held in enumerate(self.held):
             if (
                 held is not None
@@ -93,6 +95,7 @@ class PrefixStore:
 
     def can_place(self, frames: Any, prefix_ids: torch.Tensor) -> bool:
         """Whether `place` would give these frames an entry now."""
+        prefix_ids = prefix_ids.cpu()
         if len(prefix_ids) > self.length:
             return False
         return any(
@@ -103,6 +106,7 @@ class PrefixStore:
     def place(self, frames: Any, prefix_ids: torch.Tensor, kv: DynamicCache) -> int | None:
         """A user of the entry holding this prefix: the one that holds it already, or the lowest free
         one, into which the first `len(prefix_ids)` positions of `kv` are copied. None when it cannot."""
+        prefix_ids = prefix_ids.cpu()
         if len(prefix_ids) > self.length:
             return None
         for entry, held in enumerate(self.held):
@@ -118,7 +122,7 @@ class PrefixStore:
             target_v[free, :, :size] = source.values[0, :, :size]
         self.mask[free] = self.masked
         self.mask[free, 0, 0, :size] = 0
-        self.held[free] = _Held(frames, prefix_ids.clone(), users=1)
+        self.held[free] = _Held(frames, prefix_ids, users=1)
         return free
 
     def in_use(self) -> bool:
@@ -157,13 +161,14 @@ class PrefixStore:
                 held.users = 0
 
     def cache_of(self, entry: int, config: Any) -> tuple[torch.Tensor, DynamicCache]:
-        """(the entry's prefix ids, a private copy of its K/V as a batch-1 cache), for a prefill."""
+        """(the entry's prefix ids, a private copy of its K/V as a batch-1 cache), for a prefill (a
+        `DynamicCache` copies what it is given: the entry may be overwritten later)."""
         held = self.held[entry]
         size = len(held.ids)
         cache = DynamicCache(config=config)
         for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
             part = slice(entry, entry + 1), slice(None), slice(0, size)
-            cache.update(keys[part].clone(), values[part].clone(), layer)
+            cache.update(keys[part], values[part], layer)
         return held.ids, cache
 
     def batch(self, entries: list[int | None]) -> PrefixBatch:
@@ -182,20 +187,26 @@ class PrefixStore:
                 groups[row] = entry * group + filled[entry]
                 queries[groups[row]] = row
                 filled[entry] += 1
-        device = self.mask.device
         keys, values, mask = self._view(read)
         batch = PrefixBatch(
             keys=keys,
             values=values,
             mask=mask,
-            queries=torch.tensor(queries, dtype=torch.long, device=device),
-            groups=torch.tensor(groups, dtype=torch.long, device=device),
-            has=torch.tensor([float(e is not None) for e in entries], dtype=torch.float32, device=device),
+            queries=self._to_device(queries, torch.long),
+            groups=self._to_device(groups, torch.long),
+            has=self._to_device([float(e is not None) for e in entries], torch.float32),
         )
         for tensor in (batch.queries, batch.groups, batch.has):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         self._last = (key, batch)
         return batch
+
+    def _to_device(self, values: list, dtype: torch.dtype) -> torch.Tensor:
+        """`values` on the store's device without waiting for it: from pinned memory, asynchronously
+        (a copy from ordinary memory would wait for the step already queued)."""
+        device = self.mask.device
+        host = torch.tensor(values, dtype=dtype, pin_memory=device.type == "cuda")
+        return host.to(device, non_blocking=True)
 
     def _view(self, read: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]:
         """The first `read` entries of every layer, as views of the store's memory (whose address never

@@ -37,8 +37,9 @@ MEMORY_HEADROOM = 0.85  # a cache may take this share of the GPU memory free for
 
 
 def compile_step(step: Any) -> Any:
-    """`step(ids, positions, mask, cache)` compiled for CUDA graphs, with its rows and its mask's columns
-    marked dynamic from the first call: a step's shape changes with the rows it computes and the cache
+    """`step(ids, positions, mask, cache, *extra)` compiled for CUDA graphs, with its rows and its mask's
+    columns marked dynamic from the first call (`extra`: the continuous decoder's prefix-store batch,
+    which marks its own dimensions): a step's shape changes with the rows it computes and the cache
     columns it reads (backends/cache_views.py), and compiling each shape anew costs minutes on a 7B
     model. Dynamo then compiles one graph for every shape (a second where a size is 1, which it
     specializes), and CUDA graphs record each shape once, a replay's cost. Dynamo's default of 8
