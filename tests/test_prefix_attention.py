@@ -96,10 +96,13 @@ def test_an_entry_is_kept_for_its_next_question_and_reused_only_when_free():
 def test_enable_routes_only_decode_steps_with_a_prefix_and_leaves_other_calls_as_they_were():
     model = tiny_llama(2)
     ids = torch.tensor([[3, 5, 7, 11, 13]])
-    before = model(input_ids=ids).logits
+    padded = torch.tensor([[0, 0, 3, 5, 7], [9, 8, 7, 6, 5]])  # a left-padded batch: its mask must be built
+    attend = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    before = model(input_ids=ids).logits, model(input_ids=padded, attention_mask=attend).logits
     assert prefix_attention.enable(model)
     assert model.config._attn_implementation == prefix_attention.NAME
-    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+    after = model(input_ids=ids).logits, model(input_ids=padded, attention_mask=attend).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
     eager = tiny_llama(2)
     eager.set_attn_implementation("eager")
     assert not prefix_attention.enable(eager)  # another implementation: rows keep copying prefixes
