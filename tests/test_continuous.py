@@ -157,22 +157,30 @@ def test_a_request_whose_answer_has_no_bound_fails_alone_in_the_batching_thread(
         llm.use_decoder("generate")
 
 
-def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
-    """Six questions about six clips through six slots: the store starts with STORE_ENTRIES (4) and
-    doubles, up to the slots, when a fifth video finds every entry read, in the same wave (no row
-    waits for the others to finish); each answer is still generate's for that request alone."""
-    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES, ContinuousDecoder
+def side_by_side(llm, asked, params, slots: int):
+    """(each request's answer alone on generate, their answers through a continuous decoder of
+    `slots` slots with shared prefixes, that decoder)."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
-    asked = [GenerationRequest(clip(70 + k), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(6)]
-    params = GenerationParams(max_new_tokens=12)
     alone = [llm.generate([r], params)[0] for r in asked]
-    llm.continuous = ContinuousDecoder(llm, 6)
+    llm.continuous = ContinuousDecoder(llm, slots)
     llm.share_video_prefix = True
     try:
         together = llm.generate(asked, params)
         decoder = llm.continuous
     finally:
         llm.use_decoder("generate")
+    return alone, together, decoder
+
+
+def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
+    """Six questions about six clips through six slots: the store starts with STORE_ENTRIES (4) and
+    doubles, up to the slots, when a fifth video finds every entry read, in the same wave (no row
+    waits for the others to finish); each answer is still generate's for that request alone."""
+    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES
+
+    asked = [GenerationRequest(clip(70 + k), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(6)]
+    alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=12), slots=6)
     assert texts(together) == texts(alone)
     assert STORE_ENTRIES == 4 and decoder.store.entries == 6
     assert decoder.waves == 1 and decoder.store_steps == decoder.steps
@@ -188,15 +196,7 @@ def test_a_video_the_full_store_cannot_take_waits_for_the_next_wave(llm, monkeyp
 
     monkeypatch.setattr(ContinuousDecoder, "_has_room", lambda self, nbytes: False)
     asked = [GenerationRequest(clip(80 + k), PROMPTS[k % 4]) for k in range(6)]
-    params = GenerationParams(max_new_tokens=8)
-    alone = [llm.generate([r], params)[0] for r in asked]
-    llm.continuous = ContinuousDecoder(llm, 6)
-    llm.share_video_prefix = True
-    try:
-        together = llm.generate(asked, params)
-        decoder = llm.continuous
-    finally:
-        llm.use_decoder("generate")
+    alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=8), slots=6)
     assert texts(together) == texts(alone)
     assert decoder.store.entries == 4 and decoder.waves == 2 and decoder.store_steps == decoder.steps
 
