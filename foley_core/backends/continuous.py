@@ -430,7 +430,9 @@ class ContinuousDecoder:
             )
             return None
         try:
-            inputs = self.llm.encode([ask.request]).to(self.head.weight.device)
+            inputs = self.llm.encode([ask.request])
+            host_ids = inputs["input_ids"][0]  # compared with kept prefixes without a device sync
+            inputs = inputs.to(self.head.weight.device)
             if "pixel_values_videos" in inputs:
                 inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.head.weight.dtype)
             ids = inputs["input_ids"]
@@ -439,7 +441,7 @@ class ContinuousDecoder:
                     f"the prompt and video take {ids.shape[1]} of {self.llm.max_positions} positions"
                 )
             ask.budget = min(ask.budget, self.llm.max_positions - ids.shape[1])  # as generate's cap
-            prefix = self._shared_prefix(ask.request, inputs)
+            prefix = self._shared_prefix(ask.request, inputs, host_ids)
             if prefix is None:
                 out = self.model(**dict(inputs), use_cache=True, logits_to_keep=1)
                 return Prefilled(ids.shape[1], out.cache, out.logits[0, -1].float())
@@ -451,19 +453,23 @@ class ContinuousDecoder:
             logits = self.head(out.last_hidden_state[:, -1])[0].float()
             return Prefilled(ids.shape[1], kv, logits, (ask.request.frames, prefix_ids))
         except Exception as error:  # this request's failure, not the wave's
-            if isinstance(error, torch.OutOfMemoryError):  # a retry later may find the memory free
+            if isinstance(error, torch.OutOfMemoryError):  # a retry finds the kept prefix's memory free
+                self._prefix = None
+                torch.cuda.empty_cache()
                 error = TransientBackendError(f"CUDA out of memory in a prefill: {error}")
             ask.answer(error)
             return None
 
-    def _shared_prefix(self, request: GenerationRequest, inputs) -> tuple[torch.Tensor, DynamicCache] | None:
+    def _shared_prefix(
+        self, request: GenerationRequest, inputs, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, DynamicCache] | None:
         """(the prefix ids, a private copy of their K/V): the video prefix of `request`'s frames
         (backends/video_prefix.py), computed once per video. The prefix store holds those of the videos
         its rows read, and the last video's prefix is kept for its next questions until the store
-        takes it. A `DynamicCache` copies what it is given, so the kept K/V stay as they are."""
+        takes it. A `DynamicCache` copies what it is given, so the kept K/V stay as they are. `ids`:
+        the prompt's token ids on the host."""
         if not self.llm.share_video_prefix:
             return None
-        ids = inputs["input_ids"][0].cpu()
         entry = self.store.find(request.frames, ids) if self.store is not None else None
         if entry is not None:
             return self.store.cache_of(entry, self.model.config)

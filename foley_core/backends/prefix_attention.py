@@ -31,6 +31,9 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "v2t_foley_shared_prefix"  # the attention implementation's registered name
+# whether bf16 matmuls may write float32 (cuBLAS does it from compute capability 8.0 on); set outside
+# the compiled step (`use_float32_products`), read in it as a constant
+_BF16_TO_FLOAT32 = False
 
 
 class PrefixBatch(NamedTuple):
@@ -51,6 +54,7 @@ def enable(model: Any) -> bool:
     model's life: its other calls (prefills, `generate`, training) still run SDPA, through `attention`
     (a decode step compiled before the switch is compiled once more)."""
     text = model.config.get_text_config()
+    use_float32_products(next(model.parameters()).device)
     if text._attn_implementation == NAME:
         return True
     if text._attn_implementation != "sdpa":
@@ -60,6 +64,13 @@ def enable(model: Any) -> bool:
     key = next((k for k in model.config.sub_configs if getattr(model.config, k) is text), None)
     model.set_attn_implementation({key: NAME} if key else NAME)
     return text._attn_implementation == NAME
+
+
+def use_float32_products(device: torch.device) -> None:
+    """Let bf16 matmuls on `device` write float32 when its GPU can (compute capability 8.0 or newer:
+    cuBLAS refuses bf16 -> float32 before that, where the scores are rounded to bf16 first)."""
+    global _BF16_TO_FLOAT32
+    _BF16_TO_FLOAT32 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def attention(
@@ -139,7 +150,7 @@ def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`a @ b` over 4-D batches, in float32. On CUDA in half precision the matmul itself writes float32
     (what it accumulates), where `matmul(...).float()` would round every score to bf16 first (about
     4x SDPA's error at 2,056 positions)."""
-    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+    if a.is_cuda and (a.dtype == torch.float16 or (a.dtype == torch.bfloat16 and _BF16_TO_FLOAT32)):
         return batched_product(a, b, out_dtype=torch.float32)
     return torch.matmul(a, b).float()
 
