@@ -6,7 +6,7 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 - every decode step writes one column `c` of the cache for all slots at once (StaticCache's own write
   position), and each slot attends only to its own columns through a 4-D mask kept on the device;
 - a request joins when a slot is free: it is prefilled alone (the vision tower runs here; a question
-  about a video whose prefix is kept continues from a copy of it, see `_prefill`) and its K/V are
+  about a video whose prefix is kept continues from a copy of it, backends/solo_prefill.py) and its K/V are
   copied into its slot at the columns just before `c`, so it decodes from the next step on (its
   positions are its own: RoPE is in the keys, the column a key sits in does not matter);
 - with shared video prefixes, a row's video prefix goes to the prefix store (backends/prefix_store.py)
@@ -32,40 +32,31 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import xgrammar as xgr
-from transformers import DynamicCache, StaticCache
+from transformers import StaticCache
 
 from v2t_foley.foley_core.backends import prefix_attention
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
+from v2t_foley.foley_core.backends.solo_prefill import Prefilled, SoloPrefill
 from v2t_foley.foley_core.backends.static_decode import (
     LENGTH_BUCKET,
     bucket_batch,
     bucket_length,
     compile_step,
     kv_bytes,
+    kv_shape,
     room_for_caches,
 )
-from v2t_foley.foley_core.backends.video_prefix import video_prefix
 from v2t_foley.foley_core.errors import TransientBackendError
 
 JOIN_SLACK = 256  # columns left before a wave's first write, so longer prompts than the first can join
 STORE_ENTRIES = 4  # a new prefix store's entries (1 GB each for Video-LLaVA-7B); it doubles, up to the
 # slots, when a video finds every entry read: the store grows with the videos decoded side by side
-
-
-class Prefilled(NamedTuple):
-    """A request prefilled alone, ready to join a wave."""
-
-    length: int  # prompt tokens
-    kv: DynamicCache  # their K/V
-    logits: torch.Tensor  # the last position's logits
-    video: tuple[Any, torch.Tensor] | None = None  # (frames, prefix ids) when `kv` starts with that video
-    # prefix (backends/video_prefix.py), which a row may then read from the prefix store
 
 
 @dataclass
@@ -113,8 +104,7 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
-        # (frames, their prefix token ids, its K/V): the last video's prefix, for its next questions
-        self._prefix: tuple[Any, torch.Tensor, DynamicCache] | None = None
+        self._prefill = SoloPrefill(llm)  # requests prefilled alone, the last video's prefix kept
         # video prefixes held once each for the rows that read them (backends/prefix_attention.py);
         # None until a wave shares prefixes
         self.store: PrefixStore | None = None
@@ -179,7 +169,7 @@ class ContinuousDecoder:
     def _serve(self, take: Callable[[], Ask | None]) -> None:
         waiting, prefilled = take(), None
         while waiting is not None:
-            prefilled = prefilled or self._prefill(waiting)
+            prefilled = prefilled or self._prefill(waiting, self.store)
             if prefilled is None:  # it failed alone (and was answered)
                 waiting, prefilled = take(), None
                 continue
@@ -263,8 +253,8 @@ class ContinuousDecoder:
             if own > column or column + ask.budget > length:  # its last token is never fed
                 return False
             entry = store.place(*done.video, done.kv) if stored else None
-            if entry is not None and self._prefix is not None and self._prefix[0] is done.video[0]:
-                self._prefix = None  # the store holds it now: one copy is enough
+            if entry is not None:
+                self._prefill.forget(done.video[0])  # the store holds it now: one copy is enough
             slot = rows.index(None)
             for target, source in zip(cache.layers, done.kv.layers, strict=True):
                 target.keys[slot, :, column - own : column] = source.keys[0, :, stored : done.length]
@@ -292,7 +282,7 @@ class ContinuousDecoder:
                 ask = take()
                 if ask is None:
                     break
-                done = self._prefill(ask)
+                done = self._prefill(ask, self.store)
                 if done is None:
                     continue  # it failed alone (and was answered)
                 try:
@@ -401,7 +391,7 @@ class ContinuousDecoder:
         """Drop the cache and the kept video prefix (after an out-of-memory error, or to give the
         memory back)."""
         self.cache = None
-        self._prefix = None
+        self._prefill.forget()
         self.store = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -411,76 +401,7 @@ class ContinuousDecoder:
             self.shape = (slots, length)
             self.cache = None  # free the old one first
             self.cache = StaticCache(config=self.model.config, max_cache_len=length)
-            text = self.model.config.get_text_config()
-            heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            _layers, heads, head_dim = kv_shape(self.model)
             weight = self.head.weight
             self.cache.early_initialization(slots, heads, head_dim, weight.dtype, weight.device)
         return self.cache  # reused as it is: each row's mask hides what earlier rows left in it
-
-    # prefill --------------------------------------------------------------------------------------
-
-    def _prefill(self, ask: Ask) -> Prefilled | None:
-        """(prompt tokens, their K/V, the last position's logits) of one request alone; None (and the
-        ask answered with the error) when it cannot run. A question about the same frames as the last
-        one continues from a copy of that video prefix (Video-LLaVA's template start and video)."""
-        if ask.budget < 1:  # as generate with max_new_tokens=0: nothing to write
-            ask.answer(
-                Generation(text="", new_tokens=0, finished=False, constrained=bool(ask.request.json_schema))
-            )
-            return None
-        try:
-            inputs = self.llm.encode([ask.request])
-            host_ids = inputs["input_ids"][0]  # compared with kept prefixes without a device sync
-            inputs = inputs.to(self.head.weight.device)
-            if "pixel_values_videos" in inputs:
-                inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.head.weight.dtype)
-            ids = inputs["input_ids"]
-            if ids.shape[1] + 1 > self.llm.max_positions:
-                raise ValueError(
-                    f"the prompt and video take {ids.shape[1]} of {self.llm.max_positions} positions"
-                )
-            ask.budget = min(ask.budget, self.llm.max_positions - ids.shape[1])  # as generate's cap
-            prefix = self._shared_prefix(ask.request, inputs, host_ids)
-            if prefix is None:
-                out = self.model(**dict(inputs), use_cache=True, logits_to_keep=1)
-                return Prefilled(ids.shape[1], out.cache, out.logits[0, -1].float())
-            prefix_ids, kv = prefix
-            length = len(prefix_ids)
-            rest = ids[:, length:]
-            positions = torch.arange(length, ids.shape[1], device=ids.device)[None]
-            out = self.decoder(input_ids=rest, position_ids=positions, cache=kv, use_cache=True)
-            logits = self.head(out.last_hidden_state[:, -1])[0].float()
-            return Prefilled(ids.shape[1], kv, logits, (ask.request.frames, prefix_ids))
-        except Exception as error:  # this request's failure, not the wave's
-            if isinstance(error, torch.OutOfMemoryError):  # a retry finds the kept prefix's memory free
-                self._prefix = None
-                torch.cuda.empty_cache()
-                error = TransientBackendError(f"CUDA out of memory in a prefill: {error}")
-            ask.answer(error)
-            return None
-
-    def _shared_prefix(
-        self, request: GenerationRequest, inputs, ids: torch.Tensor
-    ) -> tuple[torch.Tensor, DynamicCache] | None:
-        """(the prefix ids, a private copy of their K/V): the video prefix of `request`'s frames
-        (backends/video_prefix.py), computed once per video. The prefix store holds those of the videos
-        its rows read, and the last video's prefix is kept for its next questions until the store
-        takes it. A `DynamicCache` copies what it is given, so the kept K/V stay as they are. `ids`:
-        the prompt's token ids on the host."""
-        if not self.llm.share_video_prefix:
-            return None
-        entry = self.store.find(request.frames, ids) if self.store is not None else None
-        if entry is not None:
-            return self.store.cache_of(entry, self.model.config)
-        kept = self._prefix
-        same = kept is not None and kept[0] is request.frames and len(ids) > len(kept[1])
-        if not (same and torch.equal(kept[1], ids[: len(kept[1])])):
-            shared = video_prefix(self.model, inputs)
-            if shared is None:
-                return None
-            kept = self._prefix = (request.frames, ids[: shared[0]].clone(), shared[1])
-        copy = DynamicCache(config=self.model.config)
-        for k, layer in enumerate(kept[2].layers):
-            copy.update(layer.keys, layer.values, k)
-        return kept[1], copy

@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache
 
 from v2t_foley.foley_core.backends.prefix_attention import PrefixBatch
+from v2t_foley.foley_core.backends.static_decode import kv_shape
 
 PREFIX_BUCKET = 64  # an entry's positions: the first prefix's length rounded up to this
 
@@ -62,12 +63,10 @@ class PrefixStore:
     @classmethod
     def for_model(cls, model: Any, entries: int, length: int) -> PrefixStore:
         """A store shaped for `model`'s language model, in its dtype and on its device."""
-        text = model.config.get_text_config()
-        heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        layers, heads, head_dim = kv_shape(model)
         weight = model.get_output_embeddings().weight
         return cls(
-            layers=text.num_hidden_layers,
+            layers=layers,
             heads=heads,
             head_dim=head_dim,
             entries=entries,

@@ -69,13 +69,19 @@ def bucket_length(n: int) -> int:
     return -(-n // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
-def kv_bytes(model: Any, rows: int, length: int) -> int:
-    """Bytes of a static cache of `rows` x `length` positions for `model`'s language model."""
+def kv_shape(model: Any) -> tuple[int, int, int]:
+    """(layers, K/V heads, head dim) of `model`'s language model: a position's K/V in a cache."""
     text = model.config.get_text_config()
     heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return text.num_hidden_layers, heads, head_dim
+
+
+def kv_bytes(model: Any, rows: int, length: int) -> int:
+    """Bytes of a static cache of `rows` x `length` positions for `model`'s language model."""
+    layers, heads, head_dim = kv_shape(model)
     itemsize = next(model.parameters()).element_size()
-    return 2 * text.num_hidden_layers * heads * head_dim * itemsize * rows * length
+    return 2 * layers * heads * head_dim * itemsize * rows * length
 
 
 def room_for_caches(device: torch.device, held: int = 0) -> int | None:
