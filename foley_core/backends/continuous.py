@@ -18,9 +18,10 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
   another video waits for the next wave (its prefix would need columns the wave does not have);
 - a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
 
-A "wave" is one life of the cache: it starts at column `start` (room for the longest prompt of the
-first requests) and ends when no row is live and no waiting request fits (`c + budget` past the cache,
-or a prompt longer than `c`); the next wave starts again at its own start column (in the held cache
+A "wave" is one life of the cache: it starts at column `start` (room for the first request's own
+tokens, what follows its stored video prefix, plus `JOIN_SLACK` for longer ones) and ends when no row
+is live and no waiting request fits (`c + budget` past the cache, or a prompt longer than `c`); the
+next wave starts again at its own start column (in the held cache
 when it is long enough: the masks hide what earlier rows left in it). Greedy only, and only families with
 one position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
 token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) for the cache's
