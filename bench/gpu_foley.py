@@ -16,13 +16,18 @@ measurement:
   continuous decoder with the prefix copied into every row, constrained at batch 32, the store's gain;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
-  (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3);
+  (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3); with
+  the answers' dependent path in tokens (each step's longest answer, summed) over the caption's tokens,
+  the ratio that the answers' lengths alone set;
 - factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
   SCALE=tiny) with its real process-shard task runner, step cache and store, on the one model in
   memory (the registry's loader hands it out; the model folder holds only its config and processor),
   with wall time and clips per hour;
 - lora_step: one optimizer step of training/lora.py on one (clip, script) example built by the
   trainer's own collator, gradient checkpointing on, peak memory.
+Beside the timings: graphs dynamo compiled, CUDA graphs recorded, and the continuous decoder's
+distinct decode-step shapes (`step_shapes`: on CUDA, its recordings; on the CPU, the same count, a
+forecast of them).
 The model's tokenizer is the tiny offline one (the real one cannot be downloaded there); the model's
 shapes, the 8 x 257 video tokens, its 4,096 positions (so the chain's answer bounds are cut to fit, as
 for the real model) and the processor are the real model's. A section that would start after
@@ -82,6 +87,19 @@ def tokens_by_step(calls) -> dict[str, list[int]]:
     for call in calls:
         out.setdefault(call.step, []).append(call.new_tokens)
     return out
+
+
+def step_shapes(llm) -> int | None:
+    """The continuous decoder's distinct decode-step shapes so far: on CUDA, its CUDA-graph recordings."""
+    return None if llm.continuous is None else len(llm.continuous.step_shapes)
+
+
+def dependent_path_tokens(calls) -> int:
+    """The chain's answers that must be decoded one after another: each step waits for the one before,
+    while the calls of one step (a window's describe, an event's four questions) decode side by side.
+    Against a caption's tokens, this is the chain/caption ratio that decoding alone sets at equal speed
+    per step: what the answers' lengths allow, whatever the engine."""
+    return sum(max(lengths) for lengths in tokens_by_step(calls).values())
 
 
 def build_model(processor):
@@ -224,6 +242,7 @@ def main() -> None:
         sync()
         graphs, recordings = compiled_graphs(), RECORDINGS[0]
         store_steps = llm.continuous.store_steps if llm.continuous is not None else 0
+        shapes = set(llm.continuous.step_shapes) if llm.continuous is not None else set()
         t0 = time.perf_counter()
         out = llm.generate(requests, params)
         sync()
@@ -255,6 +274,7 @@ def main() -> None:
             slots=llm.continuous.shape[0] if llm.continuous is not None else None,
             prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
             prefix_store=prefix_store if llm.continuous is not None else None,
+            new_step_shapes=None if llm.continuous is None else len(llm.continuous.step_shapes - shapes),
             peak_gib=peak_gib(),
         )
 
@@ -288,6 +308,7 @@ def main() -> None:
         sync()
         chain_s = time.perf_counter() - t0
         tokens = sum(c.new_tokens for c in result.trace.calls)
+        path = dependent_path_tokens(result.trace.calls)
         log(
             step="chain_one_clip",
             decoder=decoder,
@@ -299,8 +320,11 @@ def main() -> None:
             new_tokens=tokens,
             s=round(chain_s, 3),
             over_caption=round(chain_s / caption_s, 2),
+            dependent_path_tokens=path,
+            path_over_caption_tokens=round(path / max(caption[0].new_tokens, 1), 2),
             graphs=compiled_graphs(),
             cudagraphs=cudagraph_counters(),
+            step_shapes=step_shapes(llm),
             steps=result.trace.step_seconds,
             answer_tokens=tokens_by_step(result.trace.calls),
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
@@ -405,6 +429,7 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         clips_per_hour=round(3600 * n_clips / seconds),
         graphs=compiled_graphs(),
         cudagraphs=cudagraph_counters(),
+        step_shapes=step_shapes(llm),
         peak_gib=peak_gib(),
     )
     reserved = reserved_gib()

@@ -3,8 +3,9 @@
 #   bench/run_gpu.sh [OUT]      (OUT: where the JSON lines go; default $OUT, else bench/results/new)
 # plain generate and a plain LoRA step (baseline), the factory's own paths (bench/gpu_foley.py: the
 # three decoders, the chain on one clip, the factory over 32 clips, LoRA steps), then transformers'
-# static cache + compile (baseline). Each part has its own time limit, so one stuck part costs only
-# its own slot. Name the card's files after it: `nvidia-smi --query-gpu=name --format=csv,noheader`.
+# static cache + compile (baseline); last, bench/targets.py's table of the issue's targets beside
+# this call's baseline (targets.md). Each part has its own time limit, so one stuck part costs only its
+# own slot. Name the card's files after it: `nvidia-smi --query-gpu=name --format=csv,noheader`.
 # The lent machines lack most dependencies and have no network: pack them first with
 # bench/device/pack_site.sh, then run(command='bench/run_gpu.sh "$OUT"', carry=[".devsite"]).
 set -u
@@ -34,4 +35,6 @@ date -u +%FT%TZ >>"$out/env.txt"
 timeout 90 python3 bench/baselines/gpu_videollava_baseline.py >"$out/$card-baseline-plain.jsonl" 2>"$out/baseline-plain.err"
 BUDGET_S=${BUDGET_S:-270} timeout 330 python3 bench/gpu_foley.py >"$out/$card-foley.jsonl" 2>"$out/foley.err"
 timeout 100 python3 bench/baselines/gpu_videollava_static_compile.py >"$out/$card-baseline-static-compile.jsonl" 2>"$out/static-compile.err"
+python3 bench/targets.py "$out" >"$out/targets.md" 2>&1  # the issue's targets beside this call's baseline
 tail -n 3 "$out"/*.err
+cat "$out/targets.md"

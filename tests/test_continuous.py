@@ -188,6 +188,30 @@ def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
     assert len(held) == 6 and {id(h.frames) for h in held} == {id(r.frames) for r in asked}
 
 
+def test_step_shapes_are_the_shapes_the_decode_step_was_given(llm):
+    """`step_shapes`, which the bench reports as the CUDA-graph recordings a run needs, against what the
+    step itself received: rows, columns, store entries read and grouped queries."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    decoder = ContinuousDecoder(llm, 4)
+    step, seen = decoder.step, set()
+
+    def watched(ids, positions, mask, cache, prefix=None):
+        store = (prefix.keys[0].shape[0], prefix.queries.shape[0]) if prefix is not None else ()
+        seen.add((ids.shape[0], mask.shape[-1], *store))
+        return step(ids, positions, mask, cache, prefix)
+
+    decoder.step = watched
+    llm.continuous = decoder
+    llm.share_video_prefix = True
+    try:
+        llm.generate(requests(), GenerationParams(max_new_tokens=16))
+    finally:
+        llm.use_decoder("generate")
+    assert decoder.step_shapes == seen
+    assert len(seen) > 1 and all(len(shape) == 4 for shape in seen)  # every step read the store
+
+
 def test_a_video_the_full_store_cannot_take_waits_for_the_next_wave(llm, monkeypatch):
     """No room to grow the store (4 entries) for six clips through six slots: the fifth and sixth
     clips wait for the next wave (a copy of their prefix would need columns the wave started past),

@@ -105,6 +105,9 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
+        # the decode step's distinct input shapes (rows, columns[, store entries read, grouped queries]):
+        # on CUDA each one is a CUDA-graph recording of the one compiled step, seconds and pool memory
+        self.step_shapes: set[tuple[int, ...]] = set()
         self._prefill = SoloPrefill(llm)  # requests prefilled alone, the last video's prefix kept
         # video prefixes held once each for the rows that read them (backends/prefix_attention.py);
         # None until a wave shares prefixes
@@ -316,6 +319,7 @@ class ContinuousDecoder:
             entries = [row.entry if row is not None else None for row in rows[:reading]]
             shared = () if all(e is None for e in entries) else (self.store.batch(entries),)
             self.store_steps += bool(shared)
+            self.step_shapes.add((reading, columns, *(shared[0].shape if shared else ())))
             logits[:reading] = self.step(
                 chosen[:, None],
                 positions[:reading],

@@ -47,6 +47,11 @@ class PrefixBatch(NamedTuple):
     groups: torch.Tensor  # [R] long: each row's flat (entry, place) index; any index for rows without one
     has: torch.Tensor  # [R] float: 1 for rows that attend to an entry, 0 for rows that hold all their K/V
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(E, E * G): what sets the step's shapes besides its rows and columns."""
+        return self.keys[0].shape[0], self.queries.shape[0]
+
 
 def enable(model: Any) -> bool:
     """Route `model`'s language-model attention through `attention` (registered once); False when it

@@ -1,0 +1,258 @@
+"""Issue #10's targets read from one device call: each figure beside its target and the same call's
+plain-`generate` baseline, as a markdown table for the closing note and bench/results/README.md.
+
+    python3 bench/targets.py bench/results/new            # the folder bench/run_gpu.sh wrote
+    python3 bench/targets.py OUT --card "NVIDIA H100"     # when the files do not name the card
+
+The folder holds `<card>-baseline-plain.jsonl`, `<card>-foley.jsonl` and (optionally)
+`<card>-baseline-static-compile.jsonl`, as bench/run_gpu.sh names them. A figure the call did not reach
+(a section skipped for time, a part that failed) reads "not measured", never a pass. The absolute
+targets are the issue's: per H200, and the batch-32 one also per H100; on another card only the ratios
+to its own baseline are judged. Informative rows (the store's A/B, answers equal to `generate`'s, the
+attention mixes) carry no verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# the issue's absolute targets, by card: constrained tok/s at batch 32 and 1, factory clips per hour
+ABSOLUTE = {
+    "H200": {"b32": 2400.0, "b1": 150.0, "clips_per_hour": 5000.0},
+    "H100": {"b32": 2000.0},
+}
+B32_OVER_PLAIN = 5.0  # constrained batch 32 against the plain baseline's batch 32
+B1_OVER_PLAIN = 8.0  # batch 1 against the plain baseline's batch 1
+CHAIN_OVER_CAPTION = 2.0  # the chain on one clip against one caption of it, at most
+FITS_GIB = 80e9 / 2**30  # "everything fits an 80 GB H100": 74.5 GiB of peak allocation
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str  # what was measured
+    measured: str  # the value, or "not measured"
+    target: str  # what the issue asks, or "" for an informative row
+    baseline: str  # the same call's plain-generate figure it is judged against, or ""
+    verdict: str  # "met", "not met", "not measured", or "" for an informative row
+
+
+def read_lines(path: Path | None) -> list[dict]:
+    """JSON lines of one file; a missing file or a line cut by a timeout gives nothing, not an error."""
+    if path is None or not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def one(folder: Path, suffix: str) -> Path | None:
+    found = sorted(folder.glob(f"*-{suffix}.jsonl"))
+    return found[0] if found else None
+
+
+def card_of(foley: list[dict], folder: Path, given: str | None) -> str:
+    """The card's name: given, else the bench's init line, else the files' prefix."""
+    if given:
+        return given
+    device = next((line.get("device") for line in foley if line.get("step") == "init"), None)
+    if device and device != "cpu":
+        return device
+    path = one(folder, "foley")
+    return path.name.removesuffix("-foley.jsonl").replace("-", " ") if path else "unknown"
+
+
+def absolute(card: str, key: str) -> float | None:
+    for name, targets in ABSOLUTE.items():
+        if name in card.upper():
+            return targets.get(key)
+    return None
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def judged(figure: str, value: float | None, checks: list[tuple[str, bool | None]], baseline: str) -> Row:
+    """A row judged by every check that applies (None: its input is missing, so not measured)."""
+    target = "; ".join(text for text, _ in checks)
+    if value is None or any(ok is None for _, ok in checks):
+        return Row(figure, fmt(value), target, baseline, "not measured")
+    return Row(figure, fmt(value), target, baseline, "met" if all(ok for _, ok in checks) else "not met")
+
+
+def decode(
+    foley: list[dict], decoder: str, batch: int, constrained: bool = True, store: bool = True
+) -> dict | None:
+    for line in foley:
+        if (
+            line.get("step") == "generate"
+            and line.get("decoder") == decoder
+            and line.get("batch") == batch
+            and line.get("constrained") == constrained
+            and line.get("prefix_store") in (store, None)
+        ):
+            return line
+    return None
+
+
+def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
+    """The card's name and the table's rows for one device call's folder."""
+    foley = read_lines(one(folder, "foley"))
+    plain = read_lines(one(folder, "baseline-plain"))
+    name = card_of(foley, folder, card)
+    plain_tok = {
+        line["batch"]: line["decode_tok_s_total"] for line in plain if line.get("step") == "generate"
+    }
+    out: list[Row] = []
+    for batch, ratio, key in ((32, B32_OVER_PLAIN, "b32"), (1, B1_OVER_PLAIN, "b1")):
+        base = plain_tok.get(batch)
+        for decoder in ("continuous", "static"):
+            line = decode(foley, decoder, batch)
+            tok = line["tok_s_total"] if line else None
+            checks: list[tuple[str, bool | None]] = [
+                (f">= {ratio:g}x plain", None if tok is None or base is None else tok >= ratio * base)
+            ]
+            floor = absolute(name, key)
+            if floor is not None:
+                checks.insert(0, (f">= {floor:,.0f} tok/s", None if tok is None else tok >= floor))
+            figure = f"constrained decode, batch {batch}, {decoder} (tok/s)"
+            base_text = f"{fmt(base)} tok/s" if base is not None else "not measured"
+            if tok is not None and base:
+                base_text += f" ({tok / base:.1f}x)"
+            out.append(judged(figure, tok, checks, base_text))
+
+    chain = next(
+        (
+            line
+            for line in foley
+            if line.get("step") == "chain_one_clip"
+            and line.get("decoder") == "continuous"
+            and line.get("run") == "warm"
+        ),
+        None,
+    )
+    ratio = chain.get("over_caption") if chain else None
+    out.append(
+        judged(
+            "chain on one clip / one caption (continuous, warm)",
+            ratio,
+            [(f"<= {CHAIN_OVER_CAPTION:g}x", None if ratio is None else ratio <= CHAIN_OVER_CAPTION)],
+            "",
+        )
+    )
+    if chain and "path_over_caption_tokens" in chain:
+        out.append(
+            Row(
+                "the chain's dependent answer tokens / the caption's tokens",
+                fmt(chain["path_over_caption_tokens"]),
+                "",
+                "",
+                "",
+            )
+        )
+
+    factory = next((line for line in foley if line.get("step") == "factory"), None)
+    clips = factory.get("clips_per_hour") if factory else None
+    floor = absolute(name, "clips_per_hour")
+    figure = "factory path, 10 s clips (clips/hour)"
+    if floor is None:  # the issue states this target per H200 only
+        out.append(Row(figure, fmt(clips), "", "", ""))
+    else:
+        out.append(
+            judged(figure, clips, [(f">= {floor:,.0f}", None if clips is None else clips >= floor)], "")
+        )
+
+    peaks = [line["peak_gib"] for line in foley if isinstance(line.get("peak_gib"), int | float)]
+    peak = max(peaks) if peaks else None
+    out.append(
+        judged(
+            "peak GPU memory, our paths (GiB)",
+            peak,
+            [(f"<= {FITS_GIB:.1f}", None if peak is None else peak <= FITS_GIB)],
+            "",
+        )
+    )
+
+    copies, stored = decode(foley, "continuous", 32, store=False), decode(foley, "continuous", 32)
+    if copies and stored and copies is not stored:
+        out.append(
+            Row(
+                "prefix store against copies, constrained batch 32 (tok/s)",
+                f"{fmt(stored['tok_s_total'])} vs {fmt(copies['tok_s_total'])}",
+                "",
+                "",
+                "",
+            )
+        )
+    same = [
+        (line["same_answers_as_generate"], line["batch"])
+        for line in foley
+        if line.get("step") == "generate"
+        and line.get("decoder") != "generate"
+        and line.get("same_answers_as_generate") is not None
+    ]
+    if same:
+        out.append(
+            Row(
+                "fast decoders' answers equal to generate's",
+                f"{sum(s for s, _ in same)} of {sum(b for _, b in same)}",
+                "",
+                "",
+                "",
+            )
+        )
+    for line in foley:
+        if line.get("step") == "attention":
+            out.append(
+                Row(
+                    f"attention, {line['live_rows']} rows / {line['videos']} videos: copies -> store (ms)",
+                    f"{line['copy_ms']} -> {line['store_ms']} ({line['speedup']}x)",
+                    "",
+                    "",
+                    "",
+                )
+            )
+    for line in foley:
+        if line.get("skipped"):
+            out.append(Row(f"skipped for time: {line['step']}", "not measured", "", "", ""))
+    return name, out
+
+
+def table(name: str, found: list[Row]) -> str:
+    head = [
+        f"Issue #10's targets on {name}",
+        "",
+        "| figure | measured | target | same call's plain baseline | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    body = [f"| {r.figure} | {r.measured} | {r.target} | {r.baseline} | {r.verdict} |" for r in found]
+    return "\n".join(head + body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="what bench/run_gpu.sh wrote")
+    parser.add_argument("--card", help="the card's name when the files do not say it")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir() or one(args.folder, "foley") is None:
+        print(
+            f"targets: no *-foley.jsonl in {args.folder}: give the folder bench/run_gpu.sh wrote",
+            file=sys.stderr,
+        )
+        return 2
+    print(table(*rows(args.folder, args.card)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""bench/targets.py: the issue's targets read from a device call's files, judged against that call's
+own plain baseline; a figure the call did not reach is never a pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_targets():
+    spec = importlib.util.spec_from_file_location("bench_targets", ROOT / "bench" / "targets.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while they are made
+    spec.loader.exec_module(module)
+    return module
+
+
+targets = load_targets()
+
+
+def write(folder: Path, name: str, lines: list[dict], tail: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines) + tail)
+
+
+def decode_line(decoder: str, batch: int, tok_s: float, store: bool | None = True) -> dict:
+    return {
+        "step": "generate",
+        "decoder": decoder,
+        "batch": batch,
+        "constrained": True,
+        "tok_s_total": tok_s,
+        "same_answers_as_generate": batch,
+        "prefix_store": store if decoder == "continuous" else None,
+        "peak_gib": 40.0,
+    }
+
+
+def verdicts(folder: Path) -> dict[str, str]:
+    return {row.figure: row.verdict for row in targets.rows(folder)[1]}
+
+
+B32 = "constrained decode, batch 32, continuous (tok/s)"
+
+
+@pytest.mark.parametrize(
+    ("card", "tok_s", "plain", "verdict"),
+    [
+        ("NVIDIA H200", 2400.0, 400.0, "met"),  # both the absolute target and 5x (2,000)
+        ("NVIDIA H200", 2399.0, 400.0, "not met"),  # under 2,400 on an H200
+        ("NVIDIA H200", 2500.0, 600.0, "not met"),  # under 5x its own call's baseline (3,000)
+        ("NVIDIA H100 80GB HBM3", 2000.0, 400.0, "met"),  # the H100's own target
+        ("NVIDIA A100", 600.0, 100.0, "met"),  # another card: only the ratio is judged
+    ],
+)
+def test_batch_32_is_judged_against_the_card_and_its_own_baseline(tmp_path, card, tok_s, plain, verdict):
+    write(tmp_path, "x-foley.jsonl", [{"step": "init", "device": card}, decode_line("continuous", 32, tok_s)])
+    write(
+        tmp_path, "x-baseline-plain.jsonl", [{"step": "generate", "batch": 32, "decode_tok_s_total": plain}]
+    )
+    name, found = targets.rows(tmp_path)
+    assert name == card
+    assert {r.figure: r.verdict for r in found}[B32] == verdict
+
+
+def test_what_the_call_did_not_reach_is_not_measured(tmp_path):
+    """A missing baseline, a skipped section and a line cut by the part's timeout: nothing passes."""
+    write(
+        tmp_path,
+        "NVIDIA-H200-foley.jsonl",
+        [
+            {"step": "init", "device": "NVIDIA H200"},
+            decode_line("continuous", 32, 9000.0),
+            {"step": "factory", "skipped": True, "spent_s": 280.0, "budget_s": 270.0},
+        ],
+        tail='{"step": "generate", "decoder": "static", "bat',  # killed mid-line
+    )
+    found = verdicts(tmp_path)
+    assert found[B32] == "not measured"  # no plain baseline in this call: no ratio, no pass
+    assert found["factory path, 10 s clips (clips/hour)"] == "not measured"
+    assert found["skipped for time: factory"] == ""
+    assert found["constrained decode, batch 32, static (tok/s)"] == "not measured"
+
+
+def test_the_store_and_the_copies_lines_are_told_apart(tmp_path):
+    write(
+        tmp_path,
+        "c-foley.jsonl",
+        [
+            {"step": "init", "device": "NVIDIA H200"},
+            decode_line("continuous", 32, 3000.0),
+            decode_line("continuous", 32, 1000.0, store=False),
+        ],
+    )
+    write(
+        tmp_path, "c-baseline-plain.jsonl", [{"step": "generate", "batch": 32, "decode_tok_s_total": 400.0}]
+    )
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found[B32].measured == targets.fmt(3000.0) and found[B32].verdict == "met"
+    assert found["prefix store against copies, constrained batch 32 (tok/s)"].measured == (
+        f"{targets.fmt(3000.0)} vs {targets.fmt(1000.0)}"
+    )
+
+
+def test_a_real_bench_output_gives_a_markdown_table(tmp_path):
+    """The tiny CPU run of bench/gpu_foley.py kept in bench/results: the chain's ratio comes from its
+    warm continuous line, and every table line has the header's five cells."""
+    source = ROOT / "bench" / "results" / "cpu-tiny-foley-store.jsonl"
+    (tmp_path / "cpu-foley.jsonl").write_text(source.read_text())
+    warm = next(
+        json.loads(t)
+        for t in source.read_text().splitlines()
+        if '"chain_one_clip"' in t and '"warm"' in t and '"continuous"' in t
+    )
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "targets.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert all(line.count("|") == 6 for line in table)
+    chain = next(line for line in table if line.startswith("| chain on one clip"))
+    verdict = "met" if warm["over_caption"] <= targets.CHAIN_OVER_CAPTION else "not met"
+    assert f"| {targets.fmt(warm['over_caption'])} |" in chain and chain.endswith(f"| {verdict} |")
+
+
+def test_a_folder_without_the_bench_output_exits_2_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "targets.py"), str(tmp_path / "absent")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
