@@ -425,6 +425,7 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         ok=summary.new_ok_rows,
         failed=summary.new_failed_rows,
         computed=summary.computed,
+        step_seconds=summary.step_seconds,  # where the time went: the steps run one after another
         s=round(seconds, 3),
         clips_per_hour=round(3600 * n_clips / seconds),
         graphs=compiled_graphs(),

@@ -37,14 +37,16 @@ def table_artifact(key: str, rows: list[dict[str, Any]], description: str) -> No
         log.debug("table artifact not published: %s", error)
 
 
-def shard_artifacts(summary: Any) -> None:
-    """process-shard's artifacts: its progress (done) and its summary as a one-row table."""
+def shard_artifacts(summary: Any, run_id: str) -> None:
+    """process-shard's artifacts: its progress (done) and its summary as a one-row table, described
+    with the build run it belongs to."""
     row = {k: v for k, v in vars(summary).items() if not isinstance(v, dict)}
     row |= {f"computed_{k}": v for k, v in summary.computed.items()}
+    row |= {f"seconds_{k}": v for k, v in summary.step_seconds.items()}
     progress_artifact(
         1, 1, f"shard {summary.index}: {summary.rows} rows ({summary.ok} ok, {summary.failed} failed)"
     )
-    table_artifact("foley-shard-summary", [row], f"process-shard {summary.index}")
+    table_artifact("foley-shard-summary", [row], f"process-shard {summary.index} of build-dataset {run_id}")
 
 
 def build_artifacts(summary: Any, markers: list[Any], progress_id: Any = None) -> None:

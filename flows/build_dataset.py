@@ -49,6 +49,7 @@ class BuildSummary:
     new_failed_rows: int  # of which failed
     computed: dict[str, int]  # step -> items computed (subflow runs only)
     cached: dict[str, int]  # step -> items read from the step cache (subflow runs only)
+    step_seconds: dict[str, float]  # step -> wall time of its task runs, all shards (subflow runs only)
     prompt_version: str  # of the prompt set used
     seconds: float  # wall time
     busy: str = ""  # who held the store, when this run left it alone ("" when it ran)
@@ -147,7 +148,22 @@ def build_dataset(
         who = holder.describe() if holder else "another run"
         logger.warning("store %s is busy with %s; this run writes nothing (retry later)", store, who)
         report("busy", holder=who)
-        return BuildSummary(run_id, store, len(entries), 0, 0, 0, 0, 0, {}, {}, prompts.version, 0.0, who)
+        return BuildSummary(
+            run_id=run_id,
+            store=store,
+            manifest_rows=len(entries),
+            skipped=0,
+            shards=0,
+            new_rows=0,
+            new_ok_rows=0,
+            new_failed_rows=0,
+            computed={},
+            cached={},
+            step_seconds={},
+            prompt_version=prompts.version,
+            seconds=0.0,
+            busy=who,
+        )
     try:
         if license_id and set_license(dataset, license_id):
             logger.info("card: license %s", license_id)
@@ -216,6 +232,7 @@ def _build(
     progress_id = progress_artifact(0, len(shards), f"{len(todo)} videos in {len(shards)} shard(s)")
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
+    step_seconds: dict[str, float] = {}
     try:
         if work_pool and shards:
             _run_on_pool(
@@ -232,7 +249,11 @@ def _build(
         for index, shard_file in enumerate(shard_files if not work_pool else []):
             lease.check()
             done_shard = process_shard(shard_file, store, job, run_id, index, result_storage, retry_failed)
-            for total, part in ((computed, done_shard.computed), (cached, done_shard.cached)):
+            for total, part in (
+                (computed, done_shard.computed),
+                (cached, done_shard.cached),
+                (step_seconds, done_shard.step_seconds),
+            ):
                 for step, n in part.items():
                     total[step] = total.get(step, 0) + n
             progress_artifact(index + 1, len(shards), f"shard {index + 1}/{len(shards)} done", progress_id)
@@ -253,6 +274,7 @@ def _build(
         new_failed_rows=sum(m.added_failed for m in mine),
         computed=computed,
         cached=cached,
+        step_seconds={k: round(v, 3) for k, v in step_seconds.items()},
         prompt_version=prompts.version,
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -43,6 +43,8 @@ class ShardSummary:
     dropped: int  # rows the store already had from another run (same key, nothing better)
     computed: dict[str, int] = field(default_factory=dict)  # step -> items computed
     cached: dict[str, int] = field(default_factory=dict)  # step -> items read from the step cache
+    # step -> wall time of its task runs: where a shard's time goes (the steps run one after another)
+    step_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time
 
 
@@ -114,13 +116,16 @@ def process_shard(
     ctx = chain_context(job)
     computed: dict[str, int] = {}
     cached: dict[str, int] = {}
+    step_seconds: dict[str, float] = {}
 
     def run(step_name: str, items: list[Work]) -> None:
         # `items`: the videos, or (after the split) the chunk works: a long video's chunks are items of
         # the same task as the short videos, each cached under its own key
+        step_started = time.perf_counter()
         tally = step_task.with_options(name=step_name, task_run_name=step_name)(
             step_name, quote(items), quote(ctx), quote(cache)
         )
+        step_seconds[step_name] = step_seconds.get(step_name, 0.0) + time.perf_counter() - step_started
         computed[step_name] = computed.get(step_name, 0) + tally.computed
         cached[step_name] = cached.get(step_name, 0) + tally.cached
         for work in items:
@@ -166,10 +171,12 @@ def process_shard(
         dropped=marker.dropped if marker else len(ordered),
         computed={k: v for k, v in computed.items() if v},
         cached={k: v for k, v in cached.items() if v},
+        step_seconds={k: round(v, 3) for k, v in step_seconds.items()},
         seconds=round(time.perf_counter() - started, 3),
     )
     logger.info(
-        "shard %d: %d rows (%d ok, %d failed), %d already in the store; computed %s, cached %s; %.1f s",
+        "shard %d: %d rows (%d ok, %d failed), %d already in the store; computed %s, cached %s; %.1f s"
+        " (per step: %s)",
         index,
         summary.rows,
         summary.ok,
@@ -178,9 +185,10 @@ def process_shard(
         summary.computed,
         summary.cached,
         summary.seconds,
+        summary.step_seconds,
     )
     report("shard", index=index, rows=summary.rows, ok=summary.ok, failed=summary.failed)
-    shard_artifacts(summary)
+    shard_artifacts(summary, run_id)
     return summary
 
 

@@ -89,6 +89,32 @@ def test_the_runs_artifacts_are_on_the_server(built):
     assert f"{summary.new_rows} new rows" in progress[-1].description
 
 
+def test_the_summary_and_each_shards_table_say_where_the_time_went(built):
+    """Each step's wall time, summed over the shards, in the build's summary and, per shard, in the
+    table artifact the Prefect UI shows (read back with Prefect's client): every step of the graph,
+    within the build's own wall time."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _root, _manifest, _store, _durations, summary = built
+    assert set(summary.step_seconds) == CHAIN_STEPS
+    assert all(s > 0 for s in summary.step_seconds.values())
+    assert sum(summary.step_seconds.values()) < summary.seconds
+
+    async def read():
+        async with get_client() as client:
+            filters = ArtifactFilter(key=ArtifactFilterKey(any_=["foley-shard-summary"]))
+            return await client.read_artifacts(artifact_filter=filters)
+
+    mine = [a for a in asyncio.run(read()) if a.description.endswith(f" of build-dataset {summary.run_id}")]
+    assert len(mine) == summary.shards
+    rows = [row for a in mine for row in (json.loads(a.data) if isinstance(a.data, str) else a.data)]
+    per_step = {step: sum(row.get(f"seconds_{step}", 0.0) for row in rows) for step in CHAIN_STEPS}
+    assert per_step == pytest.approx(summary.step_seconds, abs=0.001 * summary.shards)
+
+
 def test_rerun_skips_everything_and_still_sets_the_license(built):
     """A rerun with nothing new writes no shard, yet a license given to it reaches the card (read back
     with huggingface_hub's card parser)."""

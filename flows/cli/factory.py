@@ -245,6 +245,12 @@ def run_build(manifest: str, store: str, **options):
         flow_progress.stop_listening(line_listener)
 
 
+def per_step(seconds: dict[str, float]) -> str:
+    """Each step's wall time, slowest first: where a build's time went."""
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    return ", ".join(f"{step} {s:.1f}" for step, s in ranked) or "-"
+
+
 def print_summary(summary, demo: bool) -> None:
     from rich.table import Table
 
@@ -257,6 +263,7 @@ def print_summary(summary, demo: bool) -> None:
             "chain steps computed / cached",
             f"{sum(summary.computed.values())} / {sum(summary.cached.values())}",
         ),
+        ("seconds per step", per_step(summary.step_seconds)),
         ("prompt version", summary.prompt_version),
         ("store", summary.store),
         ("seconds", f"{summary.seconds:.1f}"),
