@@ -20,9 +20,9 @@ measurement:
   the answers' dependent path in tokens (each step's longest answer, summed) over the caption's tokens,
   the ratio that the answers' lengths alone set;
 - factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
-  SCALE=tiny) with its real process-shard task runner, step cache and store, on the one model in
-  memory (the registry's loader hands it out; the model folder holds only its config and processor),
-  with wall time and clips per hour;
+  SCALE=tiny; FACTORY_CLIPS=N sets it) with its real process-shard task runner, step cache and store,
+  on the one model in memory (the registry's loader hands it out; the model folder holds only its
+  config and processor), with wall time, clips per hour and each step's wall time;
 - lora_step: one optimizer step of training/lora.py on one (clip, script) example built by the
   trainer's own collator, gradient checkpointing on, peak memory.
 Beside the timings: graphs dynamo compiled, CUDA graphs recorded, and the continuous decoder's
@@ -333,7 +333,8 @@ def main() -> None:
     llm.use_decoder("continuous")
     llm.share_video_prefix = True
     if in_budget("factory"):
-        factory(work, llm, processor, scene, n_clips=32 if not TINY else 2)
+        clips = int(os.environ.get("FACTORY_CLIPS", 32 if not TINY else 2))
+        factory(work, llm, processor, scene, n_clips=clips)
     # the prefix store's gain on the same card; it compiles its step anew (the release reset dynamo)
     if in_budget("generate_continuous_copied_prefix_b32", needs_s=0 if TINY else 90):
         llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
