@@ -32,15 +32,22 @@ The model's tokenizer is the tiny offline one (the real one cannot be downloaded
 shapes, the 8 x 257 video tokens, its 4,096 positions (so the chain's answer bounds are cut to fit, as
 for the real model) and the processor are the real model's. A section that would start after
 BUDGET_S (default 420 s) is skipped and logged as skipped, so the whole run stays under 8 minutes.
+A section that fails logs its error as its own line and the run goes on with the next; when a decode
+through the prefix store fails, that figure and every later continuous one are measured with the
+prefixes copied (`prefix_store: false` in their lines). bench/targets.py reads it all back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,6 +81,27 @@ def in_budget(step: str, needs_s: float = 0.0) -> bool:
         log(step=step, skipped=True, spent_s=round(spent, 1), budget_s=BUDGET_S)
         return False
     return True
+
+
+def guarded(step: str, run: Callable[[], object]) -> bool:
+    """Run one measurement; a failure becomes that step's line (the error and the traceback's last
+    lines) and the run goes on. A lent device gives minutes, once: one broken part must cost only its
+    own figures, not every part after it."""
+    try:
+        run()
+        return True
+    except Exception as error:
+        where = traceback.format_exc().strip().splitlines()[-8:]
+        log(step=step, error=f"{type(error).__name__}: {error}"[:400], where=where)
+        if DEVICE == "cuda":
+            with contextlib.suppress(Exception):  # a broken CUDA context fails here too; the log says why
+                torch.cuda.empty_cache()
+        return False
+
+
+# whether the continuous decoder reads video prefixes from the prefix store: set to False when a
+# decode through the store fails, so that every later continuous figure is still measured, with copies
+STORE = [True]
 
 
 def sync() -> None:
@@ -182,7 +210,10 @@ def main() -> None:
         import prefix_attention  # bench/prefix_attention.py, beside this script
 
         for live, videos in prefix_attention.MIXES:
-            log(**prefix_attention.mix(live, videos), step="attention")
+            guarded(
+                "attention",
+                lambda live=live, videos=videos: log(**prefix_attention.mix(live, videos), step="attention"),
+            )
         if DEVICE == "cuda":
             torch.cuda.empty_cache()  # the slots that fit are counted from the free memory
     work = Path(tempfile.mkdtemp(prefix="foley-gpu-"))
@@ -282,20 +313,32 @@ def main() -> None:
     # fast decoders; their figures are the issue's targets
     for decoder in ("generate", "continuous", "static"):
         for batch in (1, 32) if not TINY else (1, 3):
-            if in_budget(f"generate_{decoder}_b{batch}"):
-                generate(batch, True, None if not TINY else 16, decoder)
-                generate(batch, False, 128 if not TINY else 16, decoder)
+            if not in_budget(f"generate_{decoder}_b{batch}"):
+                continue
+            for constrained, new_tokens in (
+                (True, None if not TINY else 16),
+                (False, 128 if not TINY else 16),
+            ):
+                name = f"generate_{decoder}_b{batch}_{'constrained' if constrained else 'free'}"
+                store = STORE[0] if decoder == "continuous" else True
+                if guarded(
+                    name, partial(generate, batch, constrained, new_tokens, decoder, prefix_store=store)
+                ):
+                    continue
+                llm.use_decoder("generate")  # whatever failed, the next call starts a fresh decoder
+                if decoder == "continuous" and store:
+                    STORE[0] = False  # measured with copies from here on (the failure's line says why)
+                    guarded(
+                        name, partial(generate, batch, constrained, new_tokens, decoder, prefix_store=False)
+                    )
 
     config = ChainConfig(timing="measured")  # default limits: the chain cuts them to the context itself
-    for decoder, share, run in (
-        ("continuous", True, "cold"),
-        ("continuous", True, "warm"),
-        ("generate", False, "warm"),
-    ):
-        if not in_budget(f"chain_{decoder}_{run}"):
-            continue
+
+    def chain(decoder: str, share: bool, run: str) -> None:
         llm.use_decoder(decoder)
         llm.share_video_prefix = share
+        if llm.continuous is not None:
+            llm.continuous.prefix_store = STORE[0]
         t0 = time.perf_counter()
         caption = llm.generate(
             [GenerationRequest(frames, "Describe the clip.")],
@@ -326,23 +369,47 @@ def main() -> None:
             cudagraphs=cudagraph_counters(),
             step_shapes=step_shapes(llm),
             steps=result.trace.step_seconds,
+            prefix_store=STORE[0] if llm.continuous is not None else None,
             answer_tokens=tokens_by_step(result.trace.calls),
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
         )
 
+    for decoder, share, run in (
+        ("continuous", True, "cold"),
+        ("continuous", True, "warm"),
+        ("generate", False, "warm"),
+    ):
+        if in_budget(f"chain_{decoder}_{run}"):
+            guarded(f"chain_{decoder}_{run}", partial(chain, decoder, share, run))
+
     llm.use_decoder("continuous")
     llm.share_video_prefix = True
+    llm.continuous.prefix_store = STORE[0]
     if in_budget("factory"):
         clips = int(os.environ.get("FACTORY_CLIPS", 32 if not TINY else 2))
-        factory(work, llm, processor, scene, n_clips=clips)
+        guarded("factory", lambda: factory(work, llm, processor, scene, n_clips=clips))
+    llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
     # the prefix store's gain on the same card; it compiles its step anew (the release reset dynamo)
-    if in_budget("generate_continuous_copied_prefix_b32", needs_s=0 if TINY else 90):
-        llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
-        generate(32 if not TINY else 3, True, None if not TINY else 16, "continuous", prefix_store=False)
-        llm.close()  # its cache and compiled steps go before the LoRA step
-    if not in_budget("lora_step"):
-        return
+    if not STORE[0]:
+        log(
+            step="generate_continuous_copied_prefix_b32",
+            skipped=True,
+            why="the store failed: copies throughout",
+        )
+    elif in_budget("generate_continuous_copied_prefix_b32", needs_s=0 if TINY else 90):
+        b32 = 32 if not TINY else 3
+        guarded(
+            "generate_continuous_copied_prefix_b32",
+            lambda: generate(b32, True, None if not TINY else 16, "continuous", prefix_store=False),
+        )
+    llm.close()  # its cache and compiled steps go before the LoRA step
+    if in_budget("lora_step"):
+        guarded("lora_step", lambda: lora_steps(model, llm, frames))
 
+
+def lora_steps(model, llm, frames) -> None:
+    """Optimizer steps of training/lora.py on one (clip, script) example, gradient checkpointing on."""
+    from v2t_foley.foley_core.backends.base import GenerationRequest
     from v2t_foley.training.collate import SFTCollator
     from v2t_foley.training.config import TrainConfig
     from v2t_foley.training.lora import apply_lora, training_step
@@ -388,9 +455,6 @@ def main() -> None:
 def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
     """The build-dataset flow (process-shard, its task runner, cache and store) on the in-memory model."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from prefect.testing.utilities import prefect_test_harness
-
-    from v2t_foley.flows.build_dataset import build_dataset
     from v2t_foley.foley_core.backends import registry
     from v2t_foley.foley_core.manifest import write_manifest
     from v2t_foley.foley_core.synthetic import write_scene_video
@@ -404,6 +468,21 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         {"video": str(write_scene_video(work / f"f{k}.mp4", scene(k))), "id": f"f{k}"} for k in range(n_clips)
     ]
     manifest = write_manifest(rows, str(work / "manifest.csv"))
+    try:
+        measured_factory(work, llm, folder, manifest, n_clips)
+    finally:
+        reserved = reserved_gib()
+        registry.release_shared_model()
+        # the registry closed its own wrapper, which holds the compiled steps' CUDA-graph pools; the
+        # bench still holds the model (the LoRA step needs it), so what goes is what close() frees
+        log(step="release", reserved_before_gib=reserved, reserved_after_gib=reserved_gib())
+
+
+def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from v2t_foley.flows.build_dataset import build_dataset
+
     with prefect_test_harness(server_startup_timeout=120):
         t0 = time.perf_counter()
         summary = build_dataset(
@@ -432,13 +511,9 @@ def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
         graphs=compiled_graphs(),
         cudagraphs=cudagraph_counters(),
         step_shapes=step_shapes(llm),
+        prefix_store=llm.continuous.prefix_store if llm.continuous is not None else None,
         peak_gib=peak_gib(),
     )
-    reserved = reserved_gib()
-    registry.release_shared_model()
-    # the registry closed its own wrapper, which holds the compiled steps' CUDA-graph pools; the bench
-    # still holds the model (the LoRA step needs it), so what goes is what close() frees
-    log(step="release", reserved_before_gib=reserved, reserved_after_gib=reserved_gib())
 
 
 if __name__ == "__main__":

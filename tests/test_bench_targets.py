@@ -84,8 +84,8 @@ def test_what_the_call_did_not_reach_is_not_measured(tmp_path):
     )
     found = verdicts(tmp_path)
     assert found[B32] == "not measured"  # no plain baseline in this call: no ratio, no pass
-    assert found["factory path, 10 s clips (clips/hour)"] == "not measured"
-    assert found["skipped for time: factory"] == ""
+    assert found["factory path, 10 s clips (ok rows/hour)"] == "not measured"
+    assert found["skipped: factory"] == ""
     assert found["constrained decode, batch 32, static (tok/s)"] == "not measured"
 
 
@@ -141,3 +141,37 @@ def test_a_folder_without_the_bench_output_exits_2_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_the_factory_is_judged_on_the_clips_that_got_an_ok_row(tmp_path):
+    """Half the clips failing fast must not read as a fast factory: 32 clips in 20 s is 5,760 an hour,
+    but 16 ok rows in 20 s is 2,880."""
+    factory = {"step": "factory", "clips": 32, "ok": 16, "failed": 16, "s": 20.0, "clips_per_hour": 5760}
+    write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, factory])
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    row = found["factory path, 10 s clips (ok rows/hour)"]
+    assert row.measured == targets.fmt(3600 * 16 / 20.0) and row.verdict == "not met"
+
+
+def test_a_store_that_failed_leaves_the_copies_figure_and_its_error(tmp_path):
+    """When the bench fell back to copies after the store failed, the batch-32 row is the copies' line,
+    named so, and the failure is a row of its own."""
+    error = {"step": "generate_continuous_b32_constrained", "error": "RuntimeError: no kernel | for bmm"}
+    write(
+        tmp_path,
+        "h-foley.jsonl",
+        [
+            {"step": "init", "device": "NVIDIA H200"},
+            error,
+            decode_line("continuous", 32, 2500.0, store=False),
+        ],
+    )
+    write(
+        tmp_path, "h-baseline-plain.jsonl", [{"step": "generate", "batch": 32, "decode_tok_s_total": 400.0}]
+    )
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    copied = found["constrained decode, batch 32, continuous, prefixes copied (tok/s)"]
+    assert copied.measured == targets.fmt(2500.0) and copied.verdict == "met"
+    assert B32 not in found
+    failed = found["failed: generate_continuous_b32_constrained"]
+    assert failed.measured.startswith("RuntimeError: no kernel") and "|" not in failed.measured
