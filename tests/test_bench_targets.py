@@ -30,12 +30,14 @@ def write(folder: Path, name: str, lines: list[dict], tail: str = "") -> None:
     (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines) + tail)
 
 
-def decode_line(decoder: str, batch: int, tok_s: float, store: bool | None = True) -> dict:
+def decode_line(
+    decoder: str, batch: int, tok_s: float, store: bool | None = True, constrained: bool = True
+) -> dict:
     return {
         "step": "generate",
         "decoder": decoder,
         "batch": batch,
-        "constrained": True,
+        "constrained": constrained,
         "tok_s_total": tok_s,
         "same_answers_as_generate": batch,
         "prefix_store": store if decoder == "continuous" else None,
@@ -84,7 +86,7 @@ def test_what_the_call_did_not_reach_is_not_measured(tmp_path):
     )
     found = verdicts(tmp_path)
     assert found[B32] == "not measured"  # no plain baseline in this call: no ratio, no pass
-    assert found["factory path, 10 s clips (ok rows/hour)"] == "not measured"
+    assert found["factory path, 32 clips of 10 s (ok rows/hour)"] == "not measured"
     assert found["skipped: factory"] == ""
     assert found["constrained decode, batch 32, static (tok/s)"] == "not measured"
 
@@ -149,7 +151,7 @@ def test_the_factory_is_judged_on_the_clips_that_got_an_ok_row(tmp_path):
     factory = {"step": "factory", "clips": 32, "ok": 16, "failed": 16, "s": 20.0, "clips_per_hour": 5760}
     write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, factory])
     found = {row.figure: row for row in targets.rows(tmp_path)[1]}
-    row = found["factory path, 10 s clips (ok rows/hour)"]
+    row = found["factory path, 32 clips of 10 s (ok rows/hour)"]
     assert row.measured == targets.fmt(3600 * 16 / 20.0) and row.verdict == "not met"
 
 
@@ -175,3 +177,78 @@ def test_a_store_that_failed_leaves_the_copies_figure_and_its_error(tmp_path):
     assert B32 not in found
     failed = found["failed: generate_continuous_b32_constrained"]
     assert failed.measured.startswith("RuntimeError: no kernel") and "|" not in failed.measured
+
+
+B1 = "constrained decode, batch 1, continuous (tok/s)"
+
+
+@pytest.mark.parametrize(
+    ("tok_s", "plain_b1", "verdict"),
+    [
+        (150.0, 18.0, "met"),  # 150 tok/s and over 8x 18 (144)
+        (149.0, 18.0, "not met"),  # under 150 on an H200
+        (200.0, 30.0, "not met"),  # under 8x its own batch-1 baseline (240)
+    ],
+)
+def test_batch_1_is_judged_against_the_batch_1_baseline(tmp_path, tok_s, plain_b1, verdict):
+    """The batch-32 baseline (here 10 tok/s, which every figure would pass at 8x) is not batch 1's."""
+    write(
+        tmp_path,
+        "h-foley.jsonl",
+        [{"step": "init", "device": "NVIDIA H200"}, decode_line("continuous", 1, tok_s)],
+    )
+    plain = [
+        {"step": "generate", "batch": 32, "decode_tok_s_total": 10.0},
+        {"step": "generate", "batch": 1, "decode_tok_s_total": plain_b1},
+        {"step": "generate", "batch": 8},  # cut short: no figure, and no crash
+    ]
+    write(tmp_path, "h-baseline-plain.jsonl", plain)
+    assert verdicts(tmp_path)[B1] == verdict
+
+
+@pytest.mark.parametrize(("peak", "verdict"), [(74.0, "met"), (75.0, "not met")])
+def test_peak_memory_must_fit_an_80_gb_card(tmp_path, peak, verdict):
+    lines = [{"step": "init", "device": "NVIDIA H100"}, {"step": "lora_step", "i": 0, "peak_gib": peak}]
+    lines.append(decode_line("continuous", 32, 100.0) | {"peak_gib": 20.0})
+    write(tmp_path, "h-foley.jsonl", lines)
+    assert verdicts(tmp_path)["peak GPU memory, our paths (GiB)"] == verdict
+
+
+def test_each_row_reads_its_own_decoder_and_the_constrained_line(tmp_path):
+    """A free continuous line first, then the constrained one, then the static decoder's: each row shows
+    its own line's figure."""
+    lines = [
+        {"step": "init", "device": "NVIDIA H200"},
+        decode_line("continuous", 32, 9999.0, constrained=False),
+        decode_line("continuous", 32, 3000.0),
+        decode_line("static", 32, 1234.0),
+    ]
+    write(tmp_path, "h-foley.jsonl", lines)
+    found = {row.figure: row.measured for row in targets.rows(tmp_path)[1]}
+    assert found[B32] == targets.fmt(3000.0)
+    assert found["constrained decode, batch 32, static (tok/s)"] == targets.fmt(1234.0)
+
+
+def test_a_small_factory_run_is_shown_not_judged(tmp_path):
+    factory = {"step": "factory", "clips": 2, "ok": 2, "failed": 0, "s": 1.0}
+    write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, factory])
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    row = found["factory path, 2 clips of 10 s (ok rows/hour)"]
+    assert row.measured == targets.fmt(7200.0) and row.verdict == "" and row.target == ""
+
+
+def test_two_calls_in_one_folder_exit_2_and_a_baseline_is_read_under_its_cards_name(tmp_path):
+    write(tmp_path, "NVIDIA-H200-foley.jsonl", [decode_line("continuous", 32, 3000.0)])
+    write(
+        tmp_path,
+        "NVIDIA-H100-baseline-plain.jsonl",
+        [{"step": "generate", "batch": 32, "decode_tok_s_total": 1.0}],
+    )
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found[B32].baseline == "not measured"  # the H100's baseline is not this call's
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [decode_line("continuous", 32, 2000.0)])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "targets.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "NVIDIA-H100-foley.jsonl" in done.stderr and "Traceback" not in done.stderr
