@@ -52,9 +52,11 @@ def read_lines(path: Path | None) -> list[dict]:
     lines = []
     for text in path.read_text().splitlines():
         try:
-            lines.append(json.loads(text))
+            line = json.loads(text)
         except json.JSONDecodeError:
             continue
+        if isinstance(line, dict):  # a stray value printed to stdout is not a measurement
+            lines.append(line)
     return lines
 
 
@@ -65,7 +67,7 @@ class TargetsError(Exception):
 def call_files(folder: Path) -> tuple[str, Path]:
     """(the card prefix of the call's files, its foley file): the baselines are read under the same
     prefix, so that one card's figures are never judged against another card's baseline."""
-    found = sorted(folder.glob("*-foley.jsonl")) if folder.is_dir() else []
+    found = sorted(f for f in folder.glob("*-foley.jsonl") if f.is_file()) if folder.is_dir() else []
     if not found:
         raise TargetsError(f"no *-foley.jsonl in {folder}: give the folder bench/run_gpu.sh wrote")
     if len(found) > 1:
@@ -189,10 +191,12 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
     # clips that got an ok row: a model step that fails makes failed rows fast, not a faster factory
     clips = round(3600 * factory["ok"] / factory["s"]) if factory else None
     floor = absolute(name, "clips_per_hour")
-    count = factory.get("clips") if factory else None
-    figure = f"factory path, {count or FACTORY_CLIPS} clips of 10 s{copied(factory)} (ok rows/hour)"
-    if count is not None and count < FACTORY_CLIPS:
-        floor = None  # a smaller run (SCALE=tiny) is shown, not judged
+    count = factory.get("clips") if factory else FACTORY_CLIPS
+    seconds = factory.get("clip_s", 10.0) if factory else 10.0
+    size = f"{count} clip{'s' if count != 1 else ''} of {seconds:g} s" if count else "clips"
+    figure = f"factory path, {size}{copied(factory)} (ok rows/hour)"
+    if not count or count < FACTORY_CLIPS:
+        floor = None  # a smaller run (SCALE=tiny), or one that does not say its size, is shown, not judged
     if floor is None:  # the issue states this target per H200 only
         out.append(Row(figure, fmt(clips), "", "", ""))
     else:
