@@ -53,3 +53,8 @@ def reserved_gib() -> float | None:
 
 def peak_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None
+
+
+def step_shapes(llm) -> int | None:
+    """The continuous decoder's distinct decode-step shapes so far: on CUDA, its CUDA-graph recordings."""
+    return None if llm.continuous is None else len(llm.continuous.step_shapes)

@@ -40,14 +40,11 @@ bench/targets.py reads it all back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -60,64 +57,21 @@ from gpu_counters import (
     count_cudagraph_recordings,
     cudagraph_counters,
     peak_gib,
-    reserved_gib,
+    step_shapes,
 )
-
-TINY = os.environ.get("SCALE") == "tiny"
-_CLIPS = os.environ.get("FACTORY_CLIPS", "32" if not TINY else "2")
-if not _CLIPS.isdigit() or int(_CLIPS) < 1:
-    print(
-        f"gpu_foley: FACTORY_CLIPS must be a whole number of clips, at least 1, not {_CLIPS!r}",
-        file=sys.stderr,
-    )
-    sys.exit(2)
-FACTORY_CLIPS = int(_CLIPS)  # clips of the factory section
-BUDGET_S = float(os.environ.get("BUDGET_S", "420" if not TINY else "50"))
-STARTED = time.perf_counter()
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
-
-
-def log(**fields) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def in_budget(step: str, needs_s: float = 0.0) -> bool:
-    """False (and a log line) when `step` would start past the run's budget, or end past it when it
-    needs `needs_s` seconds."""
-    spent = time.perf_counter() - STARTED
-    if spent + needs_s > BUDGET_S:
-        log(step=step, skipped=True, spent_s=round(spent, 1), budget_s=BUDGET_S)
-        return False
-    return True
-
-
-def guarded(step: str, run: Callable[[], object]) -> bool:
-    """Run one measurement; a failure becomes that step's line (the error and the traceback's last
-    lines) and the run goes on. A lent device gives minutes, once: one broken part must cost only its
-    own figures, not every part after it."""
-    try:
-        run()
-        return True
-    except Exception as error:
-        where = traceback.format_exc().strip().splitlines()[-8:]
-        log(step=step, error=f"{type(error).__name__}: {error}"[:400], where=where)
-        if DEVICE == "cuda":
-            with contextlib.suppress(Exception):  # a broken CUDA context fails here too; the log says why
-                torch.cuda.empty_cache()
-        return False
-
-
-# whether the continuous decoder reads video prefixes from the prefix store: set to False when a
-# decode through the store fails and the same decode with copies succeeds, so that every later
-# continuous figure is still measured, with copies; that retry is made once a run
-STORE = [True]
-COPIES_TRIED = [False]
-
-
-def sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
+from gpu_factory import factory
+from gpu_run import (
+    COPIES_TRIED,
+    DEVICE,
+    DTYPE,
+    FACTORY_CLIPS,
+    STORE,
+    TINY,
+    guarded,
+    in_budget,
+    log,
+    sync,
+)
 
 
 def tokens_by_step(calls) -> dict[str, list[int]]:
@@ -126,11 +80,6 @@ def tokens_by_step(calls) -> dict[str, list[int]]:
     for call in calls:
         out.setdefault(call.step, []).append(call.new_tokens)
     return out
-
-
-def step_shapes(llm) -> int | None:
-    """The continuous decoder's distinct decode-step shapes so far: on CUDA, its CUDA-graph recordings."""
-    return None if llm.continuous is None else len(llm.continuous.step_shapes)
 
 
 def dependent_path_tokens(calls) -> int:
@@ -467,75 +416,6 @@ def lora_steps(model, llm, frames) -> None:
             answer_tokens=answer_tokens,
             peak_gib=peak_gib(),
         )
-
-
-def factory(work: Path, llm, processor, scene, n_clips: int) -> None:
-    """The build-dataset flow (process-shard, its task runner, cache and store) on the in-memory model."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from v2t_foley.foley_core.backends import registry
-    from v2t_foley.foley_core.manifest import write_manifest
-    from v2t_foley.foley_core.synthetic import write_scene_video
-
-    folder = work / "model"  # config + processor only: the flow resolves the frame policy and revision
-    llm.model.config.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    registry.release_shared_model()
-    registry._registry._loader = lambda spec: llm  # the weights are in memory already (random, 7B shapes)
-    rows = [
-        {"video": str(write_scene_video(work / f"f{k}.mp4", scene(k))), "id": f"f{k}"} for k in range(n_clips)
-    ]
-    manifest = write_manifest(rows, str(work / "manifest.csv"))
-    try:
-        measured_factory(work, llm, folder, manifest, n_clips)
-    finally:
-        reserved = reserved_gib()
-        registry.release_shared_model()
-        # the registry closed its own wrapper, which holds the compiled steps' CUDA-graph pools; the
-        # bench still holds the model (the LoRA step needs it), so what goes is what close() frees
-        log(step="release", reserved_before_gib=reserved, reserved_after_gib=reserved_gib())
-
-
-def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
-    from v2t_foley.flows.build_dataset import build_dataset
-
-    decoder = llm.continuous
-    before = set(decoder.step_shapes) if decoder is not None else set()
-    with prefect_test_harness(server_startup_timeout=120):
-        t0 = time.perf_counter()
-        summary = build_dataset(
-            manifest=manifest,
-            store=str(work / "store"),
-            model=str(folder),
-            batch_size=32,
-            shard_size=n_clips,
-            timing="measured",
-        )
-        sync()
-        seconds = time.perf_counter() - t0
-    log(
-        step="factory",
-        decoder="continuous" if llm.continuous is not None else "static" if llm.static else "generate",
-        shared_video_prefix=llm.share_video_prefix,
-        clips=n_clips,
-        clip_s=10.0,
-        frames=8,
-        ok=summary.new_ok_rows,
-        failed=summary.new_failed_rows,
-        computed=summary.computed,
-        step_seconds=summary.step_seconds,  # where the time went: the steps run one after another
-        s=round(seconds, 3),
-        clips_per_hour=round(3600 * n_clips / seconds),
-        graphs=compiled_graphs(),
-        cudagraphs=cudagraph_counters(),
-        # the shapes the factory added (the decoder may have decoded the sections before it)
-        new_step_shapes=None
-        if llm.continuous is None
-        else len(llm.continuous.step_shapes - (before if llm.continuous is decoder else set())),
-        prefix_store=llm.continuous.prefix_store if llm.continuous is not None else None,
-        peak_gib=peak_gib(),
-    )
 
 
 if __name__ == "__main__":
