@@ -31,7 +31,9 @@ forecast of them).
 The model's tokenizer is the tiny offline one (the real one cannot be downloaded there); the model's
 shapes, the 8 x 257 video tokens, its 4,096 positions (so the chain's answer bounds are cut to fit, as
 for the real model) and the processor are the real model's. A section that would start after
-BUDGET_S (default 420 s) is skipped and logged as skipped, so the whole run stays under 8 minutes.
+BUDGET_S (default 420 s) is skipped and logged as skipped, so the whole run stays under 8 minutes;
+ONLY=part,part runs those parts alone (bench/gpu_run.py), for a short call after a full one:
+    ONLY=generate_generate_b32_constrained,generate_continuous_b32 BUDGET_S=200 python bench/gpu_foley.py
 A section that fails logs its error as its own line and the run goes on with the next; when a decode
 through the prefix store fails, it is tried once with the prefixes copied, and when that succeeds,
 every later continuous figure is measured with copies too (`prefix_store: false` in their lines).
@@ -280,6 +282,8 @@ def main() -> None:
                 (False, 128 if not TINY else 16),
             ):
                 name = f"generate_{decoder}_b{batch}_{'constrained' if constrained else 'free'}"
+                if not in_budget(name):
+                    continue
                 store = STORE[0] if decoder == "continuous" else True
                 if guarded(
                     name, partial(generate, batch, constrained, new_tokens, decoder, prefix_store=store)

@@ -23,6 +23,10 @@ if not _CLIPS.isdigit() or int(_CLIPS) < 1:
     sys.exit(2)
 FACTORY_CLIPS = int(_CLIPS)  # clips of the factory section
 BUDGET_S = float(os.environ.get("BUDGET_S", "420" if not TINY else "50"))
+# ONLY=part,part: the parts to run, for a short device call spent on the figures a full one missed. A
+# part runs when its name and one of these begin alike: "generate_continuous_b32" runs both decodes of
+# that batch, "generate_continuous_b32_free" that one alone
+ONLY = tuple(name for name in os.environ.get("ONLY", "").split(",") if name)
 STARTED = time.perf_counter()
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
@@ -33,9 +37,12 @@ def log(**fields) -> None:
 
 
 def in_budget(step: str, needs_s: float = 0.0) -> bool:
-    """False (and a log line) when `step` would start past the run's budget, or end past it when it
-    needs `needs_s` seconds."""
+    """False (and a log line) when `step` is not in ONLY, or would start past the run's budget, or end
+    past it when it needs `needs_s` seconds."""
     spent = time.perf_counter() - STARTED
+    if ONLY and not any(step.startswith(name) or name.startswith(step) for name in ONLY):
+        log(step=step, skipped=True, why="not in ONLY")
+        return False
     if spent + needs_s > BUDGET_S:
         log(step=step, skipped=True, spent_s=round(spent, 1), budget_s=BUDGET_S)
         return False

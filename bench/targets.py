@@ -112,6 +112,14 @@ def copied(line: dict | None) -> str:
     return ", prefixes copied" if line is not None and line.get("prefix_store") is False else ""
 
 
+def fewer_rows(line: dict | None) -> str:
+    """A figure's note when the decoder's cache had fewer rows than the batch (the GPU had no room for
+    more, or thought it had none): the batch then decoded a few rows at a time."""
+    if line is None or not isinstance(line.get("slots"), int) or line["slots"] >= line.get("batch", 0):
+        return ""
+    return f", {line['slots']} rows at a time"
+
+
 def decode(
     foley: list[dict], decoder: str, batch: int, constrained: bool = True, store: bool = True
 ) -> dict | None:
@@ -151,11 +159,28 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
             floor = absolute(name, key)
             if floor is not None:
                 checks.insert(0, (f">= {floor:,.0f} tok/s", None if tok is None else tok >= floor))
-            figure = f"constrained decode, batch {batch}, {decoder}{copied(line)} (tok/s)"
+            figure = f"constrained decode, batch {batch}, {decoder}{copied(line)}{fewer_rows(line)} (tok/s)"
             base_text = f"{fmt(base)} tok/s" if base is not None else "not measured"
             if tok is not None and base:
                 base_text += f" ({tok / base:.1f}x)"
             out.append(judged(figure, tok, checks, base_text))
+
+    for batch in (32, 1):
+        # beside the in-code generate of the same run, both timed with their prefill: a same-call
+        # ratio even when the plain baseline's part was cut off
+        fast, slow = decode(foley, "continuous", batch), decode(foley, "generate", batch)
+        if fast and slow and slow.get("tok_s_total"):
+            out.append(
+                Row(
+                    f"constrained decode, batch {batch}: continuous vs this run's generate"
+                    " (tok/s, prefill included in both)",
+                    f"{fmt(fast['tok_s_total'])} vs {fmt(slow['tok_s_total'])}"
+                    f" ({fast['tok_s_total'] / slow['tok_s_total']:.1f}x)",
+                    "",
+                    "",
+                    "",
+                )
+            )
 
     chain = next(
         (
@@ -244,7 +269,7 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
             )
         )
     for line in foley:
-        if line.get("step") == "attention":
+        if line.get("step") == "attention" and "copy_ms" in line:  # not its skipped or failed line
             out.append(
                 Row(
                     f"attention, {line['live_rows']} rows / {line['videos']} videos: copies -> store (ms)",

@@ -252,3 +252,48 @@ def test_two_calls_in_one_folder_exit_2_and_a_baseline_is_read_under_its_cards_n
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "NVIDIA-H100-foley.jsonl" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_skipped_and_failed_attention_parts_are_rows_of_their_own(tmp_path):
+    """A short call (ONLY=...) skips the attention mixes, and a failed mix logs its error: neither is
+    read as a mix's figures."""
+    write(
+        tmp_path,
+        "NVIDIA-H100-foley.jsonl",
+        [
+            {"step": "attention", "skipped": True, "why": "not in ONLY"},
+            {"step": "attention", "error": "OutOfMemoryError: CUDA out of memory", "where": []},
+            decode_line("continuous", 32, 900.0),
+        ],
+    )
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found["skipped: attention"].measured == "not measured (not in ONLY)"
+    assert "OutOfMemoryError" in found["failed: attention"].measured
+    assert not [figure for figure in found if figure.startswith("attention,")]
+
+
+@pytest.mark.parametrize(("slots", "note"), [(2, True), (32, False), (None, False)])
+def test_a_batch_decoded_a_few_rows_at_a_time_says_so(tmp_path, slots, note):
+    """The H100's first call decoded batch 32 two rows at a time (its cache got 2 rows): the row says
+    so, since its figure is not batch 32's."""
+    line = decode_line("continuous", 32, 191.0) | {"slots": slots}
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [line])
+    figures = [row.figure for row in targets.rows(tmp_path)[1]]
+    fewer = B32.replace(" (tok/s)", f", {slots} rows at a time (tok/s)")
+    assert (fewer in figures) is note and (B32 in figures) is not note
+
+
+def test_the_fast_decoder_is_shown_beside_the_same_runs_generate(tmp_path):
+    """When the plain baseline's part was cut off, the run's own generate still gives a same-call
+    ratio (an informative row: both figures count their prefill, unlike the plain baseline's)."""
+    write(
+        tmp_path,
+        "NVIDIA-H100-foley.jsonl",
+        [decode_line("generate", 32, 200.0), decode_line("continuous", 32, 800.0)],
+    )
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    row = found[
+        "constrained decode, batch 32: continuous vs this run's generate (tok/s, prefill included in both)"
+    ]
+    assert row.measured == "800 vs 200 (4.0x)" and row.verdict == ""
+    assert found[B32].verdict == "not measured"  # no plain baseline: the target is not judged on this

@@ -267,3 +267,61 @@ def test_the_store_is_made_anew_for_a_longer_prefix_only_when_no_row_reads_it(ll
     store.leave(entry)
     remade = decoder._store_for(4, long)
     assert remade is decoder.store and remade is not store and remade.length == 256
+
+
+@pytest.mark.parametrize("room_rows", [0.5, 1, 3.2, 7.9, 8, 100])
+@pytest.mark.parametrize(("need", "want"), [(512, 512), (512, 2048), (1024, 4096)])
+def test_a_wave_cache_takes_as_many_rows_as_fit_before_columns(room_rows, need, want):
+    """`plan_cache` against what it promises, over rooms from half a row of `need` columns to room to
+    spare: it fits the room; no more rows fit at `need` columns; no longer columns fit at those rows."""
+    from v2t_foley.foley_core.backends.continuous import plan_cache
+    from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET
+
+    per_column, slots = 1000, 8
+    room = int(room_rows * need * per_column)
+    rows, columns = plan_cache(room, per_column, slots, need, want)
+    assert plan_cache(None, per_column, slots, need, want) == (slots, want)
+    if rows == 0:
+        assert room < need * per_column
+        return
+    assert rows * columns * per_column <= room and need <= columns <= want
+    assert rows == slots or (rows + 1) * need * per_column > room
+    assert columns == want or rows * (columns + LENGTH_BUCKET) * per_column > room
+
+
+def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, monkeypatch):
+    """On the H100 (2026-11-27) the decoder's first wave came after plain generate at batch 32, whose
+    freed blocks the driver still counted as used: its cache got 2 of 32 rows, and every later wave
+    reused it (it was long enough), so batch 32 decoded 2 rows at a time. Now a held cache with fewer
+    rows than the decoder's slots is replaced when more fit, and one with every row is reused. The GPU's
+    free memory is the one thing faked here (this CPU has no such limit): `room_for_caches` reports
+    bytes for 2 rows of the first wave's columns, then plenty, beside room for the prefix store that
+    the first wave makes (its length read off a probe decoder's store)."""
+    from v2t_foley.foley_core.backends import continuous
+    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES, ContinuousDecoder
+    from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET
+    from v2t_foley.foley_core.backends.static_decode import kv_bytes
+
+    asked = [GenerationRequest(clip(1), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(4)]
+    long, short = GenerationParams(max_new_tokens=300), GenerationParams(max_new_tokens=12)
+    _, _, probe = side_by_side(llm, asked[:1], short, slots=1)
+    store_bytes = kv_bytes(llm.model, STORE_ENTRIES, probe.store.length + PREFIX_BUCKET)
+    columns = [1024]  # what the first wave's 300 tokens need, in LENGTH_BUCKETs
+    monkeypatch.setattr(
+        continuous, "room_for_caches", lambda device, held=0: kv_bytes(llm.model, 2, columns[0]) + store_bytes
+    )
+    alone = [llm.generate([r], short)[0] for r in asked]
+    llm.continuous = decoder = ContinuousDecoder(llm, 4)
+    llm.share_video_prefix = True
+    try:
+        llm.generate(asked, long)
+        assert decoder.shape == (2, columns[0])
+        columns[0] = 100_000
+        second = llm.generate(asked, short)  # the held cache is long enough for these, with 2 rows
+        assert decoder.shape[0] == 4
+        cache = decoder.cache
+        third = llm.generate(asked, short)
+    finally:
+        llm.use_decoder("generate")
+    assert decoder.cache is cache  # every row: the held cache, and its graphs, stay
+    assert texts(second) == texts(third) == texts(alone)

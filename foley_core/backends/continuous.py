@@ -60,6 +60,21 @@ STORE_ENTRIES = 4  # a new prefix store's entries (1 GB each for Video-LLaVA-7B)
 # slots, when a video finds every entry read: the store grows with the videos decoded side by side
 
 
+def plan_cache(room: int | None, per_column: int, slots: int, need: int, want: int) -> tuple[int, int]:
+    """(rows, columns) of a wave's cache in `room` bytes (None: no limit), `per_column` bytes a row's
+    column: `slots` rows of `want` columns when they fit; else as many rows as fit with `need` columns
+    (at most `slots`), each as long as the room then allows (down to a multiple of LENGTH_BUCKET, at most
+    `want`, at least `need`). Rows come first: each one decodes a request at the cost of one step,
+    while a column past `need` only lets a later request join the wave. (0, need) when no row fits."""
+    if room is None or slots * want * per_column <= room:
+        return slots, want
+    rows = min(slots, room // (per_column * need))
+    if rows < 1:
+        return 0, need
+    columns = room // (per_column * rows) // LENGTH_BUCKET * LENGTH_BUCKET
+    return rows, max(need, min(want, columns))
+
+
 @dataclass
 class Ask:
     """One request as the decoder sees it."""
@@ -192,17 +207,21 @@ class ContinuousDecoder:
         stored = len(prefilled.video[1]) if stores and prefilled.video is not None else 0
         own = prefilled.length - stored
         start = own + JOIN_SLACK
-        length = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
+        # the columns the first request needs, and those that also let requests join while it decodes
+        need = min(self.llm.max_positions, bucket_length(start + first.budget))
+        want = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
         rows: list[_Row | None] = []
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
-            if self.cache is not None and self.shape[1] >= length:  # the held cache: same graphs
-                slots, length = self.shape
+            if self.cache is not None and self.shape[0] >= self.slots and self.shape[1] >= want:
+                slots, length = self.shape  # the held cache: same graphs
             else:
-                # a first prefix store is made for the first request: its room is kept from the slots
+                # a first prefix store is made for the first request: its room is kept from the rows
                 new_store = stores and stored > 0 and self.store is None
                 store_bytes = kv_bytes(self.model, STORE_ENTRIES, stored + PREFIX_BUCKET) if new_store else 0
-                slots = self._slots_that_fit(length, store_bytes)
+                slots, length = self._plan(need, want, store_bytes)
+                if self.cache is not None and self.shape[0] >= slots and self.shape[1] >= need:
+                    slots, length = self.shape  # as many rows as a new cache would have: same graphs
             if slots < 1:
                 raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
             start = min(start, max(length - first.budget, own))
@@ -383,14 +402,13 @@ class ContinuousDecoder:
             )
         )
 
-    def _slots_that_fit(self, length: int, kept: int = 0) -> int:
-        """`slots`, or fewer when the GPU has no room for that many rows of `length` positions beside
-        `kept` bytes (a prefix store about to be made)."""
+    def _plan(self, need: int, want: int, kept: int = 0) -> tuple[int, int]:
+        """(rows, columns) of a new cache: see `plan_cache`; `kept`: bytes of a prefix store about to
+        be made; the held cache's bytes count as room, since the new one replaces it."""
         held = kv_bytes(self.model, *self.shape) if self.cache is not None else 0
         room = room_for_caches(self.head.weight.device, held)
-        if room is None:
-            return self.slots
-        return min(self.slots, max(room - kept, 0) // kv_bytes(self.model, 1, length))
+        per_column = kv_bytes(self.model, 1, 1)
+        return plan_cache(None if room is None else max(room - kept, 0), per_column, self.slots, need, want)
 
     def release(self) -> None:
         """Drop the cache and the kept video prefix (after an out-of-memory error, or to give the

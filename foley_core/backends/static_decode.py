@@ -89,6 +89,9 @@ def room_for_caches(device: torch.device, held: int = 0) -> int | None:
     when the device has no such limit (CPU)."""
     if device.type != "cuda":
         return None
+    # blocks the allocator keeps but no tensor uses (an earlier, larger batch's activations, say) are
+    # not free to the driver: without handing them back, a cache made after a big batch gets few rows
+    torch.cuda.empty_cache()
     free, _total = torch.cuda.mem_get_info(device)
     return int((free + held) * MEMORY_HEADROOM)
 
