@@ -10,13 +10,17 @@ measurement:
 - attention: one decode step's attention at the 7B layer shapes, video prefixes copied into every
   row against read once per video from the prefix store (bench/prefix_attention.py; not with SCALE=tiny);
 - generate: the transformers backend (left-padded batches, xgrammar JSON-Schema decoding) at batch 1
-  and 32, tokens/s, constrained and free, with the continuous decoder (32 slots, video prefixes in
-  the prefix store), the static decoder (static KV cache, CUDA graphs, one sync per step; the warm-up
-  of both is the same call once, which compiles that shape) and `generate`; after the factory, the
-  continuous decoder with the prefix copied into every row, constrained at batch 32, the store's gain;
+  and 32, tokens/s, constrained and free, with `generate` and the continuous decoder (32 slots, video
+  prefixes in the prefix store), and after the factory the static decoder (static KV cache, CUDA
+  graphs, one sync per step; the warm-up of each is the same call once, which compiles that shape)
+  and the continuous decoder with the prefix copied into every row, constrained at batch 32 (the
+  store's gain);
+- profile: a warm 32-row free decode on the continuous decoder under torch.profiler (bench/gpu_profile.py):
+  the GPU's kernel time per step against the step's wall time, and the kernels that take it;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
-  (cold, then warm), and `generate` without it (SCALE=tiny: 16-token answers, batches 1 and 3); with
+  (cold, then warm), and after the factory `generate` without it (SCALE=tiny: 16-token answers,
+  batches 1 and 3); with
   the answers' dependent path in tokens (each step's longest answer, summed) over the caption's tokens,
   the ratio that the answers' lengths alone set;
 - factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
@@ -62,6 +66,7 @@ from gpu_counters import (
     step_shapes,
 )
 from gpu_factory import factory
+from gpu_profile import profile_decode
 from gpu_run import (
     COPIES_TRIED,
     DEVICE,
@@ -271,37 +276,56 @@ def main() -> None:
             peak_gib=peak_gib(),
         )
 
+    def decodes(decoders: tuple[str, ...]) -> None:
+        """Each decoder at batch 1 and 32, constrained and free."""
+        for decoder in decoders:
+            for batch in (1, 32) if not TINY else (1, 3):
+                if not in_budget(f"generate_{decoder}_b{batch}"):
+                    continue
+                for constrained, new_tokens in (
+                    (True, None if not TINY else 16),
+                    (False, 128 if not TINY else 16),
+                ):
+                    name = f"generate_{decoder}_b{batch}_{'constrained' if constrained else 'free'}"
+                    if not in_budget(name):
+                        continue
+                    store = STORE[0] if decoder == "continuous" else True
+                    if guarded(
+                        name, partial(generate, batch, constrained, new_tokens, decoder, prefix_store=store)
+                    ):
+                        continue
+                    llm.use_decoder("generate")  # whatever failed, the next call starts a fresh decoder
+                    retry_name = f"{name}_prefixes_copied"
+                    if (
+                        decoder == "continuous"
+                        and store
+                        and not COPIES_TRIED[0]
+                        and in_budget(retry_name, needs_s=0 if TINY else 60)
+                    ):
+                        # once a run: the store is blamed only when copies succeed where it failed (an OOM
+                        # fails both); then every later continuous figure is measured with copies
+                        COPIES_TRIED[0] = True
+                        retry = partial(generate, batch, constrained, new_tokens, decoder, prefix_store=False)
+                        STORE[0] = not guarded(retry_name, retry)
+
     # generate first (the in-code baseline whose answers the fast decoders are compared with), then the
-    # fast decoders; their figures are the issue's targets
-    for decoder in ("generate", "continuous", "static"):
-        for batch in (1, 32) if not TINY else (1, 3):
-            if not in_budget(f"generate_{decoder}_b{batch}"):
-                continue
-            for constrained, new_tokens in (
-                (True, None if not TINY else 16),
-                (False, 128 if not TINY else 16),
-            ):
-                name = f"generate_{decoder}_b{batch}_{'constrained' if constrained else 'free'}"
-                if not in_budget(name):
-                    continue
-                store = STORE[0] if decoder == "continuous" else True
-                if guarded(
-                    name, partial(generate, batch, constrained, new_tokens, decoder, prefix_store=store)
-                ):
-                    continue
-                llm.use_decoder("generate")  # whatever failed, the next call starts a fresh decoder
-                retry_name = f"{name}_prefixes_copied"
-                if (
-                    decoder == "continuous"
-                    and store
-                    and not COPIES_TRIED[0]
-                    and in_budget(retry_name, needs_s=0 if TINY else 60)
-                ):
-                    # once a run: the store is blamed only when copies succeed where it failed (an OOM
-                    # fails both); then every later continuous figure is measured with copies
-                    COPIES_TRIED[0] = True
-                    retry = partial(generate, batch, constrained, new_tokens, decoder, prefix_store=False)
-                    STORE[0] = not guarded(retry_name, retry)
+    # continuous decoder (the factory's), whose figures are the issue's targets; the static decoder
+    # comes after the factory: a call cut short (a compile takes minutes on a fresh machine) loses
+    # the figures that matter least
+    decodes(("generate", "continuous"))
+
+    def profiled() -> None:
+        b32 = 32 if not TINY else 3
+        llm.use_decoder("continuous")
+        llm.continuous.prefix_store = STORE[0]
+        requests = [GenerationRequest(frames, prompt)] * b32
+        params = GenerationParams(max_new_tokens=32 if not TINY else 8)
+        llm.generate(requests, params)  # its shapes recorded before the profiler starts
+        result = profile_decode(lambda: llm.generate(requests, params))
+        log(step="profile", decoder="continuous", batch=b32, constrained=False, **result)
+
+    if in_budget("profile_continuous_b32"):
+        guarded("profile_continuous_b32", profiled)
 
     config = ChainConfig(timing="measured")  # default limits: the chain cuts them to the context itself
 
@@ -345,13 +369,12 @@ def main() -> None:
             notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
         )
 
-    for decoder, share, run in (
-        ("continuous", True, "cold"),
-        ("continuous", True, "warm"),
-        ("generate", False, "warm"),
-    ):
-        if in_budget(f"chain_{decoder}_{run}"):
-            guarded(f"chain_{decoder}_{run}", partial(chain, decoder, share, run))
+    def chains(runs: tuple[tuple[str, bool, str], ...]) -> None:
+        for decoder, share, run in runs:
+            if in_budget(f"chain_{decoder}_{run}"):
+                guarded(f"chain_{decoder}_{run}", partial(chain, decoder, share, run))
+
+    chains((("continuous", True, "cold"), ("continuous", True, "warm")))
 
     llm.use_decoder("continuous")
     llm.share_video_prefix = True
@@ -359,6 +382,8 @@ def main() -> None:
     if in_budget("factory"):
         guarded("factory", lambda: factory(work, llm, processor, scene, n_clips=FACTORY_CLIPS))
     llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
+    decodes(("static",))
+    chains((("generate", False, "warm"),))  # the chain before this engine: slow, and only informative
     # the prefix store's gain on the same card; it compiles its step anew (the release reset dynamo)
     if not STORE[0]:
         log(

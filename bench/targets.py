@@ -269,6 +269,18 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
             )
         )
     for line in foley:
+        if line.get("step") == "profile" and "busy_ms_per_step" in line:
+            top = ", ".join(f"{k['name'][:48]} {k['ms_per_step']:.2f}" for k in line.get("top", [])[:4])
+            out.append(
+                Row(
+                    f"decode step profiled, batch {line.get('batch')}: kernels / wall (ms a step); top",
+                    f"{line['busy_ms_per_step']} / {line['profiled_ms_per_step']}; {top}".replace("|", "/"),
+                    "",
+                    "",
+                    "",
+                )
+            )
+    for line in foley:
         if line.get("step") == "attention" and "copy_ms" in line:  # not its skipped or failed line
             out.append(
                 Row(

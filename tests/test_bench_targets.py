@@ -297,3 +297,22 @@ def test_the_fast_decoder_is_shown_beside_the_same_runs_generate(tmp_path):
     ]
     assert row.measured == "800 vs 200 (4.0x)" and row.verdict == ""
     assert found[B32].verdict == "not measured"  # no plain baseline: the target is not judged on this
+
+
+def test_the_profiled_step_shows_its_kernel_time_against_its_wall_time(tmp_path):
+    """The profile line's kernel time per step beside its wall time, and its heaviest kernels by name
+    (a "|" in a kernel's name would break the markdown table)."""
+    profile = {
+        "step": "profile",
+        "batch": 32,
+        "busy_ms_per_step": 12.5,
+        "profiled_ms_per_step": 27.0,
+        "top": [
+            {"name": "sm90_xmma_gemm_bf16|tn", "ms_per_step": 5.0},
+            {"name": "triton_per_fused_attention", "ms_per_step": 3.25},
+        ],
+    }
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [profile])
+    (row,) = [r for r in targets.rows(tmp_path)[1] if r.figure.startswith("decode step profiled")]
+    assert row.measured.startswith("12.5 / 27.0; ") and "|" not in row.measured
+    assert "sm90_xmma_gemm_bf16/tn 5.00" in row.measured and "triton_per_fused_attention 3.25" in row.measured

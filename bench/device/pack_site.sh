@@ -5,7 +5,7 @@
 # Python 3.12, unpacked (pip --target, no bytecode), then xz-compressed as one solid archive, because
 # the same wheels as .whl files are about 120 MB and a device call carries at most 64 MiB with the
 # working tree. bench/run_gpu.sh unpacks it to /tmp/site when it is there. Device call:
-#   run(command='bench/run_gpu.sh "$OUT"', carry=[".devsite"], timeout_s=590)   (its parts: 520 s)
+#   run(command='bench/run_gpu.sh "$OUT"', carry=[".devsite"], timeout_s=590)   (its parts: at most 565 s)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest=.devsite
