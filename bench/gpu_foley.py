@@ -17,6 +17,9 @@ measurement:
   store's gain);
 - profile: a warm 32-row free decode on the continuous decoder under torch.profiler (bench/gpu_profile.py):
   the GPU's kernel time per step against the step's wall time, and the kernels that take it;
+- opaque: after the static decoder, the continuous decoder once more with the store's attention as one
+  operator a layer in the compiled step (`opaque_attention`), constrained at batch 32 and 1: its
+  warm-up is its compile, its tokens/s what the unfused attention costs;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
   (cold, then warm), and after the factory `generate` without it (SCALE=tiny: 16-token answers,
@@ -221,13 +224,20 @@ def main() -> None:
     plain: dict[tuple[int, bool], list[str]] = {}  # generate's answers, to compare the fast decoders with
 
     def generate(
-        batch: int, constrained: bool, new_tokens: int | None, decoder: str, prefix_store: bool = True
+        batch: int,
+        constrained: bool,
+        new_tokens: int | None,
+        decoder: str,
+        prefix_store: bool = True,
+        opaque: bool = False,
     ) -> None:
         llm.use_decoder(decoder)  # the fast decoders share the video prefix
         if llm.continuous is not None:
             llm.continuous.prefix_store = prefix_store
+            llm.continuous.opaque_attention = opaque  # a switch compiles the step anew (the warm-up)
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
         params = GenerationParams(max_new_tokens=new_tokens)
+        compiled_before = compiled_graphs()
         t0 = time.perf_counter()
         if decoder in ("static", "continuous"):  # the same call once: compiles and captures its shape
             llm.generate(requests, params)
@@ -239,6 +249,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         sync()
         graphs, recordings = compiled_graphs(), RECORDINGS[0]
+        compiled_before_timed = graphs
         store_steps = llm.continuous.store_steps if llm.continuous is not None else 0
         shapes = set(llm.continuous.step_shapes) if llm.continuous is not None else set()
         t0 = time.perf_counter()
@@ -259,6 +270,7 @@ def main() -> None:
             constrained=constrained,
             new_tokens=tokens,
             warmup_s=round(warm_s, 1),
+            compiled_in_warmup=compiled_before_timed - compiled_before,  # > 0: the warm-up is a compile
             graphs=compiled_graphs(),
             compiled_in_timed_call=compiled_in_timed_call,
             recorded_in_timed_call=recorded_in_timed_call,
@@ -270,8 +282,10 @@ def main() -> None:
             if reference is None
             else sum(a == b for a, b in zip(texts, reference, strict=True)),
             slots=llm.continuous.shape[0] if llm.continuous is not None else None,
+            columns=llm.continuous.shape[1] if llm.continuous is not None else None,  # its cache's length
             prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
             prefix_store=prefix_store if llm.continuous is not None else None,
+            opaque_attention=opaque if llm.continuous is not None else None,
             new_step_shapes=None if llm.continuous is None else len(llm.continuous.step_shapes - shapes),
             peak_gib=peak_gib(),
         )
@@ -319,7 +333,9 @@ def main() -> None:
         llm.use_decoder("continuous")
         llm.continuous.prefix_store = STORE[0]
         requests = [GenerationRequest(frames, prompt)] * b32
-        params = GenerationParams(max_new_tokens=32 if not TINY else 8)
+        # 128 tokens, as the free batch-32 decode line, whose ms a step (its 32 prefills spread over its
+        # 128 steps) this is read beside
+        params = GenerationParams(max_new_tokens=128 if not TINY else 8)
         llm.generate(requests, params)  # its shapes recorded before the profiler starts
         result = profile_decode(lambda: llm.generate(requests, params))
         log(step="profile", decoder="continuous", batch=b32, constrained=False, **result)
@@ -383,6 +399,15 @@ def main() -> None:
         guarded("factory", lambda: factory(work, llm, processor, scene, n_clips=FACTORY_CLIPS))
     llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
     decodes(("static",))
+    # the store's attention as one opaque operator a layer (prefix_attention.use_opaque_op): its
+    # warm-up is its compile (on the CPU about the copies', where the traced one took 144-163 s on the
+    # H100), its tokens/s what its unfused kernels cost
+    for batch in (32, 1) if not TINY else (3, 1):
+        name = f"generate_continuous_opaque_b{batch}_constrained"
+        if not STORE[0]:
+            log(step=name, skipped=True, why="the store failed: copies throughout")
+        elif in_budget(name):
+            guarded(name, partial(generate, batch, True, None if not TINY else 16, "continuous", opaque=True))
     chains((("generate", False, "warm"),))  # the chain before this engine: slow, and only informative
     # the prefix store's gain on the same card; it compiles its step anew (the release reset dynamo)
     if not STORE[0]:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 
-def _on_gpu(event) -> bool:
+def _on_gpu(event: Any) -> bool:
     kind = event.device_type
     return getattr(kind, "name", str(kind)).upper().endswith("CUDA")
 
 
 def profile_decode(generate_once: Callable[[], list], top: int = 12) -> dict:
-    """`generate_once()` (a warm call: nothing left to compile or record) under the profiler."""
+    """`generate_once()` (a warm call: nothing left to compile or record) under the profiler. Its
+    prefills are in its time, as in the decode lines' ms a step."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = torch.cuda.is_available()
@@ -36,7 +38,7 @@ def profile_decode(generate_once: Callable[[], list], top: int = 12) -> dict:
     if cuda:  # kernels, copies and fills on the GPU; a CUDA graph's replay shows its kernels here
         events = [e for e in events if _on_gpu(e)]
 
-    def own_us(event) -> float:
+    def own_us(event: Any) -> float:
         return event.self_device_time_total if cuda else event.self_cpu_time_total
 
     total = sum(own_us(e) for e in events)

@@ -121,7 +121,12 @@ def fewer_rows(line: dict | None) -> str:
 
 
 def decode(
-    foley: list[dict], decoder: str, batch: int, constrained: bool = True, store: bool = True
+    foley: list[dict],
+    decoder: str,
+    batch: int,
+    constrained: bool = True,
+    store: bool = True,
+    opaque: bool = False,
 ) -> dict | None:
     for line in foley:
         if (
@@ -130,6 +135,7 @@ def decode(
             and line.get("batch") == batch
             and line.get("constrained") == constrained
             and line.get("prefix_store") in (store, None)
+            and bool(line.get("opaque_attention")) == opaque
         ):
             return line
     return None
@@ -172,7 +178,7 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
         if fast and slow and slow.get("tok_s_total"):
             out.append(
                 Row(
-                    f"constrained decode, batch {batch}: continuous vs this run's generate"
+                    f"constrained decode, batch {batch}: continuous{fewer_rows(fast)} vs this run's generate"
                     " (tok/s, prefill included in both)",
                     f"{fmt(fast['tok_s_total'])} vs {fmt(slow['tok_s_total'])}"
                     f" ({fast['tok_s_total'] / slow['tok_s_total']:.1f}x)",
@@ -246,6 +252,34 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
             Row(
                 "prefix store against copies, constrained batch 32 (tok/s)",
                 f"{fmt(stored['tok_s_total'])} vs {fmt(copies['tok_s_total'])}",
+                "",
+                "",
+                "",
+            )
+        )
+    for batch in (32, 1):
+        traced, opaque = decode(foley, "continuous", batch), decode(foley, "continuous", batch, opaque=True)
+        if traced and opaque:
+            out.append(
+                Row(
+                    f"continuous, batch {batch}: attention opaque vs traced (tok/s)",
+                    f"{fmt(opaque['tok_s_total'])} vs {fmt(traced['tok_s_total'])}",
+                    "",
+                    "",
+                    "",
+                )
+            )
+    # the compile: each variant's first line, whichever batch ran first (its warm-up compiled the step)
+    continuous = [
+        line for line in foley if line.get("step") == "generate" and line.get("decoder") == "continuous"
+    ]
+    traced = next((line for line in continuous if not line.get("opaque_attention")), None)
+    opaque = next((line for line in continuous if line.get("opaque_attention")), None)
+    if traced and opaque:
+        out.append(
+            Row(
+                "continuous: attention opaque vs traced, first call (s: compile, recording, decode)",
+                f"{opaque.get('warmup_s')} vs {traced.get('warmup_s')}",
                 "",
                 "",
                 "",

@@ -316,3 +316,21 @@ def test_the_profiled_step_shows_its_kernel_time_against_its_wall_time(tmp_path)
     (row,) = [r for r in targets.rows(tmp_path)[1] if r.figure.startswith("decode step profiled")]
     assert row.measured.startswith("12.5 / 27.0; ") and "|" not in row.measured
     assert "sm90_xmma_gemm_bf16/tn 5.00" in row.measured and "triton_per_fused_attention 3.25" in row.measured
+
+
+def test_the_opaque_attention_is_shown_beside_the_traced_one_and_never_judged(tmp_path):
+    """The bench's opaque-attention lines (after the static decoder) are an A/B beside the traced
+    decoder's: the targets read the traced line, which came first, whichever is faster; the compile is
+    compared between each variant's first line (the traced one compiled at batch 1, the opaque one at
+    batch 32), not between two lines of one batch."""
+    traced_b1 = decode_line("continuous", 1, 108.0) | {"warmup_s": 144.0}
+    traced = decode_line("continuous", 32, 850.0) | {"warmup_s": 9.5}
+    opaque = decode_line("continuous", 32, 2500.0) | {"warmup_s": 40.0, "opaque_attention": True}
+    opaque_b1 = decode_line("continuous", 1, 90.0) | {"warmup_s": 1.0, "opaque_attention": True}
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [traced_b1, traced, opaque, opaque_b1])
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found[B32].measured == "850"
+    assert found["continuous, batch 32: attention opaque vs traced (tok/s)"].measured == "2,500 vs 850"
+    assert found["continuous, batch 1: attention opaque vs traced (tok/s)"].measured == "90.00 vs 108"
+    compile_row = found["continuous: attention opaque vs traced, first call (s: compile, recording, decode)"]
+    assert compile_row.measured == "40.0 vs 144.0" and compile_row.verdict == ""

@@ -159,11 +159,14 @@ def test_the_compiled_step_compiles_once_for_every_row_count_and_width(llm, monk
 @pytest.mark.skipif(
     not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
 )
-def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, monkeypatch):
+@pytest.mark.parametrize("opaque", [False, True])
+def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, monkeypatch, opaque):
     """Rows that read their video prefix from the prefix store group by entry, and the entries read
     and the group size change as rows come and go: like rows and columns they are dynamic from the
     first call, so one compiled graph serves every grouping, with no graph break, and the tokens are
-    generate's."""
+    generate's; also with the attention as one opaque operator a layer (its fake shapes under
+    inductor)."""
+    from v2t_foley.foley_core.backends import prefix_attention
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
     monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
@@ -175,6 +178,7 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     llm.continuous = ContinuousDecoder(llm, 4, compile=True)
+    llm.continuous.opaque_attention = opaque
     llm.share_video_prefix = True
     try:
         first = [(g.text, g.new_tokens, g.finished) for g in llm.generate(mixed, params)]
@@ -184,10 +188,49 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
     finally:
         llm.use_decoder("generate")
         llm.share_video_prefix = False
+        prefix_attention.use_opaque_op(False)
     assert [first, second] == plain
     assert decoder.store_steps == decoder.steps > 0
     assert not torch._dynamo.utils.counters["graph_break"]
     assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+def test_the_opaque_attention_is_one_operator_a_layer_in_the_compiled_graph(llm, monkeypatch, opaque):
+    """What dynamo hands the compiler: with `opaque_attention` one `v2t_foley::prefix_attention` node a
+    layer (so the compiler does not trace the attention's ~40 small ops and symbolic sizes, the bulk of
+    a 144-163 s compile on the H100), without it none; generate's tokens either way. The compiler is a
+    backend that records the graph and runs it as traced (no inductor: the graph is the point here)."""
+    from v2t_foley.foley_core.backends import prefix_attention
+
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recorded(graph: torch.fx.GraphModule, example_inputs) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    compile_for_real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda step, mode=None: compile_for_real(step, backend=recorded))
+    asked = [GenerationRequest(clip(45) if k < 3 else clip(46), PROMPTS[k]) for k in range(4)]
+    params = GenerationParams(max_new_tokens=12)
+    plain = answers(llm, "generate", asked, params)
+    torch._dynamo.reset()
+    llm.continuous = ContinuousDecoder(llm, 4, compile=True)
+    llm.continuous.opaque_attention = opaque
+    llm.share_video_prefix = True
+    try:
+        got = [(g.text, g.new_tokens, g.finished) for g in llm.generate(asked, params)]
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+        prefix_attention.use_opaque_op(False)
+        torch._dynamo.reset()
+    assert got == plain and graphs
+    op = torch.ops.v2t_foley.prefix_attention.default
+    layers = llm.model.config.get_text_config().num_hidden_layers
+    for graph in graphs:
+        nodes = [node for node in graph.graph.nodes if node.op == "call_function" and node.target is op]
+        assert len(nodes) == (layers if opaque else 0)
 
 
 @pytest.mark.skipif(

@@ -294,9 +294,10 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
     freed blocks the driver still counted as used: its cache got 2 of 32 rows, and every later wave
     reused it (it was long enough), so batch 32 decoded 2 rows at a time. Now a held cache with fewer
     rows than the decoder's slots is replaced when more fit, and one with every row is reused. The GPU's
-    free memory is the one thing faked here (this CPU has no such limit): `room_for_caches` reports
-    bytes for 2 rows of the first wave's columns, then plenty, beside room for the prefix store that
-    the first wave makes (its length read off a probe decoder's store)."""
+    free memory is the one thing faked here (this CPU has no such limit): `room_for_caches` reports a
+    GPU with room for 3 rows of the first wave's columns beside the prefix store that the first wave
+    makes (its length read off a probe decoder's store), less what the decoder holds; then one row's
+    memory less (the held cache stays: a new one would have fewer rows); then plenty."""
     from v2t_foley.foley_core.backends import continuous
     from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES, ContinuousDecoder
     from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET
@@ -306,17 +307,28 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
     long, short = GenerationParams(max_new_tokens=300), GenerationParams(max_new_tokens=12)
     _, _, probe = side_by_side(llm, asked[:1], short, slots=1)
     store_bytes = kv_bytes(llm.model, STORE_ENTRIES, probe.store.length + PREFIX_BUCKET)
-    columns = [1024]  # what the first wave's 300 tokens need, in LENGTH_BUCKETs
-    monkeypatch.setattr(
-        continuous, "room_for_caches", lambda device, held=0: kv_bytes(llm.model, 2, columns[0]) + store_bytes
-    )
+    columns = 1024  # what the first wave's 300 tokens need, in LENGTH_BUCKETs
     alone = [llm.generate([r], short)[0] for r in asked]
     llm.continuous = decoder = ContinuousDecoder(llm, 4)
+    gpu = [kv_bytes(llm.model, 3, columns) + store_bytes]  # its memory for caches and stores
+
+    def holds() -> int:
+        held = decoder.store.nbytes() if decoder.store is not None else 0
+        return held + (kv_bytes(llm.model, *decoder.shape) if decoder.cache is not None else 0)
+
+    def room(device, held: int = 0) -> int:  # what the decoder does not hold, and what it would replace
+        return gpu[0] - holds() + held
+
+    monkeypatch.setattr(continuous, "room_for_caches", room)
     llm.share_video_prefix = True
     try:
-        llm.generate(asked, long)
-        assert decoder.shape == (2, columns[0])
-        columns[0] = 100_000
+        first = llm.generate(asked, long)
+        assert decoder.shape == (3, columns)
+        narrow = decoder.cache
+        gpu[0] = holds() - kv_bytes(llm.model, 1, columns)  # another process took a row's memory
+        again = llm.generate(asked, long)  # a new cache would have 2 rows: the held 3 stay
+        assert decoder.cache is narrow and texts(again) == texts(first)
+        gpu[0] = 100 * holds()
         second = llm.generate(asked, short)  # the held cache is long enough for these, with 2 rows
         assert decoder.shape[0] == 4
         cache = decoder.cache
@@ -325,3 +337,31 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
         llm.use_decoder("generate")
     assert decoder.cache is cache  # every row: the held cache, and its graphs, stay
     assert texts(second) == texts(third) == texts(alone)
+
+
+def test_a_held_cache_long_enough_for_the_first_question_is_kept_over_a_longer_new_one(llm):
+    """A later wave whose questions would like more columns (to let others join) than the held cache
+    has, but need no more than it has, keeps it with its rows and graphs (each new shape is CUDA-graph
+    recordings on a GPU), without asking the GPU for room (a sync there); its answers are generate's."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    asked = [GenerationRequest(clip(1), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(4)]
+    short, longer = GenerationParams(max_new_tokens=12), GenerationParams(max_new_tokens=200)
+    alone = [llm.generate([r], longer)[0] for r in asked]
+    llm.continuous = decoder = ContinuousDecoder(llm, 4)
+    llm.share_video_prefix = True
+    planned: list[tuple[int, int]] = []
+    plan = decoder._plan
+    decoder._plan = lambda need, want, kept=0: planned.append((need, want)) or plan(need, want, kept)
+    try:
+        llm.generate(asked, short)
+        cache, shape = decoder.cache, decoder.shape
+        planned.clear()
+        answers = llm.generate(asked, longer)
+        kept = decoder.cache is cache and not planned
+        decoder.release()  # what a wave holding no cache plans for the same questions
+        llm.generate(asked[:1], longer)
+    finally:
+        llm.use_decoder("generate")
+    assert kept and texts(answers) == texts(alone)
+    assert planned[0][1] > shape[1]  # it would have liked more columns than the kept cache has

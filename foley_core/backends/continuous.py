@@ -21,11 +21,13 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 A "wave" is one life of the cache: it starts at column `start` (room for the first request's own
 tokens, what follows its stored video prefix, plus `JOIN_SLACK` for longer ones) and ends when no row
 is live and no waiting request fits (`c + budget` past the cache, or a prompt longer than `c`); the
-next wave starts again at its own start column (in the held cache
-when it is long enough: the masks hide what earlier rows left in it). Greedy only, and only families with
-one position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
-token for token (tests/test_continuous.py). On CUDA the decode step is compiled (CUDA graphs) for the cache's
-shape (slots, length); a later wave reuses the held cache (and its graphs) whenever it is long enough.
+next wave starts again at its own start column (in the held cache when it is long enough and has
+as many rows as fit: the masks hide what earlier rows left in it; `plan_cache` sizes a new one).
+Greedy only, and only families with one position per token (static_decode.FAMILIES). Each answer
+equals `generate` on that request alone, token for token (tests/test_continuous.py). On CUDA the
+decode step is compiled (CUDA graphs) for the cache's shape (slots, length); a later wave reuses the
+held cache (and its graphs) when it is long enough for the first question and no more rows would fit
+in a new one.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def plan_cache(room: int | None, per_column: int, slots: int, need: int, want: i
     (at most `slots`), each as long as the room then allows (down to a multiple of LENGTH_BUCKET, at most
     `want`, at least `need`). Rows come first: each one decodes a request at the cost of one step,
     while a column past `need` only lets a later request join the wave. (0, need) when no row fits."""
+    want = max(want, need)
     if room is None or slots * want * per_column <= room:
         return slots, want
     rows = min(slots, room // (per_column * need))
@@ -128,6 +131,9 @@ class ContinuousDecoder:
         # None until a wave shares prefixes
         self.store: PrefixStore | None = None
         self.prefix_store = prefix_store  # False: every row holds a copy of its prefix (for comparisons)
+        # True: a compiled step sees the store's attention as one operator a layer (a faster compile;
+        # prefix_attention.use_opaque_op), not its small ops
+        self.opaque_attention = False
         self._prefix_attention: bool | None = None  # whether the model's attention can read the store
         self._serving = threading.Lock()  # one serve at a time: they share the cache
 
@@ -200,6 +206,8 @@ class ContinuousDecoder:
         """Run one life of the cache; returns the ask that did not fit (the next wave's first, with
         its prefill), or what `take` gives next."""
         stores = self._stores_prefixes()
+        if stores:
+            prefix_attention.use_opaque_op(self.opaque_attention)
         if self.store is not None:
             self.store.reset_users()  # no row is live between waves
         # the columns the first request needs in its own row: what follows its video prefix, when
@@ -213,15 +221,24 @@ class ContinuousDecoder:
         rows: list[_Row | None] = []
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
-            if self.cache is not None and self.shape[0] >= self.slots and self.shape[1] >= want:
-                slots, length = self.shape  # the held cache: same graphs
+            if self.cache is not None and self.shape[0] >= self.slots and self.shape[1] >= need:
+                # the held cache, every row and long enough: same graphs (more columns than `need` would
+                # only let more questions join; not worth new recordings)
+                slots, length = self.shape
             else:
                 # a first prefix store is made for the first request: its room is kept from the rows
                 new_store = stores and stored > 0 and self.store is None
                 store_bytes = kv_bytes(self.model, STORE_ENTRIES, stored + PREFIX_BUCKET) if new_store else 0
                 slots, length = self._plan(need, want, store_bytes)
-                if self.cache is not None and self.shape[0] >= slots and self.shape[1] >= need:
-                    slots, length = self.shape  # as many rows as a new cache would have: same graphs
+                if (
+                    not new_store
+                    and self.cache is not None
+                    and self.shape[0] >= slots
+                    and self.shape[1] >= need
+                ):
+                    # as many rows as a new cache would have, and long enough: same graphs (not beside a
+                    # store about to be made: the plan's rows may have shrunk to leave it room)
+                    slots, length = self.shape
             if slots < 1:
                 raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
             start = min(start, max(length - first.budget, own))

@@ -34,6 +34,9 @@ NAME = "v2t_foley_shared_prefix"  # the attention implementation's registered na
 # whether bf16 matmuls may write float32 (cuBLAS does it from compute capability 8.0 on); set outside
 # the compiled step (`use_float32_products`), read in it as a constant
 _BF16_TO_FLOAT32 = False
+# whether a compiled step sees the attention as one opaque operator a layer (`use_opaque_op`); read
+# while dynamo traces, which guards on it (switching it compiles the step anew)
+_OPAQUE = False
 
 
 class PrefixBatch(NamedTuple):
@@ -92,9 +95,62 @@ def attention(
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):  # not in Video-LLaVA's Llama: not done
         raise NotImplementedError("prefix attention supports neither sliding windows nor softcapping")
+    if _OPAQUE and attention_mask is not None and torch.compiler.is_compiling():
+        prefix, layer = shared_prefix, module.layer_idx
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        out = _prefix_attention_op(
+            query,
+            key,
+            value,
+            attention_mask,
+            prefix.keys[layer],
+            prefix.values[layer],
+            prefix.mask,
+            prefix.queries,
+            prefix.groups,
+            prefix.has,
+            float(scaling),
+        )
+        return out, None
     return prefix_attention(
         query, key, value, attention_mask, shared_prefix, module.layer_idx, kwargs.get("scaling")
     )
+
+
+def use_opaque_op(on: bool) -> None:
+    """Compile the attention as one operator a layer (`_prefix_attention_op`), not as its ~40 small ops.
+    The compiler then sees one node a layer, as for SDPA, with no symbolic sizes of entries and groups
+    inside: on the CPU the step's first call took about the copies' time (8 layers, inductor: 75.6 s ->
+    50.6 s, copies 46.1 s; bench/compile_time.py), where the H100 spent 144-163 s on the 7B step. Its ops run
+    unfused in the CUDA graph, as in bench/prefix_attention.py (0.147 ms a layer for one row there);
+    whether that costs decode speed is for the GPU to say (bench/gpu_foley.py measures both)."""
+    global _OPAQUE
+    _OPAQUE = on
+
+
+@torch.library.custom_op("v2t_foley::prefix_attention", mutates_args=())
+def _prefix_attention_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    prefix_keys: torch.Tensor,
+    prefix_values: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    queries: torch.Tensor,
+    groups: torch.Tensor,
+    has: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
+    """`prefix_attention` for one layer's store entries, as one operator (see `use_opaque_op`)."""
+    prefix = PrefixBatch((prefix_keys,), (prefix_values,), prefix_mask, queries, groups, has)
+    return prefix_attention(query, key, value, mask, prefix, 0, scaling)[0].contiguous()
+
+
+@_prefix_attention_op.register_fake
+def _(query: torch.Tensor, *_args: object) -> torch.Tensor:
+    rows, heads, _, dim = query.shape
+    return query.new_empty(rows, 1, heads, dim)
 
 
 def prefix_attention(
