@@ -1,6 +1,7 @@
 """What a decoder's first call costs in compiling, on the CPU: the continuous decoder reading the prefix
-store (its attention traced op by op, or as one opaque operator a layer: `opaque_attention`), the same
-with prefixes copied into every row, and the static decoder, each in a fresh process with its own
+store (its attention's parts as fused kernels, the default; written out as small ops:
+`attention_kernels=False`; or as one opaque operator a layer: `opaque_attention`), the same with
+prefixes copied into every row, and the static decoder, each in a fresh process with its own
 inductor cache. The H100 spent 144-163 s in the continuous decoder's first call (2026-11-27), most of
 a device call; this measures where that comes from, without a GPU.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 # the repository first: its `tests` helpers (clips, prompts), not another package of that name
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("store", "store_opaque", "copies", "static")
+VARIANTS = ("store", "store_small_ops", "store_opaque", "copies", "static")
 
 
 def measure(variant: str, layers: int, backend: str) -> dict:
@@ -61,6 +62,7 @@ def measure(variant: str, layers: int, backend: str) -> dict:
         llm.use_decoder("continuous")
         llm.continuous = ContinuousDecoder(llm, 4, compile=True, prefix_store=variant != "copies")
         llm.continuous.opaque_attention = variant == "store_opaque"
+        llm.continuous.attention_kernels = variant != "store_small_ops"
     llm.share_video_prefix = True
     times, texts = [], []
     for asked in (first, second):

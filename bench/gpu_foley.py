@@ -17,9 +17,11 @@ measurement:
   store's gain);
 - profile: a warm 32-row free decode on the continuous decoder under torch.profiler (bench/gpu_profile.py):
   the GPU's kernel time per step against the step's wall time, and the kernels that take it;
-- opaque: after the static decoder, the continuous decoder once more with the store's attention as one
-  operator a layer in the compiled step (`opaque_attention`), constrained at batch 32 and 1: its
-  warm-up is its compile, its tokens/s what the unfused attention costs;
+- small ops: after the static decoder, the continuous decoder once more with the store's attention
+  written out as small ops (`attention_kernels=False`, the decoder before fused kernels), constrained
+  at batch 32 and 1: the fused kernels' gain on the same card, and its compile beside theirs;
+- opaque: then with the store's attention as one operator a layer in the compiled step
+  (`opaque_attention`), constrained at batch 32 and 1: its warm-up is its compile;
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
   (cold, then warm), and after the factory `generate` without it (SCALE=tiny: 16-token answers,
@@ -230,11 +232,14 @@ def main() -> None:
         decoder: str,
         prefix_store: bool = True,
         opaque: bool = False,
+        kernels: bool = True,
     ) -> None:
         llm.use_decoder(decoder)  # the fast decoders share the video prefix
         if llm.continuous is not None:
             llm.continuous.prefix_store = prefix_store
-            llm.continuous.opaque_attention = opaque  # a switch compiles the step anew (the warm-up)
+            # a switch of either compiles the step anew (the warm-up)
+            llm.continuous.opaque_attention = opaque
+            llm.continuous.attention_kernels = kernels
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
         params = GenerationParams(max_new_tokens=new_tokens)
         compiled_before = compiled_graphs()
@@ -286,6 +291,7 @@ def main() -> None:
             prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
             prefix_store=prefix_store if llm.continuous is not None else None,
             opaque_attention=opaque if llm.continuous is not None else None,
+            attention_kernels=kernels if llm.continuous is not None else None,
             new_step_shapes=None if llm.continuous is None else len(llm.continuous.step_shapes - shapes),
             peak_gib=peak_gib(),
         )
@@ -399,15 +405,17 @@ def main() -> None:
         guarded("factory", lambda: factory(work, llm, processor, scene, n_clips=FACTORY_CLIPS))
     llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
     decodes(("static",))
-    # the store's attention as one opaque operator a layer (prefix_attention.use_opaque_op): its
-    # warm-up is its compile (on the CPU about the copies', where the traced one took 144-163 s on the
-    # H100), its tokens/s what its unfused kernels cost
-    for batch in (32, 1) if not TINY else (3, 1):
-        name = f"generate_continuous_opaque_b{batch}_constrained"
-        if not STORE[0]:
-            log(step=name, skipped=True, why="the store failed: copies throughout")
-        elif in_budget(name):
-            guarded(name, partial(generate, batch, True, None if not TINY else 16, "continuous", opaque=True))
+    # the store's attention as small ops (the decoder before fused kernels: 849 tok/s at batch 32 on the
+    # H100), then as one opaque operator a layer (prefix_attention.use_opaque_op): each warm-up is its
+    # compile (the small ops' took 144-163 s on the H100)
+    for variant, options in (("small_ops", {"kernels": False}), ("opaque", {"opaque": True})):
+        for batch in (32, 1) if not TINY else (3, 1):
+            name = f"generate_continuous_{variant}_b{batch}_constrained"
+            if not STORE[0]:
+                log(step=name, skipped=True, why="the store failed: copies throughout")
+            elif in_budget(name):
+                run = partial(generate, batch, True, None if not TINY else 16, "continuous", **options)
+                guarded(name, run)
     chains((("generate", False, "warm"),))  # the chain before this engine: slow, and only informative
     # the prefix store's gain on the same card; it compiles its step anew (the release reset dynamo)
     if not STORE[0]:

@@ -8,9 +8,12 @@ On the CPU in fp32, eager (about a minute); on a GPU in bf16, each variant repla
 (bench/gpu_foley.py runs the same mixes first).
 
 Per (rows, videos) mix, one JSON line: ms per layer for each variant, the K/V bytes each reads, and the
-largest difference between their outputs. Shapes: 32 heads of 128, a 2,056-position video prefix
-(8 frames x 257 tokens + the template's start; the store rounds it to 2,112), and 512 columns of each
-row's own (the rest of its prompt and its answer: one 512-column view). A copy row reads the 2,056
+largest difference between their outputs. The store is read two ways: its parts written out as small
+ops (`store_*`: the decoder before fused kernels) and each part as one fused attention kernel
+(`kernels_*`: the decoder's default, prefix_attention.use_kernels). Shapes: 32 heads of 128, a
+2,056-position video prefix (8 frames x 257 tokens + the template's start; the store rounds it to
+2,112), and 512 columns of each row's own (the rest of its prompt and its answer: one 512-column
+view). A copy row reads the 2,056
 prefix positions plus its own, 3,072 columns (the 512-column view past 2,568). The rows ask about
 `videos` clips in turn (row r about clip r % videos): 32 rows about one clip is the decode benchmark's
 batch, 32 about 4 clips a reason step over several videos, 32 about 32 an identify step. As in the
@@ -30,7 +33,11 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from v2t_foley.foley_core.backends.cache_views import bucket_columns
-from v2t_foley.foley_core.backends.prefix_attention import prefix_attention, use_float32_products
+from v2t_foley.foley_core.backends.prefix_attention import (
+    prefix_attention,
+    use_float32_products,
+    use_kernels,
+)
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
 
 HEADS, DIM, PREFIX, OWN = 32, 128, 2056, 512
@@ -110,25 +117,41 @@ def mix(live: int, videos: int) -> dict:
     def stored() -> None:
         out["store"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0)[0]
 
-    copy_ms, store_ms = timed(copied), timed(stored)
+    def fused() -> None:
+        out["kernels"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0)[0]
+
+    copy_ms = timed(copied)
+    try:  # the switch is read as each variant runs (and is recorded into its CUDA graph)
+        use_kernels(False)
+        store_ms = timed(stored)
+        use_kernels(True)
+        kernels_ms = timed(fused)
+    finally:
+        use_kernels(True)
     itemsize = torch.finfo(DTYPE).bits // 8
     per_position = 2 * HEADS * DIM * itemsize  # K and V of one position, one layer
     copy_bytes = rows * columns * per_position
     store_bytes = (batch.keys[0].shape[0] * length + rows * OWN) * per_position
-    difference = (out["copy"].transpose(1, 2) - out["store"])[:live].abs().max().item()
+    expected = out["copy"].transpose(1, 2)[:live]
+    difference = (expected - out["store"][:live]).abs().max().item()
+    kernels_difference = (expected - out["kernels"][:live]).abs().max().item()
     return {
         "live_rows": live,
         "rows": rows,
         "videos": videos,
         "copy_ms": round(copy_ms, 3),
         "store_ms": round(store_ms, 3),
+        "kernels_ms": round(kernels_ms, 3),
         "speedup": round(copy_ms / store_ms, 2),
+        "kernels_speedup": round(copy_ms / kernels_ms, 2),
         "copy_mb_read": round(copy_bytes / 2**20, 1),
         "store_mb_read": round(store_bytes / 2**20, 1),
         "entries_read": batch.keys[0].shape[0],
         "copy_gb_s": round(copy_bytes / copy_ms / 1e6, 1),
         "store_gb_s": round(store_bytes / store_ms / 1e6, 1),
+        "kernels_gb_s": round(store_bytes / kernels_ms / 1e6, 1),
         "max_abs_difference": difference,
+        "kernels_max_abs_difference": kernels_difference,
     }
 
 

@@ -127,7 +127,10 @@ def decode(
     constrained: bool = True,
     store: bool = True,
     opaque: bool = False,
+    kernels: bool = True,
 ) -> dict | None:
+    """The first decode line of that decoder, batch and variant (a line from before the fused kernels
+    has no `attention_kernels`: it is its call's default variant)."""
     for line in foley:
         if (
             line.get("step") == "generate"
@@ -136,6 +139,7 @@ def decode(
             and line.get("constrained") == constrained
             and line.get("prefix_store") in (store, None)
             and bool(line.get("opaque_attention")) == opaque
+            and line.get("attention_kernels", True) in (kernels, None)
         ):
             return line
     return None
@@ -258,6 +262,18 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
             )
         )
     for batch in (32, 1):
+        fused, small = decode(foley, "continuous", batch), decode(foley, "continuous", batch, kernels=False)
+        if fused and small:
+            out.append(
+                Row(
+                    f"continuous, batch {batch}: attention fused kernels vs small ops (tok/s)",
+                    f"{fmt(fused['tok_s_total'])} vs {fmt(small['tok_s_total'])}",
+                    "",
+                    "",
+                    "",
+                )
+            )
+    for batch in (32, 1):
         traced, opaque = decode(foley, "continuous", batch), decode(foley, "continuous", batch, opaque=True)
         if traced and opaque:
             out.append(
@@ -273,8 +289,27 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
     continuous = [
         line for line in foley if line.get("step") == "generate" and line.get("decoder") == "continuous"
     ]
-    traced = next((line for line in continuous if not line.get("opaque_attention")), None)
+    traced = next(
+        (
+            line
+            for line in continuous
+            if not line.get("opaque_attention") and line.get("attention_kernels", True) is not False
+        ),
+        None,
+    )
     opaque = next((line for line in continuous if line.get("opaque_attention")), None)
+    small = next((line for line in continuous if line.get("attention_kernels") is False), None)
+    if traced and small:
+        out.append(
+            Row(
+                "continuous: attention fused kernels vs small ops, first call (s: compile, recording,"
+                " decode)",
+                f"{traced.get('warmup_s')} vs {small.get('warmup_s')}",
+                "",
+                "",
+                "",
+            )
+        )
     if traced and opaque:
         out.append(
             Row(
@@ -318,8 +353,13 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
         if line.get("step") == "attention" and "copy_ms" in line:  # not its skipped or failed line
             out.append(
                 Row(
-                    f"attention, {line['live_rows']} rows / {line['videos']} videos: copies -> store (ms)",
-                    f"{line['copy_ms']} -> {line['store_ms']} ({line['speedup']}x)",
+                    f"attention, {line['live_rows']} rows / {line['videos']} videos: copies -> store"
+                    + (" (small ops; fused kernels)" if "kernels_ms" in line else "")
+                    + " (ms)",
+                    f"{line['copy_ms']} -> {line['store_ms']} ({line['speedup']}x)"
+                    + (
+                        f"; {line['kernels_ms']} ({line['kernels_speedup']}x)" if "kernels_ms" in line else ""
+                    ),
                     "",
                     "",
                     "",

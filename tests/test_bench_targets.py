@@ -334,3 +334,36 @@ def test_the_opaque_attention_is_shown_beside_the_traced_one_and_never_judged(tm
     assert found["continuous, batch 1: attention opaque vs traced (tok/s)"].measured == "90.00 vs 108"
     compile_row = found["continuous: attention opaque vs traced, first call (s: compile, recording, decode)"]
     assert compile_row.measured == "40.0 vs 144.0" and compile_row.verdict == ""
+
+
+def test_the_small_ops_attention_is_shown_beside_the_fused_kernels_and_never_judged(tmp_path):
+    """The bench's small-ops lines (`attention_kernels: false`, after the static decoder) are an A/B
+    beside the default fused kernels: the targets read the default line even when the small ops are
+    faster, the compile is compared between each variant's first line, and the attention mix shows
+    both ways of reading the store."""
+    fused_b1 = decode_line("continuous", 1, 180.0) | {"warmup_s": 60.0, "attention_kernels": True}
+    fused = decode_line("continuous", 32, 1900.0) | {"warmup_s": 9.0, "attention_kernels": True}
+    small = decode_line("continuous", 32, 2100.0) | {"warmup_s": 150.0, "attention_kernels": False}
+    mix = {
+        "step": "attention",
+        "live_rows": 32,
+        "videos": 1,
+        "copy_ms": 0.531,
+        "store_ms": 0.315,
+        "speedup": 1.69,
+        "kernels_ms": 0.12,
+        "kernels_speedup": 4.43,
+    }
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [mix, small, fused_b1, fused])  # small first: still not read
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found[B32].measured == "1,900"
+    ab = found["continuous, batch 32: attention fused kernels vs small ops (tok/s)"]
+    assert ab.measured == "1,900 vs 2,100" and ab.verdict == ""
+    assert "continuous, batch 1: attention fused kernels vs small ops (tok/s)" not in found  # no b1 small ops
+    compile_figure = (
+        "continuous: attention fused kernels vs small ops, first call (s: compile, recording, decode)"
+    )
+    first = found[compile_figure]
+    assert first.measured == "60.0 vs 150.0"
+    row = found["attention, 32 rows / 1 videos: copies -> store (small ops; fused kernels) (ms)"]
+    assert row.measured == "0.531 -> 0.315 (1.69x); 0.12 (4.43x)"

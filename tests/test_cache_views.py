@@ -159,13 +159,13 @@ def test_the_compiled_step_compiles_once_for_every_row_count_and_width(llm, monk
 @pytest.mark.skipif(
     not shutil.which("g++") and not shutil.which("c++"), reason="inductor needs a C++ compiler"
 )
-@pytest.mark.parametrize("opaque", [False, True])
-def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, monkeypatch, opaque):
+@pytest.mark.parametrize("variant", ["kernels", "small-ops", "opaque"])
+def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, monkeypatch, variant):
     """Rows that read their video prefix from the prefix store group by entry, and the entries read
     and the group size change as rows come and go: like rows and columns they are dynamic from the
     first call, so one compiled graph serves every grouping, with no graph break, and the tokens are
-    generate's; also with the attention as one opaque operator a layer (its fake shapes under
-    inductor)."""
+    generate's: with the attention's parts as fused kernels (the default), as small ops, and as one
+    opaque operator a layer (its fake shapes under inductor)."""
     from v2t_foley.foley_core.backends import prefix_attention
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
@@ -178,7 +178,8 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     llm.continuous = ContinuousDecoder(llm, 4, compile=True)
-    llm.continuous.opaque_attention = opaque
+    llm.continuous.opaque_attention = variant == "opaque"
+    llm.continuous.attention_kernels = variant != "small-ops"
     llm.share_video_prefix = True
     try:
         first = [(g.text, g.new_tokens, g.finished) for g in llm.generate(mixed, params)]
@@ -189,18 +190,21 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
         llm.use_decoder("generate")
         llm.share_video_prefix = False
         prefix_attention.use_opaque_op(False)
+        prefix_attention.use_kernels(True)
     assert [first, second] == plain
     assert decoder.store_steps == decoder.steps > 0
     assert not torch._dynamo.utils.counters["graph_break"]
     assert graphs >= 1 and torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
-@pytest.mark.parametrize("opaque", [False, True])
-def test_the_opaque_attention_is_one_operator_a_layer_in_the_compiled_graph(llm, monkeypatch, opaque):
-    """What dynamo hands the compiler: with `opaque_attention` one `v2t_foley::prefix_attention` node a
-    layer (so the compiler does not trace the attention's ~40 small ops and symbolic sizes, the bulk of
-    a 144-163 s compile on the H100), without it none; generate's tokens either way. The compiler is a
-    backend that records the graph and runs it as traced (no inductor: the graph is the point here)."""
+@pytest.mark.parametrize("variant", ["kernels", "small-ops", "opaque"])
+def test_the_attention_reaches_the_compiled_graph_as_its_variant_says(llm, monkeypatch, variant):
+    """What dynamo hands the compiler: by default two fused attention kernels a layer (the prefix part
+    and the row part); with `opaque_attention` one `v2t_foley::prefix_attention` node a layer (so the
+    compiler does not trace the attention's small ops and symbolic sizes, the bulk of a 144-163 s
+    compile on the H100) and no kernel outside it; with the small ops neither; generate's tokens
+    each way. The compiler is a backend that records the graph and runs it as traced (no inductor: the
+    graph is the point here)."""
     from v2t_foley.foley_core.backends import prefix_attention
 
     graphs: list[torch.fx.GraphModule] = []
@@ -216,7 +220,8 @@ def test_the_opaque_attention_is_one_operator_a_layer_in_the_compiled_graph(llm,
     plain = answers(llm, "generate", asked, params)
     torch._dynamo.reset()
     llm.continuous = ContinuousDecoder(llm, 4, compile=True)
-    llm.continuous.opaque_attention = opaque
+    llm.continuous.opaque_attention = variant == "opaque"
+    llm.continuous.attention_kernels = variant != "small-ops"
     llm.share_video_prefix = True
     try:
         got = [(g.text, g.new_tokens, g.finished) for g in llm.generate(asked, params)]
@@ -224,13 +229,20 @@ def test_the_opaque_attention_is_one_operator_a_layer_in_the_compiled_graph(llm,
         llm.use_decoder("generate")
         llm.share_video_prefix = False
         prefix_attention.use_opaque_op(False)
+        prefix_attention.use_kernels(True)
         torch._dynamo.reset()
     assert got == plain and graphs
-    op = torch.ops.v2t_foley.prefix_attention.default
+    op = torch.ops.v2t_foley.prefix_attention
+    fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # the CPU's fused kernel
     layers = llm.model.config.get_text_config().num_hidden_layers
+
+    def count(graph: torch.fx.GraphModule, packet) -> int:
+        targets = (packet, packet.default)
+        return sum(node.op == "call_function" and node.target in targets for node in graph.graph.nodes)
+
     for graph in graphs:
-        nodes = [node for node in graph.graph.nodes if node.op == "call_function" and node.target is op]
-        assert len(nodes) == (layers if opaque else 0)
+        assert count(graph, op) == (layers if variant == "opaque" else 0)
+        assert count(graph, fused) == (2 * layers if variant == "kernels" else 0)
 
 
 @pytest.mark.skipif(

@@ -98,8 +98,10 @@ def test_every_section_runs_and_the_fast_decoders_answer_as_generate(tmp_path):
     fast = [line for line in decodes if line["decoder"] != "generate"]
     assert all(line["same_answers_as_generate"] == line["batch"] for line in fast)
     continuous = [line for line in decodes if line["decoder"] == "continuous"]
-    assert [line["prefix_store"] for line in continuous] == [True] * 6 + [False]  # the A/B runs copies last
-    assert [line["opaque_attention"] for line in continuous] == [False] * 4 + [True] * 2 + [False]
+    assert [line["prefix_store"] for line in continuous] == [True] * 8 + [False]  # the A/B runs copies last
+    # after the static decoder: the store's attention as small ops, then as one opaque operator
+    assert [line["attention_kernels"] for line in continuous] == [True] * 4 + [False] * 2 + [True] * 3
+    assert [line["opaque_attention"] for line in continuous] == [False] * 6 + [True] * 2 + [False]
     assert all(line["prefix_store_steps"] > 0 for line in continuous[:4])
     (profile,) = [line for line in lines if line["step"] == "profile"]
     assert profile["steps"] > 0 and profile["busy_ms_per_step"] > 0 and profile["top"]

@@ -1,7 +1,8 @@
 """Attention over video prefixes held once per video (backends/prefix_attention.py,
 backends/prefix_store.py): the same numbers as attention over each row's [prefix | own columns], for
-rows grouped unevenly over entries, rows with no entry, padded groups and grouped-query heads. The
-continuous decoder's tokens against `generate`'s are in tests/test_continuous.py."""
+rows grouped unevenly over entries, rows with no entry, padded groups and grouped-query heads, each part
+run as one fused attention kernel (the default) and as small ops. The continuous decoder's tokens
+against `generate`'s are in tests/test_continuous.py."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def tiny_llama(kv_heads: int) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
+def kernels(request):
+    """Each test once with the parts as fused kernels, once as small ops; the default restored."""
+    prefix_attention.use_kernels(request.param)
+    yield request.param
+    prefix_attention.use_kernels(True)
+
+
 def prefix_cache(model, length: int, seed: int) -> DynamicCache:
     """A batch-1 cache of `length` random positions, as a prefill would leave it."""
     generator = torch.Generator().manual_seed(seed)
@@ -39,7 +48,7 @@ def prefix_cache(model, length: int, seed: int) -> DynamicCache:
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])
-def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads):
+def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads, kernels):
     model = tiny_llama(kv_heads)
     lengths = {"a": 7, "b": 5, "c": 9}  # three videos' prefixes, of different lengths
     store = PrefixStore.for_model(model, entries=6, length=12)
@@ -126,7 +135,7 @@ def test_the_batched_product_takes_the_strided_operands_it_is_given_without_copy
 
 
 @torch.no_grad()
-def test_a_decode_step_through_the_store_gives_each_row_the_logits_of_its_own_prompt():
+def test_a_decode_step_through_the_store_gives_each_row_the_logits_of_its_own_prompt(kernels):
     """What tokens cannot show (the tiny Video-LLaVA writes the same text whatever it is asked): rows
     grouped on one entry, each with its own question, each get the logits of their own whole prompt
     from one decode step through the model. Three rows read video a's entry, one reads b's, one has

@@ -134,6 +134,9 @@ class ContinuousDecoder:
         # True: a compiled step sees the store's attention as one operator a layer (a faster compile;
         # prefix_attention.use_opaque_op), not its small ops
         self.opaque_attention = False
+        # True: each part of the store's attention is one fused attention kernel; False: small ops (the
+        # reference; prefix_attention.use_kernels)
+        self.attention_kernels = True
         self._prefix_attention: bool | None = None  # whether the model's attention can read the store
         self._serving = threading.Lock()  # one serve at a time: they share the cache
 
@@ -208,6 +211,7 @@ class ContinuousDecoder:
         stores = self._stores_prefixes()
         if stores:
             prefix_attention.use_opaque_op(self.opaque_attention)
+            prefix_attention.use_kernels(self.attention_kernels)
         if self.store is not None:
             self.store.reset_users()  # no row is live between waves
         # the columns the first request needs in its own row: what follows its video prefix, when

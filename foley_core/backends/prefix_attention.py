@@ -8,17 +8,28 @@ and a row's own cache holds only what follows its prefix. A decode step's attent
 parts, merged exactly (the log-sum-exp of each part, as in flash-decoding's split-K):
 
 - the prefix part: the rows are grouped by entry (queries gathered into `[entries, group]`, padded),
-  so each entry's K/V is read once for all of its rows, by one batched matmul;
+  so each entry's K/V is read once for all of its rows, by one batched call;
 - the row part: each row against its own cache columns, under its 4-D additive mask, as before.
 
 The two softmax halves are renormalized against their common maximum, so the result is the softmax
 over the concatenated positions: the same attention, another order of summation (tests compare it
 with attention over the concatenated K/V, and the decoder's logits and tokens with full prompts').
-Scores and sums are float32, as SDPA keeps them: on CUDA in bf16/fp16 the products come out of the
-matmul in float32 (`bmm(..., out_dtype=float32)`), not rounded to bf16 first as transformers' eager
-attention rounds them. Only decode steps (one query per row) take this path; every other call goes
-to transformers' SDPA attention unchanged. Models whose language model uses another attention
-implementation (flash attention) keep copying the prefix (`enable` says False).
+
+Each part runs in one of two ways (`use_kernels`):
+
+- kernels (the default): each part is one call of PyTorch's own fused attention kernel, the one SDPA
+  runs for a masked decode step (memory-efficient attention on CUDA, flash attention on the CPU), which
+  also returns each query's log-sum-exp; the parts merge on those. On the H100 that kernel read the
+  copies' K/V at 2.4-3.0 TB/s, where the small ops below read the store at 0.6-2.1
+  (bench/results/README.md), and the compiler sees two operators a layer, not ~40;
+- small ops: matmuls and a softmax written out, scores and sums in float32 as SDPA keeps them (on
+  CUDA in bf16/fp16 the products come out of the matmul in float32, `bmm(..., out_dtype=float32)`, not
+  rounded to bf16 first as transformers' eager attention rounds them). The reference, and the
+  fallback on devices with neither kernel.
+
+Only decode steps (one query per row) take this path; every other call goes to transformers' SDPA
+attention unchanged. Models whose language model uses another attention implementation (flash
+attention) keep copying the prefix (`enable` says False).
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ _BF16_TO_FLOAT32 = False
 # whether a compiled step sees the attention as one opaque operator a layer (`use_opaque_op`); read
 # while dynamo traces, which guards on it (switching it compiles the step anew)
 _OPAQUE = False
+# whether each part runs as one fused attention kernel (`use_kernels`); read while dynamo traces, like
+# _OPAQUE
+_KERNELS = True
 
 
 class PrefixBatch(NamedTuple):
@@ -128,6 +142,13 @@ def use_opaque_op(on: bool) -> None:
     _OPAQUE = on
 
 
+def use_kernels(on: bool) -> None:
+    """Run each part of the attention as one fused attention kernel (True, the default) or as small ops
+    (False: the reference, and the bench's comparison); see the module docstring."""
+    global _KERNELS
+    _KERNELS = on
+
+
 @torch.library.custom_op("v2t_foley::prefix_attention", mutates_args=())
 def _prefix_attention_op(
     query: torch.Tensor,
@@ -177,21 +198,32 @@ def prefix_attention(
     padded = torch.cat([query.reshape(rows, heads, dim), query.new_zeros(1, heads, dim)])
     grouped = padded[prefix.queries].view(entries, group, kv_heads, share, dim)
     grouped = grouped.permute(0, 2, 3, 1, 4).reshape(entries, kv_heads, share * group, dim)
+    own = query.view(rows, kv_heads, share, dim)  # the row part's queries: each row's own columns
+
+    def by_row(x: torch.Tensor) -> torch.Tensor:  # [E, Hkv, share * G, n] -> [R, Hkv, share, n]
+        x = x.reshape(entries, kv_heads, share, group, -1).permute(0, 3, 1, 2, 4)
+        return x.reshape(entries * group, kv_heads, share, -1)[prefix.groups]
+
+    has = prefix.has.view(rows, 1, 1, 1)
+    if _KERNELS and kernels_on(query.device):
+        p_out, p_lse = _fused(grouped, p_keys, p_values, prefix.mask, scaling)
+        r_out, r_lse = _fused(own, key, value, mask, scaling)
+        # a row without an entry takes nothing from the prefix part: its log-sum-exp is -inf there
+        p_lse = torch.where(has > 0, by_row(p_lse[..., None]), float("-inf"))
+        r_lse = r_lse[..., None]
+        top = torch.maximum(p_lse, r_lse)  # finite: every row attends to at least its own last column
+        p_weight, r_weight = torch.exp(p_lse - top), torch.exp(r_lse - top)
+        merged = (by_row(p_out).float() * p_weight + r_out.float() * r_weight) / (p_weight + r_weight)
+        return merged.to(query.dtype).reshape(rows, 1, heads, dim), None
+
     scores = _product(grouped, p_keys.transpose(-1, -2)) * scaling + prefix.mask
     top = scores.amax(-1, keepdim=True)
     weights = torch.exp(scores - top)
     total = weights.sum(-1, keepdim=True)
     out = _product(weights.to(p_values.dtype), p_values)  # [E, Hkv, share * G, D]
-
-    def by_row(x: torch.Tensor) -> torch.Tensor:  # [E, Hkv, share * G, n] -> [R, Hkv, share, n]
-        x = x.view(entries, kv_heads, share, group, -1).permute(0, 3, 1, 2, 4)
-        return x.reshape(entries * group, kv_heads, share, -1)[prefix.groups]
-
-    has = prefix.has.view(rows, 1, 1, 1)
     p_top, p_total, p_out = by_row(top), by_row(total) * has, by_row(out) * has
 
     # the row part: each row's own columns
-    own = query.view(rows, kv_heads, share, dim)
     r_scores = _product(own, key.transpose(-1, -2)) * scaling + mask  # [R, Hkv, share, C]
     r_top = r_scores.amax(-1, keepdim=True)
     r_weights = torch.exp(r_scores - r_top)
@@ -205,6 +237,30 @@ def prefix_attention(
     p_scale, r_scale = torch.exp(p_top - top), torch.exp(r_top - top)
     merged = (p_out * p_scale + r_out * r_scale) / (p_total * p_scale + r_total * r_scale)
     return merged.to(query.dtype).reshape(rows, 1, heads, dim), None
+
+
+def kernels_on(device: torch.device) -> bool:
+    """Whether `device` has a fused attention kernel that returns its log-sum-exp (CUDA, the CPU)."""
+    return device.type in ("cuda", "cpu")
+
+
+def _fused(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax(query @ key^T * scaling + bias) @ value, its log-sum-exp in float32): [B, H, M, D] and
+    [B, H, M], from one call of the fused kernel SDPA would pick for a masked step. `bias` is additive,
+    broadcast over heads and queries, its rows aligned as the kernel needs (the decoder's masks are
+    multiples of 64 columns)."""
+    batch, heads, queries, _ = query.shape
+    if query.is_cuda:
+        bias = bias.expand(batch, heads, queries, key.shape[-2])
+        out, lse, _seed, _offset = torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, bias, True, scale=scaling
+        )
+        return out, lse[..., :queries]  # its log-sum-exp is padded to a multiple of 32 queries
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, attn_mask=bias, scale=scaling
+    )
 
 
 def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
