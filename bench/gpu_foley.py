@@ -256,6 +256,8 @@ def main() -> None:
         graphs, recordings = compiled_graphs(), RECORDINGS[0]
         compiled_before_timed = graphs
         store_steps = llm.continuous.store_steps if llm.continuous is not None else 0
+        cont = llm.continuous
+        counted = (cont.steps, cont.view_columns) if cont is not None else (0, 0)
         shapes = set(llm.continuous.step_shapes) if llm.continuous is not None else set()
         t0 = time.perf_counter()
         out = llm.generate(requests, params)
@@ -289,6 +291,10 @@ def main() -> None:
             slots=llm.continuous.shape[0] if llm.continuous is not None else None,
             columns=llm.continuous.shape[1] if llm.continuous is not None else None,  # its cache's length
             prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
+            # the own columns a step read (its view's width): K/V bytes a step beside the weights and store
+            view_columns_per_step=None
+            if cont is None
+            else round((cont.view_columns - counted[1]) / max(cont.steps - counted[0], 1)),
             prefix_store=prefix_store if llm.continuous is not None else None,
             opaque_attention=opaque if llm.continuous is not None else None,
             attention_kernels=kernels if llm.continuous is not None else None,

@@ -60,7 +60,8 @@ def test_steps_read_the_written_columns_and_write_generates_tokens(llm, monkeypa
     assert fast == plain
     columns = [c for _, c, _ in seen]
     assert len(set(columns)) >= 3  # 24 tokens crossed at least two 8-column boundaries
-    assert columns == sorted(columns)  # one wave / one batch: the written part only grows
+    if name == "static":  # one batch: the written part only grows (the continuous decoder's rows
+        assert columns == sorted(columns)  # leave, and its width follows the longest live one)
     assert all(c < whole for _, c, whole in seen), seen  # never the whole cache (bucketed to 512)
 
 
@@ -103,6 +104,44 @@ def test_late_joins_and_shared_prefixes_through_small_views_write_generates_toke
     assert decoder.steps < 5 * 12  # rows decoded side by side, not one after another
 
 
+def test_continuous_rows_write_from_column_0_and_a_step_reads_the_longest_live_row(llm, monkeypatch):
+    """The continuous decoder's rows each write at their own next column (cache_views.RowWrites): a
+    row's K/V start at column 0 whenever it joined, so a step reads as many columns as its longest live
+    row has (bucketed), not as many as the decoder has run steps. Eight questions about one video
+    through two slots: every step's mask shows each row a run of columns from 0, and the step's width
+    is the bucket of the longest run; generate's tokens."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
+    shared = clip(52)
+    requests = [GenerationRequest(shared, PROMPTS[k % 4]) for k in range(8)]
+    params = GenerationParams(max_new_tokens=12)
+    plain = answers(llm, "generate", requests, params)
+    llm.continuous = decoder = ContinuousDecoder(llm, 2)
+    llm.share_video_prefix = True
+    masks: list[torch.Tensor] = []
+    step = decoder.step
+
+    def watched(ids, positions, mask, cache, *shared):
+        masks.append(mask.clone())
+        return step(ids, positions, mask, cache, *shared)
+
+    decoder.step = watched
+    try:
+        fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+    assert fast == plain
+    assert decoder.waves == 1 and decoder.late_joins >= 6 and decoder.store_steps == decoder.steps
+    for mask in masks:
+        seen = mask[:, 0, 0] == 0  # [rows, columns]
+        runs = seen.sum(-1)
+        assert all(bool(seen[r, :n].all()) for r, n in enumerate(runs.tolist())), seen
+        assert mask.shape[-1] == bucket_columns(int(runs.max()), decoder.shape[1])
+    assert max(mask.shape[-1] for mask in masks) < decoder.steps  # one column a step would pass it
+
+
 def test_a_view_writes_into_its_cache():
     """The view is the cache's own memory: a write through it is in the cache, at the same place."""
     from transformers import LlamaConfig, StaticCache
@@ -116,7 +155,8 @@ def test_a_view_writes_into_its_cache():
     assert views.get(2, 8) is view
     whole = views.get(4, 32)  # a view too, the same memory: every step's cache has the same kind
     assert whole is not cache and whole.layers[0].keys.data_ptr() == cache.layers[0].keys.data_ptr()
-    assert (bucket_columns(6, 32), bucket_columns(257, 4096), bucket_columns(4000, 4096)) == (32, 512, 4096)
+    widths = [bucket_columns(used, 4096) for used in (1, 128, 129, 256, 257, 512, 513, 4000)]
+    assert widths == [128, 128, 256, 256, 512, 512, 1024, 4096] and bucket_columns(6, 32) == 32
     new = torch.ones(2, 2, 1, 8)
     keys, _ = view.layers[0].update(new, 2 * new)
     assert keys.shape == (2, 2, 8, 8)
@@ -124,6 +164,17 @@ def test_a_view_writes_into_its_cache():
     assert torch.equal(cache.layers[0].values[:2, :, 5], 2 * new[:, :, 0])
     assert int(cache.layers[0].cumulative_length) == 6  # the write position moved for the cache too
     assert not cache.layers[0].keys[2:].any()
+
+    # each row at its own column: the continuous decoder's views
+    write_at = torch.tensor([3, 0, 7, 1])
+    rows = CacheViews(cache, write_at).get(2, 8)
+    keys, _ = rows.layers[0].update(3 * new, 4 * new)
+    assert keys.shape == (2, 2, 8, 8) and keys.data_ptr() == cache.layers[0].keys.data_ptr()
+    assert torch.equal(cache.layers[0].keys[0, :, 3], 3 * new[0, :, 0])
+    assert torch.equal(cache.layers[0].keys[1, :, 0], 3 * new[1, :, 0])
+    assert torch.equal(cache.layers[0].values[1, :, 0], 4 * new[1, :, 0])
+    assert int(cache.layers[0].cumulative_length) == 6  # the shared write position is not used
+    assert not cache.layers[0].keys[2:].any()  # rows past the view: untouched
 
 
 @pytest.mark.skipif(

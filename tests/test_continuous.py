@@ -307,7 +307,7 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
     long, short = GenerationParams(max_new_tokens=300), GenerationParams(max_new_tokens=12)
     _, _, probe = side_by_side(llm, asked[:1], short, slots=1)
     store_bytes = kv_bytes(llm.model, STORE_ENTRIES, probe.store.length + PREFIX_BUCKET)
-    columns = 1024  # what the first wave's 300 tokens need, in LENGTH_BUCKETs
+    columns = 512  # what the first wave's question and its 300 tokens need, in LENGTH_BUCKETs
     alone = [llm.generate([r], short)[0] for r in asked]
     llm.continuous = decoder = ContinuousDecoder(llm, 4)
     gpu = [kv_bytes(llm.model, 3, columns) + store_bytes]  # its memory for caches and stores
@@ -346,7 +346,7 @@ def test_a_held_cache_long_enough_for_the_first_question_is_kept_over_a_longer_n
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
     asked = [GenerationRequest(clip(1), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(4)]
-    short, longer = GenerationParams(max_new_tokens=12), GenerationParams(max_new_tokens=200)
+    short, longer = GenerationParams(max_new_tokens=12), GenerationParams(max_new_tokens=300)
     alone = [llm.generate([r], longer)[0] for r in asked]
     llm.continuous = decoder = ContinuousDecoder(llm, 4)
     llm.share_video_prefix = True

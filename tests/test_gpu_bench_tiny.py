@@ -103,6 +103,7 @@ def test_every_section_runs_and_the_fast_decoders_answer_as_generate(tmp_path):
     assert [line["attention_kernels"] for line in continuous] == [True] * 4 + [False] * 2 + [True] * 3
     assert [line["opaque_attention"] for line in continuous] == [False] * 6 + [True] * 2 + [False]
     assert all(line["prefix_store_steps"] > 0 for line in continuous[:4])
+    assert all(line["view_columns_per_step"] > 0 for line in continuous)  # the own columns a step read
     (profile,) = [line for line in lines if line["step"] == "profile"]
     assert profile["steps"] > 0 and profile["busy_ms_per_step"] > 0 and profile["top"]
     chains = [line for line in lines if line["step"] == "chain_one_clip"]

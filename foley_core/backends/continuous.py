@@ -3,26 +3,28 @@
 With fixed batches every row waits for the batch's longest answer, and a new request waits for the
 whole batch. Here a batch is `slots` rows of one `StaticCache` that live on across requests:
 
-- every decode step writes one column `c` of the cache for all slots at once (StaticCache's own write
-  position), and each slot attends only to its own columns through a 4-D mask kept on the device;
 - a request joins when a slot is free: it is prefilled alone (the vision tower runs here; a question
   about a video whose prefix is kept continues from a copy of it, backends/solo_prefill.py) and its K/V are
-  copied into its slot at the columns just before `c`, so it decodes from the next step on (its
-  positions are its own: RoPE is in the keys, the column a key sits in does not matter);
+  copied into its slot from column 0, so it decodes from the next step on (its positions are its own:
+  RoPE is in the keys, the column a key sits in does not matter);
+- every decode step writes one column of each row, the row's own next one (`write_at`, kept on the
+  device; backends/cache_views.RowWrites), and each row attends only to its own columns through a 4-D
+  mask kept on the device. A step reads the columns of the longest live row, bucketed: a row that
+  joins late costs the others nothing;
 - with shared video prefixes, a row's video prefix goes to the prefix store (backends/prefix_store.py)
   once per video and only what follows it into the row; each step's attention reads an entry once
   for all of its rows (backends/prefix_attention.py). A 32-row step about one clip then reads the
   clip's 1 GB of prefix K/V (Video-LLaVA-7B) once instead of 32 times (plus one empty entry: a step
-  reads at least 2), and a wave starts past its first question plus `JOIN_SLACK`, not past the video.
+  reads at least 2), and a row's own columns start after its video, not past it.
   The store starts small and doubles while the GPU has room; when it cannot, a request about yet
   another video waits for the next wave (its prefix would need columns the wave does not have);
 - a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
 
-A "wave" is one life of the cache: it starts at column `start` (room for the first request's own
-tokens, what follows its stored video prefix, plus `JOIN_SLACK` for longer ones) and ends when no row
-is live and no waiting request fits (`c + budget` past the cache, or a prompt longer than `c`); the
-next wave starts again at its own start column (in the held cache when it is long enough and has
-as many rows as fit: the masks hide what earlier rows left in it; `plan_cache` sizes a new one).
+A "wave" is one life of the cache, sized for its first request (its own tokens, what follows its
+stored video prefix, and its budget; twice the budget when room allows, for longer ones): it ends when
+no row is live and no waiting request fits (its own tokens and budget past the cache's columns, or a
+video the prefix store cannot take); the next wave runs in the held cache when it is long enough and
+has as many rows as fit (the masks hide what earlier rows left in it; `plan_cache` sizes a new one).
 Greedy only, and only families with one position per token (static_decode.FAMILIES). Each answer
 equals `generate` on that request alone, token for token (tests/test_continuous.py). On CUDA the
 decode step is compiled (CUDA graphs) for the cache's shape (slots, length); a later wave reuses the
@@ -57,7 +59,6 @@ from v2t_foley.foley_core.backends.static_decode import (
 )
 from v2t_foley.foley_core.errors import TransientBackendError
 
-JOIN_SLACK = 256  # columns left before a wave's first write, so longer prompts than the first can join
 STORE_ENTRIES = 4  # a new prefix store's entries (1 GB each for Video-LLaVA-7B); it doubles, up to the
 # slots, when a video finds every entry read: the store grows with the videos decoded side by side
 
@@ -102,6 +103,7 @@ class _Row:
     matcher: xgr.GrammarMatcher | None
     tokens: list[int] = field(default_factory=list)
     entry: int | None = None  # its video prefix's entry in the prefix store, when it reads it there
+    at: int = 0  # the column of its row that its next decode step writes (its own tokens before it)
 
 
 class ContinuousDecoder:
@@ -123,6 +125,7 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
+        self.view_columns = 0  # the columns of its rows' own that each decode step read, summed over steps
         # the decode step's distinct input shapes (rows, columns[, store entries read, grouped queries]):
         # on CUDA each one is a CUDA-graph recording of the one compiled step, seconds and pool memory
         self.step_shapes: set[tuple[int, ...]] = set()
@@ -218,10 +221,9 @@ class ContinuousDecoder:
         # that prefix is read from the store
         stored = len(prefilled.video[1]) if stores and prefilled.video is not None else 0
         own = prefilled.length - stored
-        start = own + JOIN_SLACK
-        # the columns the first request needs, and those that also let requests join while it decodes
-        need = min(self.llm.max_positions, bucket_length(start + first.budget))
-        want = min(self.llm.max_positions, bucket_length(start + 2 * first.budget + LENGTH_BUCKET))
+        # the columns the first request needs, and those that also let longer requests join
+        need = min(self.llm.max_positions, bucket_length(own + first.budget))
+        want = min(self.llm.max_positions, bucket_length(own + 2 * first.budget + LENGTH_BUCKET))
         rows: list[_Row | None] = []
         held: list[tuple[Ask, Prefilled]] = []  # taken, not fitting this wave: the next wave's first
         try:
@@ -245,9 +247,8 @@ class ContinuousDecoder:
                     slots, length = self.shape
             if slots < 1:
                 raise torch.OutOfMemoryError(f"no room for one decode slot of {length} positions")
-            start = min(start, max(length - first.budget, own))
             rows.extend([None] * slots)
-            self._run_wave(first, prefilled, take, rows, held, start, length, stores)
+            self._run_wave(first, prefilled, take, rows, held, length, stores)
         except Exception as error:
             if isinstance(error, torch.OutOfMemoryError):
                 self.release()
@@ -268,16 +269,15 @@ class ContinuousDecoder:
         take,
         rows: list[_Row | None],
         held: list,
-        start: int,
         length: int,
         stores: bool,
     ) -> None:
         device = self.head.weight.device
         slots = len(rows)
         cache = self._cache(slots, length)
-        for layer in cache.layers:
-            layer.cumulative_length.fill_(start)
-        views = CacheViews(cache)  # a step reads the live slots' rows and the columns written so far
+        write_at = torch.zeros(slots, dtype=torch.long, device=device)  # each row's next column
+        # a step reads the live slots' rows and the columns the longest of them wrote
+        views = CacheViews(cache, write_at)
         self.waves += 1
         masked = torch.finfo(self.head.weight.dtype).min
         mask = torch.full((slots, 1, 1, length), masked, dtype=self.head.weight.dtype, device=device)
@@ -287,28 +287,30 @@ class ContinuousDecoder:
         bitmask = xgr.allocate_token_bitmask(slots, self.llm.grammars.vocab_size)
         if device.type == "cuda":
             bitmask = bitmask.pin_memory()
-        column = start  # where the next decode step writes
 
         def join(ask: Ask, done: Prefilled) -> bool:
             # its video prefix is read from the store when the store can hold it; its row holds the rest
             store = self._store_for(slots, done.video) if stores and done.video else None
+            if stores and done.video and store is None:  # a copy would widen every step: next wave
+                return False
             stored = len(done.video[1]) if store is not None else 0
             own = done.length - stored
-            if own > column or column + ask.budget > length:  # its last token is never fed
+            if own + ask.budget > length:  # its last token is never fed
                 return False
             entry = store.place(*done.video, done.kv) if stored else None
             if entry is not None:
                 self._prefill.forget(done.video[0])  # the store holds it now: one copy is enough
             slot = rows.index(None)
             for target, source in zip(cache.layers, done.kv.layers, strict=True):
-                target.keys[slot, :, column - own : column] = source.keys[0, :, stored : done.length]
-                target.values[slot, :, column - own : column] = source.values[0, :, stored : done.length]
+                target.keys[slot, :, :own] = source.keys[0, :, stored : done.length]
+                target.values[slot, :, :own] = source.values[0, :, stored : done.length]
             mask[slot] = masked
-            mask[slot, 0, 0, column - own : column] = 0
+            mask[slot, 0, 0, :own] = 0
             schema = ask.request.json_schema
             matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
-            rows[slot] = _Row(ask, done.length, done.length, matcher, entry=entry)
+            rows[slot] = _Row(ask, done.length, done.length, matcher, entry=entry, at=own)
             positions[slot, 0] = done.length
+            write_at[slot] = own
             alive[slot] = True
             logits[slot] = done.logits
             if matcher is None:
@@ -350,15 +352,17 @@ class ContinuousDecoder:
                 ready.record()
             # the next step is queued before the host looks at this one's tokens: a row that ends now
             # wastes its lane of that step, and the GPU never waits for the host's grammar work
-            # every slot sees this column, empty ones too: a fully masked row can turn NaN in bf16
-            # attention kernels, and NaN K/V would reach the next request that takes the slot
-            mask[:, 0, 0, column] = 0
+            # every slot sees the column it writes, empty ones too (column 0): a fully masked row can
+            # turn NaN in bf16 attention kernels, and NaN K/V would reach the next request in the slot
+            mask.scatter_(3, write_at.view(slots, 1, 1, 1), 0)
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            columns = bucket_columns(column + 1, length)  # this step writes column `column`
+            # the columns up to the longest live row's write this step
+            columns = bucket_columns(max(rows[k].at for k in fed) + 1, length)
             entries = [row.entry if row is not None else None for row in rows[:reading]]
             shared = () if all(e is None for e in entries) else (self.store.batch(entries),)
             self.store_steps += bool(shared)
+            self.view_columns += columns
             self.step_shapes.add((reading, columns, *(shared[0].shape if shared else ())))
             logits[:reading] = self.step(
                 chosen[:, None],
@@ -368,7 +372,9 @@ class ContinuousDecoder:
                 *shared,
             )
             positions += alive[:, None].long()
-            column += 1
+            write_at += alive.long()
+            for k in fed:
+                rows[k].at += 1
             started = True
             self.steps += 1
             if ready is not None:
@@ -385,6 +391,7 @@ class ContinuousDecoder:
                     rows[k] = None
                     alive[k] = False
                     mask[k] = masked
+                    write_at[k] = 0
                 else:
                     going.append(k)
             grammar = [k for k in going if rows[k].matcher is not None]
