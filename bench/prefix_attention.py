@@ -13,8 +13,9 @@ ops (`store_*`: the decoder before fused kernels) and each part as one fused att
 (`kernels_*`: the decoder's default, prefix_attention.use_kernels). Shapes: 32 heads of 128, a
 2,056-position video prefix (8 frames x 257 tokens + the template's start; the store rounds it to
 2,112), and 512 columns of each row's own (the rest of its prompt and its answer: one 512-column
-view). A copy row reads the 2,056
-prefix positions plus its own, 3,072 columns (the 512-column view past 2,568). The rows ask about
+view, as the H100's first figures had it; the decoder's rows now write from column 0, and a short
+answer's view is 128 or 256 wide). A copy row reads the 2,056 prefix positions plus its own, 3,072
+columns (the 512-column view past 2,568). The rows ask about
 `videos` clips in turn (row r about clip r % videos): 32 rows about one clip is the decode benchmark's
 batch, 32 about 4 clips a reason step over several videos, 32 about 32 an identify step. As in the
 decoder, a step computes at least 2 rows and reads at least 2 store entries (a size of 1 would compile

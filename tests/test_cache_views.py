@@ -60,8 +60,10 @@ def test_steps_read_the_written_columns_and_write_generates_tokens(llm, monkeypa
     assert fast == plain
     columns = [c for _, c, _ in seen]
     assert len(set(columns)) >= 3  # 24 tokens crossed at least two 8-column boundaries
-    if name == "static":  # one batch: the written part only grows (the continuous decoder's rows
-        assert columns == sorted(columns)  # leave, and its width follows the longest live one)
+    # one batch: the written part only grows (the continuous decoder's width follows its longest
+    # live row, which may leave first)
+    if name == "static":
+        assert columns == sorted(columns)
     assert all(c < whole for _, c, whole in seen), seen  # never the whole cache (bucketed to 512)
 
 
@@ -108,13 +110,16 @@ def test_continuous_rows_write_from_column_0_and_a_step_reads_the_longest_live_r
     """The continuous decoder's rows each write at their own next column (cache_views.RowWrites): a
     row's K/V start at column 0 whenever it joined, so a step reads as many columns as its longest live
     row has (bucketed), not as many as the decoder has run steps. Eight questions about one video
-    through two slots: every step's mask shows each row a run of columns from 0, and the step's width
-    is the bucket of the longest run; generate's tokens."""
+    through two slots, constrained and free by turns so that rows end at different steps: every step's
+    mask shows each row a run of columns from 0 (a row whose slot is empty sees column 0 alone, where it
+    writes), and the step's width is the bucket of the longest run; generate's tokens."""
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
     monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
     shared = clip(52)
-    requests = [GenerationRequest(shared, PROMPTS[k % 4]) for k in range(8)]
+    from tests.test_continuous import SCHEMA
+
+    requests = [GenerationRequest(shared, PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(7)]
     params = GenerationParams(max_new_tokens=12)
     plain = answers(llm, "generate", requests, params)
     llm.continuous = decoder = ContinuousDecoder(llm, 2)
@@ -133,12 +138,15 @@ def test_continuous_rows_write_from_column_0_and_a_step_reads_the_longest_live_r
         llm.use_decoder("generate")
         llm.share_video_prefix = False
     assert fast == plain
-    assert decoder.waves == 1 and decoder.late_joins >= 6 and decoder.store_steps == decoder.steps
+    assert decoder.waves == 1 and decoder.late_joins >= 5 and decoder.store_steps == decoder.steps
+    empty_rows = 0
     for mask in masks:
         seen = mask[:, 0, 0] == 0  # [rows, columns]
         runs = seen.sum(-1)
         assert all(bool(seen[r, :n].all()) for r, n in enumerate(runs.tolist())), seen
         assert mask.shape[-1] == bucket_columns(int(runs.max()), decoder.shape[1])
+        empty_rows += int((runs == 1).sum())
+    assert empty_rows > 0  # some step computed a row whose slot was empty
     assert max(mask.shape[-1] for mask in masks) < decoder.steps  # one column a step would pass it
 
 
@@ -287,7 +295,7 @@ def test_the_attention_reaches_the_compiled_graph_as_its_variant_says(llm, monke
     fused = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # the CPU's fused kernel
     layers = llm.model.config.get_text_config().num_hidden_layers
 
-    def count(graph: torch.fx.GraphModule, packet) -> int:
+    def count(graph: torch.fx.GraphModule, packet: torch._ops.OpOverloadPacket) -> int:
         targets = (packet, packet.default)
         return sum(node.op == "call_function" and node.target in targets for node in graph.graph.nodes)
 

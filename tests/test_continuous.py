@@ -214,8 +214,8 @@ def test_step_shapes_are_the_shapes_the_decode_step_was_given(llm):
 
 def test_a_video_the_full_store_cannot_take_waits_for_the_next_wave(llm, monkeypatch):
     """No room to grow the store (4 entries) for six clips through six slots: the fifth and sixth
-    clips wait for the next wave (a copy of their prefix would need columns the wave started past),
-    and every answer is still generate's."""
+    clips wait for the next wave (a copy of their prefix in their rows would widen every step by the
+    video), and every answer is still generate's."""
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
     monkeypatch.setattr(ContinuousDecoder, "_has_room", lambda self, nbytes: False)
@@ -274,8 +274,7 @@ def test_the_store_is_made_anew_for_a_longer_prefix_only_when_no_row_reads_it(ll
 def test_a_wave_cache_takes_as_many_rows_as_fit_before_columns(room_rows, need, want):
     """`plan_cache` against what it promises, over rooms from half a row of `need` columns to room to
     spare: it fits the room; no more rows fit at `need` columns; no longer columns fit at those rows."""
-    from v2t_foley.foley_core.backends.continuous import plan_cache
-    from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET
+    from v2t_foley.foley_core.backends.static_decode import LENGTH_BUCKET, plan_cache
 
     per_column, slots = 1000, 8
     room = int(room_rows * need * per_column)

@@ -6,6 +6,8 @@ against `generate`'s are in tests/test_continuous.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
@@ -28,7 +30,7 @@ def tiny_llama(kv_heads: int) -> LlamaForCausalLM:
 
 
 @pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
-def kernels(request):
+def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
     """Each test once with the parts as fused kernels, once as small ops; the default restored."""
     prefix_attention.use_kernels(request.param)
     yield request.param
@@ -190,3 +192,40 @@ def test_a_decode_step_through_the_store_gives_each_row_the_logits_of_its_own_pr
         torch.testing.assert_close(
             logits[r], model(input_ids=whole[None]).logits[0, -1], rtol=1e-4, atol=1e-5
         )
+
+
+def test_the_cuda_kernels_call_gives_the_merge_the_shapes_it_expects(monkeypatch):
+    """The CUDA branch (memory-efficient attention with an additive bias) cannot run on this machine.
+    On meta tensors its ATen op checks the call against its schema and gives its outputs' shapes and
+    layout (the output transposed in memory, the log-sum-exp padded to a multiple of 32 queries): the
+    whole split attention then runs through them, grouped-query heads and padded groups included, to
+    the shape transformers expects. The numbers are the CPU kernel's, tested above."""
+    monkeypatch.setattr(prefix_attention, "kernels_on", lambda device: True)
+    meta = {"device": "meta", "dtype": torch.bfloat16}
+    rows, heads, kv_heads, dim, own, entries, group, length = 6, 8, 4, 16, 128, 2, 4, 64
+    out, lse = prefix_attention._fused(
+        torch.empty(entries, kv_heads, 2 * group, dim, **meta),
+        torch.empty(entries, kv_heads, length, dim, **meta),
+        torch.empty(entries, kv_heads, length, dim, **meta),
+        torch.empty(entries, 1, 1, length, **meta),
+        dim**-0.5,
+    )
+    assert out.shape == (entries, kv_heads, 2 * group, dim) and lse.shape == (entries, kv_heads, 2 * group)
+    assert lse.dtype == torch.float32
+    batch = prefix_attention.PrefixBatch(
+        keys=(torch.empty(entries, kv_heads, length, dim, **meta),),
+        values=(torch.empty(entries, kv_heads, length, dim, **meta),),
+        mask=torch.empty(entries, 1, 1, length, **meta),
+        queries=torch.empty(entries * group, dtype=torch.long, device="meta"),
+        groups=torch.empty(rows, dtype=torch.long, device="meta"),
+        has=torch.empty(rows, device="meta"),
+    )
+    got, _ = prefix_attention.prefix_attention(
+        torch.empty(rows, heads, 1, dim, **meta),
+        torch.empty(rows, kv_heads, own, dim, **meta),
+        torch.empty(rows, kv_heads, own, dim, **meta),
+        torch.empty(rows, 1, 1, own, **meta),
+        batch,
+        0,
+    )
+    assert got.shape == (rows, 1, heads, dim) and got.dtype == torch.bfloat16

@@ -27,9 +27,9 @@ from transformers import StaticCache
 from transformers.cache_utils import StaticLayer
 
 COLUMN_BUCKET = 512  # a view's positions past this are a multiple of it (and at most the cache's
-# length): at most 8 widths for Video-LLaVA's 4,096 positions, each recorded once as a CUDA graph per
-# row count; under it, a quarter or a half of it (the continuous decoder's rows hold only what follows
-# their stored video prefix: often a few hundred columns)
+# length); under it, a quarter or a half of it (the continuous decoder's rows hold only what follows
+# their stored video prefix: often a few hundred columns). At most 10 widths for Video-LLaVA's 4,096
+# positions, each recorded once as a CUDA graph per row count
 
 
 def bucket_columns(used: int, length: int) -> int:
@@ -60,8 +60,10 @@ class CacheViews:
             view = copy.copy(self.cache)
             if self.write_at is None:
                 view.layers = [_layer_view(layer, rows, columns) for layer in self.cache.layers]
-            else:
-                view.layers = [RowWrites(layer, rows, columns, self.write_at) for layer in self.cache.layers]
+            else:  # one slice for every layer: one input of the compiled step, not one a layer
+                write_at = self.write_at[:rows]
+                torch._dynamo.maybe_mark_dynamic(write_at, 0)
+                view.layers = [RowWrites(layer, rows, columns, write_at) for layer in self.cache.layers]
             self._views[(rows, columns)] = view
         return view
 
@@ -87,7 +89,7 @@ def _mark(*views: torch.Tensor) -> None:
 
 class RowWrites(StaticLayer):
     """The first `rows` rows and `columns` positions of a `StaticLayer`, where a decode step writes each
-    row's one new position at that row's own column, `write_at[row]` (which the decoder keeps: it
+    row's one new position at that row's own column, `write_at[row]` ([rows]; the decoder keeps it: it
     moves on by one for every live row after each step). Not for prefills: one position a row."""
 
     def __init__(self, layer: StaticLayer, rows: int, columns: int, write_at: torch.Tensor) -> None:
@@ -95,13 +97,12 @@ class RowWrites(StaticLayer):
         self.keys = layer.keys[:rows, :, :columns]
         self.values = layer.values[:rows, :, :columns]
         _mark(self.keys, self.values)
-        self.cumulative_length = layer.cumulative_length  # unused here, as `get_seq_length` reads it
+        self.cumulative_length = layer.cumulative_length  # not written here; `get_seq_length` reads it
         self.device, self.batch_size, self.num_heads = layer.device, rows, layer.num_heads
         self.k_head_dim, self.v_head_dim = layer.k_head_dim, layer.v_head_dim
         self.is_initialized = True
         # per-wave and small: copied into a CUDA graph's inputs at each replay, so not a static address
-        self.write_at = write_at[:rows]
-        torch._dynamo.maybe_mark_dynamic(self.write_at, 0)
+        self.write_at = write_at
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any

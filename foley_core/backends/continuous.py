@@ -15,21 +15,19 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
   once per video and only what follows it into the row; each step's attention reads an entry once
   for all of its rows (backends/prefix_attention.py). A 32-row step about one clip then reads the
   clip's 1 GB of prefix K/V (Video-LLaVA-7B) once instead of 32 times (plus one empty entry: a step
-  reads at least 2), and a row's own columns start after its video, not past it.
-  The store starts small and doubles while the GPU has room; when it cannot, a request about yet
-  another video waits for the next wave (its prefix would need columns the wave does not have);
+  reads at least 2). The store starts small and doubles while the GPU has room; when it cannot, a
+  request about yet another video waits for the next wave (a copy of its prefix in its row would
+  widen every step's view by the video's 2,056 columns);
 - a row leaves when it writes EOS or its budget is spent; its answer goes to its caller at once.
 
-A "wave" is one life of the cache, sized for its first request (its own tokens, what follows its
-stored video prefix, and its budget; twice the budget when room allows, for longer ones): it ends when
-no row is live and no waiting request fits (its own tokens and budget past the cache's columns, or a
-video the prefix store cannot take); the next wave runs in the held cache when it is long enough and
-has as many rows as fit (the masks hide what earlier rows left in it; `plan_cache` sizes a new one).
-Greedy only, and only families with one position per token (static_decode.FAMILIES). Each answer
-equals `generate` on that request alone, token for token (tests/test_continuous.py). On CUDA the
-decode step is compiled (CUDA graphs) for the cache's shape (slots, length); a later wave reuses the
-held cache (and its graphs) when it is long enough for the first question and no more rows would fit
-in a new one.
+A "wave" is one life of the cache, sized for its first request's own tokens and budget (more when
+room allows, for longer ones: `_wave`): it ends when no row is live and no waiting request fits (its
+own tokens and budget past the cache's columns, or a video the prefix store cannot take); the next
+wave runs in the held cache when it is long enough and has as many rows as fit (the masks hide what
+earlier rows left in it; `plan_cache` sizes a new one). Greedy only, and only families with one
+position per token (static_decode.FAMILIES). Each answer equals `generate` on that request alone,
+token for token (tests/test_continuous.py). On CUDA the decode step is compiled once, with CUDA graphs
+recorded per shape (static_decode.compile_step).
 """
 
 from __future__ import annotations
@@ -55,28 +53,13 @@ from v2t_foley.foley_core.backends.static_decode import (
     compile_step,
     kv_bytes,
     kv_shape,
+    plan_cache,
     room_for_caches,
 )
 from v2t_foley.foley_core.errors import TransientBackendError
 
 STORE_ENTRIES = 4  # a new prefix store's entries (1 GB each for Video-LLaVA-7B); it doubles, up to the
 # slots, when a video finds every entry read: the store grows with the videos decoded side by side
-
-
-def plan_cache(room: int | None, per_column: int, slots: int, need: int, want: int) -> tuple[int, int]:
-    """(rows, columns) of a wave's cache in `room` bytes (None: no limit), `per_column` bytes a row's
-    column: `slots` rows of `want` columns when they fit; else as many rows as fit with `need` columns
-    (at most `slots`), each as long as the room then allows (down to a multiple of LENGTH_BUCKET, at most
-    `want`, at least `need`). Rows come first: each one decodes a request at the cost of one step,
-    while a column past `need` only lets a later request join the wave. (0, need) when no row fits."""
-    want = max(want, need)
-    if room is None or slots * want * per_column <= room:
-        return slots, want
-    rows = min(slots, room // (per_column * need))
-    if rows < 1:
-        return 0, need
-    columns = room // (per_column * rows) // LENGTH_BUCKET * LENGTH_BUCKET
-    return rows, max(need, min(want, columns))
 
 
 @dataclass
@@ -169,7 +152,8 @@ class ContinuousDecoder:
     def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
         """The prefix store with an entry for this video's prefix (its own, or a free one), made when
         there is none (or it is too short for this prefix and no row reads it), doubled up to the
-        slots when every entry is read; None when no entry can be had (the row then holds a copy)."""
+        slots when every entry is read; None when no entry can be had (the request then waits for the
+        next wave)."""
         store, prefix = self.store, video[1]
         if store is None or (store.length < len(prefix) and not store.in_use()):
             self.store = None  # free the old one first
@@ -357,7 +341,7 @@ class ContinuousDecoder:
             mask.scatter_(3, write_at.view(slots, 1, 1, 1), 0)
             if self.compiled:
                 torch.compiler.cudagraph_mark_step_begin()
-            # the columns up to the longest live row's write this step
+            # only as wide as the longest live row: K/V columns are most of a 32-row step's bytes
             columns = bucket_columns(max(rows[k].at for k in fed) + 1, length)
             entries = [row.entry if row is not None else None for row in rows[:reading]]
             shared = () if all(e is None for e in entries) else (self.store.batch(entries),)

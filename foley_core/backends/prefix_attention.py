@@ -252,7 +252,7 @@ def _fused(
     broadcast over heads and queries, its rows aligned as the kernel needs (the decoder's masks are
     multiples of 64 columns)."""
     batch, heads, queries, _ = query.shape
-    if query.is_cuda:
+    if query.device.type != "cpu":  # CUDA (and meta tensors, whose shapes the tests check)
         bias = bias.expand(batch, heads, queries, key.shape[-2])
         out, lse, _seed, _offset = torch.ops.aten._scaled_dot_product_efficient_attention(
             query, key, value, bias, True, scale=scaling

@@ -97,6 +97,22 @@ def room_for_caches(device: torch.device, held: int = 0) -> int | None:
     return int((free + held) * MEMORY_HEADROOM)
 
 
+def plan_cache(room: int | None, per_column: int, slots: int, need: int, want: int) -> tuple[int, int]:
+    """(rows, columns) of a wave's cache in `room` bytes (None: no limit), `per_column` bytes a row's
+    column: `slots` rows of `want` columns when they fit; else as many rows as fit with `need` columns
+    (at most `slots`), each as long as the room then allows (down to a multiple of LENGTH_BUCKET, at most
+    `want`, at least `need`). Rows come first: each one decodes a request at the cost of one step,
+    while a column past `need` only lets a later request join the wave. (0, need) when no row fits."""
+    want = max(want, need)
+    if room is None or slots * want * per_column <= room:
+        return slots, want
+    rows = min(slots, room // (per_column * need))
+    if rows < 1:
+        return 0, need
+    columns = room // (per_column * rows) // LENGTH_BUCKET * LENGTH_BUCKET
+    return rows, max(need, min(want, columns))
+
+
 class StaticDecoder:
     """Greedy decoding of one model with static caches; `compile` captures the decode step (CUDA)."""
 
