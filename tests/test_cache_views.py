@@ -28,8 +28,9 @@ def llm():
     return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=8))
 
 
-def record_steps(decoder) -> list[tuple[int, int, int]]:
-    """(rows, columns read, columns of the whole cache) of every decode step `decoder` runs."""
+def record_steps(decoder, masks: list[torch.Tensor] | None = None) -> list[tuple[int, int, int]]:
+    """(rows, columns read, columns of the whole cache) of every decode step `decoder` runs; each
+    step's mask too, into `masks`."""
     seen: list[tuple[int, int, int]] = []
     step = decoder.step
 
@@ -38,6 +39,8 @@ def record_steps(decoder) -> list[tuple[int, int, int]]:
         assert keys.shape[0] == ids.shape[0] == mask.shape[0] and keys.shape[2] == mask.shape[-1]
         whole = keys.stride(1) // keys.shape[-1]  # columns of the memory it views (its row stride)
         seen.append((ids.shape[0], keys.shape[2], whole))
+        if masks is not None:
+            masks.append(mask.clone())
         return step(ids, positions, mask, cache, *shared)
 
     decoder.step = recorded
@@ -125,13 +128,7 @@ def test_continuous_rows_write_from_column_0_and_a_step_reads_the_longest_live_r
     llm.continuous = decoder = ContinuousDecoder(llm, 2)
     llm.share_video_prefix = True
     masks: list[torch.Tensor] = []
-    step = decoder.step
-
-    def watched(ids, positions, mask, cache, *shared):
-        masks.append(mask.clone())
-        return step(ids, positions, mask, cache, *shared)
-
-    decoder.step = watched
+    record_steps(decoder, masks)
     try:
         fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate(requests, params)]
     finally:
