@@ -5,7 +5,9 @@ short answer crosses several) and while fewer slots are live than the cache hold
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -45,6 +47,26 @@ def record_steps(decoder, masks: list[torch.Tensor] | None = None) -> list[tuple
 
     decoder.step = recorded
     return seen
+
+
+@contextlib.contextmanager
+def compiled_variant(llm, variant: str) -> Iterator[ContinuousDecoder]:
+    """A compiled continuous decoder of 4 slots reading the prefix store, its attention as `variant`
+    says ("kernels", the default; "small-ops"; "opaque"); afterwards `generate` again, and the
+    process-wide attention switches back to their defaults."""
+    from v2t_foley.foley_core.backends import prefix_attention
+
+    llm.continuous = decoder = ContinuousDecoder(llm, 4, compile=True)
+    decoder.opaque_attention = variant == "opaque"
+    decoder.attention_kernels = variant != "small-ops"
+    llm.share_video_prefix = True
+    try:
+        yield decoder
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+        prefix_attention.use_opaque_op(False)
+        prefix_attention.use_kernels(True)
 
 
 @pytest.mark.parametrize("name", ["static", "continuous"])
@@ -222,9 +244,6 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
     first call, so one compiled graph serves every grouping, with no graph break, and the tokens are
     generate's: with the attention's parts as fused kernels (the default), as small ops, and as one
     opaque operator a layer (its fake shapes under inductor)."""
-    from v2t_foley.foley_core.backends import prefix_attention
-    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
-
     monkeypatch.setattr(cache_views, "COLUMN_BUCKET", 8)
     shared = clip(45)
     mixed = [GenerationRequest(shared if k < 3 else clip(46), PROMPTS[k]) for k in range(4)]
@@ -233,20 +252,10 @@ def test_the_compiled_step_reads_the_prefix_store_for_any_grouping_of_rows(llm, 
     plain = [answers(llm, "generate", batch, params) for batch in (mixed, regrouped)]
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    llm.continuous = ContinuousDecoder(llm, 4, compile=True)
-    llm.continuous.opaque_attention = variant == "opaque"
-    llm.continuous.attention_kernels = variant != "small-ops"
-    llm.share_video_prefix = True
-    try:
+    with compiled_variant(llm, variant) as decoder:
         first = [(g.text, g.new_tokens, g.finished) for g in llm.generate(mixed, params)]
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         second = [(g.text, g.new_tokens, g.finished) for g in llm.generate(regrouped, params)]
-        decoder = llm.continuous
-    finally:
-        llm.use_decoder("generate")
-        llm.share_video_prefix = False
-        prefix_attention.use_opaque_op(False)
-        prefix_attention.use_kernels(True)
     assert [first, second] == plain
     assert decoder.store_steps == decoder.steps > 0
     assert not torch._dynamo.utils.counters["graph_break"]
@@ -261,8 +270,6 @@ def test_the_attention_reaches_the_compiled_graph_as_its_variant_says(llm, monke
     compile on the H100) and no kernel outside it; with the small ops neither; generate's tokens
     each way. The compiler is a backend that records the graph and runs it as traced (no inductor: the
     graph is the point here)."""
-    from v2t_foley.foley_core.backends import prefix_attention
-
     graphs: list[torch.fx.GraphModule] = []
 
     def recorded(graph: torch.fx.GraphModule, example_inputs) -> object:
@@ -275,17 +282,10 @@ def test_the_attention_reaches_the_compiled_graph_as_its_variant_says(llm, monke
     params = GenerationParams(max_new_tokens=12)
     plain = answers(llm, "generate", asked, params)
     torch._dynamo.reset()
-    llm.continuous = ContinuousDecoder(llm, 4, compile=True)
-    llm.continuous.opaque_attention = variant == "opaque"
-    llm.continuous.attention_kernels = variant != "small-ops"
-    llm.share_video_prefix = True
     try:
-        got = [(g.text, g.new_tokens, g.finished) for g in llm.generate(asked, params)]
+        with compiled_variant(llm, variant):
+            got = [(g.text, g.new_tokens, g.finished) for g in llm.generate(asked, params)]
     finally:
-        llm.use_decoder("generate")
-        llm.share_video_prefix = False
-        prefix_attention.use_opaque_op(False)
-        prefix_attention.use_kernels(True)
         torch._dynamo.reset()
     assert got == plain and graphs
     op = torch.ops.v2t_foley.prefix_attention

@@ -86,7 +86,12 @@ class _Row:
     matcher: xgr.GrammarMatcher | None
     tokens: list[int] = field(default_factory=list)
     entry: int | None = None  # its video prefix's entry in the prefix store, when it reads it there
-    at: int = 0  # the column of its row that its next decode step writes (its own tokens before it)
+    own: int = 0  # columns of its row that its prompt holds (what follows a stored video prefix)
+
+    @property
+    def at(self) -> int:
+        """The column of its row that its next decode step writes (on the device: `write_at`)."""
+        return self.own + len(self.tokens)
 
 
 class ContinuousDecoder:
@@ -292,7 +297,7 @@ class ContinuousDecoder:
             mask[slot, 0, 0, :own] = 0
             schema = ask.request.json_schema
             matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
-            rows[slot] = _Row(ask, done.length, done.length, matcher, entry=entry, at=own)
+            rows[slot] = _Row(ask, done.length, done.length, matcher, entry=entry, own=own)
             positions[slot, 0] = done.length
             write_at[slot] = own
             alive[slot] = True
@@ -357,8 +362,6 @@ class ContinuousDecoder:
             )
             positions += alive[:, None].long()
             write_at += alive.long()
-            for k in fed:
-                rows[k].at += 1
             started = True
             self.steps += 1
             if ready is not None:
