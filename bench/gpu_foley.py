@@ -17,6 +17,8 @@ measurement:
   store's gain);
 - profile: a warm 32-row free decode on the continuous decoder under torch.profiler (bench/gpu_profile.py):
   the GPU's kernel time per step against the step's wall time, and the kernels that take it;
+- joined alone: the continuous decoder at batch 32, constrained, with every question prefilled alone
+  (`join_together=False`, the decoder before join prefills): their gain on the same card;
 - small ops: after the static decoder, the continuous decoder once more with the store's attention
   written out as small ops (`attention_kernels=False`, the decoder before fused kernels), constrained
   at batch 32 and 1: the fused kernels' gain on the same card, and its compile beside theirs;
@@ -25,9 +27,8 @@ measurement:
 - chain: the chain on one 10 s clip (measured timing, 8 frames), against a one-pass caption of it
   for the "chain costs at most 2x a caption" target: continuous decoder with the shared video prefix
   (cold, then warm), and after the factory `generate` without it (SCALE=tiny: 16-token answers,
-  batches 1 and 3); with
-  the answers' dependent path in tokens (each step's longest answer, summed) over the caption's tokens,
-  the ratio that the answers' lengths alone set;
+  batches 1 and 3); with the answers' dependent path in tokens (each step's longest answer, summed)
+  over the caption's tokens, the ratio that the answers' lengths alone set;
 - factory: the build-dataset flow (continuous decoder, shared prefix) over 32 such clips (2 with
   SCALE=tiny; FACTORY_CLIPS=N sets it) with its real process-shard task runner, step cache and store,
   on the one model in memory (the registry's loader hands it out; the model folder holds only its
@@ -72,18 +73,7 @@ from gpu_counters import (
 from gpu_factory import factory
 from gpu_lora import lora_steps
 from gpu_profile import profile_decode
-from gpu_run import (
-    COPIES_TRIED,
-    DEVICE,
-    DTYPE,
-    FACTORY_CLIPS,
-    STORE,
-    TINY,
-    guarded,
-    in_budget,
-    log,
-    sync,
-)
+from gpu_run import COPIES_TRIED, DEVICE, DTYPE, FACTORY_CLIPS, STORE, TINY, guarded, in_budget, log, sync
 
 
 def tokens_by_step(calls) -> dict[str, list[int]]:
@@ -233,6 +223,7 @@ def main() -> None:
         prefix_store: bool = True,
         opaque: bool = False,
         kernels: bool = True,
+        join_together: bool = True,
     ) -> None:
         llm.use_decoder(decoder)  # the fast decoders share the video prefix
         if llm.continuous is not None:
@@ -240,6 +231,7 @@ def main() -> None:
             # a switch of either compiles the step anew (the warm-up)
             llm.continuous.opaque_attention = opaque
             llm.continuous.attention_kernels = kernels
+            llm.continuous.join_together = join_together  # eager: no compile
         requests = [GenerationRequest(frames, prompt, schema if constrained else None)] * batch
         params = GenerationParams(max_new_tokens=new_tokens)
         compiled_before = compiled_graphs()
@@ -257,7 +249,7 @@ def main() -> None:
         compiled_before_timed = graphs
         store_steps = llm.continuous.store_steps if llm.continuous is not None else 0
         cont = llm.continuous
-        counted = (cont.steps, cont.view_columns) if cont is not None else (0, 0)
+        counted = (cont.steps, cont.view_columns, cont.joined_together) if cont is not None else (0, 0, 0)
         shapes = set(llm.continuous.step_shapes) if llm.continuous is not None else set()
         t0 = time.perf_counter()
         out = llm.generate(requests, params)
@@ -298,6 +290,9 @@ def main() -> None:
             prefix_store=prefix_store if llm.continuous is not None else None,
             opaque_attention=opaque if llm.continuous is not None else None,
             attention_kernels=kernels if llm.continuous is not None else None,
+            join_together=join_together if cont is not None else None,
+            # the questions prefilled together with others in one forward (backends/join_prefill.py)
+            joined_together=None if cont is None else cont.joined_together - counted[2],
             new_step_shapes=None if llm.continuous is None else len(llm.continuous.step_shapes - shapes),
             peak_gib=peak_gib(),
         )
@@ -354,6 +349,10 @@ def main() -> None:
 
     if in_budget("profile_continuous_b32"):
         guarded("profile_continuous_b32", profiled)
+    # every question joining alone, as before join prefills (backends/join_prefill.py): eager, no compile
+    b32, tokens = (32, None) if not TINY else (3, 16)
+    if in_budget(name := f"generate_continuous_joined_alone_b{b32}_constrained"):
+        guarded(name, partial(generate, b32, True, tokens, "continuous", STORE[0], join_together=False))
 
     config = ChainConfig(timing="measured")  # default limits: the chain cuts them to the context itself
 

@@ -128,9 +128,10 @@ def decode(
     store: bool = True,
     opaque: bool = False,
     kernels: bool = True,
+    join_together: bool = True,
 ) -> dict | None:
     """The first decode line of that decoder, batch and variant (a line from before the fused kernels
-    has no `attention_kernels`: it is its call's default variant)."""
+    or join prefills has no `attention_kernels` or `join_together`: it is its call's default variant)."""
     for line in foley:
         if (
             line.get("step") == "generate"
@@ -140,6 +141,7 @@ def decode(
             and line.get("prefix_store") in (store, None)
             and bool(line.get("opaque_attention")) == opaque
             and line.get("attention_kernels", True) in (kernels, None)
+            and line.get("join_together", True) in (join_together, None)
         ):
             return line
     return None
@@ -266,6 +268,7 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
     for compared, variant, first in (
         ("attention fused kernels vs small ops", {"kernels": False}, False),
         ("attention opaque vs traced", {"opaque": True}, True),
+        ("questions joining together vs alone", {"join_together": False}, False),
     ):
         for batch in (32, 1):
             default, other = decode(foley, "continuous", batch), decode(foley, "continuous", batch, **variant)

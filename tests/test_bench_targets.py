@@ -367,3 +367,15 @@ def test_the_small_ops_attention_is_shown_beside_the_fused_kernels_and_never_jud
     assert first.measured == "60.0 vs 150.0"
     row = found["attention, 32 rows / 1 videos: copies -> store (small ops; fused kernels) (ms)"]
     assert row.measured == "0.531 -> 0.315 (1.69x); 0.12 (4.43x)"
+
+
+def test_questions_joining_alone_are_shown_beside_the_join_prefill_and_never_judged(tmp_path):
+    """The bench's line with every question prefilled alone (`join_together: false`) is an A/B beside
+    the default: the batch-32 target reads the default line, wherever the other stands."""
+    alone = decode_line("continuous", 32, 850.0) | {"join_together": False}
+    together = decode_line("continuous", 32, 1500.0) | {"join_together": True}
+    write(tmp_path, "NVIDIA-H100-foley.jsonl", [alone, together])
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert found[B32].measured == "1,500"
+    ab = found["continuous, batch 32: questions joining together vs alone (tok/s)"]
+    assert ab.measured == "1,500 vs 850" and ab.verdict == ""

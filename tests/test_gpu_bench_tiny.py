@@ -98,10 +98,14 @@ def test_every_section_runs_and_the_fast_decoders_answer_as_generate(tmp_path):
     fast = [line for line in decodes if line["decoder"] != "generate"]
     assert all(line["same_answers_as_generate"] == line["batch"] for line in fast)
     continuous = [line for line in decodes if line["decoder"] == "continuous"]
-    assert [line["prefix_store"] for line in continuous] == [True] * 8 + [False]  # the A/B runs copies last
-    # after the static decoder: the store's attention as small ops, then as one opaque operator
-    assert [line["attention_kernels"] for line in continuous] == [True] * 4 + [False] * 2 + [True] * 3
-    assert [line["opaque_attention"] for line in continuous] == [False] * 6 + [True] * 2 + [False]
+    assert [line["prefix_store"] for line in continuous] == [True] * 9 + [False]  # the A/B runs copies last
+    # after the profile: every question joining alone; after the static decoder: the store's attention
+    # as small ops, then as one opaque operator
+    assert [line["join_together"] for line in continuous] == [True] * 4 + [False] + [True] * 5
+    assert [line["attention_kernels"] for line in continuous] == [True] * 5 + [False] * 2 + [True] * 3
+    assert [line["opaque_attention"] for line in continuous] == [False] * 7 + [True] * 2 + [False]
+    # three questions about one clip: the first goes alone, the others are prefilled together
+    assert [line["joined_together"] for line in continuous[2:5]] == [2, 2, 0]
     assert all(line["prefix_store_steps"] > 0 for line in continuous[:4])
     assert all(line["view_columns_per_step"] > 0 for line in continuous)  # the own columns a step read
     (profile,) = [line for line in lines if line["step"] == "profile"]
@@ -128,7 +132,7 @@ def test_a_failing_prefix_store_costs_only_its_own_line(tmp_path):
     assert errors(lines) == ["generate_continuous_b1_constrained"]
     after = lines[[line.get("error") is not None for line in lines].index(True) + 1 :]
     continuous = [line for line in after if line["step"] == "generate" and line["decoder"] == "continuous"]
-    assert len(continuous) == 4 and all(line["prefix_store"] is False for line in continuous)
+    assert len(continuous) == 5 and all(line["prefix_store"] is False for line in continuous)
     assert all(line["same_answers_as_generate"] == line["batch"] for line in continuous)
     chains = [line for line in after if line["step"] == "chain_one_clip" and line["decoder"] == "continuous"]
     assert len(chains) == 2 and all(c["prefix_store"] is False for c in chains)

@@ -49,8 +49,11 @@ def prefix_cache(model, length: int, seed: int) -> DynamicCache:
     return cache
 
 
+@pytest.mark.parametrize("queries", [1, 3], ids=["decode-step", "join-prefill"])
 @pytest.mark.parametrize("kv_heads", [4, 2])
-def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads, kernels):
+def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads, queries, kernels):
+    """One query a row (a decode step), and three (a join prefill: causal over the row's own columns,
+    the last three of which are its queries')."""
     model = tiny_llama(kv_heads)
     lengths = {"a": 7, "b": 5, "c": 9}  # three videos' prefixes, of different lengths
     store = PrefixStore.for_model(model, entries=6, length=12)
@@ -66,24 +69,29 @@ def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads
 
     generator = torch.Generator().manual_seed(7)
     heads, dim, own = 4, 8, 6
-    query = torch.randn(len(rows), heads, 1, dim, generator=generator)
+    query = torch.randn(len(rows), heads, queries, dim, generator=generator)
     keys = torch.randn(len(rows), kv_heads, own, dim, generator=generator)
     values = torch.randn(len(rows), kv_heads, own, dim, generator=generator)
-    mask = torch.zeros(len(rows), 1, 1, own)
-    mask[:, :, :, :2] = torch.finfo(torch.float32).min  # each row's first own columns hidden
+    column, place = torch.arange(own), torch.arange(queries)[:, None] + own - queries  # a query's own column
+    seen = (column >= 2) & (column <= place)  # each row's first own columns hidden; causal
+    mask = (
+        torch.zeros(queries, own)
+        .masked_fill(~seen, torch.finfo(torch.float32).min)
+        .expand(len(rows), 1, -1, -1)
+    )
     layer = 1
     got, _ = prefix_attention.prefix_attention(query, keys, values, mask, batch, layer)
 
     share = heads // kv_heads
     for r, name in enumerate(rows):
-        k, v, m = keys[r], values[r], mask[r, 0, 0]
+        k, v, m = keys[r], values[r], mask[r, 0]
         if name is not None:
             k = torch.cat([caches[name].layers[layer].keys[0], k], dim=1)
             v = torch.cat([caches[name].layers[layer].values[0], v], dim=1)
-            m = torch.cat([torch.zeros(lengths[name]), m])
+            m = torch.cat([torch.zeros(queries, lengths[name]), m], dim=1)
         k, v = k.repeat_interleave(share, 0), v.repeat_interleave(share, 0)
         weights = torch.softmax(query[r] @ k.transpose(-1, -2) * dim**-0.5 + m, dim=-1)
-        expected = (weights @ v).transpose(0, 1)  # [1, heads, dim], as the function lays it out
+        expected = (weights @ v).transpose(0, 1)  # [queries, heads, dim], as the function lays it out
         torch.testing.assert_close(got[r], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -220,12 +228,13 @@ def test_the_cuda_kernels_call_gives_the_merge_the_shapes_it_expects(monkeypatch
         groups=torch.empty(rows, dtype=torch.long, device="meta"),
         has=torch.empty(rows, device="meta"),
     )
-    got, _ = prefix_attention.prefix_attention(
-        torch.empty(rows, heads, 1, dim, **meta),
-        torch.empty(rows, kv_heads, own, dim, **meta),
-        torch.empty(rows, kv_heads, own, dim, **meta),
-        torch.empty(rows, 1, 1, own, **meta),
-        batch,
-        0,
-    )
-    assert got.shape == (rows, 1, heads, dim) and got.dtype == torch.bfloat16
+    for queries in (1, 64):  # a decode step; a join prefill (its own columns are its queries)
+        got, _ = prefix_attention.prefix_attention(
+            torch.empty(rows, heads, queries, dim, **meta),
+            torch.empty(rows, kv_heads, own, dim, **meta),
+            torch.empty(rows, kv_heads, own, dim, **meta),
+            torch.empty(rows, 1, queries, own, **meta),
+            batch,
+            0,
+        )
+        assert got.shape == (rows, queries, heads, dim) and got.dtype == torch.bfloat16

@@ -92,3 +92,22 @@ class JsonSchemaLogitsProcessor(LogitsProcessor):
             grammar_rows = [i for i, m in enumerate(self.matchers) if m is not None]
             scores[grammar_rows, width:] = float("-inf")
         return scores
+
+
+def greedy_under_masks(
+    logits: torch.Tensor, bitmask: torch.Tensor, alive: torch.Tensor, pad_id: int, vocab_size: int
+) -> torch.Tensor:
+    """Each live row's greedy token under its xgrammar `bitmask` row (a free row's allows everything),
+    `pad_id` for the others; `logits` [rows, vocab] is masked in place. No host copy: on CUDA the masks
+    go up from (pinned) host memory without a wait. Columns past the tokenizer's `vocab_size` (a
+    model's padding) are never chosen."""
+    width = min(logits.shape[-1], vocab_size)
+    if logits.device.type == "cuda":
+        xgr.apply_token_bitmask_inplace(logits[:, :width], bitmask.to(logits.device, non_blocking=True))
+    else:
+        allowed = logits[:, :width].contiguous()
+        xgr.apply_token_bitmask_inplace(allowed, bitmask)
+        logits[:, :width] = allowed
+    if logits.shape[-1] > width:
+        logits[:, width:] = float("-inf")
+    return logits.argmax(-1).masked_fill(~alive, pad_id)

@@ -3,10 +3,11 @@
 With fixed batches every row waits for the batch's longest answer, and a new request waits for the
 whole batch. Here a batch is `slots` rows of one `StaticCache` that live on across requests:
 
-- a request joins when a slot is free: it is prefilled alone (the vision tower runs here; a question
-  about a video whose prefix is kept continues from a copy of it, backends/solo_prefill.py) and its K/V are
-  copied into its slot from column 0, so it decodes from the next step on (its positions are its own:
-  RoPE is in the keys, the column a key sits in does not matter);
+- a request joins when a slot is free: it is prefilled (alone, backends/solo_prefill.py, where the
+  vision tower runs; or, when the prefix store holds its video's prefix, together with the other
+  questions that join then, in one forward, backends/join_prefill.py) and its K/V are copied into its
+  slot from column 0, so it decodes from the next step on (its positions are its own: RoPE is in the
+  keys, the column a key sits in does not matter);
 - every decode step writes one column of each row, the row's own next one (`write_at`, kept on the
   device; backends/cache_views.RowWrites), and each row attends only to its own columns through a 4-D
   mask kept on the device. A step reads the columns of the longest live row, bucketed: a row that
@@ -44,6 +45,8 @@ from transformers import StaticCache
 from v2t_foley.foley_core.backends import prefix_attention
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
+from v2t_foley.foley_core.backends.constrained import greedy_under_masks
+from v2t_foley.foley_core.backends.join_prefill import Tail, prefill_tails, stage
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
 from v2t_foley.foley_core.backends.solo_prefill import Prefilled, SoloPrefill
 from v2t_foley.foley_core.backends.static_decode import (
@@ -113,6 +116,7 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
+        self.joined_together = 0  # questions prefilled with others in one forward (backends/join_prefill.py)
         self.view_columns = 0  # the columns of its rows' own that each decode step read, summed over steps
         # the decode step's distinct input shapes (rows, columns[, store entries read, grouped queries]):
         # on CUDA each one is a CUDA-graph recording of the one compiled step, seconds and pool memory
@@ -128,6 +132,7 @@ class ContinuousDecoder:
         # True: each part of the store's attention is one fused attention kernel; False: small ops (the
         # reference; prefix_attention.use_kernels)
         self.attention_kernels = True
+        self.join_together = True  # False: every question joins alone (for comparisons)
         self._prefix_attention: bool | None = None  # whether the model's attention can read the store
         self._serving = threading.Lock()  # one serve at a time: they share the cache
 
@@ -278,21 +283,23 @@ class ContinuousDecoder:
             bitmask = bitmask.pin_memory()
 
         def join(ask: Ask, done: Prefilled) -> bool:
-            # its video prefix is read from the store when the store can hold it; its row holds the rest
-            store = self._store_for(slots, done.video) if stores and done.video else None
-            if stores and done.video and store is None:  # a copy would widen every step: next wave
-                return False
-            stored = len(done.video[1]) if store is not None else 0
-            own = done.length - stored
-            if own + ask.budget > length:  # its last token is never fed
-                return False
-            entry = store.place(*done.video, done.kv) if stored else None
-            if entry is not None:
-                self._prefill.forget(done.video[0])  # the store holds it now: one copy is enough
+            if done.entry is not None:  # a join prefill's: its entry holds its prefix and counts it
+                entry, stored = done.entry, len(done.video[1])
+            else:  # its video prefix is read from the store when the store can hold it
+                store = self._store_for(slots, done.video) if stores and done.video else None
+                if stores and done.video and store is None:  # a copy would widen every step: next wave
+                    return False
+                stored = len(done.video[1]) if store is not None else 0
+                if done.length - stored + ask.budget > length:  # its last token is never fed
+                    return False
+                entry = store.place(*done.video, done.kv) if stored else None
+                if entry is not None:
+                    self._prefill.forget(done.video[0])  # the store holds it now: one copy is enough
+            own, skip = done.length - stored, stored - done.kv_from  # its row holds the rest
             slot = rows.index(None)
             for target, source in zip(cache.layers, done.kv.layers, strict=True):
-                target.keys[slot, :, :own] = source.keys[0, :, stored : done.length]
-                target.values[slot, :, :own] = source.values[0, :, stored : done.length]
+                target.keys[slot, :, :own] = source.keys[done.row, :, skip : skip + own]
+                target.values[slot, :, :own] = source.values[done.row, :, skip : skip + own]
             mask[slot] = masked
             mask[slot, 0, 0, :own] = 0
             schema = ask.request.json_schema
@@ -304,8 +311,20 @@ class ContinuousDecoder:
             logits[slot] = done.logits
             if matcher is None:
                 bitmask[slot] = -1  # every token allowed
-            self._fill(rows, slot, bitmask)
+            elif not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(bitmask, slot)
             return True
+
+        def admit(ask: Ask, done: Prefilled) -> None:
+            try:
+                joined = join(ask, done)
+            except Exception as error:
+                ask.answer(error)
+                raise
+            if not joined:
+                held.append((ask, done))
+            elif started:
+                self.late_joins += 1
 
         if not join(first, prefilled):  # cannot happen: the wave was sized for it
             raise RuntimeError("the first request of a wave did not fit it")
@@ -313,29 +332,35 @@ class ContinuousDecoder:
         ready = torch.cuda.Event() if device.type == "cuda" else None
         host = torch.empty(slots, dtype=torch.long, pin_memory=device.type == "cuda")
         while True:
-            while None in rows and not held:  # free slots take what waits
+            # free slots take what waits: alone, or prefilled together when the store holds their prefix
+            tails: list[Tail] = []
+            while rows.count(None) > len(tails) and not held:
                 ask = take()
                 if ask is None:
                     break
-                done = self._prefill(ask, self.store)
-                if done is None:
-                    continue  # it failed alone (and was answered)
-                try:
-                    joined = join(ask, done)
-                except Exception as error:
-                    ask.answer(error)
-                    raise
-                if not joined:
-                    held.append((ask, done))
-                elif started:
-                    self.late_joins += 1
+                tail = stage(self.llm, ask, self.store, length) if stores and self.join_together else None
+                if tail is not None:
+                    tails.append(tail)
+                elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
+                    admit(ask, done)
+            together = prefill_tails(self.llm, self.store, tails) if tails else []
+            self.joined_together += len(tails)
+            try:
+                for tail, done in zip(tails, together, strict=True):
+                    if done is not None:  # None: the prefill failed (and answered them)
+                        admit(tail.ask, done)
+            except Exception as error:  # the wave fails: the tails not admitted yet with it
+                for tail in tails:
+                    tail.ask.answer(error)
+                raise
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:
                 return
             # slots past the last live one are neither computed nor read (nor are their masks applied);
             # at least two: dynamo compiles a size of 1 as a graph of its own
             reading = min(slots, max(2, bucket_batch(fed[-1] + 1)))
-            chosen = self._choose(logits[:reading], bitmask[:reading], alive[:reading])
+            vocab, pad = self.llm.grammars.vocab_size, self.pad_id
+            chosen = greedy_under_masks(logits[:reading], bitmask[:reading], alive[:reading], pad, vocab)
             host[:reading].copy_(chosen, non_blocking=True)
             if ready is not None:
                 ready.record()
@@ -387,35 +412,13 @@ class ContinuousDecoder:
                 xgr.BatchGrammarMatcher.batch_accept_token(matchers, [rows[k].tokens[-1] for k in grammar])
                 self._grammars.batch_fill_next_token_bitmask(matchers, bitmask, indices=grammar)
 
-    def _choose(self, logits: torch.Tensor, bitmask: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """Each live row's greedy token under its grammar (free rows' masks allow everything); pad for
-        the empty slots. No host copy: the masks go up from pinned memory."""
-        width = min(logits.shape[-1], self.llm.grammars.vocab_size)
-        if logits.device.type == "cuda":
-            xgr.apply_token_bitmask_inplace(logits[:, :width], bitmask.to(logits.device, non_blocking=True))
-        else:
-            allowed = logits[:, :width].contiguous()
-            xgr.apply_token_bitmask_inplace(allowed, bitmask)
-            logits[:, :width] = allowed
-        if logits.shape[-1] > width:  # padding columns past the tokenizer's vocabulary: never chosen
-            logits[:, width:] = float("-inf")
-        return logits.argmax(-1).masked_fill(~alive, self.pad_id)
-
-    def _fill(self, rows: list[_Row | None], slot: int, bitmask: torch.Tensor) -> None:
-        row = rows[slot]
-        if row is not None and row.matcher is not None and not row.matcher.is_terminated():
-            row.matcher.fill_next_token_bitmask(bitmask, slot)
-
     def _finish(self, row: _Row) -> None:
         tokens = row.tokens
         count = tokens.index(self.eos_id) if self.eos_id in tokens else len(tokens)
         with self.llm._tokenizer_lock:  # callers' threads tokenize at the same time
             text = self.llm.tokenizer.decode(tokens[:count], skip_special_tokens=True)
-        row.ask.answer(
-            Generation(
-                text=text, new_tokens=count, finished=count < len(tokens), constrained=row.matcher is not None
-            )
-        )
+        finished, constrained = count < len(tokens), row.matcher is not None
+        row.ask.answer(Generation(text=text, new_tokens=count, finished=finished, constrained=constrained))
 
     def _plan(self, need: int, want: int, kept: int = 0) -> tuple[int, int]:
         """(rows, columns) of a new cache: see `plan_cache`; `kept`: bytes of a prefix store about to

@@ -27,9 +27,10 @@ Each part runs in one of two ways (`use_kernels`):
   rounded to bf16 first as transformers' eager attention rounds them). The reference, and the
   fallback on devices with neither kernel.
 
-Only decode steps (one query per row) take this path; every other call goes to transformers' SDPA
-attention unchanged. Models whose language model uses another attention implementation (flash
-attention) keep copying the prefix (`enable` says False).
+Only calls that pass `shared_prefix` take this path: decode steps (one query per row) and the join
+prefill of questions about stored prefixes (a question's tokens per row, backends/join_prefill.py);
+every other call goes to transformers' SDPA attention unchanged. Models whose language model uses
+another attention implementation (flash attention) keep copying the prefix (`enable` says False).
 """
 
 from __future__ import annotations
@@ -170,8 +171,8 @@ def _prefix_attention_op(
 
 @_prefix_attention_op.register_fake
 def _(query: torch.Tensor, *_args: object) -> torch.Tensor:
-    rows, heads, _, dim = query.shape
-    return query.new_empty(rows, 1, heads, dim)
+    rows, heads, length, dim = query.shape
+    return query.new_empty(rows, length, heads, dim)
 
 
 def prefix_attention(
@@ -183,10 +184,12 @@ def prefix_attention(
     layer: int,
     scaling: float | None = None,
 ) -> tuple[torch.Tensor, None]:
-    """Attention of one query per row over [its entry's prefix | its own columns]. `query` [R, H, 1, D];
-    `key`/`value` [R, Hkv, C, D] (the row's own columns); `mask` [R, 1, 1, C] additive. Returns the
-    output as transformers' attention functions do, [R, 1, H, D]."""
-    rows, heads, _, dim = query.shape
+    """Attention of each row's `T` queries over [its entry's prefix | its own columns]: `T` is 1 in a
+    decode step, a question's tokens in a join prefill (backends/join_prefill.py). `query` [R, H, T, D];
+    `key`/`value` [R, Hkv, C, D] (the row's own columns); `mask` [R, 1, T, C] additive (a query sees
+    all of its entry's prefix). Returns the output as transformers' attention functions do,
+    [R, T, H, D]."""
+    rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     share = heads // kv_heads  # query heads per K/V head (grouped-query attention)
     scaling = dim**-0.5 if scaling is None else scaling
@@ -194,41 +197,52 @@ def prefix_attention(
     entries = p_keys.shape[0]
     group = prefix.queries.shape[0] // entries
 
-    # the prefix part, entry by entry: [E, Hkv, share * G, D] queries against the entry's P positions
-    padded = torch.cat([query.reshape(rows, heads, dim), query.new_zeros(1, heads, dim)])
-    grouped = padded[prefix.queries].view(entries, group, kv_heads, share, dim)
-    grouped = grouped.permute(0, 2, 3, 1, 4).reshape(entries, kv_heads, share * group, dim)
-    own = query.view(rows, kv_heads, share, dim)  # the row part's queries: each row's own columns
+    # the prefix part, entry by entry: [E, Hkv, share * G * T, D] queries against the entry's P positions
+    padded = torch.cat([query.transpose(1, 2), query.new_zeros(1, length, heads, dim)])  # [R + 1, T, H, D]
+    grouped = padded[prefix.queries].view(entries, group, length, kv_heads, share, dim)
+    grouped = grouped.permute(0, 3, 4, 1, 2, 5).reshape(entries, kv_heads, share * group * length, dim)
+    # the row part's queries and mask: each row's own columns, a mask row per query (for every head
+    # that shares a K/V head)
+    own = query.reshape(rows, kv_heads, share * length, dim)
+    own_mask = mask[:, :, None].expand(rows, 1, share, length, mask.shape[-1])
+    own_mask = own_mask.reshape(rows, 1, share * length, mask.shape[-1])
 
-    def by_row(x: torch.Tensor) -> torch.Tensor:  # [E, Hkv, share * G, n] -> [R, Hkv, share, n]
-        x = x.reshape(entries, kv_heads, share, group, -1).permute(0, 3, 1, 2, 4)
-        return x.reshape(entries * group, kv_heads, share, -1)[prefix.groups]
+    def by_row(x: torch.Tensor) -> torch.Tensor:  # [E, Hkv, share * G * T, n] -> [R, Hkv, share, T, n]
+        x = x.reshape(entries, kv_heads, share, group, length, -1).permute(0, 3, 1, 2, 4, 5)
+        return x.reshape(entries * group, kv_heads, share, length, -1)[prefix.groups]
 
-    has = prefix.has.view(rows, 1, 1, 1)
+    def out(merged: torch.Tensor) -> torch.Tensor:  # [R, Hkv, share, T, D] -> [R, T, H, D]
+        return merged.to(query.dtype).permute(0, 3, 1, 2, 4).reshape(rows, length, heads, dim)
+
+    def by_query(x: torch.Tensor) -> torch.Tensor:  # [R, Hkv, share * T, n] -> [R, Hkv, share, T, n]
+        return x.reshape(rows, kv_heads, share, length, -1)
+
+    has = prefix.has.view(rows, 1, 1, 1, 1)
     if _KERNELS and kernels_on(query.device):
         p_out, p_lse = _fused(grouped, p_keys, p_values, prefix.mask, scaling)
-        r_out, r_lse = _fused(own, key, value, mask, scaling)
+        r_out, r_lse = _fused(own, key, value, own_mask, scaling)
         # a row without an entry takes nothing from the prefix part: its log-sum-exp is -inf there
         p_lse = torch.where(has > 0, by_row(p_lse[..., None]), float("-inf"))
-        r_lse = r_lse[..., None]
-        top = torch.maximum(p_lse, r_lse)  # finite: every row attends to at least its own last column
+        r_lse = by_query(r_lse[..., None])
+        top = torch.maximum(p_lse, r_lse)  # finite: every query sees at least one of its own columns
         p_weight, r_weight = torch.exp(p_lse - top), torch.exp(r_lse - top)
-        merged = (by_row(p_out).float() * p_weight + r_out.float() * r_weight) / (p_weight + r_weight)
-        return merged.to(query.dtype).reshape(rows, 1, heads, dim), None
+        both = by_row(p_out).float() * p_weight + by_query(r_out).float() * r_weight
+        merged = both / (p_weight + r_weight)
+        return out(merged), None
 
     scores = _product(grouped, p_keys.transpose(-1, -2)) * scaling + prefix.mask
     top = scores.amax(-1, keepdim=True)
     weights = torch.exp(scores - top)
     total = weights.sum(-1, keepdim=True)
-    out = _product(weights.to(p_values.dtype), p_values)  # [E, Hkv, share * G, D]
-    p_top, p_total, p_out = by_row(top), by_row(total) * has, by_row(out) * has
+    p_out = _product(weights.to(p_values.dtype), p_values)  # [E, Hkv, share * G * T, D]
+    p_top, p_total, p_out = by_row(top), by_row(total) * has, by_row(p_out) * has
 
     # the row part: each row's own columns
-    r_scores = _product(own, key.transpose(-1, -2)) * scaling + mask  # [R, Hkv, share, C]
+    r_scores = _product(own, key.transpose(-1, -2)) * scaling + own_mask  # [R, Hkv, share * T, C]
     r_top = r_scores.amax(-1, keepdim=True)
     r_weights = torch.exp(r_scores - r_top)
-    r_total = r_weights.sum(-1, keepdim=True)
-    r_out = _product(r_weights.to(value.dtype), value)
+    r_total = by_query(r_weights.sum(-1, keepdim=True))
+    r_out, r_top = by_query(_product(r_weights.to(value.dtype), value)), by_query(r_top)
 
     # merged: both halves scaled to their common maximum; a row without an entry has p_total 0, and
     # its (meaningless) prefix maximum is replaced so that no exp overflows into 0 * inf
@@ -236,7 +250,7 @@ def prefix_attention(
     top = torch.maximum(p_top, r_top)
     p_scale, r_scale = torch.exp(p_top - top), torch.exp(r_top - top)
     merged = (p_out * p_scale + r_out * r_scale) / (p_total * p_scale + r_total * r_scale)
-    return merged.to(query.dtype).reshape(rows, 1, heads, dim), None
+    return out(merged), None
 
 
 def kernels_on(device: torch.device) -> bool:

@@ -92,6 +92,10 @@ class PrefixStore:
                 return entry
         return None
 
+    def prefix_of(self, frames: Any) -> torch.Tensor | None:
+        """The ids of a prefix of these frames that an entry holds, if any (on the host)."""
+        return next((held.ids for held in self.held if held is not None and held.frames is frames), None)
+
     def can_place(self, frames: Any, prefix_ids: torch.Tensor) -> bool:
         """Whether `place` would give these frames an entry now."""
         prefix_ids = prefix_ids.cpu()
@@ -123,6 +127,11 @@ class PrefixStore:
         self.mask[free, 0, 0, :size] = 0
         self.held[free] = _Held(frames, prefix_ids, users=1)
         return free
+
+    def use(self, entry: int) -> None:
+        """One more user of `entry`, which holds a prefix already (`find`): until it `leave`s, no other
+        prefix takes the entry's place."""
+        self.held[entry].users += 1
 
     def in_use(self) -> bool:
         """Whether a live row reads any entry."""

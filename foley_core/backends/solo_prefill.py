@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 
 
 class Prefilled(NamedTuple):
-    """A request prefilled alone, ready to join a wave."""
+    """A request prefilled, alone or with others (backends/join_prefill.py), ready to join a wave."""
 
     length: int  # prompt tokens
-    kv: DynamicCache  # their K/V
+    kv: DynamicCache  # their K/V (from `kv_from` on)
     logits: torch.Tensor  # the last position's logits
-    video: tuple[Any, torch.Tensor] | None = None  # (frames, prefix ids) when `kv` starts with that video
-    # prefix (backends/video_prefix.py), which a row may then read from the prefix store
+    video: tuple[Any, torch.Tensor] | None = None  # (frames, prefix ids) when the prompt starts with that
+    # video prefix (backends/video_prefix.py), which a row may then read from the prefix store
+    entry: int | None = None  # the store's entry holding that prefix, when it was read from there
+    # (backends/join_prefill.py; the request is counted among its users)
+    row: int = 0  # the row of `kv` that is this request's
+    kv_from: int = 0  # the position that `kv`'s column 0 holds (its prefix's length when it was read from
+    # the store, whose K/V `kv` then lacks)
 
 
 class SoloPrefill:

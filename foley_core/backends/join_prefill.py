@@ -1,0 +1,142 @@
+"""Questions about videos whose prefixes the prefix store holds, prefilled together in one forward.
+
+A request that joins the continuous decoder alone (backends/solo_prefill.py) costs a run of the
+processor over its frames (about 14 ms for 8 frames on this workplace's CPU; tokenizing the text
+alone takes 0.1 ms), a private copy of its video prefix's K/V (1 GB for Video-LLaVA-7B) and a forward
+of the language model that reads all of its weights (14.7 GB) for a few dozen tokens. At batch 32 on
+the H100 the 32 questions' prefills were about 1 s of a 2.15 s wave (bench/results/README.md). Here
+the questions whose video prefix is already in the store skip all three:
+
+- `stage`: the prompt's ids come from the tokenizer alone, the video placeholder expanded to the
+  stored prefix's video tokens (the processor expands it the same way; the store's own comparison of
+  the ids with the entry's then confirms the prefix), and the entry gains a user at once, so that no
+  other request takes its place before the forward;
+- `prefill_tails`: one forward over every staged question's tokens after its prefix, right-padded to
+  a common width, each row attending to its entry's prefix in the store and to its own tokens,
+  causally (prefix_attention.py with a question's tokens per row). Only those tokens' K/V are made;
+  the decoder copies them into the rows' slots.
+
+The first question about a video still goes alone: its vision tower and prefix prefill run there, and
+the store takes the prefix when it joins. Each answer equals `generate` on that request alone, token
+for token (tests/test_continuous.py, tests/test_join_prefill.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from transformers import DynamicCache
+
+from v2t_foley.foley_core.backends.prefix_store import PrefixStore
+from v2t_foley.foley_core.backends.solo_prefill import Prefilled
+from v2t_foley.foley_core.errors import TransientBackendError
+
+if TYPE_CHECKING:
+    from v2t_foley.foley_core.backends.continuous import Ask
+
+TAIL_BUCKET = 16  # a join prefill's width, rounded up to this: its own-columns mask is as wide as its
+# keys, and CUDA's memory-efficient attention reads an additive mask only in rows aligned to 16 bytes
+# (8 bf16 values; PyTorch's SDPA pads to 16 values); little more, since padding is computed for nothing
+
+
+class Tail(NamedTuple):
+    """A request whose video prefix is in the prefix store, ready for `prefill_tails`."""
+
+    ask: Ask
+    ids: torch.Tensor  # the prompt's token ids, on the host
+    entry: int  # the store's entry holding ids[:stored] (this request is counted among its users)
+    stored: int  # the prefix's tokens
+
+
+def prompt_ids(llm: Any, prompt: str, video_tokens: int) -> torch.Tensor | None:
+    """The ids the processor would give for `prompt` with a video of `video_tokens` tokens, from the
+    tokenizer alone (the processor writes its video token that many times, and an added token is
+    tokenized on its own wherever it stands); None unless the text holds the video token once."""
+    video_id = llm.model.config.video_token_index
+    with llm._tokenizer_lock:  # callers' threads tokenize at the same time
+        ids = llm.tokenizer(llm.format_prompt(prompt), return_tensors="pt")["input_ids"][0]
+    where = (ids == video_id).nonzero()
+    if len(where) != 1:
+        return None
+    at = int(where[0])
+    return torch.cat([ids[:at], ids.new_full((video_tokens,), video_id), ids[at + 1 :]])
+
+
+def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail | None:
+    """`ask` as a `Tail` when the store holds its video prefix and its own tokens and budget fit a
+    row of `columns`; None otherwise (it then goes alone, which also reports what is wrong with it)."""
+    if store is None or ask.budget < 1 or llm.model.config.model_type != "video_llava":
+        return None
+    frames = ask.request.frames
+    held = store.prefix_of(frames)
+    if held is None:
+        return None
+    ids = prompt_ids(llm, ask.request.prompt, int((held == llm.model.config.video_token_index).sum()))
+    entry = store.find(frames, ids) if ids is not None else None
+    if entry is None or len(ids) + 1 > llm.max_positions:
+        return None
+    budget = min(ask.budget, llm.max_positions - len(ids))  # as generate's cap
+    stored = len(store.held[entry].ids)
+    if len(ids) - stored + budget > columns:  # its last token would never be fed: the next wave
+        return None
+    ask.budget = budget
+    store.use(entry)
+    return Tail(ask, ids, entry, stored)
+
+
+def prefill_tails(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled | None]:
+    """Each tail's tokens after its prefix, prefilled in one forward (see the module docstring): a
+    `Prefilled` per tail whose `kv` row `row` holds positions [stored, length) from column 0. When the
+    forward fails, None for each, and every tail is answered with the error and leaves its entry."""
+    try:
+        return _forward(llm, store, tails)
+    except Exception as error:  # these requests' failure, not the wave's
+        if isinstance(error, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            error = TransientBackendError(f"CUDA out of memory in a join prefill of {len(tails)}: {error}")
+        for tail in tails:
+            store.leave(tail.entry)
+            tail.ask.answer(error)
+        return [None] * len(tails)
+
+
+def _forward(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled]:
+    model = llm.model
+    head = model.get_output_embeddings()
+    device, dtype = head.weight.device, head.weight.dtype
+    owns = torch.tensor([len(t.ids) - t.stored for t in tails])
+    width = -(-int(owns.max()) // TAIL_BUCKET) * TAIL_BUCKET
+    ids = torch.full((len(tails), width), llm.tokenizer.pad_token_id, dtype=torch.long)
+    for row, tail in enumerate(tails):
+        ids[row, : owns[row]] = tail.ids[tail.stored :]
+    starts = torch.tensor([t.stored for t in tails])
+    positions = starts[:, None] + torch.arange(width)
+    # causal over each row's own tokens; a padding query sees them all (a fully masked query row can
+    # turn NaN in attention kernels), and what it computes is never read
+    query, column = torch.arange(width)[:, None], torch.arange(width)[None, :]
+    seen = (column <= query) & (column < owns[:, None, None])
+    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)[:, None]
+    kv = DynamicCache(config=model.config)
+    out = model.get_decoder()(
+        input_ids=ids.to(device),
+        position_ids=positions.to(device),
+        attention_mask=mask.to(device),
+        cache=kv,
+        use_cache=True,
+        shared_prefix=store.batch([t.entry for t in tails]),
+    )
+    last = out.last_hidden_state[torch.arange(len(tails), device=device), (owns - 1).to(device)]
+    logits = head(last).float()
+    return [
+        Prefilled(
+            len(t.ids),
+            kv,
+            logits[row],
+            (t.ask.request.frames, t.ids[: t.stored]),
+            entry=t.entry,
+            row=row,
+            kv_from=t.stored,
+        )
+        for row, t in enumerate(tails)
+    ]

@@ -1,0 +1,175 @@
+"""Questions about stored video prefixes prefilled together (backends/join_prefill.py): their ids are
+the processor's, their K/V and logits those of each question prefilled alone, and through the
+continuous decoder every answer is still `generate`'s for that request alone, with every question but
+each video's first prefilled together. A failed join prefill fails its own questions only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from tests.test_continuous import SCHEMA, side_by_side, texts
+from tests.test_static_decode import PROMPTS, clip
+from v2t_foley.foley_core.backends import (
+    BackendSpec,
+    GenerationParams,
+    GenerationRequest,
+    join_prefill,
+    load_backend,
+    prefix_attention,
+)
+from v2t_foley.foley_core.backends.continuous import Ask
+from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
+from v2t_foley.foley_core.backends.solo_prefill import SoloPrefill
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=2))
+
+
+@pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
+def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
+    prefix_attention.use_kernels(request.param)
+    yield request.param
+    prefix_attention.use_kernels(True)
+
+
+def video_tokens(llm, ids: torch.Tensor) -> int:
+    return int((ids == llm.model.config.video_token_index).sum())
+
+
+def test_a_prompts_ids_from_the_tokenizer_alone_are_the_processors(llm):
+    frames = clip(1)
+    odd = ("Émile's café:\n  3 cues\t(tab) — done?", "", "ASSISTANT: USER:", "</s> <unk> <s>")
+    for prompt in (*PROMPTS, *odd):
+        full = llm.encode([GenerationRequest(frames, prompt)])["input_ids"][0]
+        assert torch.equal(join_prefill.prompt_ids(llm, prompt, video_tokens(llm, full)), full), prompt
+    assert join_prefill.prompt_ids(llm, "a second video: <video>", 2056) is None  # goes alone
+
+
+def asks(llm, requests, budget: int = 8) -> list[Ask]:
+    return [Ask(r, budget, lambda answer: None) for r in requests]
+
+
+def stored(llm, firsts: list[Ask]) -> PrefixStore:
+    """A store holding the video prefixes of `firsts`, each prefilled alone (as a wave's first)."""
+    solo, shared = SoloPrefill(llm), llm.share_video_prefix
+    llm.share_video_prefix = True
+    try:
+        done = [solo(a, None) for a in firsts]
+    finally:
+        llm.share_video_prefix = shared
+    length = -(-max(len(d.video[1]) for d in done) // PREFIX_BUCKET) * PREFIX_BUCKET
+    store = PrefixStore.for_model(llm.model, entries=4, length=length)
+    for entry in [store.place(*d.video, d.kv) for d in done]:  # all placed first: a free entry is taken
+        store.leave(entry)
+    return store
+
+
+def test_questions_prefilled_together_have_the_kv_and_logits_of_each_prefilled_alone(llm, kernels):
+    prefix_attention.enable(llm.model)
+    llm.share_video_prefix = True
+    try:
+        clips = [clip(1), clip(2)]
+        requests = [GenerationRequest(clips[k % 2], PROMPTS[k % 4]) for k in range(6)]
+        store = stored(llm, asks(llm, requests[:2]))
+        tails = [join_prefill.stage(llm, a, store, 4096) for a in asks(llm, requests)]
+        assert all(t is not None for t in tails)
+        assert [h.users for h in store.held[:2]] == [3, 3]  # each counted at once: no one takes its place
+        together = join_prefill.prefill_tails(llm, store, tails)
+        solo = SoloPrefill(llm)
+        for tail, done in zip(tails, together, strict=True):
+            alone = solo(asks(llm, [tail.ask.request])[0], None)
+            assert done.length == alone.length == len(tail.ids) and done.entry == tail.entry
+            torch.testing.assert_close(done.logits, alone.logits, rtol=1e-4, atol=1e-5)
+            own = slice(0, alone.length - tail.stored)
+            for ours, theirs in zip(done.kv.layers, alone.kv.layers, strict=True):
+                expected = theirs.keys[0, :, tail.stored : alone.length]
+                torch.testing.assert_close(ours.keys[done.row, :, own], expected, rtol=1e-4, atol=1e-5)
+                expected = theirs.values[0, :, tail.stored : alone.length]
+                torch.testing.assert_close(ours.values[done.row, :, own], expected, rtol=1e-4, atol=1e-5)
+    finally:
+        llm.share_video_prefix = False
+
+
+def test_a_question_that_cannot_join_a_prefill_goes_alone(llm):
+    known, unknown = clip(1), clip(3)
+    store = stored(llm, asks(llm, [GenerationRequest(known, PROMPTS[0])]))
+    assert (
+        join_prefill.stage(llm, asks(llm, [GenerationRequest(unknown, PROMPTS[1])])[0], store, 4096) is None
+    )
+    question = asks(llm, [GenerationRequest(known, PROMPTS[1])], budget=200)[0]
+    assert join_prefill.stage(llm, question, store, 128) is None  # its tokens and budget past the row
+    assert (
+        join_prefill.stage(llm, asks(llm, [GenerationRequest(known, PROMPTS[1])], budget=0)[0], store, 4096)
+        is None
+    )
+    assert join_prefill.stage(llm, question, None, 4096) is None  # no store: prefixes are copied
+    assert store.held[0].users == 0  # none of them was counted
+
+
+def test_through_the_decoder_every_question_but_each_videos_first_is_prefilled_together(llm):
+    clips = [clip(20), clip(21)]
+    asked = [GenerationRequest(clips[k % 2], PROMPTS[k % 4], SCHEMA if k % 3 else None) for k in range(8)]
+    alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=12), slots=4)
+    assert texts(together) == texts(alone)
+    assert decoder.joined_together == len(asked) - len(clips) and decoder.waves == 1
+    assert not decoder.store.in_use()
+
+
+def serve(llm, decoder, requests, params) -> dict[int, object]:
+    answers: dict[int, object] = {}
+    queue = [llm.ask(r, params, lambda a, k=k: answers.__setitem__(k, a)) for k, r in enumerate(requests)]
+    llm.continuous = decoder
+    llm.share_video_prefix = True
+    try:
+        decoder.serve(lambda: queue.pop(0) if queue else None)
+    finally:
+        llm.use_decoder("generate")
+    return answers
+
+
+def test_a_failed_join_prefill_fails_its_own_questions_only(llm, monkeypatch):
+    """A forward cannot be made to fail for real here (its usual failure is CUDA running out of
+    memory), so the first join prefill is replaced by one that raises; the later ones are real."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    real, calls = join_prefill._forward, []
+
+    def failing_once(llm, store, tails):
+        calls.append(len(tails))
+        if len(calls) == 1:
+            raise RuntimeError("the join prefill failed")
+        return real(llm, store, tails)
+
+    monkeypatch.setattr(join_prefill, "_forward", failing_once)
+    video = clip(30)
+    requests = [GenerationRequest(video, PROMPTS[k % 4]) for k in range(5)]
+    params = GenerationParams(max_new_tokens=8)
+    alone = [llm.generate([r], params)[0] for r in requests]
+    decoder = ContinuousDecoder(llm, 3)
+    answers = serve(llm, decoder, requests, params)
+    failed = [k for k, a in answers.items() if isinstance(a, RuntimeError)]
+    assert len(answers) == 5 and calls[0] == len(failed) == 2  # the first prefill's two questions
+    assert texts([answers[k] for k in range(5) if k not in failed]) == texts(
+        [alone[k] for k in range(5) if k not in failed]
+    )
+    assert not decoder.store.in_use()  # the failed questions left their entry
+
+
+def test_when_a_question_fails_the_wave_the_others_prefilled_with_it_are_answered(llm):
+    """A grammar that cannot compile fails the wave at its join (tests/test_continuous.py); questions
+    prefilled with it that had not joined yet get the error too, rather than waiting forever."""
+    broken = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(("}}, "required": ["a"]}
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    video = clip(31)
+    requests = [GenerationRequest(video, PROMPTS[0])]
+    requests += [GenerationRequest(video, PROMPTS[1], broken), GenerationRequest(video, PROMPTS[2])]
+    decoder = ContinuousDecoder(llm, 3)
+    answers = serve(llm, decoder, requests, GenerationParams(max_new_tokens=8))
+    assert decoder.joined_together == 2
+    assert len(answers) == 3 and all(isinstance(a, RuntimeError) for a in answers.values())
