@@ -48,6 +48,9 @@ def test_a_prompts_ids_from_the_tokenizer_alone_are_the_processors(llm):
         full = llm.encode([GenerationRequest(frames, prompt)])["input_ids"][0]
         assert torch.equal(join_prefill.prompt_ids(llm, prompt, video_tokens(llm, full)), full), prompt
     assert join_prefill.prompt_ids(llm, "a second video: <video>", 2056) is None  # goes alone
+    with pytest.raises(ValueError, match="image"):  # the processor refuses an image token without images
+        llm.encode([GenerationRequest(frames, "an <image> in the text")])
+    assert join_prefill.prompt_ids(llm, "an <image> in the text", 2056) is None  # so it goes alone
 
 
 def asks(llm, requests, budget: int = 8) -> list[Ask]:
@@ -160,16 +163,31 @@ def test_a_failed_join_prefill_fails_its_own_questions_only(llm, monkeypatch):
     assert not decoder.store.in_use()  # the failed questions left their entry
 
 
-def test_when_a_question_fails_the_wave_the_others_prefilled_with_it_are_answered(llm):
-    """A grammar that cannot compile fails the wave at its join (tests/test_continuous.py); questions
-    prefilled with it that had not joined yet get the error too, rather than waiting forever."""
+@pytest.mark.parametrize("broken_alone", [False, True], ids=["broken-tail", "broken-new-video"])
+def test_when_a_question_fails_the_wave_every_question_taken_with_it_is_answered(llm, broken_alone):
+    """A grammar that cannot compile fails the wave at its join (tests/test_continuous.py): whether it
+    was prefilled with others or alone (a new video's question, after another was staged), every
+    question taken for the wave gets the error rather than waiting forever."""
     broken = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(("}}, "required": ["a"]}
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
 
-    video = clip(31)
-    requests = [GenerationRequest(video, PROMPTS[0])]
-    requests += [GenerationRequest(video, PROMPTS[1], broken), GenerationRequest(video, PROMPTS[2])]
-    decoder = ContinuousDecoder(llm, 3)
+    video, new = clip(31), clip(32)
+    requests = [GenerationRequest(video, PROMPTS[0]), GenerationRequest(video, PROMPTS[1])]
+    requests.append(GenerationRequest(new if broken_alone else video, PROMPTS[2], broken))
+    decoder = ContinuousDecoder(llm, 4)
     answers = serve(llm, decoder, requests, GenerationParams(max_new_tokens=8))
-    assert decoder.joined_together == 2
+    assert decoder.joined_together == (0 if broken_alone else 2)  # none joined when the wave broke first
     assert len(answers) == 3 and all(isinstance(a, RuntimeError) for a in answers.values())
+
+
+def test_a_store_grown_while_questions_wait_for_their_prefill_keeps_their_entries(llm):
+    """A question about the first clip is staged (its entry counted); four new clips then join alone,
+    and the fifth grows the store from 4 entries to 6 before the staged question is prefilled: it
+    reads its entry in the grown store, and every answer is still generate's."""
+    clips = [clip(40 + k) for k in range(5)]
+    asked = [GenerationRequest(clips[0], PROMPTS[0]), GenerationRequest(clips[0], PROMPTS[1], SCHEMA)]
+    asked += [GenerationRequest(c, PROMPTS[k % 4]) for k, c in enumerate(clips[1:])]
+    alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=8), slots=6)
+    assert texts(together) == texts(alone)
+    assert decoder.store.entries == 6 and decoder.joined_together == 1 and decoder.waves == 1
+    assert not decoder.store.in_use()

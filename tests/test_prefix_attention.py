@@ -228,7 +228,7 @@ def test_the_cuda_kernels_call_gives_the_merge_the_shapes_it_expects(monkeypatch
         groups=torch.empty(rows, dtype=torch.long, device="meta"),
         has=torch.empty(rows, device="meta"),
     )
-    for queries in (1, 64):  # a decode step; a join prefill (its own columns are its queries)
+    for queries in (1, 64):  # a decode step; a join prefill (a question's tokens a row)
         got, _ = prefix_attention.prefix_attention(
             torch.empty(rows, heads, queries, dim, **meta),
             torch.empty(rows, kv_heads, own, dim, **meta),

@@ -316,12 +316,7 @@ class ContinuousDecoder:
             return True
 
         def admit(ask: Ask, done: Prefilled) -> None:
-            try:
-                joined = join(ask, done)
-            except Exception as error:
-                ask.answer(error)
-                raise
-            if not joined:
+            if not join(ask, done):
                 held.append((ask, done))
             elif started:
                 self.late_joins += 1
@@ -334,24 +329,25 @@ class ContinuousDecoder:
         while True:
             # free slots take what waits: alone, or prefilled together when the store holds their prefix
             tails: list[Tail] = []
-            while rows.count(None) > len(tails) and not held:
-                ask = take()
-                if ask is None:
-                    break
-                tail = stage(self.llm, ask, self.store, length) if stores and self.join_together else None
-                if tail is not None:
-                    tails.append(tail)
-                elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
-                    admit(ask, done)
-            together = prefill_tails(self.llm, self.store, tails) if tails else []
-            self.joined_together += len(tails)
+            ask: Ask | None = None
             try:
+                while rows.count(None) > len(tails) and not held:
+                    if (ask := take()) is None:
+                        break
+                    tail = stage(self.llm, ask, self.store, length) if stores and self.join_together else None
+                    if tail is not None:
+                        tails.append(tail)
+                    elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
+                        admit(ask, done)
+                together = prefill_tails(self.llm, self.store, tails) if tails else []
                 for tail, done in zip(tails, together, strict=True):
                     if done is not None:  # None: the prefill failed (and answered them)
+                        self.joined_together += 1
                         admit(tail.ask, done)
-            except Exception as error:  # the wave fails: the tails not admitted yet with it
-                for tail in tails:
-                    tail.ask.answer(error)
+            except Exception as error:  # the wave fails: so do the asks taken and not yet in a row
+                for waiting in (ask, *(tail.ask for tail in tails)):
+                    if waiting is not None:
+                        waiting.answer(error)
                 raise
             fed = [k for k, row in enumerate(rows) if row is not None]
             if not fed:

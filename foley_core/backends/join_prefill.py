@@ -1,11 +1,12 @@
 """Questions about videos whose prefixes the prefix store holds, prefilled together in one forward.
 
 A request that joins the continuous decoder alone (backends/solo_prefill.py) costs a run of the
-processor over its frames (about 14 ms for 8 frames on this workplace's CPU; tokenizing the text
-alone takes 0.1 ms), a private copy of its video prefix's K/V (1 GB for Video-LLaVA-7B) and a forward
-of the language model that reads all of its weights (14.7 GB) for a few dozen tokens. At batch 32 on
-the H100 the 32 questions' prefills were about 1 s of a 2.15 s wave (bench/results/README.md). Here
-the questions whose video prefix is already in the store skip all three:
+processor over its frames (10.7 ms for 8 frames on this workplace's CPU; tokenizing the text alone
+takes 0.1 ms), a private copy of its video prefix's K/V (1 GB for Video-LLaVA-7B) and a forward of
+the language model that reads all of its weights (14.7 GB) for a few dozen tokens. At batch 32 on the
+H100 the 32 questions' prefills were, by an estimate from two of its lines, about 1 s of a 2.15 s wave
+(bench/results/README.md). Here the questions whose video prefix is already in the store skip all
+three:
 
 - `stage`: the prompt's ids come from the tokenizer alone, the video placeholder expanded to the
   stored prefix's video tokens (the processor expands it the same way; the store's own comparison of
@@ -52,15 +53,17 @@ class Tail(NamedTuple):
 def prompt_ids(llm: Any, prompt: str, video_tokens: int) -> torch.Tensor | None:
     """The ids the processor would give for `prompt` with a video of `video_tokens` tokens, from the
     tokenizer alone (the processor writes its video token that many times, and an added token is
-    tokenized on its own wherever it stands); None unless the text holds the video token once."""
-    video_id = llm.model.config.video_token_index
+    tokenized on its own wherever it stands); None unless the text holds the video token once and no
+    image token (which the processor refuses without images: the request then goes alone, and fails
+    there as it would in `generate`)."""
+    config = llm.model.config
     with llm._tokenizer_lock:  # callers' threads tokenize at the same time
         ids = llm.tokenizer(llm.format_prompt(prompt), return_tensors="pt")["input_ids"][0]
-    where = (ids == video_id).nonzero()
-    if len(where) != 1:
+    where = (ids == config.video_token_index).nonzero()
+    if len(where) != 1 or bool((ids == config.image_token_index).any()):
         return None
     at = int(where[0])
-    return torch.cat([ids[:at], ids.new_full((video_tokens,), video_id), ids[at + 1 :]])
+    return torch.cat([ids[:at], ids.new_full((video_tokens,), config.video_token_index), ids[at + 1 :]])
 
 
 def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail | None:
