@@ -8,7 +8,10 @@ A 10 s synthetic clip, decoded to 8 frames of up to 512 pixels as the factory re
 Video-LLaVA with the real processor (8 x 257 video tokens), `--questions` slots, one new token each: a
 wave that is all joins. One JSON line per way: the wave's wall time (best of `--repeats`, after one
 warm-up), the processor runs and language-model forwards it took, and the questions prefilled
-together; then one line with the processor's time for one request against the tokenizer's alone.
+together. Then `new_videos`: as many callers, each asking about a clip of its own through the batching
+backend, with and without the callers preparing their frames' pixel values (backends/prompt_inputs.py):
+the time the decoder's thread spent encoding. Last, the processor's time for one request against the
+tokenizer's alone.
 The tiny model's forwards cost little; on Video-LLaVA-7B each reads its 14.7 GB of weights (a few ms
 on an H100), so the forwards counted here are the figure that carries over, with the processor's
 time, which is the same for any model of this processor.
@@ -72,6 +75,8 @@ def main() -> None:
         line |= {"s": round(best, 3), "ms_per_question": round(1000 * best / args.questions, 2), **seen}
         print(json.dumps(line), flush=True)
 
+    new_videos(llm, frames, prompts, args.questions)
+
     def timed(call) -> float:
         call()
         started = time.perf_counter()
@@ -86,6 +91,52 @@ def main() -> None:
         "tokenizer_ms": tokenizer_ms,
     }
     print(json.dumps(line), flush=True)
+
+
+def new_videos(llm, frames, prompts, callers: int) -> None:
+    """`callers` threads, each asking one question about a clip of its own through the batching
+    backend (the continuous decoder's thread prefills each new video alone): the processor's runs in
+    that thread and the time it spent encoding, with the callers preparing their frames (the default)
+    and without."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from v2t_foley.foley_core.backends import GenerationParams, GenerationRequest
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+    from v2t_foley.foley_core.video.reader import Frames
+
+    encode, spent = llm.encode, []
+
+    def timed_encode(*a, **k):
+        started = time.perf_counter()
+        try:
+            return encode(*a, **k)
+        finally:
+            if threading.current_thread().name == "foley-batcher":
+                spent.append(time.perf_counter() - started)
+
+    llm.encode = timed_encode
+    params = GenerationParams(max_new_tokens=1)
+    for prepare in (False, True):
+        # a frames object per caller: the same pixels, another video to the decoder
+        clips = [Frames(np.array(frames.images), frames.times, frames.indices) for _ in range(callers)]
+        asked = [GenerationRequest(c, prompts[k % 3]) for k, c in enumerate(clips)]
+        llm.continuous.release()
+        batching = BatchingVideoLLM(llm, max_batch=callers, prepare=prepare)
+        spent.clear()
+        started = time.perf_counter()
+        try:
+            with ThreadPoolExecutor(callers) as pool:
+                list(pool.map(lambda r, b=batching: b.generate([r], params), asked))
+        finally:
+            batching.stop()
+        line = {"step": "new_videos", "callers_prepare": prepare, "videos": callers}
+        line |= {"s": round(time.perf_counter() - started, 3), "batching_thread_encodes": len(spent)}
+        line |= {"batching_thread_encode_ms": round(1000 * sum(spent), 1)}
+        print(json.dumps(line), flush=True)
+    llm.encode = encode
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from v2t_foley.foley_core.backends import (
     join_prefill,
     load_backend,
     prefix_attention,
+    prompt_inputs,
 )
 from v2t_foley.foley_core.backends.continuous import Ask
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
@@ -46,11 +47,11 @@ def test_a_prompts_ids_from_the_tokenizer_alone_are_the_processors(llm):
     odd = ("Émile's café:\n  3 cues\t(tab) — done?", "", "ASSISTANT: USER:", "</s> <unk> <s>")
     for prompt in (*PROMPTS, *odd):
         full = llm.encode([GenerationRequest(frames, prompt)])["input_ids"][0]
-        assert torch.equal(join_prefill.prompt_ids(llm, prompt, video_tokens(llm, full)), full), prompt
-    assert join_prefill.prompt_ids(llm, "a second video: <video>", 2056) is None  # goes alone
+        assert torch.equal(prompt_inputs.prompt_ids(llm, prompt, video_tokens(llm, full)), full), prompt
+    assert prompt_inputs.prompt_ids(llm, "a second video: <video>", 2056) is None  # goes alone
     with pytest.raises(ValueError, match="image"):  # the processor refuses an image token without images
         llm.encode([GenerationRequest(frames, "an <image> in the text")])
-    assert join_prefill.prompt_ids(llm, "an <image> in the text", 2056) is None  # so it goes alone
+    assert prompt_inputs.prompt_ids(llm, "an <image> in the text", 2056) is None  # so it goes alone
 
 
 def asks(llm, requests, budget: int = 8) -> list[Ask]:

@@ -95,7 +95,7 @@ def load_shared_backend(spec: BackendSpec, revisions: tuple[str, str] | None = N
 def frame_policy_for(spec: BackendSpec) -> FramePolicy:
     """How the model wants frames, known without loading weights."""
     if spec.backend == "transformers":
-        from v2t_foley.foley_core.backends.transformers_backend import frame_policy_of
+        from v2t_foley.foley_core.backends.model_choice import frame_policy_of
 
         return frame_policy_of(spec.model, spec.revision)
     return FramePolicy()

@@ -50,10 +50,15 @@ class BatchingVideoLLM(VideoLLM):
 
     stop_wait_s = 10.0  # how long `stop` waits for the worker to answer what is queued
 
-    def __init__(self, inner: VideoLLM, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
+    def __init__(
+        self, inner: VideoLLM, max_batch: int = 8, max_wait_s: float = 0.005, prepare: bool = True
+    ) -> None:
         self.inner = inner
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        # callers make their requests' model inputs that need no model (the video's pixel values) before
+        # they queue them, when the inner model can (`prepare`); False: its thread makes them all
+        self.prepare = prepare
         self.backend = inner.backend
         self.model_id = inner.model_id
         self.revision = inner.revision
@@ -73,6 +78,9 @@ class BatchingVideoLLM(VideoLLM):
         self._worker.start()
 
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        prepare = getattr(self.inner, "prepare", None) if self.prepare else None
+        if prepare is not None:  # in the caller's thread, so that the model's thread waits on none of it
+            prepare(requests)
         pending = [_Pending(r, params, Future()) for r in requests]
         with self._ready:
             if self._closed:

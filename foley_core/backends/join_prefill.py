@@ -8,9 +8,9 @@ H100 the 32 questions' prefills were, by an estimate from two of its lines, abou
 (bench/results/README.md). Here the questions whose video prefix is already in the store skip all
 three:
 
-- `stage`: the prompt's ids come from the tokenizer alone, the video placeholder expanded to the
-  stored prefix's video tokens (the processor expands it the same way; the store's own comparison of
-  the ids with the entry's then confirms the prefix), and the entry gains a user at once, so that no
+- `stage`: the prompt's ids come from the tokenizer alone (backends/prompt_inputs.prompt_ids), the
+  video placeholder expanded to the stored prefix's video tokens (the store's own comparison of the
+  ids with the entry's then confirms the prefix), and the entry gains a user at once, so that no
   other request takes its place before the forward;
 - `prefill_tails`: one forward over every staged question's tokens after its prefix, right-padded to
   a common width, each row attending to its entry's prefix in the store and to its own tokens,
@@ -30,6 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from v2t_foley.foley_core.backends.prefix_store import PrefixStore
+from v2t_foley.foley_core.backends.prompt_inputs import prompt_ids
 from v2t_foley.foley_core.backends.solo_prefill import Prefilled
 from v2t_foley.foley_core.errors import TransientBackendError
 
@@ -48,22 +49,6 @@ class Tail(NamedTuple):
     ids: torch.Tensor  # the prompt's token ids, on the host
     entry: int  # the store's entry holding ids[:stored] (this request is counted among its users)
     stored: int  # the prefix's tokens
-
-
-def prompt_ids(llm: Any, prompt: str, video_tokens: int) -> torch.Tensor | None:
-    """The ids the processor would give for `prompt` with a video of `video_tokens` tokens, from the
-    tokenizer alone (the processor writes its video token that many times, and an added token is
-    tokenized on its own wherever it stands); None unless the text holds the video token once and no
-    image token (which the processor refuses without images: the request then goes alone, and fails
-    there as it would in `generate`)."""
-    config = llm.model.config
-    with llm._tokenizer_lock:  # callers' threads tokenize at the same time
-        ids = llm.tokenizer(llm.format_prompt(prompt), return_tensors="pt")["input_ids"][0]
-    where = (ids == config.video_token_index).nonzero()
-    if len(where) != 1 or bool((ids == config.image_token_index).any()):
-        return None
-    at = int(where[0])
-    return torch.cat([ids[:at], ids.new_full((video_tokens,), config.video_token_index), ids[at + 1 :]])
 
 
 def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail | None:

@@ -29,60 +29,20 @@ from v2t_foley.foley_core.backends.base import (
 )
 from v2t_foley.foley_core.backends.constrained import GrammarCache, JsonSchemaLogitsProcessor
 from v2t_foley.foley_core.backends.context import ContextWindow, context_window, max_positions
+from v2t_foley.foley_core.backends.model_choice import (
+    model_location,
+    pick_device,
+    pick_dtype,
+    policy_for_family,
+)
+from v2t_foley.foley_core.backends.prompt_inputs import PreparedPixels, prepared_inputs
 from v2t_foley.foley_core.backends.provenance import resolve_adapter_revision, resolve_model_revision
-from v2t_foley.foley_core.backends.tiny import is_tiny, tiny_model_path
 from v2t_foley.foley_core.backends.video_prefix import continue_inputs, video_prefix
 from v2t_foley.foley_core.errors import BackendError, ModelNotFoundError, TransientBackendError
 from v2t_foley.foley_core.schema.decoding import max_output_bytes
 from v2t_foley.foley_core.video.reader import Frames
-from v2t_foley.foley_core.video.sampling import FramePolicy
 
 log = logging.getLogger(__name__)
-
-
-def policy_for_family(model_type: str) -> FramePolicy:
-    """Qwen2.5-VL encodes absolute time, so it gets frames at a fixed rate; Video-LLaVA (and models
-    like it) were trained on 8 frames spread over the clip."""
-    if model_type.startswith("qwen"):
-        return FramePolicy("fps", n=32, fps=2.0)
-    return FramePolicy("uniform", n=8)
-
-
-def model_location(model: str) -> str:
-    """Where from_pretrained should look: the tiny model's cache folder, or the id/folder as given. A
-    name written as a path (./, ../, /, ~) that is no folder is refused here: from_pretrained would
-    answer with the Hub's rules for repo ids."""
-    if is_tiny(model):
-        return str(tiny_model_path(model))
-    if model.startswith(("./", "../", "/", "~")):
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
-            raise ModelNotFoundError(f"cannot load model {model!r}: no such folder")
-        return str(folder)
-    return model
-
-
-def frame_policy_of(model: str, revision: str | None = None) -> FramePolicy:
-    """The frame policy of a model, from its config alone (no weights are loaded)."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(model_location(model), revision=revision)
-    except OSError as err:
-        raise ModelNotFoundError(f"cannot load model {model!r}: {err}") from None
-    return policy_for_family(config.model_type)
-
-
-def pick_device(device: str | None = None) -> str:
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
-    if dtype:
-        return getattr(torch, dtype)
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
 class TransformersVideoLLM(VideoLLM):
@@ -141,6 +101,8 @@ class TransformersVideoLLM(VideoLLM):
         self._windows: dict[tuple[int, int, int], ContextWindow] = {}
         # a fast tokenizer must not be entered from two threads at once ("Already borrowed")
         self._tokenizer_lock = threading.Lock()
+        # pixel values made in the callers' threads (`prepare`), by frames object
+        self.pixels = PreparedPixels(getattr(self.processor, "video_processor", None))
         # one video prefix per batch of questions about the same video (Video-LLaVA; backends/video_prefix.py)
         self.share_video_prefix = getattr(self, "share_video_prefix", False)
         self.static = self.continuous = None
@@ -291,8 +253,22 @@ class TransformersVideoLLM(VideoLLM):
         ids = {self.tokenizer.convert_tokens_to_ids(t) for t in tokens if t}
         return {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
 
+    def prepare(self, requests: Sequence[GenerationRequest]) -> None:
+        """Make each request's pixel values now, in the calling thread, when the continuous decoder
+        will encode it alone (backends/prompt_inputs.py); its thread then only tokenizes the prompt."""
+        if self.continuous is not None and self.family == "video_llava":
+            for request in requests:
+                self.pixels.prepare(request.frames)
+
     def encode(self, requests: Sequence[GenerationRequest], answers: Sequence[str] | None = None) -> dict:
-        """Processor inputs for a batch; with `answers`, each answer is appended (for training)."""
+        """Processor inputs for a batch; with `answers`, each answer is appended (for training). One
+        request whose frames are prepared is encoded without the processor's run over them."""
+        if (
+            answers is None
+            and len(requests) == 1
+            and (ready := prepared_inputs(self, requests[0])) is not None
+        ):
+            return ready
         with self._tokenizer_lock:
             return self._encode(requests, answers)
 
