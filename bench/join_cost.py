@@ -99,13 +99,8 @@ def new_videos(llm, frames, prompts, callers: int) -> None:
     that thread and the time it spent encoding, with the callers preparing their frames (the default)
     and without."""
     import threading
-    from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
-    from v2t_foley.foley_core.backends import GenerationParams, GenerationRequest
-    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
-    from v2t_foley.foley_core.video.reader import Frames
+    from v2t_foley.foley_core.backends import GenerationParams
 
     encode, spent = llm.encode, []
 
@@ -119,6 +114,21 @@ def new_videos(llm, frames, prompts, callers: int) -> None:
 
     llm.encode = timed_encode
     params = GenerationParams(max_new_tokens=1)
+    try:
+        run_new_videos(llm, frames, prompts, callers, params, spent)
+    finally:
+        llm.encode = encode
+
+
+def run_new_videos(llm, frames, prompts, callers: int, params, spent: list[float]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from v2t_foley.foley_core.backends import GenerationRequest
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
+    from v2t_foley.foley_core.video.reader import Frames
+
     for prepare in (False, True):
         # a frames object per caller: the same pixels, another video to the decoder
         clips = [Frames(np.array(frames.images), frames.times, frames.indices) for _ in range(callers)]
@@ -136,7 +146,6 @@ def new_videos(llm, frames, prompts, callers: int) -> None:
         line |= {"s": round(time.perf_counter() - started, 3), "batching_thread_encodes": len(spent)}
         line |= {"batching_thread_encode_ms": round(1000 * sum(spent), 1)}
         print(json.dumps(line), flush=True)
-    llm.encode = encode
 
 
 if __name__ == "__main__":

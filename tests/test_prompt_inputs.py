@@ -9,6 +9,7 @@ import gc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from tests.test_static_decode import PROMPTS, clip
 from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
 from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
 from v2t_foley.foley_core.backends.prompt_inputs import prepared_inputs
+from v2t_foley.foley_core.video.reader import Frames
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,20 @@ def llm():
     return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=4))
 
 
-def test_prepared_inputs_are_the_processors(llm):
-    frames = clip(5)
+def frames_of(count: int, height: int, width: int, seed: int) -> Frames:
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+    return Frames(images=images, times=tuple(0.5 * k for k in range(count)), indices=tuple(range(count)))
+
+
+@pytest.mark.parametrize(
+    ("count", "height", "width"),
+    [(8, 120, 160), (8, 288, 512), (8, 512, 288), (8, 1000, 100), (1, 224, 224), (5, 30, 20)],
+)
+def test_prepared_inputs_are_the_processors(llm, count, height, width):
+    """The tests' clips, the factory's frames (512 on the long side, either way), odd shapes and frame
+    counts."""
+    frames = frames_of(count, height, width, seed=height + width)
     llm.pixels.prepare(frames)
     for prompt in (*PROMPTS, "Émile's café:\n  3 cues\t(tab) — done?", ""):
         request = GenerationRequest(frames, prompt)
@@ -33,8 +47,17 @@ def test_prepared_inputs_are_the_processors(llm):
         assert fast is not None and set(fast) == set(full)
         for key in full:
             assert torch.equal(fast[key], full[key]), (prompt, key)
+            assert fast[key].dtype == full[key].dtype
     assert prepared_inputs(llm, GenerationRequest(clip(6), PROMPTS[0])) is None  # not prepared
     assert prepared_inputs(llm, GenerationRequest(frames, "an <image> too")) is None  # the processor's path
+
+
+def test_a_batch_is_encoded_by_the_processor_even_when_its_first_request_is_prepared(llm):
+    prepared, other = clip(9), clip(10)
+    llm.pixels.prepare(prepared)
+    batch = [GenerationRequest(prepared, PROMPTS[0]), GenerationRequest(other, PROMPTS[1])]
+    got, expected = llm.encode(batch), llm._encode(batch)
+    assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
 
 
 def test_pixel_values_are_made_once_per_frames_object_and_dropped_with_it(llm):
@@ -93,3 +116,20 @@ def test_the_batching_thread_runs_no_processor_for_prepared_requests(llm, prepar
     in_batching_thread = counting.runs.count("foley-batcher")
     # without preparing, every new video's first question runs it there (and others alone may too)
     assert in_batching_thread == 0 if prepare else in_batching_thread >= 3
+
+
+def test_sampled_requests_are_not_prepared(llm):
+    """They go to `generate`'s batches, whose processor run makes the pixel values anyway."""
+    llm.use_decoder("continuous")
+    batching = BatchingVideoLLM(llm, max_batch=2)
+    before, frames = len(llm.pixels), clip(11)
+    try:
+        batching.generate(
+            [GenerationRequest(frames, PROMPTS[0])], GenerationParams(max_new_tokens=2, temperature=0.7)
+        )
+        assert len(llm.pixels) == before
+        batching.generate([GenerationRequest(frames, PROMPTS[0])], GenerationParams(max_new_tokens=2))
+        assert len(llm.pixels) == before + 1  # a greedy one is
+    finally:
+        batching.stop()
+        llm.use_decoder("generate")

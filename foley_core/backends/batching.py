@@ -78,8 +78,10 @@ class BatchingVideoLLM(VideoLLM):
         self._worker.start()
 
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
+        # in the caller's thread, so that the model's thread waits on none of it; greedy requests only:
+        # the continuous decoder encodes them one by one, where sampled ones go to generate's batches
         prepare = getattr(self.inner, "prepare", None) if self.prepare else None
-        if prepare is not None:  # in the caller's thread, so that the model's thread waits on none of it
+        if prepare is not None and params.temperature == 0:
             prepare(requests)
         pending = [_Pending(r, params, Future()) for r in requests]
         with self._ready:

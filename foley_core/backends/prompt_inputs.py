@@ -62,10 +62,12 @@ class PreparedPixels:
         pixels = self._video_processor(videos=[frames.images], return_tensors="pt")["pixel_values_videos"]
         with self._lock:
             if key not in self._made:
+                # registered first: a frames object that cannot be weakly referenced is never kept
+                weakref.finalize(frames, self._made.pop, key, None)  # runs before its id can be reused
                 self._made[key] = pixels
-                weakref.finalize(frames, self._made.pop, key, None)  # before its id can be reused
 
     def get(self, frames: Any) -> torch.Tensor | None:
+        """The pixel values of `frames` when they are prepared."""
         return self._made.get(id(frames))
 
     def __len__(self) -> int:

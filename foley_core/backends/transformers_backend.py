@@ -254,8 +254,10 @@ class TransformersVideoLLM(VideoLLM):
         return {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
 
     def prepare(self, requests: Sequence[GenerationRequest]) -> None:
-        """Make each request's pixel values now, in the calling thread, when the continuous decoder
-        will encode it alone (backends/prompt_inputs.py); its thread then only tokenizes the prompt."""
+        """Make each request's pixel values now, in the calling thread, while the continuous decoder is
+        on (backends/prompt_inputs.py): its thread then only tokenizes the prompt of a request it
+        encodes alone. Callers prepare greedy requests only (backends/batching.py): sampled ones go
+        to `generate`'s batches, which run the processor over all of theirs."""
         if self.continuous is not None and self.family == "video_llava":
             for request in requests:
                 self.pixels.prepare(request.frames)

@@ -47,7 +47,9 @@ class FrameCache:
     The chain asks about the same frames several times (identify, every event, synthesize); decoding
     them once per process is enough. Only sampled frames are kept (never a whole video's), and at most
     `max_bytes` of them, so a long video costs no more memory than a short one. Frames are never
-    persisted as task results.
+    persisted as task results. A transformers model may hold pixel values made from a frames object
+    while that object lives (backends/prompt_inputs.py: 4.8 MB for 8 frames of Video-LLaVA, uncounted
+    here), so at most `max_entries` of those are kept alive by this cache.
     """
 
     def __init__(self, max_entries: int = 32, max_bytes: int = 256 * 2**20) -> None:
