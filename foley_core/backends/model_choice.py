@@ -46,12 +46,14 @@ def frame_policy_of(model: str, revision: str | None = None) -> FramePolicy:
 
 
 def pick_device(device: str | None = None) -> str:
+    """The device asked for, else the GPU when there is one."""
     if device:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
+    """The dtype asked for (a torch name), else bf16 on a GPU and float32 on the CPU."""
     if dtype:
         return getattr(torch, dtype)
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
