@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def tiny_llm(foley_cache):
     from v2t_foley.foley_core.backends.transformers_backend import load_transformers_model
 
     return load_transformers_model("tiny-random")
+
+
+@pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
+def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Each test once with the prefix attention's parts as fused kernels, once as small ops
+    (backends/prefix_attention.py); the default restored."""
+    from v2t_foley.foley_core.backends import prefix_attention
+
+    prefix_attention.use_kernels(request.param)
+    yield request.param
+    prefix_attention.use_kernels(True)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ each video's first prefilled together. A failed join prefill fails its own quest
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -29,13 +27,6 @@ from v2t_foley.foley_core.backends.solo_prefill import SoloPrefill
 @pytest.fixture(scope="module")
 def llm():
     return load_backend(BackendSpec(model="tiny-random", device="cpu", batch_size=2))
-
-
-@pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
-def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
-    prefix_attention.use_kernels(request.param)
-    yield request.param
-    prefix_attention.use_kernels(True)
 
 
 def video_tokens(llm, ids: torch.Tensor) -> int:

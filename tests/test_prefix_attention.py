@@ -6,8 +6,6 @@ against `generate`'s are in tests/test_continuous.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
@@ -27,14 +25,6 @@ def tiny_llama(kv_heads: int) -> LlamaForCausalLM:
         attn_implementation="sdpa",
     )
     return LlamaForCausalLM(config).eval()
-
-
-@pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
-def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
-    """Each test once with the parts as fused kernels, once as small ops; the default restored."""
-    prefix_attention.use_kernels(request.param)
-    yield request.param
-    prefix_attention.use_kernels(True)
 
 
 def prefix_cache(model, length: int, seed: int) -> DynamicCache:
