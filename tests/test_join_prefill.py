@@ -183,3 +183,30 @@ def test_a_store_grown_while_questions_wait_for_their_prefill_keeps_their_entrie
     assert texts(together) == texts(alone)
     assert decoder.store.entries == 6 and decoder.joined_together == 1 and decoder.waves == 1
     assert not decoder.store.in_use()
+
+
+def test_questions_of_very_different_lengths_are_prefilled_in_forwards_of_their_own():
+    """Padding is computed for nothing: short questions are not padded to a long one's length."""
+    assert join_prefill.forwards([20] * 32) == [list(range(32))]
+    assert join_prefill.forwards([300, 12, 310, 10, 14]) == [[3, 1, 4], [0, 2]]
+    assert join_prefill.forwards([10, 40]) == [[0, 1]]  # 46 tokens of padding: one forward
+    long = join_prefill.PAD_TOKENS * 4
+    assert join_prefill.forwards([long, long + 100, long - 50]) == [[2, 0, 1]]  # a small share of it
+    assert join_prefill.forwards([]) == []
+
+
+def test_through_the_decoder_a_long_question_joins_in_its_own_forward(llm, monkeypatch):
+    real, sizes = join_prefill._forward, []
+
+    def counted(llm, store, tails):
+        sizes.append(sorted(len(t.ids) - t.stored for t in tails))
+        return real(llm, store, tails)
+
+    monkeypatch.setattr(join_prefill, "_forward", counted)
+    video = clip(33)
+    prompts = [PROMPTS[0], PROMPTS[1], "Describe every sound, " * 60, PROMPTS[2], PROMPTS[3]]
+    asked = [GenerationRequest(video, p, SCHEMA if k % 2 else None) for k, p in enumerate(prompts)]
+    alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=8), slots=5)
+    assert texts(together) == texts(alone)
+    assert len(sizes) == 2 and len(sizes[0]) == 3 and len(sizes[1]) == 1 and sizes[1][0] > 300
+    assert decoder.joined_together == 4

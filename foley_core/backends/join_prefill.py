@@ -14,8 +14,9 @@ three:
   other request takes its place before the forward;
 - `prefill_tails`: one forward over every staged question's tokens after its prefix, right-padded to
   a common width, each row attending to its entry's prefix in the store and to its own tokens,
-  causally (prefix_attention.py with a question's tokens per row). Only those tokens' K/V are made;
-  the decoder copies them into the rows' slots.
+  causally (prefix_attention.py with a question's tokens per row); a few forwards when the questions'
+  lengths differ so much that padding them to the longest would cost more than it saves (`forwards`).
+  Only those tokens' K/V are made; the decoder copies them into the rows' slots.
 
 The first question about a video still goes alone: its vision tower and prefix prefill run there, and
 the store takes the prefix when it joins. Each answer equals `generate` on that request alone, token
@@ -40,6 +41,12 @@ if TYPE_CHECKING:
 TAIL_BUCKET = 16  # a join prefill's width, rounded up to this: its own-columns mask is as wide as its
 # keys, and CUDA's memory-efficient attention reads an additive mask only in rows aligned to 16 bytes
 # (8 bf16 values; PyTorch's SDPA pads to 16 values); little more, since padding is computed for nothing
+
+# a join prefill's padding is computed for nothing: a forward may carry up to PAD_TOKENS of it (on
+# Video-LLaVA-7B about the compute of a forward's own weight reads: 14.7 GB at 3.35 TB/s is 4.4 ms, some
+# 230 tokens at 13.4 GFLOP a token and 700 TFLOP/s), or PAD_SHARE of its real tokens if that is more
+PAD_TOKENS = 256
+PAD_SHARE = 0.5
 
 
 class Tail(NamedTuple):
@@ -74,19 +81,42 @@ def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail |
 
 
 def prefill_tails(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled | None]:
-    """Each tail's tokens after its prefix, prefilled in one forward (see the module docstring): a
-    `Prefilled` per tail whose `kv` row `row` holds positions [stored, length) from column 0. When the
-    forward fails, None for each, and every tail is answered with the error and leaves its entry."""
-    try:
-        return _forward(llm, store, tails)
-    except Exception as error:  # these requests' failure, not the wave's
-        if isinstance(error, torch.OutOfMemoryError):
-            torch.cuda.empty_cache()
-            error = TransientBackendError(f"CUDA out of memory in a join prefill of {len(tails)}: {error}")
-        for tail in tails:
-            store.leave(tail.entry)
-            tail.ask.answer(error)
-        return [None] * len(tails)
+    """Each tail's tokens after its prefix, prefilled together (see the module docstring), in as few
+    forwards as keep the padding small (`forwards`): a `Prefilled` per tail, in order, whose `kv` row
+    `row` holds positions [stored, length) from column 0. When a forward fails, None for each of its
+    tails, each of them answered with the error and gone from its entry; the other forwards stand."""
+    done: list[Prefilled | None] = [None] * len(tails)
+    for group in forwards([len(t.ids) - t.stored for t in tails]):
+        part = [tails[k] for k in group]
+        try:
+            for k, prefilled in zip(group, _forward(llm, store, part), strict=True):
+                done[k] = prefilled
+        except Exception as error:  # these requests' failure, not the wave's
+            if isinstance(error, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+                error = TransientBackendError(f"CUDA out of memory in a join prefill of {len(part)}: {error}")
+            for tail in part:
+                store.leave(tail.entry)
+                tail.ask.answer(error)
+    return done
+
+
+def forwards(owns: list[int]) -> list[list[int]]:
+    """The tails (by index) that go into each forward, given their own tokens: by length, each forward
+    as wide as its longest (rounded up to TAIL_BUCKET), a new one begun where the next tail would pad
+    the forward by more than PAD_TOKENS and more than PAD_SHARE of what its tails take alone (each
+    rounded up too). One long question among short ones would otherwise pad every short one to its
+    length."""
+    widths = [-(-n // TAIL_BUCKET) * TAIL_BUCKET for n in owns]  # each tail's width alone
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for k in sorted(range(len(owns)), key=owns.__getitem__):
+        alone = sum(widths[j] for j in group) + widths[k]
+        if group and (len(group) + 1) * widths[k] - alone > max(PAD_TOKENS, PAD_SHARE * alone):
+            groups.append(group)
+            group = []
+        group.append(k)
+    return [*groups, group] if group else groups
 
 
 def _forward(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled]:
