@@ -291,7 +291,7 @@ def main() -> None:
             opaque_attention=opaque if llm.continuous is not None else None,
             attention_kernels=kernels if llm.continuous is not None else None,
             join_together=join_together if cont is not None else None,
-            # the questions prefilled together with others in one forward (backends/join_prefill.py)
+            # the questions prefilled through the store in join prefills (backends/join_prefill.py)
             joined_together=None if cont is None else cont.joined_together - counted[2],
             new_step_shapes=None if llm.continuous is None else len(llm.continuous.step_shapes - shapes),
             peak_gib=peak_gib(),

@@ -186,12 +186,15 @@ def test_a_store_grown_while_questions_wait_for_their_prefill_keeps_their_entrie
 
 
 def test_questions_of_very_different_lengths_are_prefilled_in_forwards_of_their_own():
-    """Padding is computed for nothing: short questions are not padded to a long one's length."""
+    """Padding is computed for nothing: short questions are not padded to a long one's length, unless
+    the padding costs less than a forward more (PAD_TOKENS, counted past each one's own 16-wide width)."""
+    assert join_prefill.PAD_TOKENS == 256  # the bounds below are drawn at it
     assert join_prefill.forwards([20] * 32) == [list(range(32))]
     assert join_prefill.forwards([300, 12, 310, 10, 14]) == [[3, 1, 4], [0, 2]]
-    assert join_prefill.forwards([10, 40]) == [[0, 1]]  # 46 tokens of padding: one forward
-    long = join_prefill.PAD_TOKENS * 4
-    assert join_prefill.forwards([long, long + 100, long - 50]) == [[2, 0, 1]]  # a small share of it
+    assert join_prefill.forwards([16, 272]) == [[0, 1]]  # 256 tokens of padding: one forward
+    assert join_prefill.forwards([16, 273]) == [[0], [1]]  # 272: two
+    assert join_prefill.forwards([10, 60]) == [[0, 1]]
+    assert join_prefill.forwards([1024, 1124, 974]) == [[2, 0], [1]]  # long ones pad as much as short
     assert join_prefill.forwards([]) == []
 
 
@@ -210,3 +213,30 @@ def test_through_the_decoder_a_long_question_joins_in_its_own_forward(llm, monke
     assert texts(together) == texts(alone)
     assert len(sizes) == 2 and len(sizes[0]) == 3 and len(sizes[1]) == 1 and sizes[1][0] > 300
     assert decoder.joined_together == 4
+
+
+def test_a_failed_forward_fails_its_own_questions_and_the_other_forwards_go_on(llm, monkeypatch):
+    """As in the test above, the first forward is replaced by one that raises (nothing real fails
+    here); the second, a long question's, is real."""
+    real, calls = join_prefill._forward, []
+
+    def failing_first(llm, store, tails):
+        calls.append(len(tails))
+        if len(calls) == 1:
+            raise RuntimeError("the join prefill failed")
+        return real(llm, store, tails)
+
+    monkeypatch.setattr(join_prefill, "_forward", failing_first)
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    video = clip(34)
+    prompts = [PROMPTS[0], PROMPTS[1], "Describe every sound, " * 60, PROMPTS[2]]
+    requests = [GenerationRequest(video, p) for p in prompts]
+    params = GenerationParams(max_new_tokens=8)
+    alone = [llm.generate([r], params)[0] for r in requests]
+    decoder = ContinuousDecoder(llm, 4)
+    answers = serve(llm, decoder, requests, params)
+    assert calls == [2, 1]  # the two short questions together, then the long one
+    assert isinstance(answers[1], RuntimeError) and isinstance(answers[3], RuntimeError)
+    assert texts([answers[0], answers[2]]) == texts([alone[0], alone[2]])
+    assert not decoder.store.in_use()

@@ -5,9 +5,9 @@ whole batch. Here a batch is `slots` rows of one `StaticCache` that live on acro
 
 - a request joins when a slot is free: it is prefilled (alone, backends/solo_prefill.py, where the
   vision tower runs; or, when the prefix store holds its video's prefix, together with the other
-  questions that join then, in one forward, backends/join_prefill.py) and its K/V are copied into its
-  slot from column 0, so it decodes from the next step on (its positions are its own: RoPE is in the
-  keys, the column a key sits in does not matter);
+  questions that join then, a forward for each group of similar lengths, backends/join_prefill.py)
+  and its K/V are copied into its slot from column 0, so it decodes from the next step on (its
+  positions are its own: RoPE is in the keys, the column a key sits in does not matter);
 - every decode step writes one column of each row, the row's own next one (`write_at`, kept on the
   device; backends/cache_views.RowWrites), and each row attends only to its own columns through a 4-D
   mask kept on the device. A step reads the columns of the longest live row, bucketed: a row that
@@ -116,7 +116,7 @@ class ContinuousDecoder:
         self.steps = 0  # decode steps run
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
-        self.joined_together = 0  # questions prefilled with others in one forward (backends/join_prefill.py)
+        self.joined_together = 0  # questions prefilled through the store, in join prefills (join_prefill.py)
         self.view_columns = 0  # the columns of its rows' own that each decode step read, summed over steps
         # the decode step's distinct input shapes (rows, columns[, store entries read, grouped queries]):
         # on CUDA each one is a CUDA-graph recording of the one compiled step, seconds and pool memory

@@ -1,4 +1,4 @@
-"""Questions about videos whose prefixes the prefix store holds, prefilled together in one forward.
+"""Questions about videos whose prefixes the prefix store holds, prefilled together in a forward.
 
 A request that joins the continuous decoder alone (backends/solo_prefill.py) costs a run of the
 processor over its frames (10.7 ms for 8 frames on this workplace's CPU; tokenizing the text alone
@@ -12,11 +12,11 @@ three:
   video placeholder expanded to the stored prefix's video tokens (the store's own comparison of the
   ids with the entry's then confirms the prefix), and the entry gains a user at once, so that no
   other request takes its place before the forward;
-- `prefill_tails`: one forward over every staged question's tokens after its prefix, right-padded to
+- `prefill_tails`: a forward over the staged questions' tokens after their prefixes, right-padded to
   a common width, each row attending to its entry's prefix in the store and to its own tokens,
   causally (prefix_attention.py with a question's tokens per row); a few forwards when the questions'
-  lengths differ so much that padding them to the longest would cost more than it saves (`forwards`).
-  Only those tokens' K/V are made; the decoder copies them into the rows' slots.
+  lengths differ so much that padding them to the longest would cost more than a forward more
+  (`forwards`). Only those tokens' K/V are made; the decoder copies them into the rows' slots.
 
 The first question about a video still goes alone: its vision tower and prefix prefill run there, and
 the store takes the prefix when it joins. Each answer equals `generate` on that request alone, token
@@ -42,11 +42,11 @@ TAIL_BUCKET = 16  # a join prefill's width, rounded up to this: its own-columns 
 # keys, and CUDA's memory-efficient attention reads an additive mask only in rows aligned to 16 bytes
 # (8 bf16 values; PyTorch's SDPA pads to 16 values); little more, since padding is computed for nothing
 
-# a join prefill's padding is computed for nothing: a forward may carry up to PAD_TOKENS of it (on
-# Video-LLaVA-7B about the compute of a forward's own weight reads: 14.7 GB at 3.35 TB/s is 4.4 ms, some
-# 230 tokens at 13.4 GFLOP a token and 700 TFLOP/s), or PAD_SHARE of its real tokens if that is more
+# a join prefill's padding is computed for nothing, and a forward more costs reading the language
+# model's weights once more: on Video-LLaVA-7B 13.4 GB at 3.35 TB/s is 4.0 ms, the compute of some 210
+# tokens at 13.4 GFLOP a token and 700 TFLOP/s (an H100's figures, by arithmetic, not measured). So a
+# forward may carry up to this much padding before its questions are split into two
 PAD_TOKENS = 256
-PAD_SHARE = 0.5
 
 
 class Tail(NamedTuple):
@@ -89,8 +89,7 @@ def prefill_tails(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefi
     for group in forwards([len(t.ids) - t.stored for t in tails]):
         part = [tails[k] for k in group]
         try:
-            for k, prefilled in zip(group, _forward(llm, store, part), strict=True):
-                done[k] = prefilled
+            made = _forward(llm, store, part)
         except Exception as error:  # these requests' failure, not the wave's
             if isinstance(error, torch.OutOfMemoryError):
                 torch.cuda.empty_cache()
@@ -98,21 +97,23 @@ def prefill_tails(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefi
             for tail in part:
                 store.leave(tail.entry)
                 tail.ask.answer(error)
+            continue
+        for k, prefilled in zip(group, made, strict=True):
+            done[k] = prefilled
     return done
 
 
 def forwards(owns: list[int]) -> list[list[int]]:
     """The tails (by index) that go into each forward, given their own tokens: by length, each forward
     as wide as its longest (rounded up to TAIL_BUCKET), a new one begun where the next tail would pad
-    the forward by more than PAD_TOKENS and more than PAD_SHARE of what its tails take alone (each
-    rounded up too). One long question among short ones would otherwise pad every short one to its
-    length."""
+    the forward by more than PAD_TOKENS beyond what its tails take alone (each rounded up too). One
+    long question among short ones would otherwise pad every short one to its length."""
     widths = [-(-n // TAIL_BUCKET) * TAIL_BUCKET for n in owns]  # each tail's width alone
     groups: list[list[int]] = []
     group: list[int] = []
     for k in sorted(range(len(owns)), key=owns.__getitem__):
         alone = sum(widths[j] for j in group) + widths[k]
-        if group and (len(group) + 1) * widths[k] - alone > max(PAD_TOKENS, PAD_SHARE * alone):
+        if group and (len(group) + 1) * widths[k] - alone > PAD_TOKENS:
             groups.append(group)
             group = []
         group.append(k)
