@@ -12,9 +12,9 @@ together. Then `new_videos`: as many callers, each asking about a clip of its ow
 backend, with and without the callers preparing their frames' pixel values (backends/prompt_inputs.py):
 the time the decoder's thread spent encoding. Last, the processor's time for one request against the
 tokenizer's alone.
-The tiny model's forwards cost little; on Video-LLaVA-7B each reads its 14.7 GB of weights (a few ms
-on an H100), so the forwards counted here are the figure that carries over, with the processor's
-time, which is the same for any model of this processor.
+The tiny model's forwards cost little; on Video-LLaVA-7B each reads its language model's 13.4 GB
+of weights (a few ms on an H100), so the forwards counted here are the figure that carries over,
+with the processor's time, which is the same for any model of this processor.
 """
 
 from __future__ import annotations

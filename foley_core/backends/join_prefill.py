@@ -3,7 +3,7 @@
 A request that joins the continuous decoder alone (backends/solo_prefill.py) costs a run of the
 processor over its frames (10.7 ms for 8 frames on this workplace's CPU; tokenizing the text alone
 takes 0.1 ms), a private copy of its video prefix's K/V (1 GB for Video-LLaVA-7B) and a forward of
-the language model that reads all of its weights (14.7 GB) for a few dozen tokens. At batch 32 on the
+the language model that reads all of its weights (13.4 GB) for a few dozen tokens. At batch 32 on the
 H100 the 32 questions' prefills were, by an estimate from two of its lines, about 1 s of a 2.15 s wave
 (bench/results/README.md). Here the questions whose video prefix is already in the store skip all
 three:
