@@ -127,20 +127,26 @@ def serve(llm, decoder, requests, params) -> dict[int, object]:
     return answers
 
 
-def test_a_failed_join_prefill_fails_its_own_questions_only(llm, monkeypatch):
+def fail_first_forward(monkeypatch) -> list[int]:
     """A forward cannot be made to fail for real here (its usual failure is CUDA running out of
-    memory), so the first join prefill is replaced by one that raises; the later ones are real."""
-    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
-
+    memory), so the first join-prefill forward is replaced by one that raises; the later ones are
+    real. Returns the list each forward's question count is appended to."""
     real, calls = join_prefill._forward, []
 
-    def failing_once(llm, store, tails):
+    def failing_first(llm, store, tails):
         calls.append(len(tails))
         if len(calls) == 1:
             raise RuntimeError("the join prefill failed")
         return real(llm, store, tails)
 
-    monkeypatch.setattr(join_prefill, "_forward", failing_once)
+    monkeypatch.setattr(join_prefill, "_forward", failing_first)
+    return calls
+
+
+def test_a_failed_join_prefill_fails_its_own_questions_only(llm, monkeypatch):
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    calls = fail_first_forward(monkeypatch)
     video = clip(30)
     requests = [GenerationRequest(video, PROMPTS[k % 4]) for k in range(5)]
     params = GenerationParams(max_new_tokens=8)
@@ -216,18 +222,11 @@ def test_through_the_decoder_a_long_question_joins_in_its_own_forward(llm, monke
 
 
 def test_a_failed_forward_fails_its_own_questions_and_the_other_forwards_go_on(llm, monkeypatch):
-    """As in the test above, the first forward is replaced by one that raises (nothing real fails
-    here); the second, a long question's, is real."""
-    real, calls = join_prefill._forward, []
-
-    def failing_first(llm, store, tails):
-        calls.append(len(tails))
-        if len(calls) == 1:
-            raise RuntimeError("the join prefill failed")
-        return real(llm, store, tails)
-
-    monkeypatch.setattr(join_prefill, "_forward", failing_first)
+    """The first forward (the short questions') fails (`fail_first_forward`); the second, a long
+    question's, is real."""
     from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    calls = fail_first_forward(monkeypatch)
 
     video = clip(34)
     prompts = [PROMPTS[0], PROMPTS[1], "Describe every sound, " * 60, PROMPTS[2]]
