@@ -9,7 +9,7 @@ H100 the 32 questions' prefills were, by an estimate from two of its lines, abou
 three:
 
 - `stage`: the prompt's ids come from the tokenizer alone (backends/prompt_inputs.prompt_ids), the
-  video placeholder expanded to the stored prefix's video tokens (the store's own comparison of the
+  video placeholder expanded to the video's tokens (`context_of`; the store's own comparison of the
   ids with the entry's then confirms the prefix), and the entry gains a user at once, so that no
   other request takes its place before the forward;
 - `prefill_tails`: a forward over the staged questions' tokens after their prefixes, right-padded to
@@ -64,10 +64,9 @@ def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail |
     if store is None or ask.budget < 1 or llm.model.config.model_type != "video_llava":
         return None
     frames = ask.request.frames
-    held = store.prefix_of(frames)
-    if held is None:
+    if not store.holds(frames):  # no tokenizing for a video it does not hold
         return None
-    ids = prompt_ids(llm, ask.request.prompt, int((held == llm.model.config.video_token_index).sum()))
+    ids = prompt_ids(llm, ask.request.prompt, llm.context_of(frames).video_tokens)
     entry = store.find(frames, ids) if ids is not None else None
     if entry is None or len(ids) + 1 > llm.max_positions:
         return None
@@ -108,7 +107,7 @@ def forwards(owns: list[int]) -> list[list[int]]:
     as wide as its longest (rounded up to TAIL_BUCKET), a new one begun where the next tail would pad
     the forward by more than PAD_TOKENS beyond what its tails take alone (each rounded up too). One
     long question among short ones would otherwise pad every short one to its length."""
-    widths = [-(-n // TAIL_BUCKET) * TAIL_BUCKET for n in owns]  # each tail's width alone
+    widths = [_width(n) for n in owns]  # each tail's width alone
     groups: list[list[int]] = []
     group: list[int] = []
     for k in sorted(range(len(owns)), key=owns.__getitem__):
@@ -120,12 +119,17 @@ def forwards(owns: list[int]) -> list[list[int]]:
     return [*groups, group] if group else groups
 
 
+def _width(tokens: int) -> int:
+    """A forward's width for `tokens` own tokens: rounded up to TAIL_BUCKET."""
+    return -(-tokens // TAIL_BUCKET) * TAIL_BUCKET
+
+
 def _forward(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled]:
     model = llm.model
     head = model.get_output_embeddings()
     device, dtype = head.weight.device, head.weight.dtype
     owns = torch.tensor([len(t.ids) - t.stored for t in tails])
-    width = -(-int(owns.max()) // TAIL_BUCKET) * TAIL_BUCKET
+    width = _width(int(owns.max()))
     ids = torch.full((len(tails), width), llm.tokenizer.pad_token_id, dtype=torch.long)
     for row, tail in enumerate(tails):
         ids[row, : owns[row]] = tail.ids[tail.stored :]

@@ -92,9 +92,9 @@ class PrefixStore:
                 return entry
         return None
 
-    def prefix_of(self, frames: Any) -> torch.Tensor | None:
-        """The ids of a prefix of these frames that an entry holds, if any (on the host)."""
-        return next((held.ids for held in self.held if held is not None and held.frames is frames), None)
+    def holds(self, frames: Any) -> bool:
+        """Whether an entry holds a prefix of these frames (`find` says which, for a prompt's ids)."""
+        return any(held is not None and held.frames is frames for held in self.held)
 
     def can_place(self, frames: Any, prefix_ids: torch.Tensor) -> bool:
         """Whether `place` would give these frames an entry now."""

@@ -14,8 +14,9 @@ placeholder written 2,056 times (0.1 ms from the tokenizer alone). Now:
   values made and `prepared_inputs` builds what the processor would give from them and `prompt_ids`.
   A frames object's pixel values (4.8 MB in float32 for 8 frames at 224 pixels) are dropped with it.
 
-Only Video-LLaVA (its processor's video output is the frames' alone, and its placeholder expands to a
-count the pixels' shape gives); other families keep the processor's one call.
+Only Video-LLaVA (its processor's video output is the frames' alone, and its placeholder expands to
+the video's token count that the budgets use too, backends/context.py); other families keep the
+processor's one call.
 """
 
 from __future__ import annotations
@@ -80,10 +81,7 @@ def prepared_inputs(llm: Any, request: Any) -> BatchFeature | None:
     pixels = llm.pixels.get(request.frames)
     if pixels is None:
         return None
-    processor = llm.processor
-    frames, _, height, width = pixels.shape[1:]
-    per_frame = (height // processor.patch_size) * (width // processor.patch_size)
-    ids = prompt_ids(llm, request.prompt, frames * (per_frame + processor.num_additional_image_tokens))
+    ids = prompt_ids(llm, request.prompt, llm.context_of(request.frames).video_tokens)
     if ids is None:
         return None
     mask = torch.ones_like(ids)
