@@ -1,7 +1,7 @@
 """A request's model inputs without the processor's whole run (backends/prompt_inputs.py): pixel values
 made once per frames object in the callers' threads, the same inputs as the processor's, and through
-the batching backend the continuous decoder's thread no longer runs the processor for them, while
-every answer stays `generate`'s."""
+the batching backend the continuous decoder's thread no longer runs the processor for them, nor
+compiles their grammars, while every answer stays `generate`'s."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.test_static_decode import PROMPTS, clip
 from v2t_foley.foley_core.backends import BackendSpec, GenerationParams, GenerationRequest, load_backend
 from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
 from v2t_foley.foley_core.backends.prompt_inputs import prepared_inputs
+from v2t_foley.foley_core.schema.decoding import SchemaLimits, identify_schema
 from v2t_foley.foley_core.video.reader import Frames
 
 
@@ -116,6 +117,44 @@ def test_the_batching_thread_runs_no_processor_for_prepared_requests(llm, prepar
     in_batching_thread = counting.runs.count("foley-batcher")
     # without preparing, every new video's first question runs it there (and others alone may too)
     assert in_batching_thread == 0 if prepare else in_batching_thread >= 3
+
+
+class CountingCompiler:
+    """The grammar cache's xgrammar compiler, counting its compiles by thread (its own code runs)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.compiles: list[str] = []
+
+    def compile_json_schema(self, *args, **kwargs):
+        self.compiles.append(threading.current_thread().name)
+        return self.inner.compile_json_schema(*args, **kwargs)
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["callers-prepare", "batching-thread-compiles"])
+def test_the_batching_thread_compiles_no_grammar_for_prepared_requests(llm, prepare):
+    """The chain's identify schema holds the clip's duration: clips of new durations bring new grammars,
+    which the callers compile before they queue their requests."""
+    durations = (3.01, 3.02, 3.03) if prepare else (3.04, 3.05, 3.06)  # not compiled by an earlier run
+    limits = SchemaLimits(max_events=2, max_text_chars=12)
+    asked = [
+        GenerationRequest(clip(60 + k), PROMPTS[k], identify_schema(duration, limits))
+        for k, duration in enumerate(durations)
+    ]
+    params = GenerationParams(max_new_tokens=12)
+    llm.use_decoder("continuous")
+    counting = llm.grammars.compiler = CountingCompiler(llm.grammars.compiler)
+    batching = BatchingVideoLLM(llm, max_batch=4, prepare=prepare)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda r: batching.generate([r], params)[0], asked))
+    finally:
+        batching.stop()
+        llm.grammars.compiler = counting.inner
+        llm.use_decoder("generate")
+    assert texts(answers) == texts([llm.generate([r], params)[0] for r in asked])
+    assert len(counting.compiles) == len(durations)  # each new schema once
+    assert counting.compiles.count("foley-batcher") == (0 if prepare else len(durations))
 
 
 def test_sampled_requests_are_not_prepared(llm):

@@ -56,8 +56,8 @@ class BatchingVideoLLM(VideoLLM):
         self.inner = inner
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        # callers make their requests' model inputs that need no model (the video's pixel values) before
-        # they queue them, when the inner model can (`prepare`); False: its thread makes them all
+        # callers make what their requests need that needs no model (grammars, the video's pixel values)
+        # before they queue them, when the inner model can (`prepare`); False: its thread makes it all
         self.prepare = prepare
         self.backend = inner.backend
         self.model_id = inner.model_id
@@ -79,7 +79,7 @@ class BatchingVideoLLM(VideoLLM):
 
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:
         # in the caller's thread, so that the model's thread waits on none of it; greedy requests only:
-        # the continuous decoder encodes them one by one, where sampled ones go to generate's batches
+        # the continuous decoder takes them one by one, where sampled ones go to generate's batches
         prepare = getattr(self.inner, "prepare", None) if self.prepare else None
         if prepare is not None and params.temperature == 0:
             prepare(requests)

@@ -254,12 +254,18 @@ class TransformersVideoLLM(VideoLLM):
         return {i for i in ids if i is not None and i != self.tokenizer.unk_token_id}
 
     def prepare(self, requests: Sequence[GenerationRequest]) -> None:
-        """Make each request's pixel values now, in the calling thread, while the continuous decoder is
-        on (backends/prompt_inputs.py): its thread then only tokenizes the prompt of a request it
-        encodes alone. Callers prepare greedy requests only (backends/batching.py): sampled ones go
-        to `generate`'s batches, which run the processor over all of theirs."""
-        if self.continuous is not None and self.family == "video_llava":
-            for request in requests:
+        """Make now, in the calling thread, what the model's thread would otherwise make while its batch
+        (every live row, on the continuous decoder) waits: each request's grammar (a new schema
+        compiles in 10-20 ms at a 32k vocabulary, bench/grammar_cost.py, and lets other threads run; a
+        clip's duration is in its schemas, so most clips bring new ones) and, for Video-LLaVA on the
+        continuous decoder, its pixel values (backends/prompt_inputs.py: the decoder's thread then only
+        tokenizes the prompt of a request it encodes alone; `generate`'s batches run the processor over
+        all of theirs anyway). Callers prepare greedy requests (backends/batching.py)."""
+        pixels = self.continuous is not None and self.family == "video_llava"
+        for request in requests:
+            if request.json_schema:
+                self.grammars.compile(request.json_schema)
+            if pixels:
                 self.pixels.prepare(request.frames)
 
     def encode(self, requests: Sequence[GenerationRequest], answers: Sequence[str] | None = None) -> dict:
