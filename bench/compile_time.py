@@ -7,6 +7,10 @@ a device call; this measures where that comes from, without a GPU.
 
     python bench/compile_time.py --layers 8                        # inductor, as the decoders compile
     python bench/compile_time.py --layers 32 --backend aot_eager   # dynamo + AOT only, the 7B's depth
+    python bench/compile_time.py --layers 8 --variants store --warm  # and again on the cache it left
+
+`--warm` runs each variant a second time, in another fresh process on the inductor cache the first
+left (what a worker's next process on the same machine finds: inductor's caches live on its disk).
 
 The tiny Video-LLaVA gets `--layers` text layers (compile work grows with layers, not widths). One JSON
 line per variant: first call, second call (other requests: no new graph), graphs, graph breaks, and
@@ -87,6 +91,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=8, help="text layers of the tiny model")
     parser.add_argument("--backend", default="inductor", help="inductor, or aot_eager (no code generation)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--warm", action="store_true", help="each variant again, on the cache it left")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a variant, in this (child) process
     args = parser.parse_args()
     if args.one:
@@ -100,15 +105,15 @@ def main() -> int:
         cache = tempfile.mkdtemp(prefix="compile-time-")  # a cold inductor cache for each variant
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
         command = [sys.executable, __file__, "--one", variant, "--layers", str(args.layers)]
+        command += ["--backend", args.backend]
         try:
-            done = subprocess.run(
-                [*command, "--backend", args.backend], env=env, capture_output=True, text=True, check=False
-            )
+            for state in ("cold", "warm") if args.warm else ("cold",):
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+                line = json.loads(lines[-1]) if lines else {"variant": variant, "error": done.stderr[-400:]}
+                print(json.dumps(line | {"cache": state}), flush=True)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        failed = json.dumps({"variant": variant, "error": done.stderr[-400:]})
-        print(lines[-1] if lines else failed, flush=True)
     return 0
 
 

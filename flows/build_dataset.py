@@ -5,8 +5,9 @@
     prefect deployment run 'build-dataset/nightly' --param manifest=s3://b/m.csv --param store=s3://b/ds
 
 It validates the manifest, drops videos already in the store for the same prompt version and model,
-cuts the rest into shards and runs `process-shard` for each: as a subflow here, or as deployment runs
-of `process-shard/<work_pool>` when a work pool is named, so many GPU machines share one run. Then it
+cuts the rest into shards and runs `process-shard` for each: as a subflow here, or, when a work pool is
+named, as deployment runs of `process-shards/<work_pool>` (`shard_runs` of them, each taking its shards
+in turn in one process, so that the model loads once per run), so many GPU machines share one run. Then it
 refreshes the dataset card and emits `foley.dataset.updated` with the number of new ok rows.
 """
 
@@ -59,10 +60,14 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def check_build_options(*, shard_size: int, limit: int | None, wait_for_store_s: float) -> None:
+def check_build_options(
+    *, shard_size: int, limit: int | None, wait_for_store_s: float, shard_runs: int = 0
+) -> None:
     """The run's own numbers, refused before any work (a shard of no videos would never fill)."""
     if shard_size < 1:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
+    if shard_runs < 0:
+        raise InputError(f"--shard-runs must be 0 (a run per shard) or more, got {shard_runs}")
     if limit is not None and limit < 0:
         raise InputError(f"--limit must be 0 or more, got {limit}")
     if not wait_for_store_s >= 0:
@@ -99,6 +104,7 @@ def build_dataset(
     allow_roots: list[str] | None = None,
     shard_start_timeout_s: float = 3600.0,
     license_id: str | None = None,
+    shard_runs: int = 0,
 ) -> BuildSummary:
     """Build or extend the dataset at `store` from the videos in `manifest`.
 
@@ -106,10 +112,15 @@ def build_dataset(
     waits up to `wait_for_store_s`, then leaves the store alone and says who holds it (the rows stay
     one per key either way: every shard is committed under the store's commit lease). `license_id`:
     the scripts' license for the card (a Hub license id), kept for later runs.
+    `shard_runs`: on a work pool, the process-shards deployment runs the shards are dealt to (each
+    takes its shards in turn in one process: one model load and compile per run, where a run per shard,
+    0, pays both for every shard); the number of GPU workers, or a small multiple of it.
     """
     started = time.perf_counter()
     logger = get_run_logger()
-    check_build_options(shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s)
+    check_build_options(
+        shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s, shard_runs=shard_runs
+    )
     if license_id:
         check_license_id(license_id)
     dataset = DatasetStore(store)
@@ -181,6 +192,7 @@ def build_dataset(
             train_min_new_rows,
             shard_start_timeout_s,
             lease,
+            shard_runs,
         )
     finally:
         lease.release()
@@ -200,6 +212,7 @@ def _build(
     train_min_new_rows: int,
     shard_start_timeout_s: float,
     lease: Lease,
+    shard_runs: int,
 ) -> BuildSummary:
     """The run, holding the store's build lease."""
     logger = get_run_logger()
@@ -245,6 +258,7 @@ def _build(
                 retry_failed,
                 shard_start_timeout_s,
                 lease,
+                shard_runs,
             )
         for index, shard_file in enumerate(shard_files if not work_pool else []):
             lease.check()
@@ -309,6 +323,12 @@ class ShardRunsFailed(FoleyError):
     """Shard runs on a work pool failed, crashed, or never started; the message names them."""
 
 
+def shard_groups(shards: int, runs: int) -> list[list[int]]:
+    """The shard numbers each of `runs` process-shards runs takes (0: a run per shard), dealt in turn."""
+    count = shards if runs == 0 else min(runs, shards)
+    return [list(range(first, shards, count)) for first in range(count)]
+
+
 def _run_on_pool(
     work_pool: str,
     shard_files: list[str],
@@ -319,10 +339,12 @@ def _run_on_pool(
     retry_failed: bool,
     start_timeout_s: float,
     lease: Lease,
+    shard_runs: int,
 ) -> None:
-    """Start one `process-shard/<work_pool>` deployment run per shard and wait for all of them.
+    """Start `process-shards/<work_pool>` deployment runs over the shards (`shard_groups`) and wait for
+    all of them.
 
-    Any shard run that ends other than Completed fails this run, naming the shard; runs that no worker
+    Any run that ends other than Completed fails this run, naming its shards; runs that no worker
     starts within `start_timeout_s` while none of them runs (or ends) are cancelled and fail this run,
     naming the pool.
     """
@@ -334,19 +356,19 @@ def _run_on_pool(
     logger = get_run_logger()
     runs = {
         run_deployment(
-            name=f"process-shard/{work_pool}",
+            name=f"process-shards/{work_pool}",
             parameters={
-                "shard": shard_file,
+                "shards": [shard_files[index] for index in group],
+                "indexes": group,
                 "store": store,
                 "job": job,
                 "run_id": run_id,
-                "index": index,
                 "result_storage_uri": result_storage,
                 "retry_failed": retry_failed,
             },
             timeout=0,
-        ).id: index
-        for index, shard_file in enumerate(shard_files)
+        ).id: group
+        for group in shard_groups(len(shard_files), shard_runs)
     }
     waiting_since = time.monotonic()  # since a shard run of ours last started or ended
     failures: list[str] = []
@@ -359,20 +381,19 @@ def _run_on_pool(
             states = {run: client.read_flow_run(run).state for run in pending}
             if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
                 waiting_since = time.monotonic()  # workers are busy with our shards, not missing
-            for flow_run_id, index in list(pending.items()):
+            for flow_run_id, group in list(pending.items()):
                 state = states[flow_run_id]
                 if state is None:
                     continue
+                named = f"shard {group[0]}" if len(group) == 1 else f"shards {group}"
                 if state.is_final():
                     waiting_since = time.monotonic()
                     del pending[flow_run_id]
                     if not state.is_completed():
-                        failures.append(f"shard {index} ({state.name}: {state.message or 'no message'})")
-                        logger.error(
-                            "shard %d run %s ended %s: %s", index, flow_run_id, state.name, state.message
-                        )
+                        failures.append(f"{named} ({state.name}: {state.message or 'no message'})")
+                        logger.error("%s: run %s ended %s: %s", named, flow_run_id, state.name, state.message)
                     else:
-                        logger.info("shard %d done", index)
+                        logger.info("%s done", named)
                 elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
                     time.monotonic() - waiting_since > start_timeout_s
                 ):
@@ -380,11 +401,11 @@ def _run_on_pool(
                         flow_run_id, Cancelled(message="no worker started it"), force=True
                     )
                     del pending[flow_run_id]
-                    never_started.append(index)
+                    never_started.extend(group)
     problems = []
     if never_started:
         problems.append(
-            f"no worker of work pool {work_pool!r} started shard(s) {never_started} within "
+            f"no worker of work pool {work_pool!r} started shard(s) {sorted(never_started)} within "
             f"{start_timeout_s:.0f} s (start one: prefect worker start --pool {work_pool})"
         )
     if failures:

@@ -7,6 +7,10 @@ key, and a video that fails a step becomes a failed row naming the reason while 
 model is loaded once, inside the worker's GPU slot, before the first model step. The rows are committed
 at the end, under the store's commit lease: a run killed midway leaves no half shard, and a rerun finds
 the finished steps in the step cache.
+
+`process-shards` runs several shards of a build in turn in one process (what a build on a work pool
+starts, `shard_runs` of them): the model is loaded, and its decode step compiled, once for all of them
+rather than once per shard.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
 from v2t_foley.foley_core.chain.graph import ChainContext, Work, chunk_steps, video_steps
 from v2t_foley.foley_core.chain.stepcache import FileStepCache
-from v2t_foley.foley_core.errors import ManifestRowError
+from v2t_foley.foley_core.errors import FoleyError, ManifestRowError
 from v2t_foley.foley_core.manifest import read_entries
 from v2t_foley.foley_core.records import failed_row, ok_row
 from v2t_foley.foley_core.schema.rows import DatasetRow
@@ -190,6 +194,40 @@ def process_shard(
     report("shard", index=index, rows=summary.rows, ok=summary.ok, failed=summary.failed)
     shard_artifacts(summary, run_id)
     return summary
+
+
+class ShardsFailed(FoleyError):
+    """Shards of a process-shards run failed (each after its retry); the message names them."""
+
+
+@flow(name="process-shards")
+def process_shards(
+    shards: list[str],
+    indexes: list[int],
+    store: str,
+    job: ChainJob,
+    run_id: str,
+    result_storage_uri: str | None = None,
+    retry_failed: bool = False,
+) -> list[ShardSummary]:
+    """Run `process-shard` over each shard manifest in `shards` (numbered by `indexes`) in turn, in this
+    process. A shard that fails (after its retry) leaves the others to run; the run then fails naming it.
+
+    On a worker this process holds the GPU slot from start to end: it keeps its model between shards.
+    """
+    logger = get_run_logger()
+    done: list[ShardSummary] = []
+    failed: list[str] = []
+    with gpu_slot(enabled=job.backend.backend == "transformers" and started_by_worker()):
+        for shard, index in zip(shards, indexes, strict=True):
+            try:
+                done.append(process_shard(shard, store, job, run_id, index, result_storage_uri, retry_failed))
+            except Exception as error:
+                logger.error("shard %d failed: %s", index, error)
+                failed.append(f"shard {index}: {error}")
+    if failed:
+        raise ShardsFailed(f"{len(failed)} of {len(shards)} shard(s) failed: " + "; ".join(failed))
+    return done
 
 
 def _load_model(job: ChainJob, ctx: ChainContext, live: list[Work]) -> tuple[ChainJob, ChainContext]:

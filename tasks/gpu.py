@@ -1,7 +1,9 @@
 """The GPU concurrency limit: one model per worker machine at a time.
 
 A process-shard run started by a worker holds one slot of the global concurrency limit `gpu:<worker>`
-while it uses its model, so two flow runs on one GPU worker never run two models at once. The worker is
+while it uses its model, and a process-shards run (several shards in turn) for its whole life, since its
+process keeps the model between shards; so two flow runs on one GPU worker never run two models at
+once. The slot is the process's: a shard inside a process-shards run takes none more. The worker is
 named by `WORKER_ID` (default: the host name); `FOLEY_GPU_SLOTS` sets the limit (default 1) when it is
 created. Inside a process, one batching thread owns the model (foley_core.backends.batching), so a
 local run (one process, no worker) needs no limit and takes none.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -34,16 +37,24 @@ def ensure_limit(name: str, slots: int) -> None:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
 
 
+_holding = threading.Event()  # set while this process holds its slot
+
+
 @contextmanager
 def gpu_slot(enabled: bool = True) -> Iterator[None]:
-    """Hold one slot of this worker's GPU limit (a no-op when `enabled` is False)."""
-    if not enabled:
+    """Hold one slot of this worker's GPU limit (a no-op when `enabled` is False, or when this process
+    holds the slot already: a second slot would wait for the first, held by this same process)."""
+    if not enabled or _holding.is_set():
         yield
         return
     name = gpu_limit_name()
     ensure_limit(name, int(os.environ.get("FOLEY_GPU_SLOTS", "1")))
     with concurrency(name, occupy=1, strict=True):
-        yield
+        _holding.set()
+        try:
+            yield
+        finally:
+            _holding.clear()
 
 
 def started_by_worker() -> bool:

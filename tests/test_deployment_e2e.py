@@ -1,6 +1,6 @@
 """The cluster path, for real: `prefect server start`, a process work pool `gpu`, the deployments of
 deployments/prefect.yaml registered with `prefect deploy`, a worker, and `prefect deployment run`.
-The build-dataset run fans its shards out as process-shard deployment runs on the same pool."""
+The build-dataset run deals its shards to process-shards deployment runs on the same pool."""
 
 from __future__ import annotations
 
@@ -148,7 +148,8 @@ def test_training_labels_follow_the_threshold():
 
 
 def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
-    """build-dataset/nightly run by a worker; its shards run as process-shard/gpu deployment runs."""
+    """build-dataset/nightly run by a worker; its two shards run in one process-shards/gpu deployment
+    run (`shard_runs=1`), each a process-shard subflow run of it."""
     url, env = cluster
     manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
     store = tmp_path / "store"
@@ -175,6 +176,8 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
             "model=tiny-random",
             "--param",
             "shard_size=3",
+            "--param",
+            "shard_runs=1",
         )
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
         run = wait_for_final(url, run_id, timeout=420)
@@ -182,10 +185,16 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
     finally:
         stop(worker)
 
-    build, shard = deployment_id(url, "build-dataset/nightly"), deployment_id(url, "process-shard/gpu")
-    shard_runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shard]}}})
-    assert len(shard_runs) == 2 and all(r["state"]["type"] == "COMPLETED" for r in shard_runs)
-    assert all(r["parameters"]["run_id"] == shard_runs[0]["parameters"]["run_id"] for r in shard_runs)
+    build, shards = deployment_id(url, "build-dataset/nightly"), deployment_id(url, "process-shards/gpu")
+    (lane,) = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shards]}}})
+    assert lane["state"]["type"] == "COMPLETED" and lane["parameters"]["indexes"] == [0, 1]
+    shard_runs = [
+        r
+        for r in api(url, "/flow_runs/filter", {"flow_runs": {"name": {}}})
+        if r["parameters"].get("run_id") == lane["parameters"]["run_id"] and "index" in r["parameters"]
+    ]
+    assert sorted(r["parameters"]["index"] for r in shard_runs) == [0, 1]
+    assert all(r["state"]["type"] == "COMPLETED" and r["parent_task_run_id"] for r in shard_runs)
     assert api(url, f"/flow_runs/{run_id}")["deployment_id"] == build
     events = wait_for_events(url, "foley.dataset.updated", str(store))
     (event,) = events
@@ -210,10 +219,10 @@ def test_deployments_limit_builds_and_trainings_to_one_at_a_time(cluster):
 
 
 def test_shards_no_worker_starts_fail_the_build_naming_the_pool(cluster, tmp_path):
-    """process-shard deployed on a pool no worker serves: the build fails after its start timeout."""
+    """process-shards deployed on a pool no worker serves: the build fails after its start timeout."""
     url, env = cluster
     prefect(env, "work-pool", "create", "idle", "--type", "process")
-    prefect(env, "--no-prompt", "deploy", "flows/process_shard.py:process_shard", "-n", "idle", "-p", "idle")
+    prefect(env, "--no-prompt", "deploy", "flows/process_shard.py:process_shards", "-n", "idle", "-p", "idle")
     manifest, _ = make_manifest_videos(tmp_path / "videos")
     store = tmp_path / "store"
     code = (
@@ -226,7 +235,7 @@ def test_shards_no_worker_starts_fail_the_build_naming_the_pool(cluster, tmp_pat
     )
     assert done.returncode != 0
     assert "no worker of work pool 'idle' started shard(s) [0]" in done.stderr + done.stdout
-    shard = deployment_id(url, "process-shard/idle")
+    shard = deployment_id(url, "process-shards/idle")
     runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shard]}}})
     assert [r["state"]["type"] for r in runs] == ["CANCELLED"]  # it will not run later behind our back
     assert not (store / "_shards").exists() or not list((store / "_shards").iterdir())

@@ -58,8 +58,17 @@ def build_dataset_command(
         typer.Option("--result-storage", help="Where cached chain steps live (default: <store>/_cache)."),
     ] = None,
     work_pool: Annotated[
-        str | None, typer.Option("--work-pool", help="Run shards as deployment runs of process-shard/<pool>.")
+        str | None,
+        typer.Option("--work-pool", help="Run the shards as deployment runs of process-shards/<pool>."),
     ] = None,
+    shard_runs: Annotated[
+        int,
+        typer.Option(
+            "--shard-runs",
+            help="With --work-pool: deal the shards to this many runs, each loading the model once for "
+            "its shards (e.g. the number of GPU workers); 0: a run per shard.",
+        ),
+    ] = 0,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Process videos whose earlier row failed again.")
     ] = False,
@@ -129,6 +138,7 @@ def build_dataset_command(
             decoder=decoder,
             result_storage=result_storage,
             work_pool=work_pool,
+            shard_runs=shard_runs,
             retry_failed=retry_failed,
             timing=timing,
             chunk_seconds=chunk_seconds,
@@ -171,7 +181,10 @@ def check_build_inputs(manifest: str, store: str, **options: object) -> None:
     BackendSpec(**{name: given[name] for name in spec})
     ChainConfig(timing=given["timing"], chunk_seconds=given["chunk_seconds"] or None)
     check_build_options(
-        shard_size=given["shard_size"], limit=given["limit"], wait_for_store_s=given["wait_for_store_s"]
+        shard_size=given["shard_size"],
+        limit=given["limit"],
+        wait_for_store_s=given["wait_for_store_s"],
+        shard_runs=given["shard_runs"],
     )
     if given["license_id"]:
         check_license_id(given["license_id"])
