@@ -25,11 +25,12 @@ from v2t_foley.flows.artifacts import build_artifacts, progress_artifact
 from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from v2t_foley.flows.process_shard import process_shard
 from v2t_foley.flows.progress import report
+from v2t_foley.flows.shard_runs import run_folder, run_on_pool, shard_manifest
 from v2t_foley.foley_core.backends import BackendSpec, frame_policy_for
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL, GenerationParams
 from v2t_foley.foley_core.backends.provenance import revision_key
 from v2t_foley.foley_core.chain import ChainConfig
-from v2t_foley.foley_core.errors import FoleyError, InputError
+from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.card import check_license_id, set_license
@@ -61,13 +62,20 @@ def new_run_id() -> str:
 
 
 def check_build_options(
-    *, shard_size: int, limit: int | None, wait_for_store_s: float, shard_runs: int = 0
+    *,
+    shard_size: int,
+    limit: int | None,
+    wait_for_store_s: float,
+    shard_runs: int = 0,
+    work_pool: str | None = None,
 ) -> None:
     """The run's own numbers, refused before any work (a shard of no videos would never fill)."""
     if shard_size < 1:
         raise InputError(f"--shard-size must be at least 1, got {shard_size}")
     if shard_runs < 0:
         raise InputError(f"--shard-runs must be 0 (a run per shard) or more, got {shard_runs}")
+    if shard_runs and not work_pool:
+        raise InputError("--shard-runs needs --work-pool (a local build runs every shard in this process)")
     if limit is not None and limit < 0:
         raise InputError(f"--limit must be 0 or more, got {limit}")
     if not wait_for_store_s >= 0:
@@ -113,13 +121,18 @@ def build_dataset(
     one per key either way: every shard is committed under the store's commit lease). `license_id`:
     the scripts' license for the card (a Hub license id), kept for later runs.
     `shard_runs`: on a work pool, the process-shards deployment runs the shards are dealt to (each
-    takes its shards in turn in one process: one model load and compile per run, where a run per shard,
-    0, pays both for every shard); the number of GPU workers, or a small multiple of it.
+    takes its shards, then any shard no run has taken, in turn in one process: one model load and
+    compile per run, where a run per shard, 0, pays both for every shard); the number of GPU workers,
+    or a small multiple of it (flows/shard_runs.py).
     """
     started = time.perf_counter()
     logger = get_run_logger()
     check_build_options(
-        shard_size=shard_size, limit=limit, wait_for_store_s=wait_for_store_s, shard_runs=shard_runs
+        shard_size=shard_size,
+        limit=limit,
+        wait_for_store_s=wait_for_store_s,
+        shard_runs=shard_runs,
+        work_pool=work_pool,
     )
     if license_id:
         check_license_id(license_id)
@@ -239,8 +252,7 @@ def _build(
     report("planned", total=len(todo), skipped=skipped)
     # each shard run gets its entries as a small file in the store, not as flow-run parameters
     shard_files = [
-        write_entries(shard, dataset.url(f"_runs/{run_id}/{index:05d}.jsonl"))
-        for index, shard in enumerate(shards)
+        write_entries(shard, shard_manifest(dataset, run_id, index)) for index, shard in enumerate(shards)
     ]
     progress_id = progress_artifact(0, len(shards), f"{len(todo)} videos in {len(shards)} shard(s)")
     computed: dict[str, int] = {}
@@ -248,10 +260,10 @@ def _build(
     step_seconds: dict[str, float] = {}
     try:
         if work_pool and shards:
-            _run_on_pool(
+            run_on_pool(
                 work_pool,
-                shard_files,
-                store,
+                len(shards),
+                dataset,
                 job,
                 run_id,
                 result_storage,
@@ -273,7 +285,7 @@ def _build(
             progress_artifact(index + 1, len(shards), f"shard {index + 1}/{len(shards)} done", progress_id)
     finally:
         if shard_files:
-            dataset.fs.rm(dataset.path(f"_runs/{run_id}"), recursive=True)
+            dataset.fs.rm(dataset.path(run_folder(run_id)), recursive=True)
 
     markers = dataset.markers()
     mine = [m for m in markers if m.run_id == run_id]  # what this run added and the store still shows
@@ -317,98 +329,3 @@ def _build(
     )
     build_artifacts(summary, mine, progress_id)
     return summary
-
-
-class ShardRunsFailed(FoleyError):
-    """Shard runs on a work pool failed, crashed, or never started; the message names them."""
-
-
-def shard_groups(shards: int, runs: int) -> list[list[int]]:
-    """The shard numbers each of `runs` process-shards runs takes (0: a run per shard), dealt in turn."""
-    count = shards if runs == 0 else min(runs, shards)
-    return [list(range(first, shards, count)) for first in range(count)]
-
-
-def _run_on_pool(
-    work_pool: str,
-    shard_files: list[str],
-    store: str,
-    job: ChainJob,
-    run_id: str,
-    result_storage: str | None,
-    retry_failed: bool,
-    start_timeout_s: float,
-    lease: Lease,
-    shard_runs: int,
-) -> None:
-    """Start `process-shards/<work_pool>` deployment runs over the shards (`shard_groups`) and wait for
-    all of them.
-
-    Any run that ends other than Completed fails this run, naming its shards; runs that no worker
-    starts within `start_timeout_s` while none of them runs (or ends) are cancelled and fail this run,
-    naming the pool.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
-    from prefect.states import Cancelled
-
-    logger = get_run_logger()
-    runs = {
-        run_deployment(
-            name=f"process-shards/{work_pool}",
-            parameters={
-                "shards": [shard_files[index] for index in group],
-                "indexes": group,
-                "store": store,
-                "job": job,
-                "run_id": run_id,
-                "result_storage_uri": result_storage,
-                "retry_failed": retry_failed,
-            },
-            timeout=0,
-        ).id: group
-        for group in shard_groups(len(shard_files), shard_runs)
-    }
-    waiting_since = time.monotonic()  # since a shard run of ours last started or ended
-    failures: list[str] = []
-    never_started: list[int] = []
-    pending = dict(runs)
-    with get_client(sync_client=True) as client:
-        while pending:
-            time.sleep(2)
-            lease.check()  # another build took the store over: stop waiting for ours
-            states = {run: client.read_flow_run(run).state for run in pending}
-            if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
-                waiting_since = time.monotonic()  # workers are busy with our shards, not missing
-            for flow_run_id, group in list(pending.items()):
-                state = states[flow_run_id]
-                if state is None:
-                    continue
-                named = f"shard {group[0]}" if len(group) == 1 else f"shards {group}"
-                if state.is_final():
-                    waiting_since = time.monotonic()
-                    del pending[flow_run_id]
-                    if not state.is_completed():
-                        failures.append(f"{named} ({state.name}: {state.message or 'no message'})")
-                        logger.error("%s: run %s ended %s: %s", named, flow_run_id, state.name, state.message)
-                    else:
-                        logger.info("%s done", named)
-                elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
-                    time.monotonic() - waiting_since > start_timeout_s
-                ):
-                    client.set_flow_run_state(
-                        flow_run_id, Cancelled(message="no worker started it"), force=True
-                    )
-                    del pending[flow_run_id]
-                    never_started.extend(group)
-    problems = []
-    if never_started:
-        problems.append(
-            f"no worker of work pool {work_pool!r} started shard(s) {sorted(never_started)} within "
-            f"{start_timeout_s:.0f} s (start one: prefect worker start --pool {work_pool})"
-        )
-    if failures:
-        problems.append("shard run(s) failed: " + "; ".join(failures))
-    if problems:
-        raise ShardRunsFailed(" and ".join(problems))

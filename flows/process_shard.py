@@ -8,9 +8,9 @@ model is loaded once, inside the worker's GPU slot, before the first model step.
 at the end, under the store's commit lease: a run killed midway leaves no half shard, and a rerun finds
 the finished steps in the step cache.
 
-`process-shards` runs several shards of a build in turn in one process (what a build on a work pool
-starts, `shard_runs` of them): the model is loaded, and its decode step compiled, once for all of them
-rather than once per shard.
+`process-shards` runs shards of a build in turn in one process (what a build on a work pool starts,
+`shard_runs` of them, each claiming shards as it goes: flows/shard_runs.py): the model is loaded, and
+its decode step compiled, once for all of them rather than once per shard.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
+from v2t_foley.flows.shard_runs import build_ended, claim, finish, shard_manifest
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
@@ -34,7 +35,7 @@ from v2t_foley.foley_core.records import failed_row, ok_row
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.tasks.chain_tasks import probe_task, step_task
-from v2t_foley.tasks.gpu import gpu_slot, started_by_worker
+from v2t_foley.tasks.gpu import gpu_slot, keep_slot, started_by_worker
 from v2t_foley.tasks.job import ChainJob
 
 
@@ -202,31 +203,52 @@ class ShardsFailed(FoleyError):
 
 @flow(name="process-shards")
 def process_shards(
-    shards: list[str],
-    indexes: list[int],
     store: str,
     job: ChainJob,
     run_id: str,
+    indexes: list[int],
+    shard_count: int = 0,
     result_storage_uri: str | None = None,
     retry_failed: bool = False,
 ) -> list[ShardSummary]:
-    """Run `process-shard` over each shard manifest in `shards` (numbered by `indexes`) in turn, in this
-    process. A shard that fails (after its retry) leaves the others to run; the run then fails naming it.
+    """Run `process-shard` over shards of build `run_id` in turn, in this process: `indexes` first, then,
+    with `shard_count`, any other shard of the build that no run has taken (flows/shard_runs.py).
 
-    On a worker this process holds the GPU slot from start to end: it keeps its model between shards.
+    A shard that fails (after its retry) is marked finished with its error and the run goes on; the run
+    then fails naming it. A shard that makes failed rows and no ok row stops the run from taking more
+    (a broken process, a device error say, would fail every video of every later shard): the other runs
+    take the rest. On a worker the GPU slot taken at the first model step is kept to the end.
     """
     logger = get_run_logger()
+    dataset = DatasetStore(store)
+    mine = set(indexes)
     done: list[ShardSummary] = []
     failed: list[str] = []
-    with gpu_slot(enabled=job.backend.backend == "transformers" and started_by_worker()):
-        for shard, index in zip(shards, indexes, strict=True):
+    with keep_slot():
+        for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
+            if build_ended(dataset, run_id):
+                logger.warning("build %s has ended (its shard files are gone): nothing more to take", run_id)
+                break
+            manifest, shard = shard_manifest(dataset, run_id, index), claim(dataset, run_id, index)
+            if shard is None:  # finished, or another run's
+                continue
             try:
-                done.append(process_shard(shard, store, job, run_id, index, result_storage_uri, retry_failed))
+                summary = process_shard(manifest, store, job, run_id, index, result_storage_uri, retry_failed)
+                finish(dataset, run_id, index)
             except Exception as error:
+                finish(dataset, run_id, index, str(error))
                 logger.error("shard %d failed: %s", index, error)
                 failed.append(f"shard {index}: {error}")
+                continue
+            finally:
+                shard.release()
+            done.append(summary)
+            if summary.failed and not summary.ok:
+                logger.error("shard %d made no ok row: this run takes no more shards", index)
+                break
     if failed:
-        raise ShardsFailed(f"{len(failed)} of {len(shards)} shard(s) failed: " + "; ".join(failed))
+        took = len(failed) + len(done)
+        raise ShardsFailed(f"{len(failed)} of the {took} shard(s) this run took failed: {'; '.join(failed)}")
     return done
 
 

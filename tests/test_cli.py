@@ -142,6 +142,7 @@ def test_build_dataset_with_a_broken_manifest_exits_2(tmp_path: Path):
         (["--shard-size", "0"], "--shard-size must be at least 1"),
         (["--limit", "-1"], "--limit must be 0 or more"),
         (["--shard-runs", "-1"], "--shard-runs must be 0 (a run per shard) or more"),
+        (["--shard-runs", "4"], "--shard-runs needs --work-pool"),
         (["--wait-for-store", "-3"], "--wait-for-store must be 0 or more"),
         (["--device", "gpu0"], "no torch device"),
         (["--timing", "guess"], "timing must be"),

@@ -1,8 +1,9 @@
 """A build on a work pool deals its shards to `shard_runs` process-shards runs, each taking its shards in
-turn in one process: the model is loaded (and on a GPU its decode step compiled) once per run, not once
-per shard; a shard that fails leaves the run's other shards to finish; and the run holds its worker's
-GPU slot once, for all of its shards. (The cluster path itself, a worker and deployment runs, is
-tests/test_deployment_e2e.py.)"""
+turn in one process (flows/shard_runs.py): the model is loaded (and on a GPU its decode step compiled)
+once per run, not once per shard; a run takes the shards no run has taken after its own, and a shard
+another run finished is taken by none; a shard that fails leaves the run's other shards to finish; and
+the run holds its worker's GPU slot once, from its first model step to its end. (The cluster path
+itself, a worker and deployment runs, is tests/test_deployment_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ import threading
 import pytest
 
 from tests.conftest import make_manifest_videos
-from v2t_foley.flows.build_dataset import new_run_id, shard_groups
+from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
+from v2t_foley.flows.shard_runs import shard_groups, shard_manifest, unfinished
 from v2t_foley.foley_core.backends import BackendSpec, load_backend, registry
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.manifest import read_manifest, write_entries
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.tasks.job import ChainJob
+
+JOB = ChainJob(backend=BackendSpec(model="tiny-random", device="cpu"), config=ChainConfig(timing="model"))
 
 
 @pytest.mark.parametrize(("shards", "runs"), [(5, 0), (5, 2), (5, 5), (2, 8), (7, 3), (1, 1)])
@@ -28,40 +32,66 @@ def test_every_shard_goes_to_exactly_one_run(shards, runs):
     assert max(map(len, groups)) - min(map(len, groups)) <= 1  # dealt in turn: no run gets two more
 
 
-def test_a_run_loads_the_model_once_for_its_shards_and_a_failed_shard_leaves_the_others(
-    tmp_path, prefect_harness, monkeypatch
-):
-    """Three shards in one run: the middle one's shard manifest is gone (it fails, after its retry);
-    the two others are committed, with one model load between them."""
+@pytest.fixture
+def build(tmp_path, monkeypatch):
+    """A build's three shards written to a store as build-dataset writes them (one good video each),
+    and the model loads counted (the real loader: a model an earlier test left is released first)."""
     manifest, durations = make_manifest_videos(tmp_path / "videos")
     good = [entry for entry in read_manifest(manifest) if entry.id in durations]
-    files = [
-        write_entries(good[:2], str(tmp_path / "s0.jsonl")),
-        str(tmp_path / "missing.jsonl"),
-        write_entries(good[2:], str(tmp_path / "s2.jsonl")),
-    ]
+    dataset, run_id = DatasetStore(str(tmp_path / "store")), new_run_id()
+    for index, entry in enumerate(good):
+        write_entries([entry], shard_manifest(dataset, run_id, index))
     loads: list[BackendSpec] = []
-    registry.release_shared_model()  # a model an earlier test left would be no load at all
+    registry.release_shared_model()
     monkeypatch.setattr(registry._registry, "_loader", lambda spec: loads.append(spec) or load_backend(spec))
-    store = str(tmp_path / "store")
-    job = ChainJob(backend=BackendSpec(model="tiny-random", device="cpu"), config=ChainConfig(timing="model"))
-    try:
-        with pytest.raises(ShardsFailed, match=r"1 of 3 shard\(s\) failed: shard 1: ") as failed:
-            process_shards(files, [0, 1, 2], store, job, new_run_id())
-    finally:
-        registry.release_shared_model()
-    assert "shard 0" not in str(failed.value) and "shard 2" not in str(failed.value)
-    assert len(loads) == 1
-    rows = DatasetStore(store).read_rows()
-    assert sorted(r["id"] for r in rows if r["status"] == "ok") == sorted(durations)
+    yield dataset, run_id, [entry.id for entry in good], loads
+    registry.release_shared_model()
+
+
+def ok_ids(dataset: DatasetStore) -> list[str]:
+    return sorted(r["id"] for r in dataset.read_rows() if r["status"] == "ok")
+
+
+def test_a_run_loads_the_model_once_and_takes_the_shards_no_run_took(build, prefect_harness):
+    """Two runs, one after the other: the first takes its shard 1, then 0 and 2, which no run has
+    taken; the second, dealt shard 0, finds every shard finished and takes none."""
+    dataset, run_id, ids, loads = build
+    first = process_shards(dataset.uri, JOB, run_id, [1], shard_count=3)
+    assert [summary.index for summary in first] == [1, 0, 2]
+    assert len(loads) == 1 and ok_ids(dataset) == sorted(ids)
+    assert unfinished(dataset, run_id, 3) == []
+    assert process_shards(dataset.uri, JOB, run_id, [0], shard_count=3) == []
+    assert len(loads) == 1 and ok_ids(dataset) == sorted(ids)  # no shard twice
+
+
+def test_a_failed_shard_leaves_the_others_and_is_named(build, prefect_harness):
+    """Shard 1's entries are damaged: it fails (after its retry) and is marked finished with its error;
+    shards 0 and 2 are committed; the run fails naming shard 1 alone."""
+    dataset, run_id, ids, _loads = build
+    with dataset.fs.open(dataset.path(f"_runs/{run_id}/00001.jsonl"), "w") as damaged:
+        damaged.write("{not json\n")
+    with pytest.raises(ShardsFailed, match=r"1 of the 3 shard\(s\) this run took failed: shard 1: ") as error:
+        process_shards(dataset.uri, JOB, run_id, [0, 1, 2])
+    assert "shard 0" not in str(error.value) and "shard 2" not in str(error.value)
+    assert ok_ids(dataset) == sorted([ids[0], ids[2]])
+    assert unfinished(dataset, run_id, 3) == []  # the failed one too: no run takes it again
+
+
+def test_a_run_takes_nothing_once_its_build_has_ended(build, prefect_harness):
+    """build-dataset removes its run folder when it ends (or stops): a run that starts late ends."""
+    dataset, run_id, _ids, loads = build
+    dataset.fs.rm(dataset.path(f"_runs/{run_id}"), recursive=True)
+    assert process_shards(dataset.uri, JOB, run_id, [0], shard_count=3) == []
+    assert loads == []
 
 
 def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
-    """A process-shards run holds its worker's slot; a shard inside it (any thread of the process) goes
-    on without taking a second one, which, with one slot, would wait for the run's own forever."""
+    """While this process holds its worker's slot, a second hold (any thread of the process) goes on
+    without taking a second one, which, with one slot, would wait for the first forever; inside
+    `keep_slot` (a process-shards run) a slot taken stays taken until the block ends."""
     from prefect.client.orchestration import get_client
 
-    from v2t_foley.tasks.gpu import gpu_limit_name, gpu_slot
+    from v2t_foley.tasks.gpu import gpu_limit_name, gpu_slot, keep_slot
 
     monkeypatch.setenv("WORKER_ID", "slot-test")
 
@@ -85,4 +115,11 @@ def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
     assert active() == 0
     with gpu_slot():  # released: the next run on this worker takes it
         assert active() == 1
+    assert active() == 0
+    with keep_slot():  # a process-shards run: kept from its first shard's model steps to its end
+        assert active() == 0  # its first shard's steps before the model run without it
+        for _shard in range(2):
+            with gpu_slot():
+                assert active() == 1
+            assert active() == 1
     assert active() == 0

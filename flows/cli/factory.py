@@ -185,6 +185,7 @@ def check_build_inputs(manifest: str, store: str, **options: object) -> None:
         limit=given["limit"],
         wait_for_store_s=given["wait_for_store_s"],
         shard_runs=given["shard_runs"],
+        work_pool=given["work_pool"],
     )
     if given["license_id"]:
         check_license_id(given["license_id"])

@@ -14,15 +14,20 @@ import torch
 import xgrammar as xgr
 from transformers import LogitsProcessor
 
+GRAMMARS_KEPT = 256  # compiled grammars a model keeps, the most recently used
+
 
 class GrammarCache:
     """Compiles JSON Schemas for one tokenizer, keeping the compiled grammars."""
 
     def __init__(self, tokenizer, vocab_size: int) -> None:
         self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-        self.compiler = xgr.GrammarCompiler(self.info, max_threads=2)
+        # xgrammar's own cache off: it has no bound, and nearly every clip brings new schemas (its
+        # duration is in them) to a process that may serve a whole build; the lru_cache bounds ours
+        # (256 grammars of at most ~0.8 MB at a 32k vocabulary)
+        self.compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
         self.vocab_size = vocab_size
-        self._compile = lru_cache(maxsize=256)(self._compile_uncached)
+        self._compile = lru_cache(maxsize=GRAMMARS_KEPT)(self._compile_uncached)
 
     def _compile_uncached(self, schema_json: str) -> xgr.CompiledGrammar:
         # Compact JSON with no free whitespace: bounded output, fewer tokens.

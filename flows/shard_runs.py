@@ -1,0 +1,166 @@
+"""A build's shards on a work pool: dealt to `shard_runs` process-shards runs, claimed one at a time.
+
+A worker starts each flow run in a new process, which loads the model and compiles its decode step
+(minutes for the 7B on a cold compile cache), so a build deals its shards to a few long runs rather
+than a run per shard. Each run takes its own shards first, then any other shard of the build nobody
+has taken (`shard_count`): a shard is claimed by a lease in the store (`_locks/`), so one run works on
+it at a time, and marked finished in the build's run folder (`_runs/<run>/<n>.done`, its error inside
+when it failed), so no run takes it again. A worker that took two runs, or a slow worker, holds no
+shard hostage: the others take what is left, and a run that finds nothing left ends. When every run
+has ended, the shards without a mark are named: their run crashed, or no worker started it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prefect import get_run_logger
+
+from v2t_foley.foley_core.errors import FoleyError
+from v2t_foley.foley_core.store import DatasetStore
+from v2t_foley.foley_core.store.lease import Lease
+from v2t_foley.tasks.job import ChainJob
+
+
+class ShardRunsFailed(FoleyError):
+    """Shard runs on a work pool failed, crashed, or never started; the message names them."""
+
+
+def shard_groups(shards: int, runs: int) -> list[list[int]]:
+    """The shard numbers each of `runs` runs takes first (0: a run per shard), dealt in turn."""
+    count = shards if runs == 0 else min(runs, shards)
+    return [list(range(first, shards, count)) for first in range(count)]
+
+
+def run_folder(run_id: str) -> str:
+    """The build's folder in its store: the shards' entries and their marks (removed at the end)."""
+    return f"_runs/{run_id}"
+
+
+def shard_manifest(dataset: DatasetStore, run_id: str, index: int) -> str:
+    """The URI of shard `index`'s entries (flow-run parameters stay small)."""
+    return dataset.url(f"{run_folder(run_id)}/{index:05d}.jsonl")
+
+
+def build_ended(dataset: DatasetStore, run_id: str) -> bool:
+    """Whether the build has removed its run folder (it ended, or stopped): no shard is left to take."""
+    return not dataset.fs.exists(dataset.path(run_folder(run_id)))
+
+
+def _mark(dataset: DatasetStore, run_id: str, index: int) -> str:
+    return dataset.path(f"{run_folder(run_id)}/{index:05d}.done")
+
+
+def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
+    """The lease on shard `index` when this run may work on it now: not finished, not held by a live run
+    (None otherwise). Release it when the shard is finished (`finish`) or given up."""
+    if dataset.fs.exists(_mark(dataset, run_id, index)):
+        return None
+    lease = dataset.lease(f"shard-{run_id}-{index:05d}", f"shard {index} of build {run_id}")
+    if not lease.try_acquire():
+        return None
+    if dataset.fs.exists(_mark(dataset, run_id, index)):  # finished between the look and the claim
+        lease.release()
+        return None
+    return lease
+
+
+def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = None) -> None:
+    """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
+    run again."""
+    with dataset.fs.open(_mark(dataset, run_id, index), "w") as handle:
+        handle.write(json.dumps({"error": error}))
+
+
+def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
+    """The shards of the build without a mark."""
+    folder = dataset.path(run_folder(run_id))
+    names = {str(name).rsplit("/", 1)[-1] for name in dataset.fs.ls(folder, detail=False)}
+    return [index for index in range(shards) if f"{index:05d}.done" not in names]
+
+
+def run_on_pool(
+    work_pool: str,
+    shards: int,
+    dataset: DatasetStore,
+    job: ChainJob,
+    run_id: str,
+    result_storage: str | None,
+    retry_failed: bool,
+    start_timeout_s: float,
+    lease: Lease,
+    shard_runs: int,
+) -> None:
+    """Start `process-shards/<work_pool>` deployment runs over the build's `shards` (written to their
+    `shard_manifest`s) and wait for all of them. With `shard_runs` 0 each run takes its one shard only.
+
+    A run that ends other than Completed fails this build with its message; runs that no worker starts
+    within `start_timeout_s` while none of them runs (or ends) are cancelled; then every shard without
+    its mark is named, with the pool when runs never started.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled
+
+    logger = get_run_logger()
+    runs = {
+        run_deployment(
+            name=f"process-shards/{work_pool}",
+            parameters={
+                "store": dataset.uri,
+                "job": job,
+                "run_id": run_id,
+                "indexes": group,
+                "shard_count": shards if shard_runs else 0,
+                "result_storage_uri": result_storage,
+                "retry_failed": retry_failed,
+            },
+            timeout=0,
+        ).id: group
+        for group in shard_groups(shards, shard_runs)
+    }
+    waiting_since = time.monotonic()  # since a run of ours last started or ended
+    failures: list[str] = []
+    never_started = 0
+    pending = dict(runs)
+    with get_client(sync_client=True) as client:
+        while pending:
+            time.sleep(2)
+            lease.check()  # another build took the store over: stop waiting for ours
+            states = {run: client.read_flow_run(run).state for run in pending}
+            if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
+                waiting_since = time.monotonic()  # workers are busy with our runs, not missing
+            for flow_run_id, group in list(pending.items()):
+                state = states[flow_run_id]
+                if state is None:
+                    continue
+                if state.is_final():
+                    waiting_since = time.monotonic()
+                    del pending[flow_run_id]
+                    if not state.is_completed():
+                        message = state.message or "no message"
+                        failures.append(f"run of shards {group} first ({state.name}: {message})")
+                        logger.error("run %s of shards %s: %s, %s", flow_run_id, group, state.name, message)
+                elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
+                    time.monotonic() - waiting_since > start_timeout_s
+                ):
+                    client.set_flow_run_state(
+                        flow_run_id, Cancelled(message="no worker started it"), force=True
+                    )
+                    del pending[flow_run_id]
+                    never_started += 1
+    left = unfinished(dataset, run_id, shards)
+    problems = []
+    if failures:
+        problems.append("shard run(s) failed: " + "; ".join(failures))
+    if left and never_started:
+        problems.append(
+            f"no worker of work pool {work_pool!r} started shard(s) {left} within "
+            f"{start_timeout_s:.0f} s (start one: prefect worker start --pool {work_pool})"
+        )
+    elif left:
+        problems.append(f"shard(s) {left} were not finished (their run crashed or stopped; rerun the build)")
+    if problems:
+        raise ShardRunsFailed(" and ".join(problems))
