@@ -10,7 +10,8 @@ model's corpus) and padded to Video-LLaVA's 32,064 logits: a vocabulary of the r
 one. One JSON line per figure:
 - compile: each chain schema (`schema/decoding.py`, default limits) compiled cold, at `--durations`
   clip durations (a clip's duration is in its identify, synthesize and simple schemas, so real clips
-  bring new ones), median and largest ms; and how much of its free rate a Python thread kept while a
+  bring new ones), median and largest ms, and the compiled grammar's memory; and how much of its
+  free rate a Python thread kept while a
   one-thread compiler ran beside it (whether a compile in a caller's thread stalls the decoder's);
 - step: `--rows` rows answering the three per-clip steps in turn (valid answers of realistic length),
   each step's `batch_fill_next_token_bitmask` and `batch_accept_token`, as the continuous decoder
@@ -147,17 +148,20 @@ def main() -> None:
 
     durations = [9.5 + 0.07 * k for k in range(args.durations)]  # new clips, new bounds: cold compiles
     timings: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}  # a compiled grammar's memory: what a process keeps per grammar
     for duration in durations:
         for name, schema in schemas(duration).items():
             if name in timings and name in ("describe", "reason"):
                 continue  # no duration in them: compiled once
             began = time.perf_counter()
-            compile_schema(schema)
+            sizes[name] = compile_schema(schema).memory_size_bytes
             timings.setdefault(name, []).append(time.perf_counter() - began)
     for name, seconds in timings.items():
-        median, largest = statistics.median(seconds), max(seconds)
         line = {"figure": "compile", "schema": name, "compiles": len(seconds)}
-        print(json.dumps(line | {"median_ms": round(median * 1e3, 1), "max_ms": round(largest * 1e3, 1)}))
+        line["median_ms"] = round(statistics.median(seconds) * 1e3, 1)
+        line["max_ms"] = round(max(seconds) * 1e3, 1)
+        line["mb"] = round(sizes[name] / 1e6, 2)
+        print(json.dumps(line))
     # A compile on one thread of its own beside a Python thread: on two cores neither waits for a core,
     # so the Python thread keeps its rate unless the compile holds the GIL.
     single = xgr.GrammarCompiler(info, max_threads=1)

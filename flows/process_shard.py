@@ -35,7 +35,7 @@ from v2t_foley.foley_core.records import failed_row, ok_row
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.tasks.chain_tasks import probe_task, step_task
-from v2t_foley.tasks.gpu import gpu_slot, keep_slot, started_by_worker
+from v2t_foley.tasks.gpu import gpu_slot, started_by_worker
 from v2t_foley.tasks.job import ChainJob
 
 
@@ -51,6 +51,10 @@ class ShardSummary:
     # step -> wall time of its task runs: where a shard's time goes (the steps run one after another)
     step_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time
+    model_ok: int = 0  # videos (or chunks) that came through the model's steps
+    model_failed: int = (
+        0  # videos (or chunks) that reached the model's steps and failed in them (its load too)
+    )
 
 
 def chain_context(job: ChainJob) -> ChainContext:
@@ -152,6 +156,7 @@ def process_shard(
         for step in steps[first_model:]:
             if step.uses_model:
                 run(step.name, chunks)
+    model_failed = sum(1 for work in live if work.error is not None)
     for step in steps[first_model:]:
         if not step.uses_model:
             run(step.name, chunks)
@@ -178,6 +183,8 @@ def process_shard(
         cached={k: v for k, v in cached.items() if v},
         step_seconds={k: round(v, 3) for k, v in step_seconds.items()},
         seconds=round(time.perf_counter() - started, 3),
+        model_ok=len(live) - model_failed,
+        model_failed=model_failed,
     )
     logger.info(
         "shard %d: %d rows (%d ok, %d failed), %d already in the store; computed %s, cached %s; %.1f s"
@@ -215,36 +222,44 @@ def process_shards(
     with `shard_count`, any other shard of the build that no run has taken (flows/shard_runs.py).
 
     A shard that fails (after its retry) is marked finished with its error and the run goes on; the run
-    then fails naming it. A shard that makes failed rows and no ok row stops the run from taking more
-    (a broken process, a device error say, would fail every video of every later shard): the other runs
-    take the rest. On a worker the GPU slot taken at the first model step is kept to the end.
+    then fails naming it. A shard whose videos all failed in the model's steps stops the run from taking
+    more (a broken process, a device error say, would fail every video of every later shard): the other
+    runs take the rest. On a worker, a run that takes other runs' shards holds the GPU slot from its
+    start, before it claims one: waiting for the slot with a shard claimed would hold that shard back.
     """
     logger = get_run_logger()
     dataset = DatasetStore(store)
     mine = set(indexes)
     done: list[ShardSummary] = []
     failed: list[str] = []
-    with keep_slot():
+    on_gpu = job.backend.backend == "transformers" and started_by_worker()
+    with gpu_slot(enabled=on_gpu and shard_count > 0):
         for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
-            if build_ended(dataset, run_id):
+            if build_ended(dataset, run_id, index):
                 logger.warning("build %s has ended (its shard files are gone): nothing more to take", run_id)
                 break
-            manifest, shard = shard_manifest(dataset, run_id, index), claim(dataset, run_id, index)
+            shard = claim(dataset, run_id, index)
             if shard is None:  # finished, or another run's
                 continue
+            manifest = shard_manifest(dataset, run_id, index)
             try:
-                summary = process_shard(manifest, store, job, run_id, index, result_storage_uri, retry_failed)
+                try:
+                    summary = process_shard(
+                        manifest, store, job, run_id, index, result_storage_uri, retry_failed
+                    )
+                except Exception as error:
+                    logger.error("shard %d failed: %s", index, error)
+                    failed.append(f"shard {index}: {error}")
+                    finish(dataset, run_id, index, str(error))
+                    continue
                 finish(dataset, run_id, index)
-            except Exception as error:
-                finish(dataset, run_id, index, str(error))
-                logger.error("shard %d failed: %s", index, error)
-                failed.append(f"shard {index}: {error}")
-                continue
             finally:
                 shard.release()
             done.append(summary)
-            if summary.failed and not summary.ok:
-                logger.error("shard %d made no ok row: this run takes no more shards", index)
+            if summary.model_failed and not summary.model_ok:
+                logger.error(
+                    "shard %d: every video failed in the model's steps; this run takes no more", index
+                )
                 break
     if failed:
         took = len(failed) + len(done)

@@ -3,11 +3,12 @@
 A worker starts each flow run in a new process, which loads the model and compiles its decode step
 (minutes for the 7B on a cold compile cache), so a build deals its shards to a few long runs rather
 than a run per shard. Each run takes its own shards first, then any other shard of the build nobody
-has taken (`shard_count`): a shard is claimed by a lease in the store (`_locks/`), so one run works on
-it at a time, and marked finished in the build's run folder (`_runs/<run>/<n>.done`, its error inside
-when it failed), so no run takes it again. A worker that took two runs, or a slow worker, holds no
-shard hostage: the others take what is left, and a run that finds nothing left ends. When every run
-has ended, the shards without a mark are named: their run crashed, or no worker started it.
+has taken (`shard_count`): a shard is claimed by a lease in the build's run folder (`_runs/<run>/`,
+beside the shards' entries), so one run works on it at a time, and marked finished there
+(`<n>.done`, its error inside when it failed), so no run takes it again; the build removes the folder
+when it ends. A slow worker holds no shard back: the others take what is left, and a run that finds
+nothing left ends; once every shard is marked, runs no worker has started yet are cancelled. When
+every run has ended, the shards without a mark are named: their run crashed, or no worker started it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def shard_groups(shards: int, runs: int) -> list[list[int]]:
 
 
 def run_folder(run_id: str) -> str:
-    """The build's folder in its store: the shards' entries and their marks (removed at the end)."""
+    """The build's folder in its store: the shards' entries, leases and marks (removed at the end)."""
     return f"_runs/{run_id}"
 
 
@@ -43,9 +44,10 @@ def shard_manifest(dataset: DatasetStore, run_id: str, index: int) -> str:
     return dataset.url(f"{run_folder(run_id)}/{index:05d}.jsonl")
 
 
-def build_ended(dataset: DatasetStore, run_id: str) -> bool:
-    """Whether the build has removed its run folder (it ended, or stopped): no shard is left to take."""
-    return not dataset.fs.exists(dataset.path(run_folder(run_id)))
+def build_ended(dataset: DatasetStore, run_id: str, index: int) -> bool:
+    """Whether the build has removed shard `index`'s entries (it ended, or stopped): nothing to take.
+    (The entries, not the folder: on S3 a mark written late would make the folder seem to exist.)"""
+    return not dataset.fs.exists(dataset.path(f"{run_folder(run_id)}/{index:05d}.jsonl"))
 
 
 def _mark(dataset: DatasetStore, run_id: str, index: int) -> str:
@@ -57,7 +59,8 @@ def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
     (None otherwise). Release it when the shard is finished (`finish`) or given up."""
     if dataset.fs.exists(_mark(dataset, run_id, index)):
         return None
-    lease = dataset.lease(f"shard-{run_id}-{index:05d}", f"shard {index} of build {run_id}")
+    path = dataset.path(f"{run_folder(run_id)}/{index:05d}.lease.json")
+    lease = Lease(dataset.fs, path, f"shard {index} of build {run_id}")
     if not lease.try_acquire():
         return None
     if dataset.fs.exists(_mark(dataset, run_id, index)):  # finished between the look and the claim
@@ -68,9 +71,10 @@ def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
 
 def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = None) -> None:
     """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
-    run again."""
-    with dataset.fs.open(_mark(dataset, run_id, index), "w") as handle:
-        handle.write(json.dumps({"error": error}))
+    run again. Nothing is written once the build has ended (its folder is gone)."""
+    if not build_ended(dataset, run_id, index):
+        with dataset.fs.open(_mark(dataset, run_id, index), "w") as handle:
+            handle.write(json.dumps({"error": error}))
 
 
 def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
@@ -134,14 +138,16 @@ def run_on_pool(
                 waiting_since = time.monotonic()  # workers are busy with our runs, not missing
             for flow_run_id, group in list(pending.items()):
                 state = states[flow_run_id]
-                if state is None:
+                if state is None or flow_run_id not in pending:  # not read yet, or cancelled just now
                     continue
                 if state.is_final():
                     waiting_since = time.monotonic()
                     del pending[flow_run_id]
+                    if state.is_completed() and shard_runs and not unfinished(dataset, run_id, shards):
+                        _cancel_unstarted(client, pending, states, "every shard was finished")
                     if not state.is_completed():
                         message = state.message or "no message"
-                        failures.append(f"run of shards {group} first ({state.name}: {message})")
+                        failures.append(f"run dealt shards {group} ({state.name}: {message})")
                         logger.error("run %s of shards %s: %s, %s", flow_run_id, group, state.name, message)
                 elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
                     time.monotonic() - waiting_since > start_timeout_s
@@ -164,3 +170,15 @@ def run_on_pool(
         problems.append(f"shard(s) {left} were not finished (their run crashed or stopped; rerun the build)")
     if problems:
         raise ShardRunsFailed(" and ".join(problems))
+
+
+def _cancel_unstarted(client, pending: dict, states: dict, why: str) -> None:
+    """Cancel the runs in `pending` no worker has started (they would find nothing to take)."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    for flow_run_id in list(pending):
+        state = states.get(flow_run_id)
+        if state is None or state.type in (StateType.SCHEDULED, StateType.PENDING):
+            client.set_flow_run_state(flow_run_id, Cancelled(message=why), force=True)
+            del pending[flow_run_id]

@@ -2,11 +2,11 @@
 
 A process-shard run started by a worker holds one slot of the global concurrency limit `gpu:<worker>`
 while it uses its model, so two flow runs on one GPU worker never run two models at once. A
-process-shards run (several shards in turn, `keep_slot`) keeps the slot from its first model step to
-its end, since its process keeps the model between shards; a shard inside it takes none more (the slot
-is the process's). The worker is named by `WORKER_ID` (default: the host name); `FOLEY_GPU_SLOTS` sets
-the limit (default 1) when it is created. Inside a process, one batching thread owns the model
-(foley_core.backends.batching), so a local run (one process, no worker) needs no limit and takes none.
+process-shards run that takes other runs' shards holds it from its start to its end (its process keeps
+the model between shards); a shard inside it takes none more: the slot is the process's. The worker is
+named by `WORKER_ID` (default: the host name); `FOLEY_GPU_SLOTS` sets the limit (default 1) when it is
+created. Inside a process, one batching thread owns the model (foley_core.backends.batching), so a
+local run (one process, no worker) needs no limit and takes none.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -38,20 +38,6 @@ def ensure_limit(name: str, slots: int) -> None:
 
 
 _holding = threading.Event()  # set while this process holds its slot
-_keeping: ExitStack | None = None  # inside `keep_slot`: where a slot taken is kept until its end
-
-
-@contextmanager
-def keep_slot() -> Iterator[None]:
-    """A slot this process takes inside the block is kept until the block ends, not released when its
-    `gpu_slot` ends: a process-shards run keeps its model between shards, and the slot with it."""
-    global _keeping
-    with ExitStack() as kept:
-        _keeping = kept
-        try:
-            yield
-        finally:
-            _keeping = None
 
 
 @contextmanager
@@ -63,14 +49,7 @@ def gpu_slot(enabled: bool = True) -> Iterator[None]:
         return
     name = gpu_limit_name()
     ensure_limit(name, int(os.environ.get("FOLEY_GPU_SLOTS", "1")))
-    held = concurrency(name, occupy=1, strict=True)
-    if _keeping is not None:
-        _keeping.enter_context(held)
-        _keeping.callback(_holding.clear)  # first at the block's end, before the slot goes
-        _holding.set()
-        yield
-        return
-    with held:
+    with concurrency(name, occupy=1, strict=True):
         _holding.set()
         try:
             yield

@@ -14,8 +14,11 @@ from v2t_foley.foley_core.schema.decoding import SchemaLimits, identify_schema
 def test_a_long_lived_model_keeps_a_bounded_number_of_grammars():
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     grammars = GrammarCache(tokenizer, vocab_size=len(tokenizer))
-    limits = SchemaLimits(max_events=1, max_text_chars=4)
-    schemas = [identify_schema(1 + k / 100, limits) for k in range(GRAMMARS_KEPT + 20)]  # 20 clips too many
+    # one schema per clip, each a new grammar (the clips' bounds differ): 20 more than are kept
+    schemas = [
+        identify_schema(1.0, SchemaLimits(max_events=1, max_text_chars=4 + k))
+        for k in range(GRAMMARS_KEPT + 20)
+    ]
     compiled = [grammars.compile(schema) for schema in schemas]
     assert grammars._compile.cache_info().currsize == GRAMMARS_KEPT
     assert grammars.compiler.get_cache_size_bytes() == 0

@@ -2,7 +2,7 @@
 turn in one process (flows/shard_runs.py): the model is loaded (and on a GPU its decode step compiled)
 once per run, not once per shard; a run takes the shards no run has taken after its own, and a shard
 another run finished is taken by none; a shard that fails leaves the run's other shards to finish; and
-the run holds its worker's GPU slot once, from its first model step to its end. (The cluster path
+the run holds its worker's GPU slot once. (The cluster path
 itself, a worker and deployment runs, is tests/test_deployment_e2e.py.)"""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from tests.conftest import make_manifest_videos
 from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
-from v2t_foley.flows.shard_runs import shard_groups, shard_manifest, unfinished
+from v2t_foley.flows.shard_runs import claim, finish, shard_groups, shard_manifest, unfinished
 from v2t_foley.foley_core.backends import BackendSpec, load_backend, registry
 from v2t_foley.foley_core.chain import ChainConfig
-from v2t_foley.foley_core.manifest import read_manifest, write_entries
+from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.tasks.job import ChainJob
 
@@ -85,13 +85,61 @@ def test_a_run_takes_nothing_once_its_build_has_ended(build, prefect_harness):
     assert loads == []
 
 
+def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness):
+    dataset, run_id, ids, _loads = build
+    held = claim(dataset, run_id, 1)  # another run's, working on it
+    try:
+        done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+    finally:
+        held.release()
+    assert [summary.index for summary in done] == [0, 2]
+    assert ok_ids(dataset) == sorted([ids[0], ids[2]]) and unfinished(dataset, run_id, 3) == [1]
+
+
+def test_a_shard_whose_videos_all_fail_in_the_model_stops_the_run(build, prefect_harness, monkeypatch):
+    """The model cannot load (a stand-in for a broken device, which nothing here can produce: the
+    loader raises): shard 0's video fails in the model's steps, and the run takes no more shards."""
+    dataset, run_id, _ids, _loads = build
+
+    def broken(spec):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(registry._registry, "_loader", broken)
+    done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+    assert [(s.index, s.model_ok, s.model_failed) for s in done] == [(0, 0, 1)]
+    assert unfinished(dataset, run_id, 3) == [1, 2]  # left to the other runs
+
+
+def test_a_shard_of_unreadable_videos_does_not_stop_the_run(build, prefect_harness, bad_videos):
+    """Its videos fail before the model (bad input, not a broken process): the run goes on."""
+    dataset, run_id, ids, _loads = build
+    bad = ManifestEntry(id="bad-empty", video=str(bad_videos["empty"]))
+    write_entries([bad], shard_manifest(dataset, run_id, 0))
+    done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+    assert [(s.index, s.ok, s.failed, s.model_failed) for s in done] == [
+        (0, 0, 1, 0),
+        (1, 1, 0, 0),
+        (2, 1, 0, 0),
+    ]
+    assert ok_ids(dataset) == sorted(ids[1:])
+
+
+def test_a_mark_is_not_written_once_the_build_has_ended(build):
+    """On S3 a late mark would make the removed run folder seem to exist again."""
+    dataset, run_id, _ids, _loads = build
+    folder = dataset.path(f"_runs/{run_id}")
+    dataset.fs.rm(folder, recursive=True)
+    finish(dataset, run_id, 0)
+    assert not dataset.fs.exists(folder)
+
+
 def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
-    """While this process holds its worker's slot, a second hold (any thread of the process) goes on
-    without taking a second one, which, with one slot, would wait for the first forever; inside
-    `keep_slot` (a process-shards run) a slot taken stays taken until the block ends."""
+    """While this process holds its worker's slot (a process-shards run), a second hold (a shard inside
+    it, or any thread of the process) goes on without taking a second one, which, with one slot, would
+    wait for the first forever."""
     from prefect.client.orchestration import get_client
 
-    from v2t_foley.tasks.gpu import gpu_limit_name, gpu_slot, keep_slot
+    from v2t_foley.tasks.gpu import gpu_limit_name, gpu_slot
 
     monkeypatch.setenv("WORKER_ID", "slot-test")
 
@@ -115,11 +163,4 @@ def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
     assert active() == 0
     with gpu_slot():  # released: the next run on this worker takes it
         assert active() == 1
-    assert active() == 0
-    with keep_slot():  # a process-shards run: kept from its first shard's model steps to its end
-        assert active() == 0  # its first shard's steps before the model run without it
-        for _shard in range(2):
-            with gpu_slot():
-                assert active() == 1
-            assert active() == 1
     assert active() == 0

@@ -24,7 +24,7 @@ class GrammarCache:
         self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
         # xgrammar's own cache off: it has no bound, and nearly every clip brings new schemas (its
         # duration is in them) to a process that may serve a whole build; the lru_cache bounds ours
-        # (256 grammars of at most ~0.8 MB at a 32k vocabulary)
+        # (256 grammars of 0.3-0.8 MB each at a 32k vocabulary: bench/grammar_cost.py)
         self.compiler = xgr.GrammarCompiler(self.info, max_threads=2, cache_enabled=False)
         self.vocab_size = vocab_size
         self._compile = lru_cache(maxsize=GRAMMARS_KEPT)(self._compile_uncached)

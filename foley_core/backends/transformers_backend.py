@@ -256,7 +256,7 @@ class TransformersVideoLLM(VideoLLM):
     def prepare(self, requests: Sequence[GenerationRequest]) -> None:
         """Make now, in the calling thread, what the model's thread would otherwise make while its batch
         (every live row, on the continuous decoder) waits: each request's grammar (a new schema
-        compiles in 10-20 ms at a 32k vocabulary, bench/grammar_cost.py, and lets other threads run; a
+        compiles in 7-18 ms at a 32k vocabulary, bench/grammar_cost.py, and lets other threads run; a
         clip's duration is in its schemas, so most clips bring new ones) and, for Video-LLaVA on the
         continuous decoder, its pixel values (backends/prompt_inputs.py: the decoder's thread then only
         tokenizes the prompt of a request it encodes alone; `generate`'s batches run the processor over
