@@ -81,19 +81,40 @@ def test_only_the_continuous_decoder_has_its_requests_prepared(llm):
     assert len(llm.pixels) == before
 
 
-class CountingProcessor:
-    """The model's processor, counting its runs by thread (a proxy: the processor's own code runs)."""
+class CallsByThread:
+    """`inner` with the threads that call its `method` recorded (its own code runs): the processor
+    (`__call__`), the grammar compiler (`compile_json_schema`)."""
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.runs: list[str] = []
+    def __init__(self, inner, method: str) -> None:
+        self.inner, self.method = inner, method
+        self.threads: list[str] = []
+
+    def _recorded(self, function):
+        def call(*args, **kwargs):
+            self.threads.append(threading.current_thread().name)
+            return function(*args, **kwargs)
+
+        return call
 
     def __call__(self, *args, **kwargs):
-        self.runs.append(threading.current_thread().name)
-        return self.inner(*args, **kwargs)
+        return self._recorded(self.inner)(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        return getattr(self.inner, name)
+        found = getattr(self.inner, name)
+        return self._recorded(found) if name == self.method else found
+
+
+def through_batching(llm, asked: list[GenerationRequest], params: GenerationParams, prepare: bool) -> list:
+    """`asked`, each from a caller thread of its own, through the batching backend (whose thread is
+    `foley-batcher`) on the continuous decoder."""
+    llm.use_decoder("continuous")
+    batching = BatchingVideoLLM(llm, max_batch=4, prepare=prepare)
+    try:
+        with ThreadPoolExecutor(len(asked)) as pool:
+            return list(pool.map(lambda r: batching.generate([r], params)[0], asked))
+    finally:
+        batching.stop()
+        llm.use_decoder("generate")
 
 
 @pytest.mark.parametrize("prepare", [True, False], ids=["callers-prepare", "batching-thread-processes"])
@@ -103,32 +124,15 @@ def test_the_batching_thread_runs_no_processor_for_prepared_requests(llm, prepar
     asked = [GenerationRequest(videos[k % 3], PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(6)]
     params = GenerationParams(max_new_tokens=10)
     alone = [llm.generate([r], params)[0] for r in asked]
-    llm.use_decoder("continuous")
-    counting = llm.processor = CountingProcessor(llm.processor)
-    batching = BatchingVideoLLM(llm, max_batch=4, prepare=prepare)
+    counting = llm.processor = CallsByThread(llm.processor, "__call__")
     try:
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda r: batching.generate([r], params)[0], asked))
+        answers = through_batching(llm, asked, params, prepare)
     finally:
-        batching.stop()
         llm.processor = counting.inner
-        llm.use_decoder("generate")
     assert texts(answers) == texts(alone)
-    in_batching_thread = counting.runs.count("foley-batcher")
+    in_batching_thread = counting.threads.count("foley-batcher")
     # without preparing, every new video's first question runs it there (and others alone may too)
     assert in_batching_thread == 0 if prepare else in_batching_thread >= 3
-
-
-class CountingCompiler:
-    """The grammar cache's xgrammar compiler, counting its compiles by thread (its own code runs)."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.compiles: list[str] = []
-
-    def compile_json_schema(self, *args, **kwargs):
-        self.compiles.append(threading.current_thread().name)
-        return self.inner.compile_json_schema(*args, **kwargs)
 
 
 @pytest.mark.parametrize("prepare", [True, False], ids=["callers-prepare", "batching-thread-compiles"])
@@ -142,19 +146,14 @@ def test_the_batching_thread_compiles_no_grammar_for_prepared_requests(llm, prep
         for k, duration in enumerate(durations)
     ]
     params = GenerationParams(max_new_tokens=12)
-    llm.use_decoder("continuous")
-    counting = llm.grammars.compiler = CountingCompiler(llm.grammars.compiler)
-    batching = BatchingVideoLLM(llm, max_batch=4, prepare=prepare)
+    counting = llm.grammars.compiler = CallsByThread(llm.grammars.compiler, "compile_json_schema")
     try:
-        with ThreadPoolExecutor(3) as pool:
-            answers = list(pool.map(lambda r: batching.generate([r], params)[0], asked))
+        answers = through_batching(llm, asked, params, prepare)
     finally:
-        batching.stop()
         llm.grammars.compiler = counting.inner
-        llm.use_decoder("generate")
     assert texts(answers) == texts([llm.generate([r], params)[0] for r in asked])
-    assert len(counting.compiles) == len(durations)  # each new schema once
-    assert counting.compiles.count("foley-batcher") == (0 if prepare else len(durations))
+    assert len(counting.threads) == len(durations)  # each new schema once
+    assert counting.threads.count("foley-batcher") == (0 if prepare else len(durations))
 
 
 def test_sampled_requests_are_not_prepared(llm):
