@@ -23,7 +23,7 @@ from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
-from v2t_foley.flows.shard_runs import build_ended, claim, finish, shard_manifest
+from v2t_foley.flows.shard_runs import build_ended, claim, finish, marked, shard_manifest
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
@@ -233,11 +233,17 @@ def process_shards(
     done: list[ShardSummary] = []
     failed: list[str] = []
     on_gpu = job.backend.backend == "transformers" and started_by_worker()
+    seen: set[int] | None = None  # the shards marked at the last listing
     with gpu_slot(enabled=on_gpu and shard_count > 0):
         for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
+            if index not in mine:  # another run's: skip those a listing shows finished, unlooked at
+                seen = marked(dataset, run_id) if seen is None else seen
+                if index in seen:
+                    continue
             if build_ended(dataset, run_id, index):
                 logger.warning("build %s has ended (its shard files are gone): nothing more to take", run_id)
                 break
+            seen = None  # a claim, and a shard, take time: list again before the next of the others'
             shard = claim(dataset, run_id, index)
             if shard is None:  # finished, or another run's
                 continue

@@ -44,9 +44,16 @@ def shard_manifest(dataset: DatasetStore, run_id: str, index: int) -> str:
     return dataset.url(f"{run_folder(run_id)}/{index:05d}.jsonl")
 
 
+def _fresh(dataset: DatasetStore, run_id: str) -> None:
+    """Forget what the filesystem cached of the build's folder: other runs write marks into it (s3fs
+    answers `exists` from its listings cache)."""
+    dataset.fs.invalidate_cache(dataset.path(run_folder(run_id)))
+
+
 def build_ended(dataset: DatasetStore, run_id: str, index: int) -> bool:
     """Whether the build has removed shard `index`'s entries (it ended, or stopped): nothing to take.
     (The entries, not the folder: on S3 a mark written late would make the folder seem to exist.)"""
+    _fresh(dataset, run_id)
     return not dataset.fs.exists(dataset.path(f"{run_folder(run_id)}/{index:05d}.jsonl"))
 
 
@@ -57,12 +64,14 @@ def _mark(dataset: DatasetStore, run_id: str, index: int) -> str:
 def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
     """The lease on shard `index` when this run may work on it now: not finished, not held by a live run
     (None otherwise). Release it when the shard is finished (`finish`) or given up."""
+    _fresh(dataset, run_id)
     if dataset.fs.exists(_mark(dataset, run_id, index)):
         return None
     path = dataset.path(f"{run_folder(run_id)}/{index:05d}.lease.json")
     lease = Lease(dataset.fs, path, f"shard {index} of build {run_id}")
     if not lease.try_acquire():
         return None
+    _fresh(dataset, run_id)
     if dataset.fs.exists(_mark(dataset, run_id, index)):  # finished between the look and the claim
         lease.release()
         return None
@@ -77,11 +86,21 @@ def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = N
             handle.write(json.dumps({"error": error}))
 
 
+def marked(dataset: DatasetStore, run_id: str) -> set[int]:
+    """The shards of the build with a mark, from one listing of its folder (a few requests on S3 for
+    thousands of shards, where a look at each shard is one); none once the build ended."""
+    try:
+        listed = dataset.fs.ls(dataset.path(run_folder(run_id)), detail=False, refresh=True)
+    except FileNotFoundError:
+        return set()
+    names = (str(name).rsplit("/", 1)[-1] for name in listed)
+    return {int(name.removesuffix(".done")) for name in names if name.endswith(".done")}
+
+
 def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
     """The shards of the build without a mark."""
-    folder = dataset.path(run_folder(run_id))
-    names = {str(name).rsplit("/", 1)[-1] for name in dataset.fs.ls(folder, detail=False)}
-    return [index for index in range(shards) if f"{index:05d}.done" not in names]
+    done = marked(dataset, run_id)
+    return [index for index in range(shards) if index not in done]
 
 
 def run_on_pool(

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import make_manifest_videos
 from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
-from v2t_foley.flows.shard_runs import claim, finish, shard_groups, shard_manifest, unfinished
+from v2t_foley.flows.shard_runs import claim, finish, marked, shard_groups, shard_manifest, unfinished
 from v2t_foley.foley_core.backends import BackendSpec, load_backend, registry
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
@@ -164,3 +164,34 @@ def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
     with gpu_slot():  # released: the next run on this worker takes it
         assert active() == 1
     assert active() == 0
+
+
+def test_claims_and_marks_on_s3_see_other_runs_writes(tmp_path):
+    """On S3 (moto's server on 127.0.0.1, through s3fs): a mark another run wrote after this process
+    listed the build's folder stops a claim (s3fs answers `exists` from its listings cache), and once
+    the build removed its folder no late mark brings it back."""
+    import fsspec
+
+    from tests.servers import moto_bucket
+
+    patch = pytest.MonkeyPatch()
+    try:
+        with moto_bucket(tmp_path / "moto.log", "foley", patch):
+            dataset, run_id = DatasetStore("s3://foley/store"), new_run_id()
+            entry = ManifestEntry(id="a", video="/nowhere.mp4")
+            for index in range(2):
+                write_entries([entry], shard_manifest(dataset, run_id, index))
+            assert marked(dataset, run_id) == set()  # this process has listed the folder now
+            other = fsspec.filesystem("s3", skip_instance_cache=True)  # another run's
+            other.pipe(f"foley/store/_runs/{run_id}/00000.done", b'{"error": null}')
+            assert claim(dataset, run_id, 0) is None
+            assert unfinished(dataset, run_id, 2) == [1]
+            shard = claim(dataset, run_id, 1)
+            assert shard is not None and claim(dataset, run_id, 1) is None  # held: no second claim
+            shard.release()
+            assert marked(dataset, run_id) == {0}  # listed again: the folder's files are cached
+            other.rm(f"foley/store/_runs/{run_id}", recursive=True)  # the build ended
+            finish(dataset, run_id, 1)
+            assert not other.exists(f"foley/store/_runs/{run_id}")
+    finally:
+        patch.undo()
