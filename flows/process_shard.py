@@ -29,7 +29,7 @@ from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
 from v2t_foley.foley_core.chain.graph import ChainContext, Work, chunk_steps, video_steps
 from v2t_foley.foley_core.chain.stepcache import FileStepCache
-from v2t_foley.foley_core.errors import FoleyError, ManifestRowError
+from v2t_foley.foley_core.errors import BackendError, FoleyError, ManifestRowError
 from v2t_foley.foley_core.manifest import read_entries
 from v2t_foley.foley_core.records import failed_row, ok_row
 from v2t_foley.foley_core.schema.rows import DatasetRow
@@ -52,9 +52,9 @@ class ShardSummary:
     step_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time
     model_ok: int = 0  # videos (or chunks) that came through the model's steps
-    model_failed: int = (
-        0  # videos (or chunks) that reached the model's steps and failed in them (its load too)
-    )
+    # videos (or chunks) that reached the model's steps and failed there by an error of the process (its
+    # load, the device, the backend), not of their own input or answer (`_of_the_process`)
+    model_failed: int = 0
 
 
 def chain_context(job: ChainJob) -> ChainContext:
@@ -156,7 +156,8 @@ def process_shard(
         for step in steps[first_model:]:
             if step.uses_model:
                 run(step.name, chunks)
-    model_failed = sum(1 for work in live if work.error is not None)
+    model_failed = sum(1 for work in live if work.error is not None and _of_the_process(work.error))
+    model_ok = sum(1 for work in live if work.error is None)
     for step in steps[first_model:]:
         if not step.uses_model:
             run(step.name, chunks)
@@ -183,7 +184,7 @@ def process_shard(
         cached={k: v for k, v in cached.items() if v},
         step_seconds={k: round(v, 3) for k, v in step_seconds.items()},
         seconds=round(time.perf_counter() - started, 3),
-        model_ok=len(live) - model_failed,
+        model_ok=model_ok,
         model_failed=model_failed,
     )
     logger.info(
@@ -204,8 +205,13 @@ def process_shard(
     return summary
 
 
+FAILURES_IN_A_ROW = 2  # shards failing one after another that stop a process-shards run: its process is
+# suspect (its store access, say), and would mark the build's shards failed faster than others take them
+
+
 class ShardsFailed(FoleyError):
-    """Shards of a process-shards run failed (each after its retry); the message names them."""
+    """Shards of a process-shards run failed (each after its retry), or it stopped taking shards; the
+    message names them and says why."""
 
 
 @flow(name="process-shards")
@@ -222,18 +228,22 @@ def process_shards(
     with `shard_count`, any other shard of the build that no run has taken (flows/shard_runs.py).
 
     A shard that fails (after its retry) is marked finished with its error and the run goes on; the run
-    then fails naming it. A shard whose videos all failed in the model's steps stops the run from taking
-    more (a broken process, a device error say, would fail every video of every later shard): the other
-    runs take the rest. On a worker, a run that takes other runs' shards holds the GPU slot from its
-    start, before it claims one: waiting for the slot with a shard claimed would hold that shard back.
+    then fails naming it. Two shards failing in a row, or a shard whose videos all failed in the model's
+    steps by an error of the process (a device error would fail every video of every later shard), stop
+    the run from taking more (other runs take the shards they have not passed yet; the build names any
+    left), and the run fails saying why. On a worker, a run that takes other runs' shards holds the GPU
+    slot from its start, before it claims one: waiting for the slot with a shard claimed would hold
+    that shard back.
     """
     logger = get_run_logger()
     dataset = DatasetStore(store)
     mine = set(indexes)
     done: list[ShardSummary] = []
     failed: list[str] = []
+    streak = 0  # shards failed in a row
     on_gpu = job.backend.backend == "transformers" and started_by_worker()
     seen: set[int] | None = None  # the shards marked at the last listing
+    stopped = ""  # why this run stopped taking shards
     with gpu_slot(enabled=on_gpu and shard_count > 0):
         for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
             if index not in mine:  # another run's: skip those a listing shows finished, unlooked at
@@ -257,20 +267,35 @@ def process_shards(
                     logger.error("shard %d failed: %s", index, error)
                     failed.append(f"shard {index}: {error}")
                     finish(dataset, run_id, index, str(error))
+                    streak += 1
+                    if streak == FAILURES_IN_A_ROW:  # the process, more likely than the shards
+                        stopped = f"{streak} shards in a row failed"
+                        break
                     continue
                 finish(dataset, run_id, index)
             finally:
                 shard.release()
             done.append(summary)
+            streak = 0
             if summary.model_failed and not summary.model_ok:
-                logger.error(
-                    "shard %d: every video failed in the model's steps; this run takes no more", index
-                )
+                stopped = f"every video of shard {index} failed in the model's steps"
                 break
-    if failed:
-        took = len(failed) + len(done)
-        raise ShardsFailed(f"{len(failed)} of the {took} shard(s) this run took failed: {'; '.join(failed)}")
+    if stopped:
+        logger.error("this run takes no more shards: %s", stopped)
+    if failed or stopped:
+        took, parts = len(failed) + len(done), []
+        if failed:
+            parts.append(f"{len(failed)} of the {took} shard(s) this run took failed: {'; '.join(failed)}")
+        if stopped:
+            parts.append(f"it stopped: {stopped}")
+        raise ShardsFailed("; and ".join(parts))
     return done
+
+
+def _of_the_process(error: BaseException) -> bool:
+    """An error of the model's process (a device error, a backend failing, a failed load), not of one
+    video: its input (a frame that cannot be decoded) or its answer (unusable after the repair)."""
+    return isinstance(error, BackendError) or not isinstance(error, FoleyError)
 
 
 def _load_model(job: ChainJob, ctx: ChainContext, live: list[Work]) -> tuple[ChainJob, ChainContext]:

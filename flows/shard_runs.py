@@ -94,7 +94,8 @@ def marked(dataset: DatasetStore, run_id: str) -> set[int]:
     except FileNotFoundError:
         return set()
     names = (str(name).rsplit("/", 1)[-1] for name in listed)
-    return {int(name.removesuffix(".done")) for name in names if name.endswith(".done")}
+    stems = (name.removesuffix(".done") for name in names if name.endswith(".done"))
+    return {int(stem) for stem in stems if stem.isdigit()}
 
 
 def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
@@ -162,7 +163,7 @@ def run_on_pool(
                 if state.is_final():
                     waiting_since = time.monotonic()
                     del pending[flow_run_id]
-                    if state.is_completed() and shard_runs and not unfinished(dataset, run_id, shards):
+                    if shard_runs and pending and not unfinished(dataset, run_id, shards):
                         _cancel_unstarted(client, pending, states, "every shard was finished")
                     if not state.is_completed():
                         message = state.message or "no message"

@@ -148,20 +148,27 @@ def test_training_labels_follow_the_threshold():
 
 
 def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
-    """build-dataset/nightly run by a worker; its two shards run in one process-shards/gpu deployment
-    run (`shard_runs=1`), each a process-shard subflow run of it."""
+    """build-dataset/nightly run by the `control` queue's worker; its two shards run in one
+    process-shards/gpu deployment run (`shard_runs=1`) on the GPU worker (one run at a time), each a
+    process-shard subflow run of it."""
     url, env = cluster
     manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
     store = tmp_path / "store"
-    with open(tmp_path / "worker.log", "w") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # as the README starts them: a GPU worker taking one run at a time, and one for the builds
+    gpu = ["--work-queue", "default", "--limit", "1"]
+    workers = []
+    for name, queue in (("worker", gpu), ("control", ["--work-queue", "control"])):
+        with open(tmp_path / f"{name}.log", "w") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", *queue],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
     try:
         out = prefect(
             env,
@@ -181,9 +188,11 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
         )
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
         run = wait_for_final(url, run_id, timeout=420)
-        assert run["state"]["type"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
+        logs = "".join((tmp_path / f"{name}.log").read_text()[-2000:] for name in ("control", "worker"))
+        assert run["state"]["type"] == "COMPLETED", logs
     finally:
-        stop(worker)
+        for worker in workers:
+            stop(worker)
 
     build, shards = deployment_id(url, "build-dataset/nightly"), deployment_id(url, "process-shards/gpu")
     (lane,) = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shards]}}})
@@ -196,6 +205,8 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
     assert sorted(r["parameters"]["index"] for r in shard_runs) == [0, 1]
     assert all(r["state"]["type"] == "COMPLETED" and r["parent_task_run_id"] for r in shard_runs)
     assert api(url, f"/flow_runs/{run_id}")["deployment_id"] == build
+    assert api(url, f"/flow_runs/{run_id}")["work_queue_name"] == "control"
+    assert lane["work_queue_name"] == "default"
     events = wait_for_events(url, "foley.dataset.updated", str(store))
     (event,) = events
     assert event["payload"]["new_ok_rows"] == 3 and event["resource"]["foley.train-ready"] == "false"

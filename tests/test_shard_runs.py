@@ -98,16 +98,29 @@ def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness):
 
 def test_a_shard_whose_videos_all_fail_in_the_model_stops_the_run(build, prefect_harness, monkeypatch):
     """The model cannot load (a stand-in for a broken device, which nothing here can produce: the
-    loader raises): shard 0's video fails in the model's steps, and the run takes no more shards."""
+    loader raises): shard 0's video fails in the model's steps, the run takes no more shards and fails
+    saying why."""
     dataset, run_id, _ids, _loads = build
 
     def broken(spec):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(registry._registry, "_loader", broken)
-    done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
-    assert [(s.index, s.model_ok, s.model_failed) for s in done] == [(0, 0, 1)]
+    with pytest.raises(ShardsFailed, match="it stopped: every video of shard 0 failed in the model's steps"):
+        process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
     assert unfinished(dataset, run_id, 3) == [1, 2]  # left to the other runs
+
+
+def test_shards_failing_in_a_row_stop_the_run(build, prefect_harness):
+    """Two shards in a row fail (their entries are damaged here): the run stops taking shards, rather
+    than mark the build's shards failed one after another."""
+    dataset, run_id, _ids, _loads = build
+    for index in (0, 1):
+        with dataset.fs.open(dataset.path(f"_runs/{run_id}/{index:05d}.jsonl"), "w") as damaged:
+            damaged.write("{not json\n")
+    with pytest.raises(ShardsFailed, match="it stopped: 2 shards in a row failed"):
+        process_shards(dataset.uri, JOB, run_id, [0, 1, 2])
+    assert unfinished(dataset, run_id, 3) == [2]
 
 
 def test_a_shard_of_unreadable_videos_does_not_stop_the_run(build, prefect_harness, bad_videos):
