@@ -39,9 +39,15 @@ def run_folder(run_id: str) -> str:
     return f"_runs/{run_id}"
 
 
+def _shard_file(run_id: str, index: int, kind: str) -> str:
+    """Store-relative path of shard `index`'s file of `kind`: `jsonl` (its entries), `lease.json` (its
+    claim), `done` (its mark)."""
+    return f"{run_folder(run_id)}/{index:05d}.{kind}"
+
+
 def shard_manifest(dataset: DatasetStore, run_id: str, index: int) -> str:
     """The URI of shard `index`'s entries (flow-run parameters stay small)."""
-    return dataset.url(f"{run_folder(run_id)}/{index:05d}.jsonl")
+    return dataset.url(_shard_file(run_id, index, "jsonl"))
 
 
 def _fresh(dataset: DatasetStore, run_id: str) -> None:
@@ -54,25 +60,22 @@ def build_ended(dataset: DatasetStore, run_id: str, index: int) -> bool:
     """Whether the build has removed shard `index`'s entries (it ended, or stopped): nothing to take.
     (The entries, not the folder: on S3 a mark written late would make the folder seem to exist.)"""
     _fresh(dataset, run_id)
-    return not dataset.fs.exists(dataset.path(f"{run_folder(run_id)}/{index:05d}.jsonl"))
-
-
-def _mark(dataset: DatasetStore, run_id: str, index: int) -> str:
-    return dataset.path(f"{run_folder(run_id)}/{index:05d}.done")
+    return not dataset.fs.exists(dataset.path(_shard_file(run_id, index, "jsonl")))
 
 
 def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
     """The lease on shard `index` when this run may work on it now: not finished, not held by a live run
     (None otherwise). Release it when the shard is finished (`finish`) or given up."""
+    mark = dataset.path(_shard_file(run_id, index, "done"))
     _fresh(dataset, run_id)
-    if dataset.fs.exists(_mark(dataset, run_id, index)):
+    if dataset.fs.exists(mark):
         return None
-    path = dataset.path(f"{run_folder(run_id)}/{index:05d}.lease.json")
-    lease = Lease(dataset.fs, path, f"shard {index} of build {run_id}")
+    lease_file = dataset.path(_shard_file(run_id, index, "lease.json"))
+    lease = Lease(dataset.fs, lease_file, f"shard {index} of build {run_id}")
     if not lease.try_acquire():
         return None
     _fresh(dataset, run_id)
-    if dataset.fs.exists(_mark(dataset, run_id, index)):  # finished between the look and the claim
+    if dataset.fs.exists(mark):  # finished between the look and the claim
         lease.release()
         return None
     return lease
@@ -80,9 +83,9 @@ def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
 
 def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = None) -> None:
     """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
-    run again. Nothing is written once the build has ended (its folder is gone)."""
+    run again. Nothing is written once the build has ended (its shard files are gone)."""
     if not build_ended(dataset, run_id, index):
-        with dataset.fs.open(_mark(dataset, run_id, index), "w") as handle:
+        with dataset.fs.open(dataset.path(_shard_file(run_id, index, "done")), "w") as handle:
             handle.write(json.dumps({"error": error}))
 
 
