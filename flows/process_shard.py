@@ -23,7 +23,7 @@ from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
-from v2t_foley.flows.shard_runs import build_ended, claim, finish, marked, shard_manifest
+from v2t_foley.flows.shard_runs import check_takeover, claimed_shards, finish, shard_manifest
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
@@ -225,41 +225,29 @@ def process_shards(
     retry_failed: bool = False,
 ) -> list[ShardSummary]:
     """Run `process-shard` over shards of build `run_id` in turn, in this process: `indexes` first, then,
-    with `shard_count`, any other shard of the build that no run has taken (flows/shard_runs.py).
+    with `shard_count`, any other shard of the build that no run has taken, and then, until every shard
+    is marked, any whose run crashed (`claimed_shards`).
 
     A shard that fails (after its retry) is marked finished with its error and the run goes on; the run
     then fails naming it. Two shards failing in a row, or a shard whose videos all failed in the model's
     steps by an error of the process (a device error would fail every video of every later shard), stop
-    the run from taking more (other runs take the shards they have not passed yet; the build names any
-    left), and the run fails saying why. On a worker, a run that takes other runs' shards holds the GPU
-    slot from its start, before it claims one: waiting for the slot with a shard claimed would hold
-    that shard back.
+    the run from taking more (other runs take the rest), and the run fails saying why. On a worker, a
+    run that takes other runs' shards holds the GPU slot from its start, before it claims one: waiting
+    for the slot with a shard claimed would hold that shard back.
     """
     logger = get_run_logger()
     dataset = DatasetStore(store)
-    mine = set(indexes)
     done: list[ShardSummary] = []
     failed: list[str] = []
     streak = 0  # shards failed in a row
     on_gpu = job.backend.backend == "transformers" and started_by_worker()
-    seen: set[int] | None = None  # the shards marked at the last listing
     stopped = ""  # why this run stopped taking shards
     with gpu_slot(enabled=on_gpu and shard_count > 0):
-        for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
-            if index not in mine:  # another run's: skip those a listing shows finished, unlooked at
-                seen = marked(dataset, run_id) if seen is None else seen
-                if index in seen:
-                    continue
-            if build_ended(dataset, run_id, index):
-                logger.warning("build %s has ended (its shard files are gone): nothing more to take", run_id)
-                break
-            seen = None  # a claim, and a shard, take time: list again before the next of the others'
-            shard = claim(dataset, run_id, index)
-            if shard is None:  # finished, or another run's
-                continue
+        for index, shard in claimed_shards(dataset, run_id, indexes, shard_count):
             manifest = shard_manifest(dataset, run_id, index)
             try:
                 try:
+                    check_takeover(dataset, run_id, index, shard)
                     summary = process_shard(
                         manifest, store, job, run_id, index, result_storage_uri, retry_failed
                     )

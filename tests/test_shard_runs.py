@@ -7,11 +7,15 @@ itself, a worker and deployment runs, is tests/test_deployment_e2e.py.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
 from tests.conftest import make_manifest_videos
+from v2t_foley.flows import shard_runs
 from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
 from v2t_foley.flows.shard_runs import claim, finish, marked, shard_groups, shard_manifest, unfinished
@@ -85,15 +89,86 @@ def test_a_run_takes_nothing_once_its_build_has_ended(build, prefect_harness):
     assert loads == []
 
 
-def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness):
+def when_marked(dataset: DatasetStore, run_id: str, shards: set[int], then) -> threading.Thread:
+    """A thread that calls `then()` once `shards` are marked: another run's next move, made while this
+    test's run waits for it."""
+
+    def watch() -> None:
+        while not shards <= marked(dataset, run_id):
+            time.sleep(0.05)
+        then()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness, monkeypatch):
+    """Another run works on shard 1 (in this process here: its lease renews) and finishes it while this
+    run, done with 0 and 2, waits for it: this run takes it at no point and ends once it is marked."""
     dataset, run_id, ids, _loads = build
-    held = claim(dataset, run_id, 1)  # another run's, working on it
+    monkeypatch.setattr(shard_runs, "SWEEP_POLL_S", 0.05)
+    held = claim(dataset, run_id, 1)
+
+    def other_run_finishes() -> None:
+        finish(dataset, run_id, 1)
+        held.release()
+
+    other = when_marked(dataset, run_id, {0, 2}, other_run_finishes)
     try:
         done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
     finally:
+        other.join(30)
         held.release()
     assert [summary.index for summary in done] == [0, 2]
-    assert ok_ids(dataset) == sorted([ids[0], ids[2]]) and unfinished(dataset, run_id, 3) == [1]
+    assert ok_ids(dataset) == sorted([ids[0], ids[2]]) and unfinished(dataset, run_id, 3) == []
+
+
+@pytest.mark.parametrize("crashed_before", [False, True], ids=["first-crash", "second-crash"])
+def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, monkeypatch, crashed_before):
+    """Another run's process claims shard 1 and is killed (SIGKILL, as a preempted or out-of-memory
+    worker dies) once this run has passed over it: this run, waiting for the build's last shard, takes
+    it over (its holder's process is gone from this machine) and finishes it within the build. When a
+    run's process had died on it before, it is marked failed instead, not taken a third time: a shard
+    that kills its process would otherwise crash every run of the build in turn."""
+    dataset, run_id, ids, _loads = build
+    monkeypatch.setattr(shard_runs, "SWEEP_POLL_S", 0.05)
+    if crashed_before:  # as the run that took it over the first time noted it
+        dataset.fs.pipe(dataset.path(f"_runs/{run_id}/00001.crashed"), b"{}")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "1"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+
+        def crash() -> None:
+            holder.kill()
+            holder.wait()  # reaped: a zombie still answers to its pid
+
+        killer = when_marked(dataset, run_id, {0, 2}, crash)
+        if crashed_before:
+            with pytest.raises(ShardsFailed, match=r"failed: shard 1: the processes of two runs ended"):
+                process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+        else:
+            done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+            assert [summary.index for summary in done] == [0, 2, 1]
+        killer.join(30)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert ok_ids(dataset) == (sorted([ids[0], ids[2]]) if crashed_before else sorted(ids))
+    assert unfinished(dataset, run_id, 3) == []
+    assert dataset.fs.exists(dataset.path(f"_runs/{run_id}/00001.crashed"))
+
+
+CLAIM_AND_SLEEP = """
+import sys, time
+from v2t_foley.flows.shard_runs import claim
+from v2t_foley.foley_core.store import DatasetStore
+assert claim(DatasetStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])) is not None
+print("claimed", flush=True)
+time.sleep(600)
+"""
 
 
 def test_a_shard_whose_videos_all_fail_in_the_model_stops_the_run(build, prefect_harness, monkeypatch):
@@ -208,3 +283,118 @@ def test_claims_and_marks_on_s3_see_other_runs_writes(tmp_path):
             assert not other.exists(f"foley/store/_runs/{run_id}")
     finally:
         patch.undo()
+
+
+@pytest.fixture
+def pool_build(tmp_path, prefect_harness, monkeypatch):
+    """A build's shards (entries written) and a `process-shards/<pool>` deployment on a process work
+    pool of the harness's server, with no worker: the test moves its runs' states by hand."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"hand-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name("process-shards")
+        client.create_deployment(flow_id=flow_id, name=pool, work_pool_name=pool)
+    dataset, run_id = DatasetStore(str(tmp_path / "store")), new_run_id()
+    for index in range(3):
+        entry = ManifestEntry(id=f"v{index}", video="/nowhere.mp4")
+        write_entries([entry], shard_manifest(dataset, run_id, index))
+    monkeypatch.setattr(shard_runs, "LOOK_EVERY_S", 0.2)
+    monkeypatch.setattr(shard_runs, "RUN_END_GRACE_S", 3.0)
+    return pool, dataset, run_id
+
+
+def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, list[BaseException], list]:
+    """build-dataset's wait (`run_on_pool`) in a thread, inside a flow run as in a build; its runs once
+    created, and what it raised."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from v2t_foley.flows.shard_runs import run_on_pool
+    from v2t_foley.foley_core.store.lease import Lease
+
+    pool, dataset, run_id = pool_build
+    raised: list[BaseException] = []
+
+    @flow(name="build-dataset-wait")
+    def build() -> None:
+        lease = Lease(dataset.fs, dataset.path("_locks/build.json"), "build")
+        assert lease.try_acquire()
+        try:
+            run_on_pool(pool, 3, dataset, JOB, run_id, None, False, 3600.0, lease, shard_runs_)
+        finally:
+            lease.release()
+
+    def wait() -> None:
+        try:
+            build()
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    with get_client(sync_client=True) as client:
+        for _ in range(300):
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[pool]))
+            )
+            if len(runs) == min(shard_runs_, 3):
+                break
+            time.sleep(0.1)
+    return thread, raised, sorted(runs, key=lambda run: run.parameters["indexes"])
+
+
+def set_state(run, state) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, state, force=True)
+
+
+def read_state(run):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run.id).state
+
+
+def test_a_build_outlives_a_crashed_run_a_lost_one_and_one_never_started(pool_build):
+    """Nothing here can crash or lose a worker's machine, so the states its worker would report are set by
+    hand on the real API. Run 0 crashes once the others have finished every shard (they took its shard
+    over), run 1 stays Running after them (its machine went away), run 2 is never started: the build
+    cancels run 2, stops waiting for run 1, and succeeds, every shard being finished."""
+    from prefect.states import Crashed, Running
+
+    _pool, dataset, run_id = pool_build
+    thread, raised, runs = wait_on_pool(pool_build, 3)
+    set_state(runs[0], Running())
+    set_state(runs[1], Running())
+    for index in range(3):
+        finish(dataset, run_id, index)
+    set_state(runs[0], Crashed(message="process exited with code -9"))
+    thread.join(90)
+    assert not thread.is_alive() and raised == []
+    assert read_state(runs[2]).is_cancelled() and read_state(runs[2]).message == "every shard was finished"
+    assert read_state(runs[1]).is_running()  # named and left: no worker is there to end it
+
+
+def test_a_crashed_run_with_shards_left_fails_the_build(pool_build):
+    from prefect.states import Completed, Crashed, Running
+
+    _pool, dataset, run_id = pool_build
+    thread, raised, runs = wait_on_pool(pool_build, 2)
+    for run in runs:
+        set_state(run, Running())
+    finish(dataset, run_id, 0)
+    finish(dataset, run_id, 2)
+    set_state(runs[1], Crashed(message="process exited with code -9"))
+    set_state(runs[0], Completed())
+    thread.join(90)
+    assert not thread.is_alive() and len(raised) == 1
+    message = str(raised[0])
+    assert "(Crashed: process exited with code -9)" in message and "shard(s) [1] were not finished" in message

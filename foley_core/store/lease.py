@@ -217,6 +217,9 @@ class Lease:
         self._lost = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # whom the last acquisition took the lease over from (its process died, or stopped renewing
+        # past the expiry); None when the lease was free
+        self.left_by: Holder | None = None
 
     def holder(self) -> Holder | None:
         """Who holds the lease now (None when free or expired)."""
@@ -250,6 +253,7 @@ class Lease:
         if version is None:
             return False
         self._version, self._holder, self._lost = version, holder, False
+        self.left_by = Holder(**found[0]) if found is not None else None
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name="foley-lease", daemon=True)
         self._renewer.start()
