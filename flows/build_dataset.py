@@ -25,7 +25,8 @@ from v2t_foley.flows.artifacts import build_artifacts, progress_artifact
 from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from v2t_foley.flows.process_shard import process_shard
 from v2t_foley.flows.progress import report
-from v2t_foley.flows.shard_runs import run_folder, run_on_pool, shard_manifest
+from v2t_foley.flows.shard_claims import run_folder, shard_manifest
+from v2t_foley.flows.shard_runs import run_on_pool
 from v2t_foley.foley_core.backends import BackendSpec, frame_policy_for
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL, GenerationParams
 from v2t_foley.foley_core.backends.provenance import revision_key

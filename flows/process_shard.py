@@ -9,7 +9,7 @@ at the end, under the store's commit lease: a run killed midway leaves no half s
 the finished steps in the step cache.
 
 `process-shards` runs shards of a build in turn in one process (what a build on a work pool starts,
-`shard_runs` of them, each claiming shards as it goes: flows/shard_runs.py): the model is loaded, and
+`shard_runs` of them, each claiming shards as it goes: flows/shard_claims.py): the model is loaded, and
 its decode step compiled, once for all of them rather than once per shard.
 """
 
@@ -23,7 +23,7 @@ from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
-from v2t_foley.flows.shard_runs import check_takeover, claimed_shards, finish, shard_manifest
+from v2t_foley.flows.shard_claims import check_takeover, claimed_shards, finish, shard_manifest
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works

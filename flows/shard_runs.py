@@ -1,27 +1,21 @@
-"""A build's shards on a work pool: dealt to `shard_runs` process-shards runs, claimed one at a time.
+"""A build's shards on a work pool: dealt to `shard_runs` process-shards runs, and the build's wait.
 
 A worker starts each flow run in a new process, which loads the model and compiles its decode step
 (minutes for the 7B on a cold compile cache), so a build deals its shards to a few long runs rather
 than a run per shard. Each run takes its own shards first, then any other shard of the build nobody
-has taken (`shard_count`): a shard is claimed by a lease in the build's run folder (`_runs/<run>/`,
-beside the shards' entries), so one run works on it at a time, and marked finished there
-(`<n>.done`, its error inside when it failed), so no run takes it again; the build removes the folder
-when it ends. A slow worker holds no shard back: the others take what is left, and a run that finds
-nothing left ends; once every shard is marked, runs no worker has started yet are cancelled. A run
-that has passed over every shard waits, while shards are unmarked, for any whose run crashed: it takes
-that shard over once the crashed run's lease expires (`claimed_shards`). When every run has ended, the
-shards without a mark are named: every run that could take them crashed or stopped, or no worker
-started one.
+has taken, then, while shards are unmarked, any whose run crashed (flows/shard_claims.py: claims and
+marks in the build's run folder). A slow worker holds no shard back: the others take what is left.
+Once every shard is marked the runs end, and runs no worker has started yet are cancelled. When every
+run has ended, failed shards and shards without a mark are named.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 
 from prefect import get_run_logger
 
+from v2t_foley.flows.shard_claims import failed_marks, unfinished
 from v2t_foley.foley_core.errors import FoleyError
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.lease import Lease
@@ -38,160 +32,9 @@ def shard_groups(shards: int, runs: int) -> list[list[int]]:
     return [list(range(first, shards, count)) for first in range(count)]
 
 
-def run_folder(run_id: str) -> str:
-    """The build's folder in its store: the shards' entries, leases and marks (removed at the end)."""
-    return f"_runs/{run_id}"
-
-
-def _shard_file(run_id: str, index: int, kind: str) -> str:
-    """Store-relative path of shard `index`'s file of `kind`: `jsonl` (its entries), `lease.json` (its
-    claim), `done` (its mark)."""
-    return f"{run_folder(run_id)}/{index:05d}.{kind}"
-
-
-def shard_manifest(dataset: DatasetStore, run_id: str, index: int) -> str:
-    """The URI of shard `index`'s entries (flow-run parameters stay small)."""
-    return dataset.url(_shard_file(run_id, index, "jsonl"))
-
-
-def _fresh(dataset: DatasetStore, run_id: str) -> None:
-    """Forget what the filesystem cached of the build's folder: other runs write marks into it (s3fs
-    answers `exists` from its listings cache)."""
-    dataset.fs.invalidate_cache(dataset.path(run_folder(run_id)))
-
-
-def build_ended(dataset: DatasetStore, run_id: str, index: int) -> bool:
-    """Whether the build has removed shard `index`'s entries (it ended, or stopped): nothing to take.
-    (The entries, not the folder: on S3 a mark written late would make the folder seem to exist.)"""
-    _fresh(dataset, run_id)
-    return not dataset.fs.exists(dataset.path(_shard_file(run_id, index, "jsonl")))
-
-
-def claim(dataset: DatasetStore, run_id: str, index: int) -> Lease | None:
-    """The lease on shard `index` when this run may work on it now: not finished, not held by a live run
-    (None otherwise). Release it when the shard is finished (`finish`) or given up."""
-    mark = dataset.path(_shard_file(run_id, index, "done"))
-    _fresh(dataset, run_id)
-    if dataset.fs.exists(mark):
-        return None
-    lease_file = dataset.path(_shard_file(run_id, index, "lease.json"))
-    lease = Lease(dataset.fs, lease_file, f"shard {index} of build {run_id}")
-    if not lease.try_acquire():
-        return None
-    _fresh(dataset, run_id)
-    if dataset.fs.exists(mark):  # finished between the look and the claim
-        lease.release()
-        return None
-    return lease
-
-
-SWEEP_POLL_S = 10.0  # how often a run that has passed over every shard looks again for one whose run
-# crashed: its lease expires 120 s after its last renewal, or at once when its host sees the process gone
-
-
-def claimed_shards(
-    dataset: DatasetStore, run_id: str, indexes: list[int], shard_count: int
-) -> Iterator[tuple[int, Lease]]:
-    """The shards of build `run_id` this run works on, in order, each with its claim (release it once the
-    shard is `finish`ed or given up): `indexes` first; with `shard_count`, then every other shard no run
-    has taken; then, while shards are left without a mark, any whose run crashed, taken over once its
-    lease lets go. So a crashed run's shard is finished within the build, not left to a rerun; a run
-    waits for that (the build waits for its runs anyway) rather than end. Ends when the build ends.
-    """
-    logger = get_run_logger()
-
-    def ended(index: int) -> bool:
-        if build_ended(dataset, run_id, index):
-            logger.warning("build %s has ended (its shard files are gone): nothing more to take", run_id)
-            return True
-        return False
-
-    mine = set(indexes)
-    seen: set[int] | None = None  # the shards marked at the last listing
-    for index in [*indexes, *(i for i in range(shard_count) if i not in mine)]:
-        if index not in mine:  # another run's: skip those a listing shows finished, unlooked at
-            seen = marked(dataset, run_id) if seen is None else seen
-            if index in seen:
-                continue
-        if ended(index):
-            return
-        seen = None  # a claim, and a shard, take time: list again before the next of the others'
-        shard = claim(dataset, run_id, index)
-        if shard is not None:  # None: finished, or another run's
-            yield index, shard
-    waited_for: list[int] = []
-    while shard_count and (left := unfinished(dataset, run_id, shard_count)):
-        took = False
-        for index in left:
-            if ended(index):
-                return
-            shard = claim(dataset, run_id, index)
-            if shard is not None:
-                took = True
-                yield index, shard
-        if not took:
-            if left != waited_for:
-                logger.info("waiting for shard(s) %s: other runs hold them (taken over if one crashed)", left)
-                waited_for = left
-            time.sleep(SWEEP_POLL_S)
-
-
-class ShardKillsItsRuns(FoleyError):
-    """The processes of two runs ended while working on a shard: it is not taken a third time."""
-
-
-def check_takeover(dataset: DatasetStore, run_id: str, index: int, shard: Lease) -> None:
-    """Note that claim `shard` took shard `index` over from a run whose process ended while working on
-    it (`<n>.crashed`); the second time, raise ShardKillsItsRuns: a shard two processes died on likely
-    kills its process itself (a video that runs the host out of memory, say), and taking it again and
-    again would crash every run of the build in turn."""
-    if shard.left_by is None:
-        return
-    note = dataset.path(_shard_file(run_id, index, "crashed"))
-    _fresh(dataset, run_id)
-    if dataset.fs.exists(note):
-        raise ShardKillsItsRuns(
-            f"the processes of two runs ended while working on it (the last: {shard.left_by.describe()});"
-            " not taken a third time (a rerun of the build tries it again)"
-        )
-    with dataset.fs.open(note, "w") as handle:
-        handle.write(json.dumps({"left_by": shard.left_by.describe()}))
-    get_run_logger().warning(
-        "shard %d: taken over from a run whose process ended while working on it: %s",
-        index,
-        shard.left_by.describe(),
-    )
-
-
-def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = None) -> None:
-    """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
-    run again. Nothing is written once the build has ended (its shard files are gone)."""
-    if not build_ended(dataset, run_id, index):
-        with dataset.fs.open(dataset.path(_shard_file(run_id, index, "done")), "w") as handle:
-            handle.write(json.dumps({"error": error}))
-
-
-def marked(dataset: DatasetStore, run_id: str) -> set[int]:
-    """The shards of the build with a mark, from one listing of its folder (a few requests on S3 for
-    thousands of shards, where a look at each shard is one); none once the build ended."""
-    try:
-        listed = dataset.fs.ls(dataset.path(run_folder(run_id)), detail=False, refresh=True)
-    except FileNotFoundError:
-        return set()
-    names = (str(name).rsplit("/", 1)[-1] for name in listed)
-    stems = (name.removesuffix(".done") for name in names if name.endswith(".done"))
-    return {int(stem) for stem in stems if stem.isdigit()}
-
-
-def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
-    """The shards of the build without a mark."""
-    done = marked(dataset, run_id)
-    return [index for index in range(shards) if index not in done]
-
-
 LOOK_EVERY_S = 30.0  # how often a build waiting on its runs lists the marks (a few requests on S3)
 RUN_END_GRACE_S = 300.0  # how long a build waits for runs still going once every shard is marked: a
-# live one ends within seconds (its next look, its slot, its imports); a run whose worker went away
+# live one ends within a minute (its next look, its slot, its imports); a run whose worker went away
 # stays Running in Prefect unless heartbeats mark it Crashed
 
 
@@ -213,9 +56,9 @@ def run_on_pool(
     A run that fails, or is cancelled, fails this build with its message; one that crashes does when
     shards are left unfinished (the other runs take over a crashed run's shard). Runs that no worker
     starts within `start_timeout_s` while none of them runs (or ends) are cancelled, and so are those
-    not started once every shard is marked; runs still going `RUN_END_GRACE_S` after that are named
-    and not waited for. Then every shard without its mark is named, with the pool when runs never
-    started.
+    not started once every shard is marked; runs still going `RUN_END_GRACE_S` after that are
+    cancelled, named, and not waited for. Then failed shards (from their marks) and every shard without
+    its mark are named, with the pool when runs never started.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
@@ -279,23 +122,51 @@ def run_on_pool(
                 next_look = time.monotonic() + LOOK_EVERY_S
                 if unfinished(dataset, run_id, shards):
                     all_marked_at = None
-                    continue
-                all_marked_at = all_marked_at or time.monotonic()
-                _cancel_unstarted(client, pending, states, "every shard was finished")
-                if pending and time.monotonic() - all_marked_at > RUN_END_GRACE_S:
-                    logger.warning(
-                        "every shard is finished, and run(s) %s have not ended %.0f s after: not waited"
-                        " for (a run whose worker went away stays Running)",
-                        sorted(str(run) for run in pending),
-                        RUN_END_GRACE_S,
-                    )
-                    break
+                else:
+                    all_marked_at = all_marked_at or time.monotonic()
+                    _cancel_unstarted(client, pending, states, "every shard was finished")
+                    if pending and time.monotonic() - all_marked_at > RUN_END_GRACE_S:
+                        _give_up_on(client, pending, logger)
+    _raise_for(dataset, run_id, shards, work_pool, start_timeout_s, failures, crashed, never_started)
+
+
+def _give_up_on(client, pending: dict, logger) -> None:
+    """Runs still going `RUN_END_GRACE_S` after every shard was marked: their worker went away (Prefect
+    shows such a run Running unless heartbeats mark it Crashed). Cancelled, with why, not waited for."""
+    from prefect.states import Cancelled
+
+    why = f"every shard of its build was finished and it had not ended {RUN_END_GRACE_S:.0f} s after"
+    logger.warning("run(s) %s: %s (its worker went away?): cancelled", sorted(map(str, pending)), why)
+    for flow_run_id in list(pending):
+        client.set_flow_run_state(flow_run_id, Cancelled(message=why), force=True)
+        del pending[flow_run_id]
+
+
+def _raise_for(
+    dataset: DatasetStore,
+    run_id: str,
+    shards: int,
+    work_pool: str,
+    start_timeout_s: float,
+    failures: list[str],
+    crashed: list[str],
+    never_started: int,
+) -> None:
+    """Raise ShardRunsFailed naming what the build's runs left undone: failed shards (from their marks:
+    a run that marked one may have crashed after), failed runs, crashed runs when shards are left
+    (otherwise the others took their shards over: logged), and shards left unmarked."""
+    logger = get_run_logger()
     left = unfinished(dataset, run_id, shards)
+    failed = failed_marks(dataset, run_id)
     if crashed and left:
-        failures.extend(crashed)
+        failures = [*failures, *crashed]
     elif crashed:
         logger.warning("run(s) crashed, and the other runs finished their shards: %s", "; ".join(crashed))
     problems = []
+    if failed:
+        named = [f"shard {index}: {error}" for index, error in list(failed.items())[:5]]
+        more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+        problems.append(f"{len(failed)} shard(s) failed: {'; '.join(named)}{more}")
     if failures:
         problems.append("shard run(s) failed: " + "; ".join(failures))
     if left and never_started:

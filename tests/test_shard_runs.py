@@ -15,10 +15,11 @@ import time
 import pytest
 
 from tests.conftest import make_manifest_videos
-from v2t_foley.flows import shard_runs
+from v2t_foley.flows import shard_claims, shard_runs
 from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
-from v2t_foley.flows.shard_runs import claim, finish, marked, shard_groups, shard_manifest, unfinished
+from v2t_foley.flows.shard_claims import claim, finish, marked, shard_manifest, unfinished
+from v2t_foley.flows.shard_runs import shard_groups
 from v2t_foley.foley_core.backends import BackendSpec, load_backend, registry
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
@@ -90,11 +91,14 @@ def test_a_run_takes_nothing_once_its_build_has_ended(build, prefect_harness):
 
 
 def when_marked(dataset: DatasetStore, run_id: str, shards: set[int], then) -> threading.Thread:
-    """A thread that calls `then()` once `shards` are marked: another run's next move, made while this
-    test's run waits for it."""
+    """A thread that calls `then()` once `shards` are marked (within a minute): another run's next move,
+    made while this test's run waits for it."""
 
     def watch() -> None:
+        deadline = time.monotonic() + 60
         while not shards <= marked(dataset, run_id):
+            if time.monotonic() > deadline:
+                return
             time.sleep(0.05)
         then()
 
@@ -104,24 +108,27 @@ def when_marked(dataset: DatasetStore, run_id: str, shards: set[int], then) -> t
 
 
 def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness, monkeypatch):
-    """Another run works on shard 1 (in this process here: its lease renews) and finishes it while this
-    run, done with 0 and 2, waits for it: this run takes it at no point and ends once it is marked."""
+    """Another run works on shard 1 (in this process here: its claim renews) and finishes it a second
+    after this run is done with 0 and 2: this run waits for it, takes it at no point, and ends once it
+    is marked."""
     dataset, run_id, ids, _loads = build
-    monkeypatch.setattr(shard_runs, "SWEEP_POLL_S", 0.05)
+    monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.05)
     held = claim(dataset, run_id, 1)
 
     def other_run_finishes() -> None:
+        time.sleep(1)
         finish(dataset, run_id, 1)
         held.release()
 
     other = when_marked(dataset, run_id, {0, 2}, other_run_finishes)
     try:
         done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+        assert unfinished(dataset, run_id, 3) == []  # it waited for shard 1's mark
     finally:
         other.join(30)
         held.release()
     assert [summary.index for summary in done] == [0, 2]
-    assert ok_ids(dataset) == sorted([ids[0], ids[2]]) and unfinished(dataset, run_id, 3) == []
+    assert ok_ids(dataset) == sorted([ids[0], ids[2]])
 
 
 @pytest.mark.parametrize("crashed_before", [False, True], ids=["first-crash", "second-crash"])
@@ -132,7 +139,7 @@ def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, mo
     run's process had died on it before, it is marked failed instead, not taken a third time: a shard
     that kills its process would otherwise crash every run of the build in turn."""
     dataset, run_id, ids, _loads = build
-    monkeypatch.setattr(shard_runs, "SWEEP_POLL_S", 0.05)
+    monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.05)
     if crashed_before:  # as the run that took it over the first time noted it
         dataset.fs.pipe(dataset.path(f"_runs/{run_id}/00001.crashed"), b"{}")
     holder = subprocess.Popen(
@@ -163,9 +170,10 @@ def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, mo
 
 CLAIM_AND_SLEEP = """
 import sys, time
-from v2t_foley.flows.shard_runs import claim
+from v2t_foley.flows import shard_claims
 from v2t_foley.foley_core.store import DatasetStore
-assert claim(DatasetStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])) is not None
+shard_claims.CLAIM_TTL_S = float(sys.argv[4]) if len(sys.argv) > 4 else shard_claims.CLAIM_TTL_S
+assert shard_claims.claim(DatasetStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])) is not None
 print("claimed", flush=True)
 time.sleep(600)
 """
@@ -308,10 +316,10 @@ def pool_build(tmp_path, prefect_harness, monkeypatch):
     return pool, dataset, run_id
 
 
-def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, list[BaseException], list]:
+def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, dict, list]:
     """build-dataset's wait (`run_on_pool`) in a thread, inside a flow run as in a build; its runs once
-    created, and what it raised."""
-    from prefect import flow
+    created, and what the wait left: its flow run id and what it raised."""
+    from prefect import flow, runtime
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -319,10 +327,11 @@ def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, list[B
     from v2t_foley.foley_core.store.lease import Lease
 
     pool, dataset, run_id = pool_build
-    raised: list[BaseException] = []
+    left: dict = {"raised": None}
 
     @flow(name="build-dataset-wait")
     def build() -> None:
+        left["flow_run_id"] = runtime.flow_run.id
         lease = Lease(dataset.fs, dataset.path("_locks/build.json"), "build")
         assert lease.try_acquire()
         try:
@@ -334,7 +343,7 @@ def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, list[B
         try:
             build()
         except BaseException as error:
-            raised.append(error)
+            left["raised"] = error
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
@@ -346,7 +355,7 @@ def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, list[B
             if len(runs) == min(shard_runs_, 3):
                 break
             time.sleep(0.1)
-    return thread, raised, sorted(runs, key=lambda run: run.parameters["indexes"])
+    return thread, left, sorted(runs, key=lambda run: run.parameters["indexes"])
 
 
 def set_state(run, state) -> None:
@@ -363,31 +372,48 @@ def read_state(run):
         return client.read_flow_run(run.id).state
 
 
+def logged(flow_run_id, text: str) -> bool:
+    """Whether the flow run's logs, as the Prefect API holds them (shipped in batches), say `text`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 20
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any(text in log.message for log in logs):
+                return True
+            time.sleep(0.5)
+    return False
+
+
 def test_a_build_outlives_a_crashed_run_a_lost_one_and_one_never_started(pool_build):
     """Nothing here can crash or lose a worker's machine, so the states its worker would report are set by
     hand on the real API. Run 0 crashes once the others have finished every shard (they took its shard
     over), run 1 stays Running after them (its machine went away), run 2 is never started: the build
-    cancels run 2, stops waiting for run 1, and succeeds, every shard being finished."""
+    cancels run 2, then run 1 once its grace is over, logs the crash, and succeeds."""
     from prefect.states import Crashed, Running
 
     _pool, dataset, run_id = pool_build
-    thread, raised, runs = wait_on_pool(pool_build, 3)
+    thread, left, runs = wait_on_pool(pool_build, 3)
     set_state(runs[0], Running())
     set_state(runs[1], Running())
     for index in range(3):
         finish(dataset, run_id, index)
     set_state(runs[0], Crashed(message="process exited with code -9"))
     thread.join(90)
-    assert not thread.is_alive() and raised == []
+    assert not thread.is_alive() and left["raised"] is None
     assert read_state(runs[2]).is_cancelled() and read_state(runs[2]).message == "every shard was finished"
-    assert read_state(runs[1]).is_running()  # named and left: no worker is there to end it
+    lost = read_state(runs[1])
+    assert lost.is_cancelled() and "had not ended 3 s after" in lost.message
+    assert logged(left["flow_run_id"], "run(s) crashed, and the other runs finished their shards")
 
 
 def test_a_crashed_run_with_shards_left_fails_the_build(pool_build):
     from prefect.states import Completed, Crashed, Running
 
     _pool, dataset, run_id = pool_build
-    thread, raised, runs = wait_on_pool(pool_build, 2)
+    thread, left, runs = wait_on_pool(pool_build, 2)
     for run in runs:
         set_state(run, Running())
     finish(dataset, run_id, 0)
@@ -395,6 +421,61 @@ def test_a_crashed_run_with_shards_left_fails_the_build(pool_build):
     set_state(runs[1], Crashed(message="process exited with code -9"))
     set_state(runs[0], Completed())
     thread.join(90)
-    assert not thread.is_alive() and len(raised) == 1
-    message = str(raised[0])
+    assert not thread.is_alive()
+    message = str(left["raised"])
     assert "(Crashed: process exited with code -9)" in message and "shard(s) [1] were not finished" in message
+
+
+def test_a_shard_marked_failed_fails_the_build_whatever_its_run_did_after(pool_build):
+    """A run marks shard 0 failed and crashes later, its other shards taken over: no run ends Failed, and
+    the build still fails, naming shard 0 and its error from the mark."""
+    from prefect.states import Completed, Crashed, Running
+
+    _pool, dataset, run_id = pool_build
+    thread, left, runs = wait_on_pool(pool_build, 2)
+    for run in runs:
+        set_state(run, Running())
+    finish(dataset, run_id, 0, "frames could not be decoded")
+    finish(dataset, run_id, 1)
+    finish(dataset, run_id, 2)
+    set_state(runs[0], Crashed(message="process exited with code -9"))
+    set_state(runs[1], Completed())
+    thread.join(90)
+    assert not thread.is_alive()
+    assert "1 shard(s) failed: shard 0: frames could not be decoded" in str(left["raised"])
+
+
+def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
+    """On S3 (moto's server on 127.0.0.1), a run's process is paused (SIGSTOP: a frozen VM, a long GC; its
+    host still shows the process) while it holds a claim of 5 s to live: no claim is possible before it
+    expires, and one takes it over after, naming whom it took it from."""
+    import os
+    import signal
+
+    from tests.servers import moto_bucket
+
+    patch = pytest.MonkeyPatch()
+    holder = None
+    try:
+        with moto_bucket(tmp_path / "moto.log", "foley", patch):
+            dataset, run_id = DatasetStore("s3://foley/store"), new_run_id()
+            write_entries([ManifestEntry(id="a", video="/nowhere.mp4")], shard_manifest(dataset, run_id, 0))
+            holder = subprocess.Popen(
+                [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "0", "5"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert holder.stdout.readline().strip() == "claimed"
+            os.kill(holder.pid, signal.SIGSTOP)
+            assert claim(dataset, run_id, 0) is None  # alive, and its claim not yet expired
+            deadline, taken = time.monotonic() + 30, None
+            while taken is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+                taken = claim(dataset, run_id, 0)
+            assert taken is not None and taken.left_by is not None and taken.left_by.pid == holder.pid
+            taken.release()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        patch.undo()
