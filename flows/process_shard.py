@@ -254,13 +254,13 @@ def process_shards(
                 except Exception as error:
                     logger.error("shard %d failed: %s", index, error)
                     failed.append(f"shard {index}: {error}")
-                    finish(dataset, run_id, index, str(error))
+                    finish(dataset, run_id, index, str(error), shard)
                     streak += 1
                     if streak == FAILURES_IN_A_ROW:  # the process, more likely than the shards
                         stopped = f"{streak} shards in a row failed"
                         break
                     continue
-                finish(dataset, run_id, index)
+                finish(dataset, run_id, index, shard=shard)
             finally:
                 shard.release()
             done.append(summary)

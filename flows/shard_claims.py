@@ -7,8 +7,8 @@ finished there (`<n>.done`, its error inside when it failed), so no run takes it
 
 `claimed_shards` is the order a run takes shards in: its own, then any other no run has taken, then,
 while shards are unmarked, any whose run crashed, once that run's lease lets go (120 s after its last
-renewal, at once when its host sees the process gone). A shard two runs' processes died on is marked
-failed rather than taken a third time (`check_takeover`).
+renewal, at once when the taker runs on the dead process's machine). A shard two runs left unfinished
+is marked failed rather than taken a third time (`check_takeover`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ SWEEP_POLL_S = 30.0  # how often, give or take half, a run that has passed over 
 # claim's expiry sets how soon a crashed run's shard can be taken; jitter keeps runs apart.
 SWEEP_WAIT_S = 1800.0  # how long a run waits with no shard to take before it ends anyway: a run that
 # holds its shard that long while renewing is hung, and the others should not hold their GPUs for it
-SWEEP_ERRORS_IN_A_ROW = 5  # failed looks (a store that is slow or throttling) before a waiting run fails
+SWEEP_ERRORS_IN_A_ROW = 5  # failed looks in a row (a slow or throttling store) that end a run's waiting
 
 
 class ShardKillsItsRuns(FoleyError):
@@ -94,14 +94,23 @@ def unfinished(dataset: DatasetStore, run_id: str, shards: int) -> list[int]:
 
 def failed_marks(dataset: DatasetStore, run_id: str) -> dict[int, str]:
     """The marked shards that failed, with their errors (read at the build's end: a run that marked a
-    shard failed may have crashed later, and no run state says so then)."""
+    shard failed may have crashed later, and no run state says so then). A mark that cannot be read is
+    named as such: a failure must not pass unseen."""
     paths = [dataset.path(_shard_file(run_id, index, "done")) for index in sorted(marked(dataset, run_id))]
-    contents = dataset.fs.cat(paths, on_error="omit") if paths else {}
-    errors = {}
+    contents = dataset.fs.cat(paths, on_error="return") if paths else {}
+    errors: dict[int, str] = {}
     for path, raw in contents.items():
-        error = json.loads(raw)["error"]
+        index = int(str(path).rsplit("/", 1)[-1].partition(".")[0])
+        if isinstance(raw, FileNotFoundError):  # listed, then gone: the build's folder is being removed
+            continue
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            error = json.loads(raw)["error"]
+        except Exception as unreadable:  # a read that failed, a torn write
+            error = f"its mark could not be read ({type(unreadable).__name__}: {unreadable})"
         if error:
-            errors[int(str(path).rsplit("/", 1)[-1].partition(".")[0])] = error
+            errors[index] = error
     return dict(sorted(errors.items()))
 
 
@@ -153,31 +162,31 @@ def claimed_shards(
         if shard is not None:  # None: finished, or another run's
             yield index, shard
     if shard_count:
-        yield from _take_over(dataset, run_id, shard_count)
+        yield from _take_over(dataset, run_id)
 
 
-def _take_over(dataset: DatasetStore, run_id: str, shard_count: int) -> Iterator[tuple[int, Lease]]:
+def _take_over(dataset: DatasetStore, run_id: str) -> Iterator[tuple[int, Lease]]:
     """Once a run has passed over every shard: while shards are unmarked, look every `SWEEP_POLL_S` for
     one whose claim has let go, and take it. So a crashed run's shard is finished within the build, not
     left to a rerun; the run would otherwise idle anyway, since the build waits for its last shard. A
-    look that fails is tried again at the next (a slow store should not fail a run that has its work
-    done); `SWEEP_ERRORS_IN_A_ROW` in a row fail the run. Ends when every shard is marked, the build
-    ended, or after `SWEEP_WAIT_S` with nothing taken."""
+    look that fails is tried again at the next; after `SWEEP_ERRORS_IN_A_ROW` the run stops looking
+    (a slow store should not fail a run that has its work done: the build names what is left). Ends
+    when every shard is marked, the build ended, or after `SWEEP_WAIT_S` with nothing taken."""
     logger = get_run_logger()
     idle_since = time.monotonic()
     errors = 0
-    waited_for: list[int] = []
+    waited_for: set[int] = set()
     while True:
         try:
             done, entries = _listing(dataset, run_id)
-            left = [index for index in range(shard_count) if index not in done] if entries else []
+            left = sorted(entries - done)  # those with entries: a build removing its folder shows fewer
             taken = _first_claim(dataset, run_id, left)
-        except Exception as error:
+        except Exception as error:  # s3fs and botocore raise many kinds: counted, and the run stops
             errors += 1
-            if errors == SWEEP_ERRORS_IN_A_ROW:
-                raise
             logger.warning("could not look for shards left (%d in a row): %s", errors, error)
-            time.sleep(SWEEP_POLL_S)
+            if errors == SWEEP_ERRORS_IN_A_ROW:
+                return
+            time.sleep(SWEEP_POLL_S * random.uniform(0.5, 1.5))
             continue
         errors = 0
         if not entries:
@@ -192,9 +201,9 @@ def _take_over(dataset: DatasetStore, run_id: str, shard_count: int) -> Iterator
         if time.monotonic() - idle_since > SWEEP_WAIT_S:
             logger.warning("shard(s) %s still held after %.0f s: not waited for longer", left, SWEEP_WAIT_S)
             return
-        if left != waited_for:
+        if not set(left) <= waited_for:  # said once per shard, not at every mark
             logger.info("waiting for shard(s) %s: other runs hold them (taken over if one crashed)", left)
-            waited_for = left
+            waited_for |= set(left)
         time.sleep(SWEEP_POLL_S * random.uniform(0.5, 1.5))
 
 
@@ -208,34 +217,46 @@ def _first_claim(dataset: DatasetStore, run_id: str, left: list[int]) -> tuple[i
 
 
 def check_takeover(dataset: DatasetStore, run_id: str, index: int, shard: Lease) -> None:
-    """Note that claim `shard` took shard `index` over from a run that stopped renewing its claim (its
-    process ended, or was paused past the expiry) while working on it (`<n>.crashed`); the second time,
-    raise ShardKillsItsRuns: a shard two processes died on likely kills its process itself (a video
-    that runs the host out of memory, say), and taking it again and again would crash every run of the
-    build in turn."""
+    """Note that claim `shard` took shard `index` over from a run that left it unfinished (its process
+    ended, or stopped renewing its claim past the expiry: a frozen machine looks the same) in
+    `<n>.crashed`; the second time, raise ShardKillsItsRuns: a shard two runs' processes died on
+    likely kills its process itself (a video that runs the host out of memory, say), and taking it
+    again and again would crash every run of the build in turn. A store error here counts as no note
+    (the shard is worth doing more than the count is worth keeping)."""
     if shard.left_by is None:
         return
+    logger = get_run_logger()
+    left_by = shard.left_by.describe()
     note = dataset.path(_shard_file(run_id, index, "crashed"))
-    _fresh(dataset, run_id)
-    if dataset.fs.exists(note):
+    try:
+        _fresh(dataset, run_id)
+        noted = dataset.fs.exists(note)
+    except Exception as error:  # s3fs and botocore raise many kinds
+        logger.warning("shard %d: could not look for an earlier takeover: %s", index, error)
+        return
+    if noted:
         raise ShardKillsItsRuns(
-            f"the processes of two runs ended while working on it (the last: {shard.left_by.describe()});"
+            f"two runs left it unfinished (their process ended, or their claim lapsed; the last: {left_by});"
             " not taken a third time (a rerun of the build tries it again)"
         )
-    logger = get_run_logger()
-    logger.warning("shard %d: taken over from a run that left it: %s", index, shard.left_by.describe())
-    if build_ended(dataset, run_id, index):  # a late note would bring the removed folder back on S3
-        return
+    logger.warning("shard %d: taken over from a run that left it unfinished: %s", index, left_by)
     try:
-        with dataset.fs.open(note, "w") as handle:
-            handle.write(json.dumps({"left_by": shard.left_by.describe()}))
-    except OSError as error:  # the shard can still be done; only the count of crashes is lost
+        if not build_ended(dataset, run_id, index):  # a late note would bring the removed folder back on S3
+            with dataset.fs.open(note, "w") as handle:
+                handle.write(json.dumps({"left_by": left_by}))
+    except Exception as error:
         logger.warning("shard %d: could not note the takeover: %s", index, error)
 
 
-def finish(dataset: DatasetStore, run_id: str, index: int, error: str | None = None) -> None:
+def finish(
+    dataset: DatasetStore, run_id: str, index: int, error: str | None = None, shard: Lease | None = None
+) -> None:
     """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
-    run again. Nothing is written once the build has ended (its shard files are gone)."""
+    run again. Nothing is written once the build has ended (its shard files are gone), nor when claim
+    `shard` was taken over meanwhile (this run's renewals lapsed): the run that took it marks it."""
+    if shard is not None and shard.lost:
+        get_run_logger().warning("shard %d: its claim was taken over while this run worked on it", index)
+        return
     if not build_ended(dataset, run_id, index):
         with dataset.fs.open(dataset.path(_shard_file(run_id, index, "done")), "w") as handle:
             handle.write(json.dumps({"error": error}))

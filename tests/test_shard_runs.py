@@ -91,11 +91,11 @@ def test_a_run_takes_nothing_once_its_build_has_ended(build, prefect_harness):
 
 
 def when_marked(dataset: DatasetStore, run_id: str, shards: set[int], then) -> threading.Thread:
-    """A thread that calls `then()` once `shards` are marked (within a minute): another run's next move,
-    made while this test's run waits for it."""
+    """A thread that calls `then()` once `shards` are marked: another run's next move,
+    made while this test's run waits for it (given up after 10 minutes)."""
 
     def watch() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 600
         while not shards <= marked(dataset, run_id):
             if time.monotonic() > deadline:
                 return
@@ -113,6 +113,7 @@ def test_a_shard_another_run_holds_is_left_to_it(build, prefect_harness, monkeyp
     is marked."""
     dataset, run_id, ids, _loads = build
     monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.05)
+    monkeypatch.setattr(shard_claims, "SWEEP_WAIT_S", 120.0)  # fail, not hang
     held = claim(dataset, run_id, 1)
 
     def other_run_finishes() -> None:
@@ -140,6 +141,7 @@ def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, mo
     that kills its process would otherwise crash every run of the build in turn."""
     dataset, run_id, ids, _loads = build
     monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.05)
+    monkeypatch.setattr(shard_claims, "SWEEP_WAIT_S", 120.0)  # fail, not hang
     if crashed_before:  # as the run that took it over the first time noted it
         dataset.fs.pipe(dataset.path(f"_runs/{run_id}/00001.crashed"), b"{}")
     holder = subprocess.Popen(
@@ -398,9 +400,10 @@ def test_a_build_outlives_a_crashed_run_a_lost_one_and_one_never_started(pool_bu
     thread, left, runs = wait_on_pool(pool_build, 3)
     set_state(runs[0], Running())
     set_state(runs[1], Running())
-    for index in range(3):
-        finish(dataset, run_id, index)
+    finish(dataset, run_id, 0)
+    finish(dataset, run_id, 1)
     set_state(runs[0], Crashed(message="process exited with code -9"))
+    finish(dataset, run_id, 2)
     thread.join(90)
     assert not thread.is_alive() and left["raised"] is None
     assert read_state(runs[2]).is_cancelled() and read_state(runs[2]).message == "every shard was finished"
@@ -447,7 +450,7 @@ def test_a_shard_marked_failed_fails_the_build_whatever_its_run_did_after(pool_b
 
 def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
     """On S3 (moto's server on 127.0.0.1), a run's process is paused (SIGSTOP: a frozen VM, a long GC; its
-    host still shows the process) while it holds a claim of 5 s to live: no claim is possible before it
+    host still shows the process) while it holds a claim of 15 s to live: no claim is possible before it
     expires, and one takes it over after, naming whom it took it from."""
     import os
     import signal
@@ -461,14 +464,14 @@ def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
             dataset, run_id = DatasetStore("s3://foley/store"), new_run_id()
             write_entries([ManifestEntry(id="a", video="/nowhere.mp4")], shard_manifest(dataset, run_id, 0))
             holder = subprocess.Popen(
-                [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "0", "5"],
+                [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "0", "15"],
                 stdout=subprocess.PIPE,
                 text=True,
             )
             assert holder.stdout.readline().strip() == "claimed"
             os.kill(holder.pid, signal.SIGSTOP)
             assert claim(dataset, run_id, 0) is None  # alive, and its claim not yet expired
-            deadline, taken = time.monotonic() + 30, None
+            deadline, taken = time.monotonic() + 60, None
             while taken is None and time.monotonic() < deadline:
                 time.sleep(0.5)
                 taken = claim(dataset, run_id, 0)
@@ -479,3 +482,59 @@ def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
             holder.kill()
             holder.wait()
         patch.undo()
+
+
+def take_over(dataset: DatasetStore, run_id: str) -> list[int]:
+    """What a run that has passed over every shard of the build takes (`_take_over`, in a flow run as
+    in a process-shards run), each claim released at once."""
+    from prefect import flow
+
+    @flow(name="take-over")
+    def taking() -> list[int]:
+        taken = []
+        for index, shard in shard_claims._take_over(dataset, run_id):
+            taken.append(index)
+            shard.release()
+            finish(dataset, run_id, index)
+        return taken
+
+    return taking()
+
+
+def test_a_waiting_run_rides_out_failed_looks_and_gives_up_after_five(build, prefect_harness, monkeypatch):
+    """The store fails the run's looks (a stand-in for S3 throttling, which nothing here produces: the
+    listing raises as s3fs does). Three failures in a row: the run takes the unmarked shard at the next
+    look. Five: it stops looking and ends without failing (the build names what is left)."""
+    dataset, run_id, _ids, _loads = build
+    monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.01)
+    real = shard_claims._listing
+    failing = {"left": 3}
+
+    def throttled(*args):
+        if failing["left"]:
+            failing["left"] -= 1
+            raise OSError("SlowDown: Please reduce your request rate.")
+        return real(*args)
+
+    monkeypatch.setattr(shard_claims, "_listing", throttled)
+    finish(dataset, run_id, 0)
+    finish(dataset, run_id, 2)
+    assert take_over(dataset, run_id) == [1] and failing["left"] == 0
+    failing["left"] = 5
+    dataset.fs.rm(dataset.path(f"_runs/{run_id}/00001.done"))
+    assert take_over(dataset, run_id) == [] and unfinished(dataset, run_id, 3) == [1]
+
+
+def test_a_waiting_run_ends_after_its_longest_wait(build, prefect_harness, monkeypatch):
+    """Shard 1 stays held by a live run (its claim renews): a waiting run ends after `SWEEP_WAIT_S`."""
+    dataset, run_id, _ids, _loads = build
+    monkeypatch.setattr(shard_claims, "SWEEP_POLL_S", 0.01)
+    monkeypatch.setattr(shard_claims, "SWEEP_WAIT_S", 0.5)
+    finish(dataset, run_id, 0)
+    finish(dataset, run_id, 2)
+    held = claim(dataset, run_id, 1)
+    try:
+        assert take_over(dataset, run_id) == []
+    finally:
+        held.release()
+    assert unfinished(dataset, run_id, 3) == [1]

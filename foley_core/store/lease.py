@@ -287,6 +287,11 @@ class Lease:
             raise LeaseLost(f"the {self.purpose} lease was taken over by another process")
         self._version, self._holder = version, holder
 
+    @property
+    def lost(self) -> bool:
+        """Whether this process held the lease and another took it over (its renewals had lapsed)."""
+        return self._lost
+
     def check(self) -> None:
         """Raise LeaseLost if the lease was lost, or is about to expire unrenewed (renewals failing):
         the fence before a write that only the holder may make."""
