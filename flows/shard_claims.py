@@ -34,7 +34,7 @@ SWEEP_ERRORS_IN_A_ROW = 5  # failed looks in a row (a slow or throttling store) 
 
 
 class ShardKillsItsRuns(FoleyError):
-    """The processes of two runs ended while working on a shard: it is not taken a third time."""
+    """Two runs left a shard unfinished (their process ended, or their claim lapsed): not taken again."""
 
 
 def run_folder(run_id: str) -> str:

@@ -156,7 +156,7 @@ def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, mo
 
         killer = when_marked(dataset, run_id, {0, 2}, crash)
         if crashed_before:
-            with pytest.raises(ShardsFailed, match=r"failed: shard 1: the processes of two runs ended"):
+            with pytest.raises(ShardsFailed, match=r"failed: shard 1: two runs left it unfinished"):
                 process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
         else:
             done = process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
