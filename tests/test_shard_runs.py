@@ -412,40 +412,31 @@ def test_a_build_outlives_a_crashed_run_a_lost_one_and_one_never_started(pool_bu
     assert logged(left["flow_run_id"], "run(s) crashed, and the other runs finished their shards")
 
 
-def test_a_crashed_run_with_shards_left_fails_the_build(pool_build):
+@pytest.mark.parametrize(
+    ("marks", "expected"),
+    [
+        ({0: None, 2: None}, ["(Crashed: process exited with code -9)", "shard(s) [1] were not finished"]),
+        ({0: "frames could not be decoded", 1: None, 2: None}, ["1 shard(s) failed: shard 0: frames could"]),
+    ],
+    ids=["shard-left", "failed-mark"],
+)
+def test_a_crashed_run_fails_the_build_when_work_is_left_undone(pool_build, marks, expected):
+    """One of two runs crashes, the other completes. With shard 1 left unmarked the crash fails the
+    build; with every shard marked, but shard 0 marked failed (by the run that crashed later: no run
+    ends Failed), the build still fails, naming shard 0 and its error from the mark."""
     from prefect.states import Completed, Crashed, Running
 
     _pool, dataset, run_id = pool_build
     thread, left, runs = wait_on_pool(pool_build, 2)
     for run in runs:
         set_state(run, Running())
-    finish(dataset, run_id, 0)
-    finish(dataset, run_id, 2)
-    set_state(runs[1], Crashed(message="process exited with code -9"))
-    set_state(runs[0], Completed())
-    thread.join(90)
-    assert not thread.is_alive()
-    message = str(left["raised"])
-    assert "(Crashed: process exited with code -9)" in message and "shard(s) [1] were not finished" in message
-
-
-def test_a_shard_marked_failed_fails_the_build_whatever_its_run_did_after(pool_build):
-    """A run marks shard 0 failed and crashes later, its other shards taken over: no run ends Failed, and
-    the build still fails, naming shard 0 and its error from the mark."""
-    from prefect.states import Completed, Crashed, Running
-
-    _pool, dataset, run_id = pool_build
-    thread, left, runs = wait_on_pool(pool_build, 2)
-    for run in runs:
-        set_state(run, Running())
-    finish(dataset, run_id, 0, "frames could not be decoded")
-    finish(dataset, run_id, 1)
-    finish(dataset, run_id, 2)
+    for index, error in marks.items():
+        finish(dataset, run_id, index, error)
     set_state(runs[0], Crashed(message="process exited with code -9"))
     set_state(runs[1], Completed())
     thread.join(90)
     assert not thread.is_alive()
-    assert "1 shard(s) failed: shard 0: frames could not be decoded" in str(left["raised"])
+    assert all(part in str(left["raised"]) for part in expected), left["raised"]
 
 
 def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
