@@ -250,3 +250,102 @@ def test_shards_no_worker_starts_fail_the_build_naming_the_pool(cluster, tmp_pat
     runs = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shard]}}})
     assert [r["state"]["type"] for r in runs] == ["CANCELLED"]  # it will not run later behind our back
     assert not (store / "_shards").exists() or not list((store / "_shards").iterdir())
+
+
+def test_a_run_killed_mid_shard_is_taken_over_by_another(cluster, tmp_path):
+    """Two GPU workers (one run at a time each) and the build's two process-shards runs, one shard a video.
+    The first run's process to claim a shard is killed (SIGKILL, found by the pid its claim names: an
+    out-of-memory kill). Its worker reports the run Crashed; the other run, done with its own shards,
+    takes the killed one's over and finishes it, and the build completes with every video in the
+    store. (Last in this file: the killed run's GPU slot stays leased for 5 minutes, on a worker name
+    of its own.)"""
+    import os
+    import signal
+
+    url, env = cluster
+    manifest, durations = make_manifest_videos(tmp_path / "videos")
+    store = tmp_path / "store"
+    workers = []
+    for name, worker_id, queue in (
+        ("gpu-a", "crash-gpu-1", ["--work-queue", "default", "--limit", "1"]),
+        ("gpu-b", "crash-gpu-2", ["--work-queue", "default", "--limit", "1"]),
+        ("control", "crash-control", ["--work-queue", "control"]),
+    ):
+        with open(tmp_path / f"{name}.log", "w") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", *queue],
+                    cwd=REPO,
+                    env={**env, "WORKER_ID": worker_id},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    try:
+        out = prefect(
+            env,
+            "deployment",
+            "run",
+            "build-dataset/nightly",
+            "--param",
+            f"manifest={manifest}",
+            "--param",
+            f"store={store}",
+            "--param",
+            "model=tiny-random",
+            "--param",
+            "shard_size=1",
+            "--param",
+            "shard_runs=2",
+        )
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        killed = None
+        deadline = time.monotonic() + 300
+        while killed is None and time.monotonic() < deadline:
+            for claim in (store / "_runs").glob("*/*.lease.json") if (store / "_runs").exists() else []:
+                try:
+                    holder = json.loads(claim.read_text())
+                except (OSError, ValueError):  # released, or being written, just now
+                    continue
+                if not claim.with_name(claim.name.replace(".lease.json", ".done")).exists():
+                    os.kill(holder["pid"], signal.SIGKILL)
+                    killed = (int(claim.name.split(".")[0]), holder["pid"])
+                    break
+            time.sleep(0.2)
+        assert killed is not None, "no run claimed a shard"
+        run = wait_for_final(url, run_id, timeout=480)
+        logs = "".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in ("control", "gpu-a", "gpu-b"))
+        assert run["state"]["type"] == "COMPLETED", logs
+    finally:
+        for worker in workers:
+            stop(worker)
+
+    shards = deployment_id(url, "process-shards/gpu")
+    lanes = [
+        lane
+        for lane in api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shards]}}})
+        if lane["parameters"]["store"] == str(store)
+    ]
+    assert sorted(lane["state"]["type"] for lane in lanes) == ["COMPLETED", "CRASHED"]
+    (survivor,) = [lane for lane in lanes if lane["state"]["type"] == "COMPLETED"]
+    subflows = [
+        r
+        for r in api(url, "/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"is_null_": False}}})
+        if r["parameters"].get("run_id") == survivor["parameters"]["run_id"] and "index" in r["parameters"]
+    ]
+    taken_over = [
+        r
+        for r in subflows
+        if r["parameters"]["index"] == killed[0]
+        and r["state"]["type"] == "COMPLETED"
+        and api(url, f"/task_runs/{r['parent_task_run_id']}")["flow_run_id"] == survivor["id"]
+    ]
+    assert taken_over, f"shard {killed[0]} was not finished by the run that survived"
+    said = api(url, "/logs/filter", {"logs": {"flow_run_id": {"any_": [survivor["id"]]}}, "limit": 200})
+    assert any(
+        f"shard {killed[0]}: taken over from a run that left it unfinished" in x["message"] for x in said
+    )
+    loaded = datasets.load_dataset(str(store))
+    rows = {row["id"]: row for split in loaded.values() for row in split}
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == set(durations)
