@@ -38,6 +38,8 @@ def ensure_limit(name: str, slots: int) -> None:
 
 
 _holding = threading.Event()  # set while this process holds its slot
+SLOT_LEASE_S = 300.0  # the slot is a lease on the Prefect server, renewed at three quarters of it while
+# its run lives: the server frees a crashed run's slot once it lapses
 
 
 @contextmanager
@@ -49,7 +51,13 @@ def gpu_slot(enabled: bool = True) -> Iterator[None]:
         return
     name = gpu_limit_name()
     ensure_limit(name, int(os.environ.get("FOLEY_GPU_SLOTS", "1")))
-    with concurrency(name, occupy=1, strict=True):
+    # A run holds its slot for hours. Prefect's renewal gives up after three tries in ~20 s (its server
+    # restarting, say) and would then cancel the run mid-shard; the lapse it guards against (a second
+    # holder of this worker's slot) needs a second process of the same worker name, which `--limit 1`
+    # keeps away, so the run goes on, warned.
+    with concurrency(
+        name, occupy=1, strict=True, lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False
+    ):
         _holding.set()
         try:
             yield
