@@ -1,68 +1,118 @@
-"""The GPU concurrency limit: one model per worker machine at a time.
+"""The GPU slot: one model per worker machine at a time.
 
-A process-shard run started by a worker holds one slot of the global concurrency limit `gpu:<worker>`
-while it uses its model, so two flow runs on one GPU worker never run two models at once. A
-process-shards run that takes other runs' shards holds it from its start to its end (its process keeps
-the model between shards); a shard inside it takes none more: the slot is the process's. The worker is
-named by `WORKER_ID` (default: the host name); `FOLEY_GPU_SLOTS` sets the limit (default 1) when it is
-created. Inside a process, one batching thread owns the model (foley_core.backends.batching), so a
-local run (one process, no worker) needs no limit and takes none.
+A process-shard run started by a worker holds its machine's GPU slot while it uses its model, so two
+flow runs on one GPU machine never run two models at once. A process-shards run that takes other runs'
+shards holds it from its start to its end (its process keeps the model between shards); a shard inside
+it takes none more: the slot is the process's. Inside a process, one batching thread owns the model
+(foley_core.backends.batching), so a local run (one process, no worker) needs no slot and takes none.
+
+The slot is an OS file lock (`flock`) on `foley-gpu-<WORKER_ID>-<n>.lock` in `FOLEY_GPU_LOCK_DIR`
+(default: the system's temporary folder; `WORKER_ID` defaults to the host name), one file per slot
+(`FOLEY_GPU_SLOTS`, default 1). The kernel releases it the moment its process ends, however it ends,
+and no server keeps it: a crashed run's slot is free at once, and a run holds its slot for hours
+whatever its Prefect server does. (A Prefect global concurrency limit, used before, is a lease on the
+server: a run whose renewals failed, the server restarting, was cancelled mid-shard, and a restart
+that lost the server's in-memory leases left the slot taken for good.) Containers that share a GPU
+must share the lock folder (a mounted volume).
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import socket
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-
-def gpu_limit_name() -> str:
-    return f"gpu:{os.environ.get('WORKER_ID') or socket.gethostname()}"
-
-
-def ensure_limit(name: str, slots: int) -> None:
-    """Create the limit if this worker has none yet (racing workers are fine)."""
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-
+log = logging.getLogger(__name__)
+POLL_S = 1.0  # how often a run waiting for a busy slot tries again
+SAY_EVERY_S = 300.0  # how often a waiting run says who holds the slot
 
 _holding = threading.Event()  # set while this process holds its slot
-SLOT_LEASE_S = 300.0  # the slot is a lease on the Prefect server, renewed at three quarters of it while
-# its run lives: the server frees a crashed run's slot once it lapses
+
+
+def slot_files() -> list[Path]:
+    """This machine's GPU slots: one lock file each."""
+    folder = Path(os.environ.get("FOLEY_GPU_LOCK_DIR") or tempfile.gettempdir())
+    worker = (os.environ.get("WORKER_ID") or socket.gethostname()).replace("/", "_")
+    slots = int(os.environ.get("FOLEY_GPU_SLOTS", "1"))
+    return [folder / f"foley-gpu-{worker}-{n}.lock" for n in range(slots)]
+
+
+def _try_take(path: Path) -> IO[str] | None:
+    """The slot's locked file when it was free (this process's pid written in it), else None."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (held open for as long as the slot is held)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _take_any(paths: list[Path]) -> IO[str] | None:
+    """The first free slot's locked file, or None when every slot is held."""
+    for path in paths:
+        handle = _try_take(path)
+        if handle is not None:
+            return handle
+    return None
+
+
+def _holders(paths: list[Path]) -> str:
+    """The pids the slot files name (who holds them, for a waiting run's message)."""
+    pids = []
+    for path in paths:
+        try:
+            pids.append(path.read_text().strip() or "?")
+        except OSError:
+            pids.append("?")
+    return ", ".join(pids)
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger inside a run (Prefect shows it), this module's outside."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
 
 
 @contextmanager
 def gpu_slot(enabled: bool = True) -> Iterator[None]:
-    """Hold one slot of this worker's GPU limit (a no-op when `enabled` is False, or when this process
-    holds the slot already: a second slot would wait for the first, held by this same process)."""
+    """Hold one of this machine's GPU slots, waiting for one to be free (a no-op when `enabled` is False,
+    or when this process holds a slot already: a second would wait for the first, held by this same
+    process)."""
     if not enabled or _holding.is_set():
         yield
         return
-    name = gpu_limit_name()
-    ensure_limit(name, int(os.environ.get("FOLEY_GPU_SLOTS", "1")))
-    # A run holds its slot for hours. Prefect's renewal gives up after three tries in ~20 s (its server
-    # restarting, say) and would then cancel the run mid-shard; the lapse it guards against (a second
-    # holder of this worker's slot) needs a second process of the same worker name, which `--limit 1`
-    # keeps away, so the run goes on, warned.
-    with concurrency(
-        name, occupy=1, strict=True, lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False
-    ):
-        _holding.set()
-        try:
-            yield
-        finally:
-            _holding.clear()
+    paths = slot_files()
+    said_at = None
+    while (handle := _take_any(paths)) is None:
+        if said_at is None or time.monotonic() - said_at > SAY_EVERY_S:
+            _logger().info("waiting for a GPU slot of this machine (held by pid %s)", _holders(paths))
+            said_at = time.monotonic()
+        time.sleep(POLL_S)
+    _holding.set()
+    try:
+        yield
+    finally:
+        _holding.clear()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def started_by_worker() -> bool:

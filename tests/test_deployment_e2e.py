@@ -4,6 +4,7 @@ The build-dataset run deals its shards to process-shards deployment runs on the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
@@ -76,6 +77,7 @@ def cluster(tmp_path_factory, foley_cache):
             **env,
             "FOLEY_CACHE_DIR": str(foley_cache),
             "WORKER_ID": "test-gpu-1",
+            "FOLEY_GPU_LOCK_DIR": str(home / "gpu-locks"),
             "PREFECT_LOGGING_LEVEL": "INFO",
         }
         prefect(env, "work-pool", "create", "gpu", "--type", "process")
@@ -210,8 +212,10 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
     events = wait_for_events(url, "foley.dataset.updated", str(store))
     (event,) = events
     assert event["payload"]["new_ok_rows"] == 3 and event["resource"]["foley.train-ready"] == "false"
-    limits = api(url, "/v2/concurrency_limits/filter", {})
-    assert any(limit["name"] == "gpu:test-gpu-1" for limit in limits)
+    slot = Path(env["FOLEY_GPU_LOCK_DIR"]) / "foley-gpu-test-gpu-1-0.lock"
+    assert slot.read_text().strip().isdigit()  # the run took its worker's GPU slot (its pid is in it)
+    with open(slot, "a+") as handle:  # and let it go: no process holds the lock now
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     loaded = datasets.load_dataset(str(store))
     rows = {row["id"]: row for split in loaded.values() for row in split}
@@ -257,8 +261,7 @@ def test_a_run_killed_mid_shard_is_taken_over_by_another(cluster, tmp_path):
     The first run's process to claim a shard is killed (SIGKILL, found by the pid its claim names: an
     out-of-memory kill). Its worker reports the run Crashed; the other run, done with its own shards,
     takes the killed one's over and finishes it, and the build completes with every video in the
-    store. (Last in this file: the killed run's GPU slot stays leased for 5 minutes, on a worker name
-    of its own.)"""
+    store."""
     import os
     import signal
 
@@ -308,10 +311,16 @@ def test_a_run_killed_mid_shard_is_taken_over_by_another(cluster, tmp_path):
                     holder = json.loads(claim.read_text())
                 except (OSError, ValueError):  # released, or being written, just now
                     continue
-                if not claim.with_name(claim.name.replace(".lease.json", ".done")).exists():
-                    os.kill(holder["pid"], signal.SIGKILL)
-                    killed = (int(claim.name.split(".")[0]), holder["pid"])
-                    break
+                mark = claim.with_name(claim.name.replace(".lease.json", ".done"))
+                if mark.exists():
+                    continue
+                os.kill(holder["pid"], signal.SIGSTOP)  # held still, then looked at again: not marked yet
+                if mark.exists() or not claim.exists():
+                    os.kill(holder["pid"], signal.SIGCONT)
+                    continue
+                os.kill(holder["pid"], signal.SIGKILL)
+                killed = (int(claim.name.split(".")[0]), holder["pid"])
+                break
             time.sleep(0.2)
         assert killed is not None, "no run claimed a shard"
         run = wait_for_final(url, run_id, timeout=480)

@@ -1,55 +1,114 @@
-"""The GPU slot (tasks/gpu.py) that a process-shards run holds for hours, on a real `prefect server
-start`: the server goes away while a process holds the slot on a short lease, its renewals fail, and
-the process goes on to its end rather than being cancelled mid-shard."""
+"""The GPU slot (tasks/gpu.py): an OS file lock per slot, one model per machine at a time. A second
+process waits while the first holds it, a crashed holder's slot is free at once (the kernel releases its
+lock), `FOLEY_GPU_SLOTS` makes room for that many, and inside one process it is held once."""
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.servers import prefect_server
+from v2t_foley.tasks import gpu
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
-# The server takes leases of 60 s at least, renewed at three quarters, and a client retries a request
-# five times: the renewal is brought forward to 3 s (Prefect's own fraction, set in the holding process
-# only) and the client's retries are off, so the renewal gives up in seconds, not minutes.
 HOLD = """
 import time
-from prefect.concurrency import _leases
-from v2t_foley.tasks import gpu
-gpu.SLOT_LEASE_S = 60.0
-_leases._RENEWAL_FRACTION = 0.05
-with gpu.gpu_slot():
+from v2t_foley.tasks.gpu import gpu_slot
+with gpu_slot():
     print("held", flush=True)
-    for _ in range(50):  # a shard's work
-        time.sleep(0.5)
-    print("went on to its end", flush=True)
+    time.sleep(600)
 """
 
 
-def test_a_held_gpu_slot_outlives_its_server_going_away(tmp_path):
-    with prefect_server(tmp_path / "home", tmp_path / "server.log") as (_url, env):
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLD],
-            cwd=REPO,
-            env={**env, "WORKER_ID": "slot-lapse", "PREFECT_CLIENT_MAX_RETRIES": "0"},  # fail in seconds
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        said, deadline = [], time.monotonic() + 120
-        while "held" not in said and time.monotonic() < deadline and holder.poll() is None:
-            said.append(holder.stdout.readline().strip())
-        assert "held" in said, "\n".join(said)
-    try:  # the server is stopped now, before the slot's first renewal
-        out, _ = holder.communicate(timeout=120)
+@pytest.fixture
+def slots(tmp_path, monkeypatch) -> Path:
+    """This test's lock folder and worker name (the children started here inherit them)."""
+    monkeypatch.setenv("FOLEY_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("WORKER_ID", "slot-test")
+    monkeypatch.delenv("FOLEY_GPU_SLOTS", raising=False)
+    return tmp_path / "locks"
+
+
+def taken(path: Path) -> bool:
+    """Whether some process holds the slot file's lock (a lock of this process's own, too: flock locks
+    belong to open files, and this is another)."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def start_holder() -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_crashed_holders_slot_is_free_at_once_and_a_waiting_run_takes_it(slots):
+    """Another process (a run on this machine) holds the slot: this one waits for it. The holder is
+    killed (SIGKILL: an out-of-memory kill), and the waiting one takes the slot without a lease to
+    expire."""
+    holder = start_holder()
+    try:
+        (path,) = gpu.slot_files()
+        assert taken(path)
+        got = threading.Event()
+
+        def wait_for_slot() -> None:
+            with gpu.gpu_slot():
+                got.set()
+
+        waiting = threading.Thread(target=wait_for_slot, daemon=True)
+        waiting.start()
+        assert not got.wait(3), "took a slot another process holds"
+        holder.kill()
+        holder.wait()
+        assert got.wait(30), "the crashed holder's slot stayed taken"
+        waiting.join(30)
     finally:
         holder.kill()
-    assert "Concurrency lease renewal failed" in out, out  # the renewals did fail
-    assert "went on to its end" in out, out
+        holder.wait()
+    assert not taken(path)
+
+
+def test_slots_make_room_for_that_many_models(slots, monkeypatch):
+    monkeypatch.setenv("FOLEY_GPU_SLOTS", "2")
+    holder = start_holder()
+    try:
+        with gpu.gpu_slot():  # the second slot: no wait
+            assert all(taken(path) for path in gpu.slot_files())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_gpu_slot_is_held_once_by_its_process(slots):
+    """While this process holds its slot (a process-shards run), a second hold (a shard inside it, or
+    any thread of the process) goes on without taking a second one, which, with one slot, would wait
+    for the first forever; once released, the next run takes it."""
+    (path,) = gpu.slot_files()
+    inner = threading.Event()
+
+    def shard() -> None:
+        with gpu.gpu_slot():
+            inner.set()
+
+    with gpu.gpu_slot():
+        assert taken(path)
+        thread = threading.Thread(target=shard, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert inner.is_set(), "the inner slot waited for the process's own"
+        assert taken(path)
+    assert not taken(path)
+    with gpu.gpu_slot():
+        assert taken(path)
+    assert not taken(path)

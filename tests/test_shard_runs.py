@@ -2,7 +2,7 @@
 turn in one process (flows/shard_runs.py): the model is loaded (and on a GPU its decode step compiled)
 once per run, not once per shard; a run takes the shards no run has taken after its own, and a shard
 another run finished is taken by none; a shard that fails leaves the run's other shards to finish; and
-the run holds its worker's GPU slot once. (The cluster path
+the run holds its machine's GPU slot once (tests/test_gpu_slot.py). (The cluster path
 itself, a worker and deployment runs, is tests/test_deployment_e2e.py.)"""
 
 from __future__ import annotations
@@ -229,39 +229,6 @@ def test_a_mark_is_not_written_once_the_build_has_ended(build):
     dataset.fs.rm(folder, recursive=True)
     finish(dataset, run_id, 0)
     assert not dataset.fs.exists(folder)
-
-
-def test_the_gpu_slot_is_held_once_by_its_process(prefect_harness, monkeypatch):
-    """While this process holds its worker's slot (a process-shards run), a second hold (a shard inside
-    it, or any thread of the process) goes on without taking a second one, which, with one slot, would
-    wait for the first forever."""
-    from prefect.client.orchestration import get_client
-
-    from v2t_foley.tasks.gpu import gpu_limit_name, gpu_slot
-
-    monkeypatch.setenv("WORKER_ID", "slot-test")
-
-    def active() -> int:
-        with get_client(sync_client=True) as client:
-            return client.read_global_concurrency_limit_by_name(gpu_limit_name()).active_slots
-
-    inner = threading.Event()
-
-    def shard() -> None:
-        with gpu_slot():
-            inner.set()
-
-    with gpu_slot():
-        assert active() == 1
-        thread = threading.Thread(target=shard, daemon=True)
-        thread.start()
-        thread.join(20)
-        assert inner.is_set(), "the inner slot waited for the process's own"
-        assert active() == 1
-    assert active() == 0
-    with gpu_slot():  # released: the next run on this worker takes it
-        assert active() == 1
-    assert active() == 0
 
 
 def test_claims_and_marks_on_s3_see_other_runs_writes(tmp_path):
