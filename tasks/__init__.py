@@ -1,1 +1,1 @@
-"""Prefect tasks: thin wrappers around foley_core with cache keys, retries and the GPU limit."""
+"""Prefect tasks: thin wrappers around foley_core with cache keys, retries and the GPU slot."""

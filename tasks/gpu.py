@@ -12,8 +12,10 @@ The slot is an OS file lock (`flock`) on `foley-gpu-<WORKER_ID>-<n>.lock` in `FO
 and no server keeps it: a crashed run's slot is free at once, and a run holds its slot for hours
 whatever its Prefect server does. (A Prefect global concurrency limit, used before, is a lease on the
 server: a run whose renewals failed, the server restarting, was cancelled mid-shard, and a restart
-that lost the server's in-memory leases left the slot taken for good.) Containers that share a GPU
-must share the lock folder (a mounted volume).
+that lost the server's in-memory leases left the slot taken for good.) Every worker of a GPU must
+see the same file: the same `WORKER_ID` and a lock folder they share on a local filesystem (not NFS,
+where flock is emulated per process); containers, other users, or a private /tmp need
+`FOLEY_GPU_LOCK_DIR` set.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -35,20 +38,40 @@ POLL_S = 1.0  # how often a run waiting for a busy slot tries again
 SAY_EVERY_S = 300.0  # how often a waiting run says who holds the slot
 
 _holding = threading.Event()  # set while this process holds its slot
+_taking = threading.Lock()  # one thread of the process takes the slot; the others then find it held
+_held: list[IO[str]] = []  # the locked file while held: a forked child closes its copy (below)
+
+
+def _forget_in_child() -> None:
+    """In a child forked while the slot is held (a multiprocessing worker, say): close the child's copy of
+    the locked file and forget the slot, so the child does not keep it once its parent has ended."""
+    for handle in _held:
+        handle.close()
+    _held.clear()
+    _holding.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def slot_files() -> list[Path]:
     """This machine's GPU slots: one lock file each."""
     folder = Path(os.environ.get("FOLEY_GPU_LOCK_DIR") or tempfile.gettempdir())
-    worker = (os.environ.get("WORKER_ID") or socket.gethostname()).replace("/", "_")
+    worker = re.sub(r"[^A-Za-z0-9._-]", "_", os.environ.get("WORKER_ID") or socket.gethostname())[:100]
     slots = int(os.environ.get("FOLEY_GPU_SLOTS", "1"))
     return [folder / f"foley-gpu-{worker}-{n}.lock" for n in range(slots)]
 
 
 def _try_take(path: Path) -> IO[str] | None:
     """The slot's locked file when it was free (this process's pid written in it), else None."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 (held open for as long as the slot is held)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 (held open for as long as the slot is held)
+    except PermissionError as error:
+        raise PermissionError(
+            f"cannot open the GPU slot file {path} (another user's?): set FOLEY_GPU_LOCK_DIR to a folder"
+            " every worker of this machine can write"
+        ) from error
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -96,9 +119,29 @@ def gpu_slot(enabled: bool = True) -> Iterator[None]:
     """Hold one of this machine's GPU slots, waiting for one to be free (a no-op when `enabled` is False,
     or when this process holds a slot already: a second would wait for the first, held by this same
     process)."""
-    if not enabled or _holding.is_set():
+    if not enabled:
         yield
         return
+    with _taking:
+        if _holding.is_set():
+            handle = None
+        else:
+            handle = _wait_for_slot()
+            _held.append(handle)
+            _holding.set()
+    if handle is None:
+        yield
+        return
+    try:
+        yield
+    finally:
+        _holding.clear()
+        _held.clear()
+        handle.close()  # releases the lock
+
+
+def _wait_for_slot() -> IO[str]:
+    """A free slot's locked file, waiting for one (and saying who holds them) while every one is held."""
     paths = slot_files()
     said_at = None
     while (handle := _take_any(paths)) is None:
@@ -106,13 +149,7 @@ def gpu_slot(enabled: bool = True) -> Iterator[None]:
             _logger().info("waiting for a GPU slot of this machine (held by pid %s)", _holders(paths))
             said_at = time.monotonic()
         time.sleep(POLL_S)
-    _holding.set()
-    try:
-        yield
-    finally:
-        _holding.clear()
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+    return handle
 
 
 def started_by_worker() -> bool:

@@ -314,7 +314,10 @@ def test_a_run_killed_mid_shard_is_taken_over_by_another(cluster, tmp_path):
                 mark = claim.with_name(claim.name.replace(".lease.json", ".done"))
                 if mark.exists():
                     continue
-                os.kill(holder["pid"], signal.SIGSTOP)  # held still, then looked at again: not marked yet
+                try:
+                    os.kill(holder["pid"], signal.SIGSTOP)  # held still, then looked at again: not marked yet
+                except ProcessLookupError:  # ended since its claim was read
+                    continue
                 if mark.exists() or not claim.exists():
                     os.kill(holder["pid"], signal.SIGCONT)
                     continue

@@ -4,6 +4,7 @@ lock), `FOLEY_GPU_SLOTS` makes room for that many, and inside one process it is 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import subprocess
 import sys
@@ -17,9 +18,15 @@ from v2t_foley.tasks import gpu
 REPO = Path(__file__).resolve().parents[1]
 
 HOLD = """
-import time
+import os, sys, time
 from v2t_foley.tasks.gpu import gpu_slot
 with gpu_slot():
+    if "fork" in sys.argv:  # a child made by fork alone (a multiprocessing worker, say), still running
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        print("forked", child, flush=True)
     print("held", flush=True)
     time.sleep(600)
 """
@@ -46,17 +53,37 @@ def taken(path: Path) -> bool:
         return False
 
 
-def start_holder() -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD], cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
+def start_holder(*args: str) -> tuple[subprocess.Popen, list[str]]:
+    """A process holding a slot, and what it said before "held" (killed if it never says it)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, *args], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    said: list[str] = []
+    reader = threading.Thread(
+        target=lambda: said.extend(iter(lambda: holder.stdout.readline().strip(), "held")), daemon=True
+    )
+    reader.start()
+    reader.join(120)
+    if reader.is_alive() or holder.poll() is not None:
+        holder.kill()
+        holder.wait()
+        pytest.fail(f"the holder never held the slot: {said}")
+    return holder, said
+
+
+def in_thread(timeout: float, work) -> bool:
+    """Whether `work()` returned within `timeout` seconds (a slot that waits fails the test, not hangs it)."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
 
 
 def test_a_crashed_holders_slot_is_free_at_once_and_a_waiting_run_takes_it(slots):
     """Another process (a run on this machine) holds the slot: this one waits for it. The holder is
     killed (SIGKILL: an out-of-memory kill), and the waiting one takes the slot without a lease to
     expire."""
-    holder = start_holder()
+    holder, _ = start_holder()
     try:
         (path,) = gpu.slot_files()
         assert taken(path)
@@ -81,13 +108,40 @@ def test_a_crashed_holders_slot_is_free_at_once_and_a_waiting_run_takes_it(slots
 
 def test_slots_make_room_for_that_many_models(slots, monkeypatch):
     monkeypatch.setenv("FOLEY_GPU_SLOTS", "2")
-    holder = start_holder()
+    holder, _ = start_holder()
+    both: list[bool] = []
+
+    def second() -> None:
+        with gpu.gpu_slot():
+            both.append(all(taken(path) for path in gpu.slot_files()))
+
     try:
-        with gpu.gpu_slot():  # the second slot: no wait
-            assert all(taken(path) for path in gpu.slot_files())
+        assert in_thread(30, second), "the second slot waited for the first"
+        assert both == [True]
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_forked_child_does_not_keep_the_slot_after_its_parent_ends(slots):
+    """The holder forks a child that lives on (the lock file's handle is shared with it by the fork);
+    once the holder is killed, the slot is free while the child still runs."""
+    import os
+    import signal
+
+    holder, said = start_holder("fork")
+    child = int(said[0].split()[1])
+    try:
+        (path,) = gpu.slot_files()
+        holder.kill()
+        holder.wait()
+        os.kill(child, 0)  # alive
+        assert not taken(path), "the forked child kept the slot"
+    finally:
+        holder.kill()
+        holder.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_the_gpu_slot_is_held_once_by_its_process(slots):
