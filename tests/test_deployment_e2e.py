@@ -90,6 +90,49 @@ def deployment_id(url: str, name: str) -> str:
     return api(url, f"/deployments/name/{flow}/{deployment}")["id"]
 
 
+GPU_QUEUE = ["--work-queue", "default", "--limit", "1"]  # as the README starts them: one run at a time
+CONTROL_QUEUE = ["--work-queue", "control"]  # the builds' worker
+
+
+def start_workers(env: dict, logs: Path, workers: list[tuple[str, str, list[str]]]) -> list[subprocess.Popen]:
+    """`prefect worker start --pool gpu` for each (log name, WORKER_ID, queue options); stop them by PID."""
+    started = []
+    for name, worker_id, queue in workers:
+        with open(logs / f"{name}.log", "w") as log:
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", *queue],
+                    cwd=REPO,
+                    env={**env, "WORKER_ID": worker_id},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    return started
+
+
+def run_build(env: dict, manifest: str, store: Path, shard_size: int, shard_runs: int) -> str:
+    """`prefect deployment run build-dataset/nightly` with the tiny model; the flow run's id."""
+    out = prefect(
+        env,
+        "deployment",
+        "run",
+        "build-dataset/nightly",
+        "--param",
+        f"manifest={manifest}",
+        "--param",
+        f"store={store}",
+        "--param",
+        "model=tiny-random",
+        "--param",
+        f"shard_size={shard_size}",
+        "--param",
+        f"shard_runs={shard_runs}",
+    )
+    return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+
+
 def test_enough_new_rows_trigger_training_and_too_few_do_not(cluster, tmp_path):
     """The deployment trigger of train-lora/on-new-data, evaluated by the server's automations."""
     url, env = cluster
@@ -157,38 +200,11 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
     manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
     store = tmp_path / "store"
     # as the README starts them: a GPU worker taking one run at a time, and one for the builds
-    gpu = ["--work-queue", "default", "--limit", "1"]
-    workers = []
-    for name, queue in (("worker", gpu), ("control", ["--work-queue", "control"])):
-        with open(tmp_path / f"{name}.log", "w") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", *queue],
-                    cwd=REPO,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+    workers = start_workers(
+        env, tmp_path, [("worker", "test-gpu-1", GPU_QUEUE), ("control", "test-gpu-1", CONTROL_QUEUE)]
+    )
     try:
-        out = prefect(
-            env,
-            "deployment",
-            "run",
-            "build-dataset/nightly",
-            "--param",
-            f"manifest={manifest}",
-            "--param",
-            f"store={store}",
-            "--param",
-            "model=tiny-random",
-            "--param",
-            "shard_size=3",
-            "--param",
-            "shard_runs=1",
-        )
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        run_id = run_build(env, manifest, store, shard_size=3, shard_runs=1)
         run = wait_for_final(url, run_id, timeout=420)
         logs = "".join((tmp_path / f"{name}.log").read_text()[-2000:] for name in ("control", "worker"))
         assert run["state"]["type"] == "COMPLETED", logs
@@ -268,41 +284,17 @@ def test_a_run_killed_mid_shard_is_taken_over_by_another(cluster, tmp_path):
     url, env = cluster
     manifest, durations = make_manifest_videos(tmp_path / "videos")
     store = tmp_path / "store"
-    workers = []
-    for name, worker_id, queue in (
-        ("gpu-a", "crash-gpu-1", ["--work-queue", "default", "--limit", "1"]),
-        ("gpu-b", "crash-gpu-2", ["--work-queue", "default", "--limit", "1"]),
-        ("control", "crash-control", ["--work-queue", "control"]),
-    ):
-        with open(tmp_path / f"{name}.log", "w") as log:
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", *queue],
-                    cwd=REPO,
-                    env={**env, "WORKER_ID": worker_id},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+    workers = start_workers(
+        env,
+        tmp_path,
+        [
+            ("gpu-a", "crash-gpu-1", GPU_QUEUE),
+            ("gpu-b", "crash-gpu-2", GPU_QUEUE),
+            ("control", "crash-control", CONTROL_QUEUE),
+        ],
+    )
     try:
-        out = prefect(
-            env,
-            "deployment",
-            "run",
-            "build-dataset/nightly",
-            "--param",
-            f"manifest={manifest}",
-            "--param",
-            f"store={store}",
-            "--param",
-            "model=tiny-random",
-            "--param",
-            "shard_size=1",
-            "--param",
-            "shard_runs=2",
-        )
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        run_id = run_build(env, manifest, store, shard_size=1, shard_runs=2)
         killed = None
         deadline = time.monotonic() + 300
         while killed is None and time.monotonic() < deadline:
