@@ -22,7 +22,7 @@ from prefect import get_run_logger
 
 from v2t_foley.foley_core.errors import FoleyError
 from v2t_foley.foley_core.store import DatasetStore
-from v2t_foley.foley_core.store.lease import Lease
+from v2t_foley.foley_core.store.lease import Lease, LeaseLost
 
 CLAIM_TTL_S = 120.0  # a claim's time to live: renewed every third of it while its run works on the shard
 SWEEP_POLL_S = 30.0  # how often, give or take half, a run that has passed over every shard looks again
@@ -253,10 +253,14 @@ def finish(
 ) -> None:
     """Mark shard `index` finished (committed, or failed after its retry with `error`): taken by no
     run again. Nothing is written once the build has ended (its shard files are gone), nor when claim
-    `shard` was taken over meanwhile (this run's renewals lapsed): the run that took it marks it."""
-    if shard is not None and shard.lost:
-        get_run_logger().warning("shard %d: its claim was taken over while this run worked on it", index)
-        return
+    `shard` was taken over meanwhile (this run's renewals lapsed: a frozen machine): the run that took
+    it marks it. The claim is renewed to know, a compare-and-swap."""
+    if shard is not None:
+        try:
+            shard.renew()
+        except LeaseLost:
+            get_run_logger().warning("shard %d: its claim was taken over while this run worked on it", index)
+            return
     if not build_ended(dataset, run_id, index):
         with dataset.fs.open(dataset.path(_shard_file(run_id, index, "done")), "w") as handle:
             handle.write(json.dumps({"error": error}))

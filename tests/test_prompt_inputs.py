@@ -62,6 +62,7 @@ def test_a_batch_is_encoded_by_the_processor_even_when_its_first_request_is_prep
 
 
 def test_pixel_values_are_made_once_per_frames_object_and_dropped_with_it(llm):
+    gc.collect()  # other tests' frames, unreachable but not yet collected, would leave during the test
     before = len(llm.pixels)
     frames = clip(7)
     llm.pixels.prepare(frames)
@@ -76,9 +77,9 @@ def test_pixel_values_are_made_once_per_frames_object_and_dropped_with_it(llm):
 def test_only_the_continuous_decoder_has_its_requests_prepared(llm):
     """`generate` encodes batches with the processor: making pixel values for it would be work twice."""
     llm.use_decoder("generate")
-    before, frames = len(llm.pixels), clip(8)
+    frames = clip(8)
     llm.prepare([GenerationRequest(frames, PROMPTS[0])])
-    assert len(llm.pixels) == before
+    assert llm.pixels.get(frames) is None
 
 
 class CallsByThread:
@@ -160,14 +161,14 @@ def test_sampled_requests_are_not_prepared(llm):
     """They go to `generate`'s batches, whose processor run makes the pixel values anyway."""
     llm.use_decoder("continuous")
     batching = BatchingVideoLLM(llm, max_batch=2)
-    before, frames = len(llm.pixels), clip(11)
+    frames = clip(11)  # looked up by this object: a count would move as other tests' frames are collected
     try:
         batching.generate(
             [GenerationRequest(frames, PROMPTS[0])], GenerationParams(max_new_tokens=2, temperature=0.7)
         )
-        assert len(llm.pixels) == before
+        assert llm.pixels.get(frames) is None
         batching.generate([GenerationRequest(frames, PROMPTS[0])], GenerationParams(max_new_tokens=2))
-        assert len(llm.pixels) == before + 1  # a greedy one is
+        assert llm.pixels.get(frames) is not None  # a greedy one is
     finally:
         batching.stop()
         llm.use_decoder("generate")

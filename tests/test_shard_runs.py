@@ -181,6 +181,33 @@ time.sleep(600)
 """
 
 
+def test_a_run_whose_claim_was_taken_over_does_not_mark_the_shard(build, prefect_harness, monkeypatch):
+    """A run's claim lapses while it works on shard 0 (its renewals stop, as on a frozen machine: here its
+    renewing thread is stopped, a stand-in, since nothing here freezes a machine) and another run takes
+    the shard over: the first run's finish writes no mark; the taker's does."""
+    from prefect import flow
+
+    dataset, run_id, _ids, _loads = build
+    monkeypatch.setattr(shard_claims, "CLAIM_TTL_S", 1.0)
+    frozen = claim(dataset, run_id, 0)
+    frozen._stop.set()
+    frozen._renewer.join(10)
+    time.sleep(1.5)  # past its expiry
+    taker = claim(dataset, run_id, 0)
+    assert taker is not None and taker.left_by is not None
+
+    @flow(name="finish-shard")
+    def finishing(shard) -> set[int]:
+        finish(dataset, run_id, 0, shard=shard)
+        return marked(dataset, run_id)
+
+    try:
+        assert finishing(frozen) == set()  # the frozen run, woken: not its mark to write
+        assert finishing(taker) == {0}
+    finally:
+        taker.release()
+
+
 def test_a_shard_whose_videos_all_fail_in_the_model_stops_the_run(build, prefect_harness, monkeypatch):
     """The model cannot load (a stand-in for a broken device, which nothing here can produce: the
     loader raises): shard 0's video fails in the model's steps, the run takes no more shards and fails

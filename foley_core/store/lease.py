@@ -217,6 +217,7 @@ class Lease:
         self._lost = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._renewing = threading.Lock()  # the renewing thread and a holder's own check, one at a time
         # whom the last acquisition took the lease over from (its process died, or stopped renewing
         # past the expiry); None when the lease was free
         self.left_by: Holder | None = None
@@ -278,19 +279,16 @@ class Lease:
                 log.warning("could not renew the %s lease: %s", self.purpose, err)
 
     def renew(self) -> None:
-        if self._holder is None or self._version is None:
-            raise LeaseLost(f"the {self.purpose} lease is not held")
-        holder = Holder(**{**self._holder.__dict__, "expires": time.time() + self.ttl_s})
-        version = self.backend.swap(self._version, holder.__dict__)
-        if version is None:
-            self._lost = True
-            raise LeaseLost(f"the {self.purpose} lease was taken over by another process")
-        self._version, self._holder = version, holder
-
-    @property
-    def lost(self) -> bool:
-        """Whether this process held the lease and another took it over (its renewals had lapsed)."""
-        return self._lost
+        """Extend the lease by compare-and-swap; raise LeaseLost when another process took it over."""
+        with self._renewing:  # two renewals at once would swap from one version: the second "lost"
+            if self._holder is None or self._version is None:
+                raise LeaseLost(f"the {self.purpose} lease is not held")
+            holder = Holder(**{**self._holder.__dict__, "expires": time.time() + self.ttl_s})
+            version = self.backend.swap(self._version, holder.__dict__)
+            if version is None:
+                self._lost = True
+                raise LeaseLost(f"the {self.purpose} lease was taken over by another process")
+            self._version, self._holder = version, holder
 
     def check(self) -> None:
         """Raise LeaseLost if the lease was lost, or is about to expire unrenewed (renewals failing):
