@@ -47,6 +47,8 @@ ONLY=part,part runs those parts alone (bench/gpu_run.py), for a short call after
 A section that fails logs its error as its own line and the run goes on with the next; when a decode
 through the prefix store fails, it is tried once with the prefixes copied, and when that succeeds,
 every later continuous figure is measured with copies too (`prefix_store: false` in their lines).
+A way of the store's attention that fails its check on the card is not used (`attention_ran`, and
+`attention_failed` with why; backends/attention_check.py).
 bench/targets.py reads it all back.
 """
 
@@ -73,7 +75,19 @@ from gpu_counters import (
 from gpu_factory import factory
 from gpu_lora import lora_steps
 from gpu_profile import profile_decode
-from gpu_run import COPIES_TRIED, DEVICE, DTYPE, FACTORY_CLIPS, STORE, TINY, guarded, in_budget, log, sync
+from gpu_run import (
+    COPIES_TRIED,
+    DEVICE,
+    DTYPE,
+    FACTORY_CLIPS,
+    STORE,
+    TINY,
+    WAYS,
+    guarded,
+    in_budget,
+    log,
+    sync,
+)
 
 
 def tokens_by_step(calls) -> dict[str, list[int]]:
@@ -290,6 +304,9 @@ def main() -> None:
             prefix_store=prefix_store if llm.continuous is not None else None,
             opaque_attention=opaque if llm.continuous is not None else None,
             attention_kernels=kernels if llm.continuous is not None else None,
+            # how the store's attention ran (the way asked for, unless it failed its check on this card)
+            attention_ran=None if cont is None or not prefix_store else WAYS[cont.attention_way()],
+            attention_failed={WAYS[way]: why for way, why in cont.attention_failed.items()} if cont else None,
             join_together=join_together if cont is not None else None,
             # the questions prefilled through the store in join prefills (backends/join_prefill.py)
             joined_together=None if cont is None else cont.joined_together - counted[2],

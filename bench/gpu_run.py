@@ -70,6 +70,8 @@ def guarded(step: str, run: Callable[[], object]) -> bool:
 # continuous figure is still measured, with copies; that retry is made once a run
 STORE = [True]
 COPIES_TRIED = [False]
+# the ways of the store's attention, by `ContinuousDecoder.attention_way()`
+WAYS = {True: "fused kernels", False: "small ops", None: "copies"}
 
 
 def sync() -> None:

@@ -108,8 +108,15 @@ def judged(figure: str, value: float | None, checks: list[tuple[str, bool | None
 
 
 def copied(line: dict | None) -> str:
-    """A figure's note when its line was measured with video prefixes copied into every row."""
-    return ", prefixes copied" if line is not None and line.get("prefix_store") is False else ""
+    """A figure's note when its line was measured with video prefixes copied into every row, or with
+    the store's attention another way than its fused kernels because they failed their check."""
+    if line is None:
+        return ""
+    if line.get("prefix_store") is False or line.get("attention_ran") == "copies":
+        return ", prefixes copied"
+    if line.get("attention_kernels", True) and line.get("attention_ran") == "small ops":
+        return ", store attention as small ops (its fused kernels failed their check)"
+    return ""
 
 
 def fewer_rows(line: dict | None) -> str:

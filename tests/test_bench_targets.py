@@ -179,6 +179,21 @@ def test_a_store_that_failed_leaves_the_copies_figure_and_its_error(tmp_path):
     assert failed.measured.startswith("RuntimeError: no kernel") and "|" not in failed.measured
 
 
+def test_a_figure_whose_store_attention_fell_back_says_so(tmp_path):
+    """The store's fused kernels failed their check on the card (backends/attention_check.py): the
+    decoder ran its small ops, and the batch-32 figure says so rather than passing for the default."""
+    line = decode_line("continuous", 32, 2100.0) | {
+        "attention_kernels": True,
+        "attention_ran": "small ops",
+        "attention_failed": {"fused kernels": "RuntimeError in a decode step: attn_bias is not aligned"},
+    }
+    write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, line])
+    found = {row.figure: row for row in targets.rows(tmp_path)[1]}
+    assert B32 not in found
+    fell_back = "constrained decode, batch 32, continuous, store attention as small ops"
+    assert [figure for figure in found if figure.startswith(fell_back)]
+
+
 B1 = "constrained decode, batch 1, continuous (tok/s)"
 
 

@@ -43,6 +43,7 @@ import xgrammar as xgr
 from transformers import StaticCache
 
 from v2t_foley.foley_core.backends import prefix_attention
+from v2t_foley.foley_core.backends.attention_check import failed_ways
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
 from v2t_foley.foley_core.backends.constrained import greedy_under_masks
@@ -134,6 +135,8 @@ class ContinuousDecoder:
         self.attention_kernels = True
         self.join_together = True  # False: every question joins alone (for comparisons)
         self._prefix_attention: bool | None = None  # whether the model's attention can read the store
+        # why a way of the store's attention failed its check (True: fused kernels; attention_check.py)
+        self.attention_failed: dict[bool, str] = {}
         self._serving = threading.Lock()  # one serve at a time: they share the cache
 
     def _step(
@@ -157,7 +160,15 @@ class ContinuousDecoder:
             return False
         if self._prefix_attention is None:
             self._prefix_attention = prefix_attention.enable(self.model)
-        return self._prefix_attention
+            if self._prefix_attention:  # a kernel that refuses the calls would fail every decode step
+                self.attention_failed = failed_ways(self.model)
+        return self._prefix_attention and self.attention_way() is not None
+
+    def attention_way(self) -> bool | None:
+        """How the store's attention runs: fused kernels (True) unless `attention_kernels` is off or
+        they failed their check, small ops (False) unless they failed too; None: neither (copies)."""
+        ways = (True, False) if self.attention_kernels else (False,)
+        return next((way for way in ways if way not in self.attention_failed), None)
 
     def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
         """The prefix store with an entry for this video's prefix (its own, or a free one), made when
@@ -208,7 +219,7 @@ class ContinuousDecoder:
         stores = self._stores_prefixes()
         if stores:
             prefix_attention.use_opaque_op(self.opaque_attention)
-            prefix_attention.use_kernels(self.attention_kernels)
+            prefix_attention.use_kernels(bool(self.attention_way()))
         if self.store is not None:
             self.store.reset_users()  # no row is live between waves
         # the columns the first request needs in its own row: what follows its video prefix, when

@@ -1,0 +1,95 @@
+"""The prefix store's attention is checked on the model's device before a decoder uses it
+(backends/attention_check.py): a way whose kernel refuses the calls, or gives other numbers, is not
+used, and the decoder falls back to the next (fused kernels -> small ops -> copies of the prefixes),
+with the same answers as `generate`. The CUDA kernel that could refuse cannot run on this machine, so
+a failing kernel is a stand-in (the CPU kernel wrapped to raise or to misread), said in each test."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.test_continuous import llm, requests, texts  # noqa: F401 (the module's tiny model, a fixture)
+from v2t_foley.foley_core.backends import GenerationParams, prefix_attention
+from v2t_foley.foley_core.backends.attention_check import check_attention
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(4, 4, 16), (32, 8, 128)])
+@pytest.mark.parametrize("kernels", [True, False], ids=["fused-kernels", "small-ops"])
+def test_both_ways_pass_where_they_compute_attention(dtype, heads, kv_heads, dim, kernels):
+    assert check_attention(CPU, dtype, heads, kv_heads, dim, kernels) is None
+
+
+def test_a_kernel_that_refuses_the_call_or_misreads_fails_the_check(monkeypatch):
+    """Stand-ins for a CUDA kernel that cannot take the call (an alignment its build needs) and for one
+    that returns a wrong log-sum-exp for the prefix part: the CPU kernel, wrapped."""
+    fused = prefix_attention._fused
+
+    def refuses(*args):
+        raise RuntimeError("attn_bias is not correctly aligned (strideM)\ndetails")
+
+    monkeypatch.setattr(prefix_attention, "_fused", refuses)
+    why = check_attention(CPU, torch.bfloat16, 8, 2, 64, kernels=True)
+    assert why == "RuntimeError in a decode step: attn_bias is not correctly aligned (strideM)"
+    assert check_attention(CPU, torch.bfloat16, 8, 2, 64, kernels=False) is None  # small ops call no kernel
+
+    calls = []
+
+    def misreads(query, key, value, bias, scaling):
+        out, lse = fused(query, key, value, bias, scaling)
+        calls.append(key.shape)
+        return out, lse + (2.0 if len(calls) % 2 else 0.0)  # the prefix part's (called first) only
+
+    monkeypatch.setattr(prefix_attention, "_fused", misreads)
+    why = check_attention(CPU, torch.float32, 8, 2, 64, kernels=True)
+    assert why is not None and why.startswith("outputs differ from attention over the whole sequences by")
+
+
+def decode_through_the_store(llm) -> tuple[list, object]:  # noqa: F811
+    asked = requests()
+    params = GenerationParams(max_new_tokens=16)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.use_decoder("continuous")  # a new decoder: it checks the attention on its first wave
+    try:
+        together = llm.generate(asked, params)
+        return texts(together) == texts(alone), llm.continuous
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+
+
+def test_a_decoder_whose_kernels_fail_their_check_decodes_through_the_store_with_small_ops(
+    llm,  # noqa: F811
+    monkeypatch,
+    caplog,
+):
+    """Stand-in: the fused kernel raises, as a CUDA build without it would."""
+
+    def refuses(*args):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(prefix_attention, "_fused", refuses)
+    with caplog.at_level(logging.WARNING):
+        same, decoder = decode_through_the_store(llm)
+    assert same
+    assert decoder.attention_way() is False and decoder.store_steps == decoder.steps > 0
+    assert "no kernel image" in decoder.attention_failed[True] and False not in decoder.attention_failed
+    assert "attention as fused kernels failed its check" in caplog.text and "small ops instead" in caplog.text
+
+
+def test_a_decoder_whose_ways_all_fail_their_check_copies_the_prefixes(llm, monkeypatch):  # noqa: F811
+    """Stand-in: the attention's every call raises (fused kernels and small ops alike)."""
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("unsupported on this device")
+
+    monkeypatch.setattr(prefix_attention, "prefix_attention", refuses)
+    same, decoder = decode_through_the_store(llm)
+    assert same
+    assert decoder.attention_way() is None and set(decoder.attention_failed) == {True, False}
+    assert decoder.store_steps == 0 and decoder.steps > 0
