@@ -6,8 +6,9 @@
 
 It validates the manifest, drops videos already in the store for the same prompt version and model,
 cuts the rest into shards and runs `process-shard` for each: as a subflow here, or, when a work pool is
-named, as deployment runs of `process-shards/<work_pool>` (`shard_runs` of them, each taking its shards
-in turn in one process, so that the model loads once per run), so many GPU machines share one run. Then it
+named, as deployment runs of `process-shards/<work_pool>` (a run per shard, or `shard_runs` of them;
+each takes its shards, then any no run has taken, in turn in one process, so that the model loads once
+per run that a worker starts), so many GPU machines share one run. Then it
 refreshes the dataset card and emits `foley.dataset.updated` with the number of new ok rows.
 """
 
@@ -123,8 +124,8 @@ def build_dataset(
     the scripts' license for the card (a Hub license id), kept for later runs.
     `shard_runs`: on a work pool, the process-shards deployment runs the shards are dealt to (each
     takes its shards, then any shard no run has taken, in turn in one process: one model load and
-    compile per run, where a run per shard, 0, pays both for every shard); the number of GPU workers,
-    or a small multiple of it (flows/shard_runs.py).
+    compile per run that a worker starts); 0, a run per shard, of which those never started are
+    cancelled at the end (flows/shard_runs.py).
     """
     started = time.perf_counter()
     logger = get_run_logger()

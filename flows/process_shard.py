@@ -8,9 +8,9 @@ model is loaded once, inside the worker's GPU slot, before the first model step.
 at the end, under the store's commit lease: a run killed midway leaves no half shard, and a rerun finds
 the finished steps in the step cache.
 
-`process-shards` runs shards of a build in turn in one process (what a build on a work pool starts,
-`shard_runs` of them, each claiming shards as it goes: flows/shard_claims.py): the model is loaded, and
-its decode step compiled, once for all of them rather than once per shard.
+`process-shards` runs shards of a build in turn in one process (what a build on a work pool starts, a
+run per shard or `shard_runs` of them, each claiming shards as it goes: flows/shard_claims.py): the
+model is loaded, and its decode step compiled, once for all of them rather than once per shard.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
-from v2t_foley.flows.shard_claims import check_takeover, claimed_shards, finish, shard_manifest
+from v2t_foley.flows.shard_claims import (
+    ShardKillsItsRuns,
+    check_takeover,
+    claimed_shards,
+    finish,
+    shard_manifest,
+)
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
@@ -229,7 +235,8 @@ def process_shards(
     is marked, any whose run crashed (`claimed_shards`).
 
     A shard that fails (after its retry) is marked finished with its error and the run goes on; the run
-    then fails naming it. Two shards failing in a row, or a shard whose videos all failed in the model's
+    then fails naming it. Two shards failing in a row (a shard refused by `check_takeover` is not
+    this run's failure, and does not count), or a shard whose videos all failed in the model's
     steps by an error of the process (a device error would fail every video of every later shard), stop
     the run from taking more (other runs take the rest), and the run fails saying why. On a worker, a
     run that takes other runs' shards holds the GPU slot from its start, before it claims one: waiting
@@ -255,6 +262,8 @@ def process_shards(
                     logger.error("shard %d failed: %s", index, error)
                     failed.append(f"shard {index}: {error}")
                     finish(dataset, run_id, index, str(error), shard)
+                    if isinstance(error, ShardKillsItsRuns):  # refused, not tried: says nothing of this run
+                        continue
                     streak += 1
                     if streak == FAILURES_IN_A_ROW:  # the process, more likely than the shards
                         stopped = f"{streak} shards in a row failed"

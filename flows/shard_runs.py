@@ -1,12 +1,15 @@
-"""A build's shards on a work pool: dealt to `shard_runs` process-shards runs, and the build's wait.
+"""A build's shards on a work pool: dealt to process-shards runs, and the build's wait.
 
 A worker starts each flow run in a new process, which loads the model and compiles its decode step
-(minutes for the 7B on a cold compile cache), so a build deals its shards to a few long runs rather
-than a run per shard. Each run takes its own shards first, then any other shard of the build nobody
-has taken, then, while shards are unmarked, any whose run crashed (flows/shard_claims.py: claims and
-marks in the build's run folder). A slow worker holds no shard back: the others take what is left.
-Once every shard is marked the runs end, and runs no worker has started yet are cancelled. When every
-run has ended, failed shards and shards without a mark are named.
+(minutes for the 7B on a cold compile cache), so no run stops at its own shards. Each takes its own
+first, then any other shard of the build nobody has taken, then, while shards are unmarked, any whose
+run crashed (flows/shard_claims.py: claims and marks in the build's run folder). A slow worker holds
+no shard back: the others take what is left. With `shard_runs` 0 (the default) every shard has a run
+of its own, up to `DEFAULT_RUNS`, and the runs that workers start take the shards of those they never
+get to: a worker loads the model about once a build, whatever the pool's size, and a run that stops
+(two failures in a row) is followed by a fresh process. With `shard_runs` N, N runs. Once every shard
+is marked the runs end, and runs no worker has started yet are cancelled. When every run has ended,
+failed shards and shards without a mark are named.
 """
 
 from __future__ import annotations
@@ -26,12 +29,19 @@ class ShardRunsFailed(FoleyError):
     """Shard runs on a work pool failed, crashed, or never started; the message names them."""
 
 
+DEFAULT_RUNS = 256  # the runs of `shard_runs` 0: a run per shard up to this. Runs take any shard, so
+# more only serve a pool of more workers (give it `shard_runs`), and each is a flow run the server holds
+# (its parameters: the whole job) and the build reads while it waits
+
+
 def shard_groups(shards: int, runs: int) -> list[list[int]]:
-    """The shard numbers each of `runs` runs takes first (0: a run per shard), dealt in turn."""
-    count = shards if runs == 0 else min(runs, shards)
+    """The shard numbers each of `runs` runs takes first (0: a run per shard, up to `DEFAULT_RUNS`),
+    dealt in turn."""
+    count = min(runs or DEFAULT_RUNS, shards)
     return [list(range(first, shards, count)) for first in range(count)]
 
 
+STATES_PER_READ = 200  # runs whose states one API request reads (the server's largest page)
 LOOK_EVERY_S = 30.0  # how often a build waiting on its runs lists the marks (a few requests on S3)
 RUN_END_GRACE_S = 300.0  # how long a build waits for runs still going once every shard is marked: a
 # live one ends within a minute (its next look, its slot, its imports); a run whose worker went away
@@ -51,7 +61,8 @@ def run_on_pool(
     shard_runs: int,
 ) -> None:
     """Start `process-shards/<work_pool>` deployment runs over the build's `shards` (written to their
-    `shard_manifest`s) and wait for all of them. With `shard_runs` 0 each run takes its one shard only.
+    `shard_manifest`s), `shard_runs` of them (0: one a shard, up to `DEFAULT_RUNS`), and wait for all of
+    them.
 
     A run that fails, or is cancelled, fails this build with its message; one that crashes does when
     shards are left unfinished (the other runs take over a crashed run's shard). Runs that no worker
@@ -74,7 +85,7 @@ def run_on_pool(
                 "job": job,
                 "run_id": run_id,
                 "indexes": group,
-                "shard_count": shards if shard_runs else 0,
+                "shard_count": shards,
                 "result_storage_uri": result_storage,
                 "retry_failed": retry_failed,
             },
@@ -91,19 +102,24 @@ def run_on_pool(
     all_marked_at: float | None = None
     with get_client(sync_client=True) as client:
         while pending:
-            time.sleep(2)
+            # 2 s a page of states (runs are read `STATES_PER_READ` a request)
+            time.sleep(min(LOOK_EVERY_S, 2.0 * -(-len(pending) // STATES_PER_READ)))
             lease.check()  # another build took the store over: stop waiting for ours
-            states = {run: client.read_flow_run(run).state for run in pending}
+            states = _states(client, pending)
             if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
                 waiting_since = time.monotonic()  # workers are busy with our runs, not missing
             for flow_run_id, group in list(pending.items()):
                 state = states[flow_run_id]
-                if state is None or flow_run_id not in pending:  # not read yet, or cancelled just now
+                if flow_run_id not in pending:  # cancelled just now
+                    continue
+                if state is None:  # not on the server any more: nothing will run it
+                    del pending[flow_run_id]
+                    failures.append(f"run dealt shards {group} (deleted from the Prefect server)")
                     continue
                 if state.is_final():
                     waiting_since = time.monotonic()
                     del pending[flow_run_id]
-                    if shard_runs and pending and not unfinished(dataset, run_id, shards):
+                    if pending and not unfinished(dataset, run_id, shards):
                         _cancel_unstarted(client, pending, states, "every shard was finished")
                     if not state.is_completed():
                         message = state.message or "no message"
@@ -118,7 +134,7 @@ def run_on_pool(
                     )
                     del pending[flow_run_id]
                     never_started += 1
-            if shard_runs and pending and time.monotonic() >= next_look:
+            if pending and time.monotonic() >= next_look:
                 next_look = time.monotonic() + LOOK_EVERY_S
                 if unfinished(dataset, run_id, shards):
                     all_marked_at = None
@@ -128,6 +144,21 @@ def run_on_pool(
                     if pending and time.monotonic() - all_marked_at > RUN_END_GRACE_S:
                         _give_up_on(client, pending, logger)
     _raise_for(dataset, run_id, shards, work_pool, start_timeout_s, failures, crashed, never_started)
+
+
+def _states(client, runs: dict) -> dict:
+    """The state of each of `runs` (flow run ids), `STATES_PER_READ` a request; None for a run the
+    server no longer has (deleted)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ids, states = list(runs), dict.fromkeys(runs)
+    for first in range(0, len(ids), STATES_PER_READ):
+        page = ids[first : first + STATES_PER_READ]
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+        )
+        states.update({run.id: run.state for run in found})
+    return states
 
 
 def _give_up_on(client, pending: dict, logger) -> None:

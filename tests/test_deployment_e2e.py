@@ -193,9 +193,11 @@ def test_training_labels_follow_the_threshold():
 
 
 def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
-    """build-dataset/nightly run by the `control` queue's worker; its two shards run in one
-    process-shards/gpu deployment run (`shard_runs=1`) on the GPU worker (one run at a time), each a
-    process-shard subflow run of it."""
+    """build-dataset/nightly run by the `control` queue's worker, with a run per shard (`shard_runs=0`,
+    the default): two process-shards/gpu deployment runs. The GPU worker takes one run at a time, and
+    the run it starts takes both shards (one model load), each a process-shard subflow run of it; the
+    other run does none (cancelled by the build once every shard is finished, or started after and
+    finding nothing to take)."""
     url, env = cluster
     manifest, durations = make_manifest_videos(tmp_path / "videos", {"empty": bad_videos["empty"]})
     store = tmp_path / "store"
@@ -204,7 +206,7 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
         env, tmp_path, [("worker", "test-gpu-1", GPU_QUEUE), ("control", "test-gpu-1", CONTROL_QUEUE)]
     )
     try:
-        run_id = run_build(env, manifest, store, shard_size=3, shard_runs=1)
+        run_id = run_build(env, manifest, store, shard_size=3, shard_runs=0)
         run = wait_for_final(url, run_id, timeout=420)
         logs = "".join((tmp_path / f"{name}.log").read_text()[-2000:] for name in ("control", "worker"))
         assert run["state"]["type"] == "COMPLETED", logs
@@ -213,15 +215,20 @@ def test_deployment_run_on_a_real_server(cluster, tmp_path, bad_videos):
             stop(worker)
 
     build, shards = deployment_id(url, "build-dataset/nightly"), deployment_id(url, "process-shards/gpu")
-    (lane,) = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shards]}}})
-    assert lane["state"]["type"] == "COMPLETED" and lane["parameters"]["indexes"] == [0, 1]
-    shard_runs = [
+    lanes = api(url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [shards]}}})
+    assert sorted(lane["parameters"]["indexes"][0] for lane in lanes) == [0, 1]  # a run per shard
+    subflows = [
         r
         for r in api(url, "/flow_runs/filter", {"flow_runs": {"name": {}}})
-        if r["parameters"].get("run_id") == lane["parameters"]["run_id"] and "index" in r["parameters"]
+        if r["parameters"].get("run_id") == lanes[0]["parameters"]["run_id"] and "index" in r["parameters"]
     ]
-    assert sorted(r["parameters"]["index"] for r in shard_runs) == [0, 1]
-    assert all(r["state"]["type"] == "COMPLETED" and r["parent_task_run_id"] for r in shard_runs)
+    assert sorted(r["parameters"]["index"] for r in subflows) == [0, 1]
+    assert all(r["state"]["type"] == "COMPLETED" and r["parent_task_run_id"] for r in subflows)
+    parents = {api(url, f"/task_runs/{r['parent_task_run_id']}")["flow_run_id"] for r in subflows}
+    (lane,) = [lane for lane in lanes if lane["id"] in parents]  # one run took both shards
+    assert lane["state"]["type"] == "COMPLETED"
+    (other,) = [other for other in lanes if other["id"] != lane["id"]]
+    assert other["state"]["type"] in ("CANCELLED", "COMPLETED"), other["state"]
     assert api(url, f"/flow_runs/{run_id}")["deployment_id"] == build
     assert api(url, f"/flow_runs/{run_id}")["work_queue_name"] == "control"
     assert lane["work_queue_name"] == "default"

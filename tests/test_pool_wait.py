@@ -81,7 +81,7 @@ def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, dict, 
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[pool]))
             )
-            if len(runs) == min(shard_runs_, 3):
+            if len(runs) == (min(shard_runs_, 3) or 3):  # 0: a run per shard
                 break
             time.sleep(0.1)
     return thread, left, sorted(runs, key=lambda run: run.parameters["indexes"])
@@ -164,3 +164,31 @@ def test_a_crashed_run_fails_the_build_when_work_is_left_undone(pool_build, mark
     thread.join(90)
     assert not thread.is_alive()
     assert all(part in str(left["raised"]) for part in expected), left["raised"]
+
+
+def test_a_run_per_shard_takes_any_shard_and_the_runs_it_made_unneeded_are_cancelled(pool_build, monkeypatch):
+    """`shard_runs` 0 (the default): a run per shard, each allowed every shard of the build. One worker's
+    run finishes all three shards (set by hand: nothing here runs a worker); the build then cancels
+    the two runs no worker started, and succeeds once that run completes. The runs' states are read
+    a page at a time (two runs a page here)."""
+    from prefect.states import Completed, Running
+
+    monkeypatch.setattr(shard_runs, "STATES_PER_READ", 2)
+    _pool, dataset, run_id = pool_build
+    thread, left, runs = wait_on_pool(pool_build, 0)
+    assert [(run.parameters["indexes"], run.parameters["shard_count"]) for run in runs] == [
+        ([0], 3),
+        ([1], 3),
+        ([2], 3),
+    ]
+    set_state(runs[1], Running())
+    for index in range(3):
+        finish(dataset, run_id, index)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(read_state(runs[k]).is_cancelled() for k in (0, 2)):
+        time.sleep(0.2)
+    assert all(read_state(runs[k]).message == "every shard was finished" for k in (0, 2))
+    assert thread.is_alive()  # the running one is waited for
+    set_state(runs[1], Completed())
+    thread.join(90)
+    assert not thread.is_alive() and left["raised"] is None

@@ -19,7 +19,7 @@ from v2t_foley.flows import shard_claims
 from v2t_foley.flows.build_dataset import new_run_id
 from v2t_foley.flows.process_shard import ShardsFailed, process_shards
 from v2t_foley.flows.shard_claims import claim, finish, marked, shard_manifest, unfinished
-from v2t_foley.flows.shard_runs import shard_groups
+from v2t_foley.flows.shard_runs import DEFAULT_RUNS, shard_groups
 from v2t_foley.foley_core.backends import BackendSpec, load_backend, registry
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
@@ -29,11 +29,15 @@ from v2t_foley.tasks.job import ChainJob
 JOB = ChainJob(backend=BackendSpec(model="tiny-random", device="cpu"), config=ChainConfig(timing="model"))
 
 
-@pytest.mark.parametrize(("shards", "runs"), [(5, 0), (5, 2), (5, 5), (2, 8), (7, 3), (1, 1)])
-def test_every_shard_goes_to_exactly_one_run(shards, runs):
+@pytest.mark.parametrize(
+    ("shards", "runs", "made"),
+    [(5, 0, 5), (600, 0, DEFAULT_RUNS), (5, 2, 2), (5, 5, 5), (2, 8, 2), (7, 3, 3), (1, 1, 1)],
+)
+def test_every_shard_goes_to_exactly_one_run(shards, runs, made):
+    """0: a run per shard, up to DEFAULT_RUNS; N: N runs, never more than the shards."""
     groups = shard_groups(shards, runs)
     assert sorted(index for group in groups for index in group) == list(range(shards))
-    assert len(groups) == (shards if runs == 0 else min(runs, shards))
+    assert len(groups) == made
     assert max(map(len, groups)) - min(map(len, groups)) <= 1  # dealt in turn: no run gets two more
 
 
@@ -168,6 +172,30 @@ def test_a_shard_whose_run_crashed_is_taken_over_once(build, prefect_harness, mo
     assert ok_ids(dataset) == (sorted([ids[0], ids[2]]) if crashed_before else sorted(ids))
     assert unfinished(dataset, run_id, 3) == []
     assert dataset.fs.exists(dataset.path(f"_runs/{run_id}/00001.crashed"))
+
+
+def test_shards_refused_for_killing_their_runs_do_not_stop_the_run(build, prefect_harness):
+    """Shards 0 and 1 each killed a run before (their notes) and their holders' processes are gone now
+    (SIGKILLed): this run takes each over, refuses it (marked failed), and goes on to shard 2. A
+    refusal says nothing of this run's process, so two in a row do not stop it as two failures do."""
+    dataset, run_id, ids, _loads = build
+    for index in (0, 1):
+        dataset.fs.pipe(dataset.path(f"_runs/{run_id}/{index:05d}.crashed"), b"{}")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, str(index)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "claimed"
+        finally:
+            holder.kill()
+            holder.wait()
+    with pytest.raises(ShardsFailed) as raised:
+        process_shards(dataset.uri, JOB, run_id, [0], shard_count=3)
+    assert "2 of the 3 shard(s) this run took failed" in str(raised.value)
+    assert "it stopped" not in str(raised.value)
+    assert ok_ids(dataset) == [ids[2]] and unfinished(dataset, run_id, 3) == []
 
 
 CLAIM_AND_SLEEP = """

@@ -66,7 +66,8 @@ def build_dataset_command(
         typer.Option(
             "--shard-runs",
             help="With --work-pool: deal the shards to this many runs, each loading the model once for "
-            "its shards (e.g. the number of GPU workers); 0: a run per shard.",
+            "the shards it takes (e.g. the number of GPU workers); 0: a run per shard, of which those "
+            "that workers start take the others' shards.",
         ),
     ] = 0,
     retry_failed: Annotated[
