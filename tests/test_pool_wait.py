@@ -192,3 +192,23 @@ def test_a_run_per_shard_takes_any_shard_and_the_runs_it_made_unneeded_are_cance
     set_state(runs[1], Completed())
     thread.join(90)
     assert not thread.is_alive() and left["raised"] is None
+
+
+def test_a_run_deleted_from_the_server_fails_the_build_instead_of_hanging_it(pool_build):
+    """Someone deletes one of the build's runs (the UI, the API) before any worker starts it: no
+    worker ever will, so the build stops waiting for it and fails naming its shards."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    _pool, dataset, run_id = pool_build
+    thread, left, runs = wait_on_pool(pool_build, 2)
+    with get_client(sync_client=True) as client:
+        client.delete_flow_run(runs[1].id)
+    set_state(runs[0], Running())
+    finish(dataset, run_id, 0)
+    finish(dataset, run_id, 2)
+    set_state(runs[0], Completed())
+    thread.join(90)
+    assert not thread.is_alive()
+    assert "run dealt shards [1] (deleted from the Prefect server)" in str(left["raised"]), left["raised"]
+    assert "shard(s) [1] were not finished" in str(left["raised"])
