@@ -14,8 +14,8 @@ whatever its Prefect server does. (A Prefect global concurrency limit, used befo
 server: a run whose renewals failed, the server restarting, was cancelled mid-shard, and a restart
 that lost the server's in-memory leases left the slot taken for good.) Every worker of a GPU must
 see the same file: the same `WORKER_ID` and a lock folder they share on a local filesystem (not NFS,
-where flock is emulated per process); containers, other users, or a private /tmp need
-`FOLEY_GPU_LOCK_DIR` set.
+where flock is emulated per process: a run that finds the folder on a network filesystem, by the
+mount table, says so); containers, other users, or a private /tmp need `FOLEY_GPU_LOCK_DIR` set.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ from typing import IO
 log = logging.getLogger(__name__)
 POLL_S = 1.0  # how often a run waiting for a busy slot tries again
 SAY_EVERY_S = 300.0  # how often a waiting run says who holds the slot
+
+# filesystems whose flock does not keep two machines' processes apart (NFS emulates it per process
+# with POSIX locks or keeps it local to the client; the others keep it local or lack it)
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs")
+NETWORK_FILESYSTEM_PREFIXES = ("fuse.",)  # sshfs, s3fs, gcsfuse, ...
 
 _holding = threading.Event()  # set while this process holds its slot
 _taking = threading.Lock()  # one thread of the process takes the slot; the others then find it held
@@ -140,9 +145,40 @@ def gpu_slot(enabled: bool = True) -> Iterator[None]:
         handle.close()  # releases the lock
 
 
+def filesystem_of(folder: Path, mounts: str) -> str | None:
+    """The type of the filesystem `folder` is on, from a mount table in /proc/mounts' format (the mount
+    point that holds it: the longest that is a prefix of its real path); None when none does."""
+    real, best = os.path.realpath(folder), None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fields[2])
+    return None if best is None else best[1]
+
+
+def _warn_if_shared_over_a_network(folder: Path) -> None:
+    """Say so when the slot files are on a network filesystem, where flock may not keep workers apart."""
+    try:
+        kind = filesystem_of(folder, Path("/proc/mounts").read_text())
+    except OSError:  # not Linux: nothing to read
+        return
+    if kind in NETWORK_FILESYSTEMS or (kind or "").startswith(NETWORK_FILESYSTEM_PREFIXES):
+        _logger().warning(
+            "the GPU slot files in %s are on a %s filesystem, whose locks may not keep this machine's runs "
+            "apart: set FOLEY_GPU_LOCK_DIR to a folder on a local filesystem",
+            folder,
+            kind,
+        )
+
+
 def _wait_for_slot() -> IO[str]:
     """A free slot's locked file, waiting for one (and saying who holds them) while every one is held."""
     paths = slot_files()
+    _warn_if_shared_over_a_network(paths[0].parent)
     said_at = None
     while (handle := _take_any(paths)) is None:
         if said_at is None or time.monotonic() - said_at > SAY_EVERY_S:

@@ -166,3 +166,43 @@ def test_the_gpu_slot_is_held_once_by_its_process(slots):
     with gpu.gpu_slot():
         assert taken(path)
     assert not taken(path)
+
+
+MOUNTS = r"""/dev/sda1 / ext4 rw,relatime 0 0
+server:/export /mnt/shared nfs4 rw,relatime 0 0
+tmpfs /mnt/shared/local tmpfs rw 0 0
+alice@host:/home /mnt/my\040files fuse.sshfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("folder", "kind"),
+    [
+        ("/mnt/shared/locks", "nfs4"),
+        ("/mnt/shared", "nfs4"),
+        ("/mnt/shared/local/locks", "tmpfs"),  # a local mount inside the network one
+        ("/mnt/sharedx", "ext4"),  # a name that only begins like the mount point
+        ("/mnt/my files/locks", "fuse.sshfs"),  # a space, as /proc/mounts escapes it
+    ],
+)
+def test_the_slot_folders_filesystem_is_read_from_the_mount_table(folder, kind):
+    """A mount table in /proc/mounts' format (this machine has no NFS to mount)."""
+    assert gpu.filesystem_of(Path(folder), MOUNTS) == kind
+
+
+def test_a_slot_folder_on_a_network_filesystem_is_warned_of_and_a_local_one_is_not(
+    slots, monkeypatch, caplog
+):
+    """The warning itself, with the machine's real mount table for the local folder, and the table above
+    for one on NFS (read as /proc/mounts would be)."""
+    with caplog.at_level("WARNING"), gpu.gpu_slot():
+        pass
+    assert "network" not in caplog.text and "FOLEY_GPU_LOCK_DIR" not in caplog.text
+    real = gpu.filesystem_of
+    monkeypatch.setattr(gpu, "filesystem_of", lambda folder, mounts: real(Path("/mnt/shared"), MOUNTS))
+    with caplog.at_level("WARNING"), gpu.gpu_slot():
+        pass
+    assert (
+        "on a nfs4 filesystem" in caplog.text
+        and "set FOLEY_GPU_LOCK_DIR to a folder on a local" in caplog.text
+    )
