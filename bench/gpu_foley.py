@@ -305,7 +305,11 @@ def main() -> None:
             opaque_attention=opaque if llm.continuous is not None else None,
             attention_kernels=kernels if llm.continuous is not None else None,
             # how the store's attention ran (the way asked for, unless it failed its check on this card)
-            attention_ran=None if cont is None or not prefix_store else WAYS[cont.attention_way()],
+            attention_ran=None
+            if cont is None
+            else WAYS[cont.attention_way()]
+            if cont.store_steps > store_steps
+            else "copies",
             attention_failed={WAYS[way]: why for way, why in cont.attention_failed.items()} if cont else None,
             join_together=join_together if cont is not None else None,
             # the questions prefilled through the store in join prefills (backends/join_prefill.py)

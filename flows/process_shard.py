@@ -24,11 +24,14 @@ from prefect.utilities.annotations import quote
 from v2t_foley.flows.artifacts import shard_artifacts
 from v2t_foley.flows.progress import report
 from v2t_foley.flows.shard_claims import (
+    STOPS_PER_MACHINE,
     ShardKillsItsRuns,
     check_takeover,
     claimed_shards,
     finish,
+    note_stop,
     shard_manifest,
+    stops_here,
 )
 from v2t_foley.foley_core.backends import frame_policy_for
 from v2t_foley.foley_core.chain import ChainResult
@@ -238,9 +241,10 @@ def process_shards(
     then fails naming it. Two shards failing in a row (a shard refused by `check_takeover` is not
     this run's failure, and does not count), or a shard whose videos all failed in the model's
     steps by an error of the process (a device error would fail every video of every later shard), stop
-    the run from taking more (other runs take the rest), and the run fails saying why. On a worker, a
-    run that takes other runs' shards holds the GPU slot from its start, before it claims one: waiting
-    for the slot with a shard claimed would hold that shard back.
+    the run from taking more (other runs take the rest), and the run fails saying why. Once two runs of
+    the build stopped on this machine (`WORKER_ID`), its later runs take no shard (`stops_here`). On a
+    worker, a run that takes other runs' shards holds the GPU slot from its start, before it claims
+    one: waiting for the slot with a shard claimed would hold that shard back.
     """
     logger = get_run_logger()
     dataset = DatasetStore(store)
@@ -249,6 +253,9 @@ def process_shards(
     streak = 0  # shards failed in a row
     on_gpu = job.backend.backend == "transformers" and started_by_worker()
     stopped = ""  # why this run stopped taking shards
+    if shard_count and (stops := stops_here(dataset, run_id)) >= STOPS_PER_MACHINE:
+        logger.error("%d runs of this build stopped on this machine: it takes none of its shards", stops)
+        return []
     with gpu_slot(enabled=on_gpu and shard_count > 0):
         for index, shard in claimed_shards(dataset, run_id, indexes, shard_count):
             manifest = shard_manifest(dataset, run_id, index)
@@ -279,6 +286,8 @@ def process_shards(
                 break
     if stopped:
         logger.error("this run takes no more shards: %s", stopped)
+        if shard_count:  # the build's later runs on this machine count it
+            note_stop(dataset, run_id, stopped)
     if failed or stopped:
         took, parts = len(failed) + len(done), []
         if failed:

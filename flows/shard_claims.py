@@ -8,7 +8,10 @@ finished there (`<n>.done`, its error inside when it failed), so no run takes it
 `claimed_shards` is the order a run takes shards in: its own, then any other no run has taken, then,
 while shards are unmarked, any whose run crashed, once that run's lease lets go (120 s after its last
 renewal, at once when the taker runs on the dead process's machine). A shard two runs left unfinished
-is marked failed rather than taken a third time (`check_takeover`).
+is marked failed rather than taken a third time (`check_takeover`). A run that stops taking shards
+(its process looks broken) notes it (`stopped.<machine>.<token>`); once two have on one machine, the
+build's later runs there take nothing (`stops_here`), so a broken machine does not go through the
+build's shards a fresh run at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Iterator
 
 from prefect import get_run_logger
@@ -23,6 +27,7 @@ from prefect import get_run_logger
 from v2t_foley.foley_core.errors import FoleyError
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.lease import Lease, LeaseLost
+from v2t_foley.tasks.gpu import machine_name
 
 CLAIM_TTL_S = 120.0  # a claim's time to live: renewed every third of it while its run works on the shard
 SWEEP_POLL_S = 30.0  # how often, give or take half, a run that has passed over every shard looks again
@@ -264,3 +269,31 @@ def finish(
     if not build_ended(dataset, run_id, index):
         with dataset.fs.open(dataset.path(_shard_file(run_id, index, "done")), "w") as handle:
             handle.write(json.dumps({"error": error}))
+
+
+STOPS_PER_MACHINE = 2  # runs of a build that stopped on one machine before its later runs take nothing:
+# one stop may be its process (a fresh one starts clean); two say the machine (its GPU, its disk)
+
+
+def note_stop(dataset: DatasetStore, run_id: str, why: str) -> None:
+    """Note in the build's folder that a run on this machine stopped taking shards, and why (best effort:
+    the run's own failure says it too)."""
+    note = f"{run_folder(run_id)}/stopped.{machine_name()}.{uuid.uuid4().hex[:12]}"
+    try:
+        if not build_ended(dataset, run_id, 0):  # shard 0's entries: every build has them
+            dataset.fs.pipe(dataset.path(note), json.dumps({"why": why}).encode())
+    except Exception as error:  # s3fs and botocore raise many kinds
+        get_run_logger().warning("could not note this run's stop in the build's folder: %s", error)
+
+
+def stops_here(dataset: DatasetStore, run_id: str) -> int:
+    """How many of the build's runs on this machine stopped taking shards (`note_stop`)."""
+    try:
+        listed = dataset.fs.ls(dataset.path(run_folder(run_id)), detail=False, refresh=True)
+    except FileNotFoundError:
+        return 0
+    names = (str(name).rsplit("/", 1)[-1] for name in listed)
+    return sum(
+        name.startswith("stopped.") and name.removeprefix("stopped.").rpartition(".")[0] == machine_name()
+        for name in names
+    )

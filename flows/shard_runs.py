@@ -64,86 +64,111 @@ def run_on_pool(
     `shard_manifest`s), `shard_runs` of them (0: one a shard, up to `DEFAULT_RUNS`), and wait for all of
     them.
 
-    A run that fails, or is cancelled, fails this build with its message; one that crashes does when
-    shards are left unfinished (the other runs take over a crashed run's shard). Runs that no worker
-    starts within `start_timeout_s` while none of them runs (or ends) are cancelled, and so are those
-    not started once every shard is marked; runs still going `RUN_END_GRACE_S` after that are
-    cancelled, named, and not waited for. Then failed shards (from their marks) and every shard without
-    its mark are named, with the pool when runs never started.
+    A run that fails fails this build with its message; one that crashes, or that someone cancels or
+    deletes, does when shards are left unfinished (the other runs take over a crashed run's shard).
+    Runs that no worker starts within `start_timeout_s` while none of them runs (or ends) are cancelled,
+    and so are those not started once every shard is marked; runs still going `RUN_END_GRACE_S` after
+    that are cancelled, named, and not waited for. Then failed shards (from their marks) and every shard
+    without its mark are named, with the pool when runs never started. When this wait itself fails
+    (another build took the store, the API failed), the runs no worker has started are cancelled: a
+    worker would start each only for it to find its build gone.
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
     from prefect.deployments import run_deployment
+
+    pending: dict = {}  # flow run id -> the shards dealt to it, for the runs not ended
+    with get_client(sync_client=True) as client:
+        try:
+            for group in shard_groups(shards, shard_runs):
+                parameters = {
+                    "store": dataset.uri,
+                    "job": job,
+                    "run_id": run_id,
+                    "indexes": group,
+                    "shard_count": shards,
+                    "result_storage_uri": result_storage,
+                    "retry_failed": retry_failed,
+                }
+                run = run_deployment(name=f"process-shards/{work_pool}", parameters=parameters, timeout=0)
+                pending[run.id] = group
+            ended = _wait(client, pending, dataset, run_id, shards, start_timeout_s, lease)
+        except BaseException:
+            _abandon(client, pending)
+            raise
+    _raise_for(dataset, run_id, shards, work_pool, start_timeout_s, *ended)
+
+
+def _wait(
+    client,
+    pending: dict,
+    dataset: DatasetStore,
+    run_id: str,
+    shards: int,
+    start_timeout_s: float,
+    lease: Lease,
+) -> tuple[list[str], list[str], int]:
+    """Wait until every run in `pending` has ended or been cancelled (see `run_on_pool`); returns what
+    went wrong: failed runs, lost runs (crashed, cancelled by someone, deleted), and how many runs no
+    worker started."""
+    from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 
     logger = get_run_logger()
-    runs = {
-        run_deployment(
-            name=f"process-shards/{work_pool}",
-            parameters={
-                "store": dataset.uri,
-                "job": job,
-                "run_id": run_id,
-                "indexes": group,
-                "shard_count": shards,
-                "result_storage_uri": result_storage,
-                "retry_failed": retry_failed,
-            },
-            timeout=0,
-        ).id: group
-        for group in shard_groups(shards, shard_runs)
-    }
     waiting_since = time.monotonic()  # since a run of ours last started or ended
     failures: list[str] = []
-    crashed: list[str] = []
+    lost: list[str] = []
     never_started = 0
-    pending = dict(runs)
     next_look = time.monotonic() + LOOK_EVERY_S
     all_marked_at: float | None = None
-    with get_client(sync_client=True) as client:
-        while pending:
-            # 2 s a page of states (runs are read `STATES_PER_READ` a request)
-            time.sleep(min(LOOK_EVERY_S, 2.0 * -(-len(pending) // STATES_PER_READ)))
-            lease.check()  # another build took the store over: stop waiting for ours
-            states = _states(client, pending)
-            if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
-                waiting_since = time.monotonic()  # workers are busy with our runs, not missing
-            for flow_run_id, group in list(pending.items()):
-                state = states[flow_run_id]
-                if flow_run_id not in pending:  # cancelled just now
-                    continue
-                if state is None:  # not on the server any more: nothing will run it
-                    del pending[flow_run_id]
-                    failures.append(f"run dealt shards {group} (deleted from the Prefect server)")
-                    continue
-                if state.is_final():
-                    waiting_since = time.monotonic()
-                    del pending[flow_run_id]
-                    if pending and not unfinished(dataset, run_id, shards):
-                        _cancel_unstarted(client, pending, states, "every shard was finished")
-                    if not state.is_completed():
-                        message = state.message or "no message"
-                        why = f"run dealt shards {group} ({state.name}: {message})"
-                        (crashed if state.is_crashed() else failures).append(why)
-                        logger.error("run %s of shards %s: %s, %s", flow_run_id, group, state.name, message)
-                elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
-                    time.monotonic() - waiting_since > start_timeout_s
-                ):
-                    client.set_flow_run_state(
-                        flow_run_id, Cancelled(message="no worker started it"), force=True
+    while pending:
+        # 2 s a page of states (runs are read `STATES_PER_READ` a request)
+        time.sleep(min(LOOK_EVERY_S, 2.0 * -(-len(pending) // STATES_PER_READ)))
+        lease.check()  # another build took the store over: stop waiting for ours
+        states = _states(client, pending)
+        if any(s is not None and (s.is_running() or s.is_final()) for s in states.values()):
+            waiting_since = time.monotonic()  # workers are busy with our runs, not missing
+        for flow_run_id, group in list(pending.items()):
+            state = states[flow_run_id]
+            if flow_run_id not in pending:  # cancelled just now
+                continue
+            if state is None or state.is_final():  # None: deleted from the server, so nothing will run it
+                waiting_since = time.monotonic()
+                del pending[flow_run_id]
+                if pending and not unfinished(dataset, run_id, shards):
+                    _cancel_unstarted(client, pending, "every shard was finished")
+                if state is None or not state.is_completed():
+                    name, message = (
+                        ("Deleted", "from the Prefect server")
+                        if state is None
+                        else (state.name, state.message)
                     )
-                    del pending[flow_run_id]
-                    never_started += 1
-            if pending and time.monotonic() >= next_look:
-                next_look = time.monotonic() + LOOK_EVERY_S
-                if unfinished(dataset, run_id, shards):
-                    all_marked_at = None
-                else:
-                    all_marked_at = all_marked_at or time.monotonic()
-                    _cancel_unstarted(client, pending, states, "every shard was finished")
-                    if pending and time.monotonic() - all_marked_at > RUN_END_GRACE_S:
-                        _give_up_on(client, pending, logger)
-    _raise_for(dataset, run_id, shards, work_pool, start_timeout_s, failures, crashed, never_started)
+                    why = f"run dealt shards {group} ({name}: {message or 'no message'})"
+                    (failures if state is not None and state.is_failed() else lost).append(why)
+                    logger.error("run %s of shards %s: %s, %s", flow_run_id, group, name, message)
+            elif state.type in (StateType.SCHEDULED, StateType.PENDING) and (
+                time.monotonic() - waiting_since > start_timeout_s
+            ):
+                client.set_flow_run_state(flow_run_id, Cancelled(message="no worker started it"), force=True)
+                del pending[flow_run_id]
+                never_started += 1
+        if pending and time.monotonic() >= next_look:
+            next_look = time.monotonic() + LOOK_EVERY_S
+            if unfinished(dataset, run_id, shards):
+                all_marked_at = None
+            else:
+                all_marked_at = all_marked_at or time.monotonic()
+                _cancel_unstarted(client, pending, "every shard was finished")
+                if pending and time.monotonic() - all_marked_at > RUN_END_GRACE_S:
+                    _give_up_on(client, pending, logger)
+    return failures, lost, never_started
+
+
+def _abandon(client, pending: dict) -> None:
+    """The build's wait failed: cancel its runs no worker has started, as far as the API lets it."""
+    try:
+        _cancel_unstarted(client, pending, "its build-dataset run failed")
+    except Exception as error:  # the API that failed the wait may fail this too: the wait's error counts
+        get_run_logger().warning("could not cancel the build's runs not started yet: %s", error)
 
 
 def _states(client, runs: dict) -> dict:
@@ -180,19 +205,23 @@ def _raise_for(
     work_pool: str,
     start_timeout_s: float,
     failures: list[str],
-    crashed: list[str],
+    lost: list[str],
     never_started: int,
 ) -> None:
     """Raise ShardRunsFailed naming what the build's runs left undone: failed shards (from their marks:
-    a run that marked one may have crashed after), failed runs, crashed runs when shards are left
-    (otherwise the others took their shards over: logged), and shards left unmarked."""
+    a run that marked one may have crashed after), failed runs, lost runs (crashed, cancelled by
+    someone, deleted) when shards are left (otherwise the others took their shards: logged), and
+    shards left unmarked."""
     logger = get_run_logger()
     left = unfinished(dataset, run_id, shards)
     failed = failed_marks(dataset, run_id)
-    if crashed and left:
-        failures = [*failures, *crashed]
-    elif crashed:
-        logger.warning("run(s) crashed, and the other runs finished their shards: %s", "; ".join(crashed))
+    if lost and left:
+        failures = [*failures, *lost]
+    elif lost:
+        logger.warning(
+            "run(s) crashed, were cancelled or deleted, and the other runs finished their shards: %s",
+            "; ".join(lost),
+        )
     problems = []
     if failed:
         named = [f"shard {index}: {error}" for index, error in list(failed.items())[:5]]
@@ -213,13 +242,13 @@ def _raise_for(
         raise ShardRunsFailed(" and ".join(problems))
 
 
-def _cancel_unstarted(client, pending: dict, states: dict, why: str) -> None:
-    """Cancel the runs in `pending` no worker has started (they would find nothing to take)."""
+def _cancel_unstarted(client, pending: dict, why: str) -> None:
+    """Cancel the runs in `pending` no worker has started (they would find nothing to take), by their
+    states read just now: a run a worker started since an earlier read is left to end by itself."""
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
 
-    for flow_run_id in list(pending):
-        state = states.get(flow_run_id)
-        if state is None or state.type in (StateType.SCHEDULED, StateType.PENDING):
+    for flow_run_id, state in _states(client, pending).items():
+        if state is not None and state.type in (StateType.SCHEDULED, StateType.PENDING):
             client.set_flow_run_state(flow_run_id, Cancelled(message=why), force=True)
             del pending[flow_run_id]

@@ -38,9 +38,13 @@ POLL_S = 1.0  # how often a run waiting for a busy slot tries again
 SAY_EVERY_S = 300.0  # how often a waiting run says who holds the slot
 
 # filesystems whose flock does not keep two machines' processes apart (NFS emulates it per process
-# with POSIX locks or keeps it local to the client; the others keep it local or lack it)
-NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs")
-NETWORK_FILESYSTEM_PREFIXES = ("fuse.",)  # sshfs, s3fs, gcsfuse, ...
+# with POSIX locks or keeps it local to the client; the others keep it local or lack it), FUSE's network
+# ones among them (not fuse-overlayfs, lxcfs: local)
+NETWORK_FILESYSTEMS = (
+    *("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "beegfs"),
+    *("fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "fuse.juicefs", "fuse.goofys"),
+    *("fuse.mountpoint-s3", "fuse.glusterfs", "fuse.ceph-fuse"),
+)
 
 _holding = threading.Event()  # set while this process holds its slot
 _taking = threading.Lock()  # one thread of the process takes the slot; the others then find it held
@@ -59,12 +63,16 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
+def machine_name() -> str:
+    """This worker machine's name, safe in a file name: `WORKER_ID`, else the host name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", os.environ.get("WORKER_ID") or socket.gethostname())[:100]
+
+
 def slot_files() -> list[Path]:
     """This machine's GPU slots: one lock file each."""
     folder = Path(os.environ.get("FOLEY_GPU_LOCK_DIR") or tempfile.gettempdir())
-    worker = re.sub(r"[^A-Za-z0-9._-]", "_", os.environ.get("WORKER_ID") or socket.gethostname())[:100]
     slots = int(os.environ.get("FOLEY_GPU_SLOTS", "1"))
-    return [folder / f"foley-gpu-{worker}-{n}.lock" for n in range(slots)]
+    return [folder / f"foley-gpu-{machine_name()}-{n}.lock" for n in range(slots)]
 
 
 def _try_take(path: Path) -> IO[str] | None:
@@ -153,7 +161,7 @@ def filesystem_of(folder: Path, mounts: str) -> str | None:
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = fields[1].replace("\\040", " ")
+        point = re.sub(r"\\([0-7]{3})", lambda code: chr(int(code.group(1), 8)), fields[1])  # \040: a space
         inside = real == point or real.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= len(best[0])):
             best = (point, fields[2])
@@ -166,7 +174,7 @@ def _warn_if_shared_over_a_network(folder: Path) -> None:
         kind = filesystem_of(folder, Path("/proc/mounts").read_text())
     except OSError:  # not Linux: nothing to read
         return
-    if kind in NETWORK_FILESYSTEMS or (kind or "").startswith(NETWORK_FILESYSTEM_PREFIXES):
+    if kind in NETWORK_FILESYSTEMS:
         _logger().warning(
             "the GPU slot files in %s are on a %s filesystem, whose locks may not keep this machine's runs "
             "apart: set FOLEY_GPU_LOCK_DIR to a folder on a local filesystem",

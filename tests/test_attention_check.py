@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.test_continuous import llm, requests, texts  # noqa: F401 (the module's tiny model, a fixture)
-from v2t_foley.foley_core.backends import GenerationParams, prefix_attention
+from v2t_foley.foley_core.backends import GenerationParams, attention_check, prefix_attention
 from v2t_foley.foley_core.backends.attention_check import check_attention
 
 CPU = torch.device("cpu")
@@ -61,6 +61,7 @@ def decode_through_the_store(llm) -> tuple[list, object]:  # noqa: F811
     finally:
         llm.use_decoder("generate")
         llm.share_video_prefix = False
+        prefix_attention.use_kernels(True)  # the process-wide default the other tests expect
 
 
 def test_a_decoder_whose_kernels_fail_their_check_decodes_through_the_store_with_small_ops(
@@ -79,7 +80,9 @@ def test_a_decoder_whose_kernels_fail_their_check_decodes_through_the_store_with
     assert same
     assert decoder.attention_way() is False and decoder.store_steps == decoder.steps > 0
     assert "no kernel image" in decoder.attention_failed[True] and False not in decoder.attention_failed
-    assert "attention as fused kernels failed its check" in caplog.text and "small ops instead" in caplog.text
+    assert (
+        "attention as fused kernels failed its check (RuntimeError in a decode step: no kernel" in caplog.text
+    )
 
 
 def test_a_decoder_whose_ways_all_fail_their_check_copies_the_prefixes(llm, monkeypatch):  # noqa: F811
@@ -93,3 +96,42 @@ def test_a_decoder_whose_ways_all_fail_their_check_copies_the_prefixes(llm, monk
     assert same
     assert decoder.attention_way() is None and set(decoder.attention_failed) == {True, False}
     assert decoder.store_steps == 0 and decoder.steps > 0
+
+
+def test_a_way_that_fails_in_a_forward_after_its_check_is_not_used_again(llm, monkeypatch):  # noqa: F811
+    """Stand-in: the fused kernel passes the eager check, then raises in the decoder's forwards (as one
+    could under the compiled step only). The questions of that wave fail with the error; the decoder
+    records it, and the same questions asked again are answered through the small ops, as `generate`
+    answers them."""
+    armed: list[bool] = []
+    check, fused = attention_check.failed_ways, prefix_attention._fused
+
+    def checked(model):
+        failed = check(model)
+        armed.append(True)  # the check has passed: from here on the kernel fails
+        return failed
+
+    def fails_once_armed(*args):
+        if armed:
+            raise RuntimeError("CUDA error: misaligned address")
+        return fused(*args)
+
+    monkeypatch.setattr(attention_check, "failed_ways", checked)
+    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    asked = requests()
+    params = GenerationParams(max_new_tokens=16)
+    alone = [llm.generate([r], params)[0] for r in asked]
+    llm.use_decoder("continuous")
+    try:
+        with pytest.raises(RuntimeError, match="misaligned address"):
+            llm.generate(asked, params)
+        decoder = llm.continuous
+        assert decoder.attention_failed[True].startswith("a forward through it failed: RuntimeError: CUDA")
+        assert decoder.attention_way() is False
+        steps = decoder.store_steps
+        assert texts(llm.generate(asked, params)) == texts(alone)
+        assert decoder.store_steps > steps  # through the store, with the small ops
+    finally:
+        llm.use_decoder("generate")
+        llm.share_video_prefix = False
+        prefix_attention.use_kernels(True)

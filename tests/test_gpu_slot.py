@@ -172,6 +172,7 @@ MOUNTS = r"""/dev/sda1 / ext4 rw,relatime 0 0
 server:/export /mnt/shared nfs4 rw,relatime 0 0
 tmpfs /mnt/shared/local tmpfs rw 0 0
 alice@host:/home /mnt/my\040files fuse.sshfs rw 0 0
+fuse-overlayfs /mnt/container fuse.fuse-overlayfs rw 0 0
 """
 
 
@@ -190,19 +191,17 @@ def test_the_slot_folders_filesystem_is_read_from_the_mount_table(folder, kind):
     assert gpu.filesystem_of(Path(folder), MOUNTS) == kind
 
 
+@pytest.mark.parametrize(
+    ("on", "warned"),
+    [("/mnt/shared", True), ("/mnt/my files", True), ("/", False), ("/mnt/container", False)],
+)
 def test_a_slot_folder_on_a_network_filesystem_is_warned_of_and_a_local_one_is_not(
-    slots, monkeypatch, caplog
+    slots, monkeypatch, caplog, on, warned
 ):
-    """The warning itself, with the machine's real mount table for the local folder, and the table above
-    for one on NFS (read as /proc/mounts would be)."""
-    with caplog.at_level("WARNING"), gpu.gpu_slot():
-        pass
-    assert "network" not in caplog.text and "FOLEY_GPU_LOCK_DIR" not in caplog.text
+    """The warning, for a slot folder on each mount of the table above (read as /proc/mounts would be:
+    this machine has no NFS): NFS and sshfs, not a local disk nor a container's fuse-overlayfs."""
     real = gpu.filesystem_of
-    monkeypatch.setattr(gpu, "filesystem_of", lambda folder, mounts: real(Path("/mnt/shared"), MOUNTS))
+    monkeypatch.setattr(gpu, "filesystem_of", lambda folder, mounts: real(Path(on), MOUNTS))
     with caplog.at_level("WARNING"), gpu.gpu_slot():
         pass
-    assert (
-        "on a nfs4 filesystem" in caplog.text
-        and "set FOLEY_GPU_LOCK_DIR to a folder on a local" in caplog.text
-    )
+    assert ("set FOLEY_GPU_LOCK_DIR to a folder on a local filesystem" in caplog.text) == warned

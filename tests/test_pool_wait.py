@@ -136,7 +136,9 @@ def test_a_build_outlives_a_crashed_run_a_lost_one_and_one_never_started(pool_bu
     assert read_state(runs[2]).is_cancelled() and read_state(runs[2]).message == "every shard was finished"
     lost = read_state(runs[1])
     assert lost.is_cancelled() and "had not ended 3 s after" in lost.message
-    assert logged(left["flow_run_id"], "run(s) crashed, and the other runs finished their shards")
+    assert logged(
+        left["flow_run_id"], "run(s) crashed, were cancelled or deleted, and the other runs finished"
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,9 +196,13 @@ def test_a_run_per_shard_takes_any_shard_and_the_runs_it_made_unneeded_are_cance
     assert not thread.is_alive() and left["raised"] is None
 
 
-def test_a_run_deleted_from_the_server_fails_the_build_instead_of_hanging_it(pool_build):
-    """Someone deletes one of the build's runs (the UI, the API) before any worker starts it: no
-    worker ever will, so the build stops waiting for it and fails naming its shards."""
+@pytest.mark.parametrize("others_take_its_shard", [False, True])
+def test_a_run_deleted_from_the_server_fails_the_build_only_when_its_shard_is_left(
+    pool_build, others_take_its_shard
+):
+    """Someone deletes one of the build's runs (the UI, the API) before any worker starts it: no worker
+    ever will. The build stops waiting for it; it fails naming the run and its shard when that shard is
+    left unfinished, and succeeds when another run took the shard."""
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
 
@@ -205,10 +211,34 @@ def test_a_run_deleted_from_the_server_fails_the_build_instead_of_hanging_it(poo
     with get_client(sync_client=True) as client:
         client.delete_flow_run(runs[1].id)
     set_state(runs[0], Running())
-    finish(dataset, run_id, 0)
-    finish(dataset, run_id, 2)
+    for index in (0, 1, 2) if others_take_its_shard else (0, 2):
+        finish(dataset, run_id, index)
     set_state(runs[0], Completed())
     thread.join(90)
     assert not thread.is_alive()
-    assert "run dealt shards [1] (deleted from the Prefect server)" in str(left["raised"]), left["raised"]
-    assert "shard(s) [1] were not finished" in str(left["raised"])
+    if others_take_its_shard:
+        assert left["raised"] is None
+    else:
+        assert "run dealt shards [1] (Deleted: from the Prefect server)" in str(left["raised"])
+        assert "shard(s) [1] were not finished" in str(left["raised"])
+
+
+def test_a_build_whose_wait_fails_cancels_the_runs_no_worker_started(pool_build, monkeypatch):
+    """The build loses its store lease while it waits (a stand-in: `Lease.check` made to raise, as it
+    does once another build took the store over). Its three runs, none started, are cancelled: a worker
+    would otherwise start each only for it to find its build gone."""
+    from v2t_foley.foley_core.store.lease import Lease, LeaseLost
+
+    started = threading.Event()
+
+    def lost(self) -> None:
+        if started.is_set():
+            raise LeaseLost("another build took the store over")
+
+    monkeypatch.setattr(Lease, "check", lost)
+    thread, left, runs = wait_on_pool(pool_build, 0)
+    started.set()
+    thread.join(90)
+    assert not thread.is_alive() and isinstance(left["raised"], LeaseLost)
+    assert [read_state(run).message for run in runs] == ["its build-dataset run failed"] * 3
+    assert all(read_state(run).is_cancelled() for run in runs)

@@ -251,6 +251,31 @@ def test_a_shard_whose_videos_all_fail_in_the_model_stops_the_run(build, prefect
     assert unfinished(dataset, run_id, 3) == [1, 2]  # left to the other runs
 
 
+def test_a_machine_whose_runs_stopped_twice_takes_no_more_of_the_builds_shards(
+    build, prefect_harness, monkeypatch
+):
+    """On one machine (`WORKER_ID`) the model cannot load (the same stand-in as above): its first two
+    runs, fresh processes as a worker starts them, each stop after a shard; its third takes nothing, so a
+    broken machine does not go through the build's shards a run at a time. Another machine's run takes
+    the shard left."""
+    dataset, run_id, ids, _loads = build
+
+    def broken(spec):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with monkeypatch.context() as machine:
+        machine.setenv("WORKER_ID", "broken-gpu.example.com")
+        machine.setattr(registry._registry, "_loader", broken)
+        for index in (0, 1):
+            with pytest.raises(ShardsFailed, match="it stopped: every video of shard"):
+                process_shards(dataset.uri, JOB, run_id, [index], shard_count=3)
+        assert process_shards(dataset.uri, JOB, run_id, [2], shard_count=3) == []
+    assert unfinished(dataset, run_id, 3) == [2]
+    monkeypatch.setenv("WORKER_ID", "broken-gpu")  # a name that only begins like the broken one's
+    assert [summary.index for summary in process_shards(dataset.uri, JOB, run_id, [2], shard_count=3)] == [2]
+    assert ids[2] in ok_ids(dataset)
+
+
 def test_shards_failing_in_a_row_stop_the_run(build, prefect_harness):
     """Two shards in a row fail (their entries are damaged here): the run stops taking shards, rather
     than mark the build's shards failed one after another."""

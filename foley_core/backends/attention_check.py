@@ -10,7 +10,8 @@ an entry, masked prefix positions, grouped-query heads), and compares the result
 each row's whole sequence in float32 on the CPU. The decoder then takes the first way that passes:
 fused kernels, small ops, or no store at all (each row a copy of its prefix), and logs why.
 
-This is eager: the compiled step's own failures (a compile error) are not caught here.
+The check is eager: a failure only the compiled step shows is caught where it happens instead
+(`step_failed`: that wave's questions fail, and the way is not used again).
 """
 
 from __future__ import annotations
@@ -32,28 +33,43 @@ TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}
 PREFIX, OWN = 128, 64  # an entry's positions and a row's own columns: multiples of the decoder's buckets
 
 
+NAMES = {True: "fused kernels", False: "small ops"}  # the ways, by `use_kernels`' switch
+
+
 def failed_ways(model: Any) -> dict[bool, str]:
     """Why each way of the store's attention fails on `model`'s device and dtype (True: fused kernels,
-    False: small ops; a way that passes is absent), each logged: a few small calls, once a decoder."""
-    text = model.config.get_text_config()
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    head = model.get_output_embeddings().weight
-    failed = {}
-    for way, name, instead in ((True, "fused kernels", "small ops"), (False, "small ops", "copies")):
-        why = check_attention(head.device, head.dtype, heads, kv_heads, dim, way)
+    False: small ops; a way that passes is absent), each logged: a few small calls, once a decoder. A
+    check that cannot run at all (a config it cannot read) fails both."""
+    try:
+        text = model.config.get_text_config()
+        heads = text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        head = model.get_output_embeddings().weight
+        whys = {way: check_attention(head.device, head.dtype, heads, kv_heads, dim, way) for way in NAMES}
+    except Exception as error:
+        whys = dict.fromkeys(NAMES, f"the check could not run: {type(error).__name__}: {error}")
+    for way, why in whys.items():
         if why is not None:
-            failed[way] = why
-            log.warning(
-                "the prefix store's attention as %s failed its check on %s %s (%s): %s instead",
-                name,
-                head.device,
-                head.dtype,
-                why,
-                instead,
-            )
-    return failed
+            log.warning("the prefix store's attention as %s failed its check (%s)", NAMES[way], why)
+    return {way: why for way, why in whys.items() if why is not None}
+
+
+def way(kernels: bool, failed: dict[bool, str]) -> bool | None:
+    """The way to run the store's attention: fused kernels (True) when asked for (`kernels`) and not
+    `failed`, else small ops (False) when not failed, else None (copies: no store)."""
+    return next((way for way in ((True, False) if kernels else (False,)) if way not in failed), None)
+
+
+def step_failed(failed: dict[bool, str], used: bool, error: Exception) -> None:
+    """A forward through the store's attention (a decode step, a join prefill), run the `used` way,
+    raised `error`: that way is not used again (a failure only the compiled step shows, which the eager
+    check cannot). Out of memory is no fault of the attention's."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return
+    first = str(error).splitlines()[0] if str(error) else ""
+    failed[used] = f"a forward through it failed: {type(error).__name__}: {first}"
+    log.warning("the prefix store's attention as %s: %s; not used again", NAMES[used], failed[used])
 
 
 def check_attention(
@@ -66,8 +82,7 @@ def check_attention(
         try:
             got, expected = _attend(device, dtype, heads, kv_heads, dim, queries, kernels)
         except Exception as error:  # whatever the kernel raises (RuntimeError, NotImplementedError)
-            first = str(error).splitlines()[0] if str(error) else ""
-            return f"{type(error).__name__} in {call}: {first}"
+            return f"{type(error).__name__} in {call}: {str(error).splitlines()[0] if str(error) else ''}"
         if not torch.isfinite(got).all():
             return f"non-finite outputs ({call})"
         off = (got - expected).abs().max().item()

@@ -42,8 +42,7 @@ import torch
 import xgrammar as xgr
 from transformers import StaticCache
 
-from v2t_foley.foley_core.backends import prefix_attention
-from v2t_foley.foley_core.backends.attention_check import failed_ways
+from v2t_foley.foley_core.backends import attention_check, prefix_attention
 from v2t_foley.foley_core.backends.base import Generation, GenerationRequest
 from v2t_foley.foley_core.backends.cache_views import CacheViews, bucket_columns
 from v2t_foley.foley_core.backends.constrained import greedy_under_masks
@@ -161,14 +160,17 @@ class ContinuousDecoder:
         if self._prefix_attention is None:
             self._prefix_attention = prefix_attention.enable(self.model)
             if self._prefix_attention:  # a kernel that refuses the calls would fail every decode step
-                self.attention_failed = failed_ways(self.model)
+                self.attention_failed = attention_check.failed_ways(self.model)
         return self._prefix_attention and self.attention_way() is not None
 
     def attention_way(self) -> bool | None:
-        """How the store's attention runs: fused kernels (True) unless `attention_kernels` is off or
-        they failed their check, small ops (False) unless they failed too; None: neither (copies)."""
-        ways = (True, False) if self.attention_kernels else (False,)
-        return next((way for way in ways if way not in self.attention_failed), None)
+        """Fused kernels (True), small ops (False) or copies (None): see attention_check.way."""
+        return attention_check.way(self.attention_kernels, self.attention_failed)
+
+    def _attention_failed(self, error: Exception) -> None:
+        """A forward through the store's attention (a decode step, a join prefill) raised `error`: the
+        way it ran is not used again (see attention_check.step_failed)."""
+        attention_check.step_failed(self.attention_failed, bool(self.attention_way()), error)
 
     def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
         """The prefix store with an entry for this video's prefix (its own, or a free one), made when
@@ -350,7 +352,7 @@ class ContinuousDecoder:
                         tails.append(tail)
                     elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
                         admit(ask, done)
-                together = prefill_tails(self.llm, self.store, tails) if tails else []
+                together = prefill_tails(self.llm, self.store, tails, self._attention_failed) if tails else []
                 for tail, done in zip(tails, together, strict=True):
                     if done is not None:  # None: the prefill failed (and answered them)
                         self.joined_together += 1
@@ -385,13 +387,18 @@ class ContinuousDecoder:
             self.store_steps += bool(shared)
             self.view_columns += columns
             self.step_shapes.add((reading, columns, *(shared[0].shape if shared else ())))
-            logits[:reading] = self.step(
-                chosen[:, None],
-                positions[:reading],
-                mask[:reading, :, :, :columns].contiguous(),
-                views.get(reading, columns),
-                *shared,
-            )
+            try:
+                logits[:reading] = self.step(
+                    chosen[:, None],
+                    positions[:reading],
+                    mask[:reading, :, :, :columns].contiguous(),
+                    views.get(reading, columns),
+                    *shared,
+                )
+            except Exception as error:
+                if shared:
+                    self._attention_failed(error)
+                raise
             positions += alive[:, None].long()
             write_at += alive.long()
             started = True

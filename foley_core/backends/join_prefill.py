@@ -25,6 +25,7 @@ for token (tests/test_continuous.py, tests/test_join_prefill.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -79,17 +80,22 @@ def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail |
     return Tail(ask, ids, entry, stored)
 
 
-def prefill_tails(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled | None]:
+def prefill_tails(
+    llm: Any, store: PrefixStore, tails: list[Tail], failed: Callable[[Exception], None] | None = None
+) -> list[Prefilled | None]:
     """Each tail's tokens after its prefix, prefilled together (see the module docstring), in as few
     forwards as keep the padding small (`forwards`): a `Prefilled` per tail, in order, whose `kv` row
     `row` holds positions [stored, length) from column 0. When a forward fails, None for each of its
-    tails, each of them answered with the error and gone from its entry; the other forwards stand."""
+    tails, each of them answered with the error and gone from its entry, and `failed` is told the
+    error; the other forwards stand."""
     done: list[Prefilled | None] = [None] * len(tails)
     for group in forwards([len(t.ids) - t.stored for t in tails]):
         part = [tails[k] for k in group]
         try:
             made = _forward(llm, store, part)
         except Exception as error:  # these requests' failure, not the wave's
+            if failed is not None:
+                failed(error)
             if isinstance(error, torch.OutOfMemoryError):
                 torch.cuda.empty_cache()
                 error = TransientBackendError(f"CUDA out of memory in a join prefill of {len(part)}: {error}")
