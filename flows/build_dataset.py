@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from v2t_foley.flows.artifacts import build_artifacts, progress_artifact
+from v2t_foley.flows.core_logs import core_logs
 from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from v2t_foley.flows.process_shard import process_shard
 from v2t_foley.flows.progress import report
@@ -85,6 +86,7 @@ def check_build_options(
 
 
 @flow(name="build-dataset")
+@core_logs
 def build_dataset(
     manifest: str,
     store: str,

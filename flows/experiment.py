@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from v2t_foley.flows.build_dataset import build_dataset
+from v2t_foley.flows.core_logs import core_logs
 from v2t_foley.foley_core.backends import BackendSpec
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
 from v2t_foley.foley_core.errors import InputError
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @flow(name="experiment")
+@core_logs
 def experiment(
     manifest: str,
     store: str,

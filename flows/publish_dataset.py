@@ -12,6 +12,7 @@ import os
 
 from prefect import flow, get_run_logger
 
+from v2t_foley.flows.core_logs import core_logs
 from v2t_foley.foley_core.curated_view import CurationOptions
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.publish import plan_publish, publish
@@ -27,6 +28,7 @@ def resolve_token(token_secret: str | None) -> str | None:
 
 
 @flow(name="publish-dataset")
+@core_logs
 def publish_dataset(
     store: str,
     repo_id: str,

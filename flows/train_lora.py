@@ -23,11 +23,13 @@ import fsspec
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from v2t_foley.flows.core_logs import core_logs
 from v2t_foley.flows.events import ADAPTER_TRAINED, dataset_resource, record_training
 from v2t_foley.training.config import TrainConfig
 
 
 @flow(name="train-lora")
+@core_logs
 def train_lora(
     store: str,
     output: str | None = None,

@@ -1,0 +1,122 @@
+"""foley_core's log records in the logs of the Prefect run they happen in, not only the worker's console.
+
+foley_core logs with the standard library under `v2t_foley.foley_core` and never imports Prefect, and
+Prefect sends to its API only its own loggers' records. So a warning such as the prefix store's
+attention falling back to slower ops, a lease taken over or an unreadable step cache entry reached the
+console of the worker's process and never the run's page in the UI (`prefect flow-run logs`). A flow
+wrapped in `core_logs` sends them to the API, keeping their logger's name:
+- a record from a thread that carries a run's context (the flow's own, a task's) goes to that run;
+- a record from a thread no run started (the model's batching thread, a lease's renewal thread, a
+  step's pool of threads), whose work serves whatever the process runs now, goes to the flow run that
+  entered `core_logs` last and is still in it: the shard being processed, inside its run or build.
+
+The console prints them as before (the root logger's handler). Records below `PREFECT_LOGGING_LEVEL`
+(INFO unless set) are not made, as for Prefect's own loggers, unless the foley_core logger has a level
+of its own. Setting `PREFECT_LOGGING_EXTRA_LOGGERS=v2t_foley` as well would send the records of a run's
+threads twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+from uuid import UUID
+
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_LOGGING_LEVEL
+
+CORE_LOGGER = "v2t_foley.foley_core"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# flow runs of this process inside `core_logs`, in the order they entered, each with its thread's context
+# as it entered: a thread no run started has no Prefect settings, without which Prefect sends nothing
+_open: list[tuple[UUID, contextvars.Context]] = []
+_lock = threading.Lock()
+
+
+class _ToTheRun(logging.Handler):
+    """Sends a foley_core record to the API as a log of the run it belongs to (see the module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._api = APILogHandler()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sent = logging.makeLogRecord(record.__dict__)  # other handlers keep the record as it was
+        sent.flow_run_id, sent.task_run_id = _run_of_this_thread()
+        if sent.flow_run_id is not None:
+            self._api.handle(sent)
+            return
+        with _lock:
+            latest = _open[-1] if _open else None
+        if latest is not None:
+            sent.flow_run_id, context = latest
+            context.copy().run(self._api.handle, sent)  # a copy: two threads cannot run in one context
+
+
+def _run_of_this_thread() -> tuple[UUID | None, UUID | None]:
+    """(flow run id, task run id) of the run whose context the calling thread carries, else Nones."""
+    task = TaskRunContext.get()
+    if task is not None:
+        return task.task_run.flow_run_id, task.task_run.id
+    run = FlowRunContext.get()
+    if run is not None and run.flow_run is not None:
+        return run.flow_run.id, None
+    return None, None
+
+
+_handler = _ToTheRun()
+_level_set = False  # whether `core_logs` set the foley_core logger's level (and so restores it)
+
+
+def _enter(flow_run_id: UUID) -> None:
+    global _level_set
+    context = contextvars.copy_context()
+    core = logging.getLogger(CORE_LOGGER)
+    with _lock:
+        if not _open:
+            core.addHandler(_handler)
+            if core.level == logging.NOTSET:
+                core.setLevel(PREFECT_LOGGING_LEVEL.value())
+                _level_set = True
+        _open.append((flow_run_id, context))
+
+
+def _leave(flow_run_id: UUID) -> None:
+    global _level_set
+    core = logging.getLogger(CORE_LOGGER)
+    with _lock:
+        del _open[next(i for i, (run, _context) in enumerate(_open) if run == flow_run_id)]
+        if not _open:
+            core.removeHandler(_handler)
+            if _level_set:
+                core.setLevel(logging.NOTSET)
+                _level_set = False
+
+
+def core_logs(body: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a flow's function (under `@flow`) so that foley_core's records while it runs reach its run."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        flow_run_id, _task = _run_of_this_thread()
+        if flow_run_id is None:  # called as a plain function: nothing to send to
+            return body(*args, **kwargs)
+        _enter(flow_run_id)
+        try:
+            return body(*args, **kwargs)
+        finally:
+            _leave(flow_run_id)
+
+    # Prefect resolves a flow's string annotations in its function's globals, which would be this
+    # module's: the wrapper shows the body's signature with them resolved
+    run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
+    return run
