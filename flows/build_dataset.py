@@ -19,11 +19,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.events import emit_event
 
 from v2t_foley.flows.artifacts import build_artifacts, progress_artifact
-from v2t_foley.flows.core_logs import core_logs
+from v2t_foley.flows.core_logs import logged_flow
 from v2t_foley.flows.events import DATASET_UPDATED, dataset_resource, last_training, readiness_labels
 from v2t_foley.flows.process_shard import process_shard
 from v2t_foley.flows.progress import report
@@ -85,8 +85,7 @@ def check_build_options(
         raise InputError(f"--wait-for-store must be 0 or more seconds, got {wait_for_store_s}")
 
 
-@flow(name="build-dataset")
-@core_logs
+@logged_flow(name="build-dataset")
 def build_dataset(
     manifest: str,
     store: str,

@@ -4,16 +4,20 @@ foley_core logs with the standard library under `v2t_foley.foley_core` and never
 Prefect sends to its API only its own loggers' records. So a warning such as the prefix store's
 attention falling back to slower ops, a lease taken over or an unreadable step cache entry reached the
 console of the worker's process and never the run's page in the UI (`prefect flow-run logs`). A flow
-wrapped in `core_logs` sends them to the API, keeping their logger's name:
+made by `logged_flow` (`prefect.flow` over its body wrapped in `core_logs`) sends them to the API,
+keeping their logger's name:
 - a record from a thread that carries a run's context (the flow's own, a task's) goes to that run;
-- a record from a thread no run started (the model's batching thread, a lease's renewal thread, a
-  step's pool of threads), whose work serves whatever the process runs now, goes to the flow run that
-  entered `core_logs` last and is still in it: the shard being processed, inside its run or build.
+  (foley_core starts its lease renewal threads in their creator's context, so theirs go to the run
+  that took the lease);
+- a record from a thread no run started (the model's batching thread, a step's pool of threads),
+  whose work serves whatever the process runs now, goes to the flow run that entered `core_logs` last
+  and is still in it: the shard being processed, inside its run or build. Two runs side by side in
+  one process (not how the factory runs them) would see each other's such records.
 
-The console prints them as before (the root logger's handler). Records below `PREFECT_LOGGING_LEVEL`
-(INFO unless set) are not made, as for Prefect's own loggers, unless the foley_core logger has a level
-of its own. Setting `PREFECT_LOGGING_EXTRA_LOGGERS=v2t_foley` as well would send the records of a run's
-threads twice.
+While a run is inside, the foley_core logger lets INFO through (`PREFECT_LOGGING_LEVEL`, as Prefect
+sets its own loggers) unless it has a level of its own, so the console prints its INFO lines too.
+Setting `PREFECT_LOGGING_EXTRA_LOGGERS=v2t_foley` as well would send the records of a run's threads
+twice. `PREFECT_LOGGING_TO_API_ENABLED=false` turns all of it off, with Prefect's own run logs.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
+from prefect import Flow, flow
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_LOGGING_LEVEL
+from prefect.utilities.hashing import file_hash
 
 CORE_LOGGER = "v2t_foley.foley_core"
 
@@ -63,13 +69,15 @@ class _ToTheRun(logging.Handler):
 
 
 def _run_of_this_thread() -> tuple[UUID | None, UUID | None]:
-    """(flow run id, task run id) of the run whose context the calling thread carries, else Nones."""
-    task = TaskRunContext.get()
+    """(flow run id, task run id) of the run whose context the calling thread carries, else Nones. A
+    subflow called inside a task carries both contexts: the flow's is the one running (as Prefect's
+    `get_run_context` decides)."""
+    task, run = TaskRunContext.get(), FlowRunContext.get()
+    flow_run = run.flow_run if run is not None else None
+    if flow_run is not None and (task is None or task.task_run.flow_run_id != flow_run.id):
+        return flow_run.id, None
     if task is not None:
         return task.task_run.flow_run_id, task.task_run.id
-    run = FlowRunContext.get()
-    if run is not None and run.flow_run is not None:
-        return run.flow_run.id, None
     return None, None
 
 
@@ -103,20 +111,38 @@ def _leave(flow_run_id: UUID) -> None:
 
 
 def core_logs(body: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a flow's function (under `@flow`) so that foley_core's records while it runs reach its run."""
+    """`body` (a flow's function), sending foley_core's records to its run while it runs."""
 
     @functools.wraps(body)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         flow_run_id, _task = _run_of_this_thread()
         if flow_run_id is None:  # called as a plain function: nothing to send to
             return body(*args, **kwargs)
-        _enter(flow_run_id)
+        entered = False
         try:
+            _enter(flow_run_id)
+            entered = True
             return body(*args, **kwargs)
         finally:
-            _leave(flow_run_id)
+            if entered:
+                _leave(flow_run_id)
 
     # Prefect resolves a flow's string annotations in its function's globals, which would be this
     # module's: the wrapper shows the body's signature with them resolved
     run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
     return run
+
+
+def logged_flow(**options: Any) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """`prefect.flow(**options)` over the function wrapped in `core_logs`. Its version is the hash of
+    the function's own file, as Prefect versions a flow by default (the wrapper's file would give
+    every flow this module's hash). Sync functions only: the wrapper would leave before a coroutine
+    ran."""
+
+    def make(body: Callable[P, R]) -> Flow[P, R]:
+        if inspect.iscoroutinefunction(body) or inspect.isasyncgenfunction(body):
+            raise TypeError(f"logged_flow takes sync functions only, not {body.__qualname__}")
+        version = options.get("version") or file_hash(inspect.getsourcefile(body))
+        return flow(**{**options, "version": version})(core_logs(body))
+
+    return make

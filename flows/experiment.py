@@ -16,10 +16,10 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
 from v2t_foley.flows.build_dataset import build_dataset
-from v2t_foley.flows.core_logs import core_logs
+from v2t_foley.flows.core_logs import logged_flow
 from v2t_foley.foley_core.backends import BackendSpec
 from v2t_foley.foley_core.backends.base import DEFAULT_MODEL
 from v2t_foley.foley_core.errors import InputError
@@ -29,8 +29,7 @@ from v2t_foley.foley_core.store import DatasetStore
 log = logging.getLogger(__name__)
 
 
-@flow(name="experiment")
-@core_logs
+@logged_flow(name="experiment")
 def experiment(
     manifest: str,
     store: str,

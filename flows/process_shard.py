@@ -18,11 +18,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.utilities.annotations import quote
 
 from v2t_foley.flows.artifacts import shard_artifacts
-from v2t_foley.flows.core_logs import core_logs
+from v2t_foley.flows.core_logs import logged_flow
 from v2t_foley.flows.progress import report
 from v2t_foley.flows.shard_claims import (
     STOPS_PER_MACHINE,
@@ -81,8 +81,7 @@ def chain_context(job: ChainJob) -> ChainContext:
 
 # a retried shard recomputes nothing (every finished step is cached) and doubles no row (the commit
 # drops what the store already has)
-@flow(name="process-shard", retries=1, retry_delay_seconds=10)
-@core_logs
+@logged_flow(name="process-shard", retries=1, retry_delay_seconds=10)
 def process_shard(
     shard: str,
     store: str,
@@ -225,8 +224,7 @@ class ShardsFailed(FoleyError):
     message names them and says why."""
 
 
-@flow(name="process-shards")
-@core_logs
+@logged_flow(name="process-shards")
 def process_shards(
     store: str,
     job: ChainJob,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 
-from v2t_foley.flows.core_logs import core_logs
+from v2t_foley.flows.core_logs import logged_flow
 from v2t_foley.foley_core.curated_view import CurationOptions
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.publish import plan_publish, publish
@@ -27,8 +27,7 @@ def resolve_token(token_secret: str | None) -> str | None:
     return os.environ.get("HF_TOKEN")
 
 
-@flow(name="publish-dataset")
-@core_logs
+@logged_flow(name="publish-dataset")
 def publish_dataset(
     store: str,
     repo_id: str,

@@ -20,16 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.events import emit_event
 
-from v2t_foley.flows.core_logs import core_logs
+from v2t_foley.flows.core_logs import logged_flow
 from v2t_foley.flows.events import ADAPTER_TRAINED, dataset_resource, record_training
 from v2t_foley.training.config import TrainConfig
 
 
-@flow(name="train-lora")
-@core_logs
+@logged_flow(name="train-lora")
 def train_lora(
     store: str,
     output: str | None = None,

@@ -10,75 +10,84 @@ import time
 import warnings
 
 import pytest
-from prefect import flow, task
+from prefect import task
 from prefect.context import FlowRunContext
 
 from tests.test_chain_graph import clips  # noqa: F401 (two short scene videos and their manifest)
 from v2t_foley.flows.build_dataset import build_dataset
-from v2t_foley.flows.core_logs import CORE_LOGGER, core_logs
+from v2t_foley.flows.core_logs import CORE_LOGGER, logged_flow
 
 PROBE = f"{CORE_LOGGER}.probe"
 
 
-def logs_of(flow_run_id, expected: int) -> list:
-    """The run's logs from foley_core as the API holds them, once `expected` have arrived (they are shipped
-    in batches) or after 20 s."""
+def logs_of(flow_run_id) -> list:
+    """The run's logs from foley_core as the API holds them, once every log queued is sent."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
-    deadline = time.monotonic() + 20
+    APILogHandler().flush()  # logs are shipped in batches: send what is queued, and wait
     with get_client(sync_client=True) as client:
-        while True:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-            ours = [log for log in logs if log.name.startswith(CORE_LOGGER)]
-            if len(ours) >= expected or time.monotonic() > deadline:
-                return ours
-            time.sleep(0.5)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log for log in logs if log.name.startswith(CORE_LOGGER)]
 
 
 def in_a_thread_no_run_started(message: str) -> None:
-    thread = threading.Thread(target=logging.getLogger(PROBE).warning, args=(message,))
+    """Log `message` from a new thread (no Prefect context); what it raises is raised here."""
+    raised: list[BaseException] = []
+
+    def log() -> None:
+        try:
+            logging.getLogger(PROBE).warning(message)
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=log)
     thread.start()
     thread.join()
+    if raised:
+        raise raised[0]
 
 
-@task
-def a_task(tag: str) -> None:
-    logging.getLogger(PROBE).warning("from a task %s", tag)
-
-
-@flow(name="core-logs-inner")
-@core_logs
+@logged_flow(name="core-logs-inner")
 def inner(tag: str) -> str:
+    logging.getLogger(PROBE).warning("inner's flow %s", tag)
     in_a_thread_no_run_started(f"inner's thread {tag}")
     return str(FlowRunContext.get().flow_run.id)
 
 
-@flow(name="core-logs-outer")
-@core_logs
-def outer(tag: str) -> tuple[str, str]:
+@task
+def a_task(tag: str) -> str:
+    """Logs, then runs a subflow inside the task (whose thread then carries both contexts)."""
+    logging.getLogger(PROBE).warning("from a task %s", tag)
+    return inner(f"{tag} in a task")
+
+
+@logged_flow(name="core-logs-outer")
+def outer(tag: str) -> tuple[str, str, str]:
     logging.getLogger(PROBE).warning("from the flow %s", tag)
     logging.getLogger(PROBE).info("an info %s", tag)
-    a_task(tag)
-    inner_run = inner(tag)
+    in_task = a_task(tag)
+    direct = inner(tag)
     in_a_thread_no_run_started(f"outer's thread {tag}")
-    return str(FlowRunContext.get().flow_run.id), inner_run
+    return str(FlowRunContext.get().flow_run.id), direct, in_task
 
 
 def test_each_record_reaches_the_run_it_belongs_to_once(prefect_harness):
     core = logging.getLogger(CORE_LOGGER)
     handlers = list(core.handlers)
-    outer_run, inner_run = outer("t1")
+    outer_run, direct_run, in_task_run = outer("t1")
     assert core.handlers == handlers and core.level == logging.NOTSET  # as it was, after the runs
 
-    outer_logs = logs_of(outer_run, expected=4)
+    outer_logs = logs_of(outer_run)
     said = sorted(log.message for log in outer_logs)
     assert said == ["an info t1", "from a task t1", "from the flow t1", "outer's thread t1"]
     assert {log.name for log in outer_logs} == {PROBE}  # the records keep their logger's name
     by_message = {log.message: log for log in outer_logs}
     assert by_message["from a task t1"].task_run_id is not None
     assert by_message["from the flow t1"].task_run_id is None
-    assert [log.message for log in logs_of(inner_run, expected=1)] == ["inner's thread t1"]
+    for run, tag in ((direct_run, "t1"), (in_task_run, "t1 in a task")):
+        assert sorted(log.message for log in logs_of(run)) == [f"inner's flow {tag}", f"inner's thread {tag}"]
 
 
 def test_a_record_outside_any_run_is_not_sent_and_warns_nothing(prefect_harness):
@@ -86,6 +95,54 @@ def test_a_record_outside_any_run_is_not_sent_and_warns_nothing(prefect_harness)
         warnings.simplefilter("error")  # Prefect warns when its API handler gets a record with no run
         logging.getLogger(PROBE).warning("outside any run")
         in_a_thread_no_run_started("outside any run, in a thread")
+
+
+def test_a_lease_renewals_warning_reaches_the_run_that_took_the_lease(tmp_path, prefect_harness):
+    """The renewal thread is foley_core's; it runs in its creator's context. The lease's file is
+    replaced by a folder under it, so that its renewals fail to read it (a store gone wrong), while a
+    subflow (the latest run open) runs."""
+    import fsspec
+
+    from v2t_foley.foley_core.store.lease import Lease
+
+    path = tmp_path / "build.json"
+
+    @logged_flow(name="core-logs-meanwhile")
+    def meanwhile() -> str:
+        time.sleep(0.5)  # the renewals (every 0.1 s) fail while this run is the latest one open
+        return str(FlowRunContext.get().flow_run.id)
+
+    @logged_flow(name="core-logs-lease")
+    def holds_a_lease() -> tuple[str, str]:
+        lease = Lease(fsspec.filesystem("file"), str(path), "build", ttl_s=0.3)
+        assert lease.try_acquire()
+        path.unlink()
+        path.mkdir()
+        other = meanwhile()
+        lease._stop.set()
+        return str(FlowRunContext.get().flow_run.id), other
+
+    taker, other = holds_a_lease()
+    said = [log.message for log in logs_of(taker)]
+    assert any(message.startswith("could not renew the build lease") for message in said), said
+    assert not [log.message for log in logs_of(other)]
+
+
+def test_a_logged_flow_is_versioned_by_its_own_file_and_takes_no_coroutine():
+    """Prefect's default version is the hash of the flow function's file; the wrapper's is another."""
+    from prefect.utilities.hashing import file_hash
+
+    from v2t_foley.flows import build_dataset as build_module
+    from v2t_foley.flows import core_logs as wrapper_module
+
+    assert build_dataset.version == file_hash(build_module.__file__)
+    assert build_dataset.version != file_hash(wrapper_module.__file__)
+
+    async def a_coroutine() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="sync functions only"):
+        logged_flow(name="async")(a_coroutine)
 
 
 @pytest.fixture
@@ -113,29 +170,20 @@ def test_the_batching_threads_attention_fallback_is_in_the_shards_run_logs(
     """The warning is logged on the model's batching thread, which no run started: without
     core_logs it reached only the process's console."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterName
 
     _folder, manifest = clips
     store = str(tmp_path / "store")
     build_dataset(
         manifest=manifest, store=store, model="tiny-random", batch_size=4, decoder="continuous", device="cpu"
     )
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        shard_runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["process-shard"]))
+        )
+    ours = [run for run in shard_runs if run.parameters.get("store") == store]
+    assert ours
     wanted = f"{CORE_LOGGER}.backends.attention_check"
-    deadline = time.monotonic() + 20
-    with get_client(sync_client=True) as client:
-        while True:
-            logs = client.read_logs(log_filter=LogFilter(name=LogFilterName(any_=[wanted])))
-            runs = [client.read_flow_run(log.flow_run_id) for log in logs if "fused kernels" in log.message]
-            ours = [run for run in runs if run.parameters.get("store") == store]
-            if ours or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-    assert ours, "the attention check's warning is not in the logs of this build's runs"
-    assert {client_flow_name(run.flow_id) for run in ours} == {"process-shard"}
-
-
-def client_flow_name(flow_id) -> str:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow(flow_id).name
+    said = [log for run in ours for log in logs_of(run.id) if log.name == wanted]
+    assert any("fused kernels failed its check" in log.message for log in said), [log.message for log in said]

@@ -16,6 +16,7 @@ writers call `check()` just before their commit point.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -256,7 +257,12 @@ class Lease:
         self._version, self._holder, self._lost = version, holder, False
         self.left_by = Holder(**found[0]) if found is not None else None
         self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, name="foley-lease", daemon=True)
+        # in its creator's context: whoever routes log records by context (a Prefect run's logs,
+        # flows/core_logs.py) sees its warnings as the taker's
+        context = contextvars.copy_context()
+        self._renewer = threading.Thread(
+            target=context.run, args=(self._renew_loop,), name="foley-lease", daemon=True
+        )
         self._renewer.start()
         return True
 
