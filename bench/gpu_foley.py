@@ -432,7 +432,7 @@ def main() -> None:
     llm.model = model  # the registry closed its wrapper after the factory; the weights are the same
     decodes(("static",))
     # the store's attention as small ops (the decoder before fused kernels: 849 tok/s at batch 32 on the
-    # H100), then as one opaque operator a layer (prefix_attention.use_opaque_op): each warm-up is its
+    # H100), then as one opaque operator a layer (`opaque_attention`: PrefixBatch.opaque): each warm-up is its
     # compile (the small ops' took 144-163 s on the H100)
     for variant, options in (("small_ops", {"kernels": False}), ("opaque", {"opaque": True})):
         for batch in (32, 1) if not TINY else (3, 1):

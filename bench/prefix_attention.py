@@ -10,7 +10,7 @@ On the CPU in fp32, eager (about a minute); on a GPU in bf16, each variant repla
 Per (rows, videos) mix, one JSON line: ms per layer for each variant, the K/V bytes each reads, and the
 largest difference between their outputs. The store is read two ways: its parts written out as small
 ops (`store_*`: the decoder before fused kernels) and each part as one fused attention kernel
-(`kernels_*`: the decoder's default, prefix_attention.use_kernels). Shapes: 32 heads of 128, a
+(`kernels_*`: the decoder's default, `PrefixBatch.kernels`). Shapes: 32 heads of 128, a
 2,056-position video prefix (8 frames x 257 tokens + the template's start; the store rounds it to
 2,112), and 512 columns of each row's own (the rest of its prompt and its answer: one 512-column
 view, as the H100's first figures had it; the decoder's rows now write from column 0, and a short
@@ -37,7 +37,6 @@ from v2t_foley.foley_core.backends.cache_views import bucket_columns
 from v2t_foley.foley_core.backends.prefix_attention import (
     prefix_attention,
     use_float32_products,
-    use_kernels,
 )
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
 
@@ -116,19 +115,14 @@ def mix(live: int, videos: int) -> dict:
         out["copy"] = F.scaled_dot_product_attention(query, copy_k, copy_v, attn_mask=copy_mask)
 
     def stored() -> None:
-        out["store"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0)[0]
+        out["store"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0, kernels=False)[0]
 
     def fused() -> None:
-        out["kernels"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0)[0]
+        out["kernels"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0, kernels=True)[0]
 
     copy_ms = timed(copied)
-    try:  # the switch is read as each variant runs (and is recorded into its CUDA graph)
-        use_kernels(False)
-        store_ms = timed(stored)
-        use_kernels(True)
-        kernels_ms = timed(fused)
-    finally:
-        use_kernels(True)
+    store_ms = timed(stored)
+    kernels_ms = timed(fused)
     itemsize = torch.finfo(DTYPE).bits // 8
     per_position = 2 * HEADS * DIM * itemsize  # K and V of one position, one layer
     copy_bytes = rows * columns * per_position

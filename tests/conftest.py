@@ -32,12 +32,8 @@ def tiny_llm(foley_cache):
 @pytest.fixture(params=[True, False], ids=["kernels", "small-ops"])
 def kernels(request: pytest.FixtureRequest) -> Iterator[bool]:
     """Each test once with the prefix attention's parts as fused kernels, once as small ops
-    (backends/prefix_attention.py); the default restored."""
-    from v2t_foley.foley_core.backends import prefix_attention
-
-    prefix_attention.use_kernels(request.param)
-    yield request.param
-    prefix_attention.use_kernels(True)
+    (`PrefixBatch.kernels`, backends/prefix_attention.py)."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,6 @@ def decode_through_the_store(llm) -> tuple[list, object]:  # noqa: F811
     finally:
         llm.use_decoder("generate")
         llm.share_video_prefix = False
-        prefix_attention.use_kernels(True)  # the process-wide default the other tests expect
 
 
 def test_a_decoder_whose_kernels_fail_their_check_decodes_through_the_store_with_small_ops(
@@ -134,4 +133,56 @@ def test_a_way_that_fails_in_a_forward_after_its_check_is_not_used_again(llm, mo
     finally:
         llm.use_decoder("generate")
         llm.share_video_prefix = False
-        prefix_attention.use_kernels(True)
+
+
+def test_two_decoders_of_one_process_each_run_their_own_way(llm, monkeypatch):  # noqa: F811
+    """The way is each step's (`PrefixBatch.kernels`), not a process-wide switch: a decoder asked for
+    small ops (as one whose kernels failed runs) keeps them while another decoder of the process runs a
+    whole wave on the fused kernels in the middle of its own wave, and each answers as `generate`."""
+    from collections import deque
+
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    fused, running, calls = prefix_attention._fused, ["small ops"], []
+
+    def counted(*args):
+        calls.append(running[0])
+        return fused(*args)
+
+    monkeypatch.setattr(prefix_attention, "_fused", counted)
+    asked = requests()
+    params = GenerationParams(max_new_tokens=16)
+    alone = texts([llm.generate([r], params)[0] for r in asked])
+    small, kernels = ContinuousDecoder(llm, 4), ContinuousDecoder(llm, 4)
+    small.attention_kernels = False
+    for decoder in (small, kernels):  # checked already (the check's own calls are not the decoders')
+        decoder._prefix_attention = prefix_attention.enable(llm.model)
+    answers = {"small ops": [None] * len(asked), "fused kernels": [None] * len(asked)}
+
+    def taker(name: str, then=None):
+        queue = deque(enumerate(asked))
+
+        def take():
+            if then is not None:
+                then()
+            if not queue:
+                return None
+            k, request = queue.popleft()
+            return llm.ask(request, params, lambda answer, k=k: answers[name].__setitem__(k, answer))
+
+        return take
+
+    def the_other_wave() -> None:
+        if small.steps and running[0] == "small ops" and not kernels.waves:  # mid-wave, once
+            running[0] = "fused kernels"
+            kernels.serve(taker("fused kernels"))
+            running[0] = "small ops"
+
+    llm.share_video_prefix = True
+    try:
+        small.serve(taker("small ops", the_other_wave))
+    finally:
+        llm.share_video_prefix = False
+    assert texts(answers["small ops"]) == alone and texts(answers["fused kernels"]) == alone
+    assert small.store_steps > 0 and kernels.store_steps > 0 and kernels.waves == 1
+    assert "fused kernels" in calls and "small ops" not in calls

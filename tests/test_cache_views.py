@@ -52,10 +52,7 @@ def record_steps(decoder, masks: list[torch.Tensor] | None = None) -> list[tuple
 @contextlib.contextmanager
 def compiled_variant(llm, variant: str) -> Iterator[ContinuousDecoder]:
     """A compiled continuous decoder of 4 slots reading the prefix store, its attention as `variant`
-    says ("kernels", the default; "small-ops"; "opaque"); afterwards `generate` again, and the
-    process-wide attention switches back to their defaults."""
-    from v2t_foley.foley_core.backends import prefix_attention
-
+    says ("kernels", the default; "small-ops"; "opaque"); afterwards `generate` again."""
     llm.continuous = decoder = ContinuousDecoder(llm, 4, compile=True)
     decoder.opaque_attention = variant == "opaque"
     decoder.attention_kernels = variant != "small-ops"
@@ -65,8 +62,6 @@ def compiled_variant(llm, variant: str) -> Iterator[ContinuousDecoder]:
     finally:
         llm.use_decoder("generate")
         llm.share_video_prefix = False
-        prefix_attention.use_opaque_op(False)
-        prefix_attention.use_kernels(True)
 
 
 @pytest.mark.parametrize("name", ["static", "continuous"])

@@ -158,7 +158,6 @@ def failing_kernels(monkeypatch):
     monkeypatch.setattr(prefix_attention, "_fused", refuses)
     yield
     registry.release_shared_model()  # later tests' decoders check the real kernel
-    prefix_attention.use_kernels(True)
 
 
 def test_the_batching_threads_attention_fallback_is_in_the_shards_run_logs(

@@ -74,7 +74,7 @@ def test_questions_prefilled_together_have_the_kv_and_logits_of_each_prefilled_a
         tails = [join_prefill.stage(llm, a, store, 4096) for a in asks(llm, requests)]
         assert all(t is not None for t in tails)
         assert [h.users for h in store.held[:2]] == [3, 3]  # each counted at once: no one takes its place
-        together = join_prefill.prefill_tails(llm, store, tails)
+        together = join_prefill.prefill_tails(llm, store, tails, kernels=kernels)
         solo = SoloPrefill(llm)
         for tail, done in zip(tails, together, strict=True):
             alone = solo(asks(llm, [tail.ask.request])[0], None)
@@ -133,11 +133,11 @@ def fail_first_forward(monkeypatch) -> list[int]:
     real. Returns the list each forward's question count is appended to."""
     real, calls = join_prefill._forward, []
 
-    def failing_first(llm, store, tails):
+    def failing_first(llm, store, tails, kernels):
         calls.append(len(tails))
         if len(calls) == 1:
             raise RuntimeError("the join prefill failed")
-        return real(llm, store, tails)
+        return real(llm, store, tails, kernels)
 
     monkeypatch.setattr(join_prefill, "_forward", failing_first)
     return calls
@@ -207,9 +207,9 @@ def test_questions_of_very_different_lengths_are_prefilled_in_forwards_of_their_
 def test_through_the_decoder_a_long_question_joins_in_its_own_forward(llm, monkeypatch):
     real, sizes = join_prefill._forward, []
 
-    def counted(llm, store, tails):
+    def counted(llm, store, tails, kernels):
         sizes.append(sorted(len(t.ids) - t.stored for t in tails))
-        return real(llm, store, tails)
+        return real(llm, store, tails, kernels)
 
     monkeypatch.setattr(join_prefill, "_forward", counted)
     video = clip(33)

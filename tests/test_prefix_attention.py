@@ -54,7 +54,7 @@ def test_split_attention_equals_attention_over_each_rows_whole_sequence(kv_heads
     assert sorted(entry.values()) == [0, 1, 2]  # the lowest free entries, one per video
     assert store.place(frames["a"], ids["a"], caches["a"]) == entry["a"]  # a second reader: same entry
     rows = ["a", "b", "a", None, "a", "c"]  # uneven groups (a: 3 rows), and a row that holds all its K/V
-    batch = store.batch([entry[r] if r else None for r in rows])
+    batch = store.batch([entry[r] if r else None for r in rows], kernels=kernels)
     assert batch.keys[0].shape[0] == 4 and batch.queries.shape[0] == 4 * 4  # 3 entries read as 4, groups of 4
 
     generator = torch.Generator().manual_seed(7)
@@ -180,7 +180,7 @@ def test_a_decode_step_through_the_store_gives_each_row_the_logits_of_its_own_pr
         attention_mask=mask,
         cache=cache,
         use_cache=True,
-        shared_prefix=store.batch(entries),
+        shared_prefix=store.batch(entries, kernels=kernels),
     )
     logits = model.lm_head(out.last_hidden_state[:, -1])
     for r, (video, _) in enumerate(rows):
@@ -226,6 +226,6 @@ def test_the_cuda_kernels_call_gives_the_merge_the_shapes_it_expects(monkeypatch
             torch.empty(rows, 1, queries, own, **meta),
             batch,
             0,
-            kernels=True,  # whatever another test left the process-wide switch at
+            kernels=True,  # whatever the batch says (the fused kernels' call is what this test checks)
         )
         assert got.shape == (rows, queries, heads, dim) and got.dtype == torch.bfloat16

@@ -33,7 +33,7 @@ TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}
 PREFIX, OWN = 128, 64  # an entry's positions and a row's own columns: multiples of the decoder's buckets
 
 
-NAMES = {True: "fused kernels", False: "small ops"}  # the ways, by `use_kernels`' switch
+NAMES = {True: "fused kernels", False: "small ops"}  # the ways, by `PrefixBatch.kernels`
 
 
 def failed_ways(model: Any) -> dict[bool, str]:

@@ -127,10 +127,10 @@ class ContinuousDecoder:
         self.store: PrefixStore | None = None
         self.prefix_store = prefix_store  # False: every row holds a copy of its prefix (for comparisons)
         # True: a compiled step sees the store's attention as one operator a layer (a faster compile;
-        # prefix_attention.use_opaque_op), not its small ops
+        # PrefixBatch.opaque), not its small ops
         self.opaque_attention = False
         # True: each part of the store's attention is one fused attention kernel; False: small ops (the
-        # reference; prefix_attention.use_kernels)
+        # reference; PrefixBatch.kernels), unless that way failed its check (`attention_failed`)
         self.attention_kernels = True
         self.join_together = True  # False: every question joins alone (for comparisons)
         self._prefix_attention: bool | None = None  # whether the model's attention can read the store
@@ -219,9 +219,6 @@ class ContinuousDecoder:
         """Run one life of the cache; returns the ask that did not fit (the next wave's first, with
         its prefill), or what `take` gives next."""
         stores = self._stores_prefixes()
-        if stores:
-            prefix_attention.use_opaque_op(self.opaque_attention)
-            prefix_attention.use_kernels(bool(self.attention_way()))
         if self.store is not None:
             self.store.reset_users()  # no row is live between waves
         # the columns the first request needs in its own row: what follows its video prefix, when
@@ -352,7 +349,8 @@ class ContinuousDecoder:
                         tails.append(tail)
                     elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
                         admit(ask, done)
-                together = prefill_tails(self.llm, self.store, tails, self._attention_failed) if tails else []
+                kernels, failed = bool(self.attention_way()), self._attention_failed
+                together = prefill_tails(self.llm, self.store, tails, failed, kernels) if tails else []
                 for tail, done in zip(tails, together, strict=True):
                     if done is not None:  # None: the prefill failed (and answered them)
                         self.joined_together += 1
@@ -383,7 +381,8 @@ class ContinuousDecoder:
             # only as wide as the longest live row: K/V columns are most of a 32-row step's bytes
             columns = bucket_columns(max(rows[k].at for k in fed) + 1, length)
             entries = [row.entry if row is not None else None for row in rows[:reading]]
-            shared = () if all(e is None for e in entries) else (self.store.batch(entries),)
+            ways = {"kernels": bool(self.attention_way()), "opaque": self.opaque_attention}
+            shared = () if all(e is None for e in entries) else (self.store.batch(entries, **ways),)
             self.store_steps += bool(shared)
             self.view_columns += columns
             self.step_shapes.add((reading, columns, *(shared[0].shape if shared else ())))

@@ -81,18 +81,22 @@ def stage(llm: Any, ask: Ask, store: PrefixStore | None, columns: int) -> Tail |
 
 
 def prefill_tails(
-    llm: Any, store: PrefixStore, tails: list[Tail], failed: Callable[[Exception], None] | None = None
+    llm: Any,
+    store: PrefixStore,
+    tails: list[Tail],
+    failed: Callable[[Exception], None] | None = None,
+    kernels: bool = True,
 ) -> list[Prefilled | None]:
     """Each tail's tokens after its prefix, prefilled together (see the module docstring), in as few
     forwards as keep the padding small (`forwards`): a `Prefilled` per tail, in order, whose `kv` row
     `row` holds positions [stored, length) from column 0. When a forward fails, None for each of its
     tails, each of them answered with the error and gone from its entry, and `failed` is told the
-    error; the other forwards stand."""
+    error; the other forwards stand. `kernels`: the store's attention as fused kernels, or small ops."""
     done: list[Prefilled | None] = [None] * len(tails)
     for group in forwards([len(t.ids) - t.stored for t in tails]):
         part = [tails[k] for k in group]
         try:
-            made = _forward(llm, store, part)
+            made = _forward(llm, store, part, kernels)
         except Exception as error:  # these requests' failure, not the wave's
             if failed is not None:
                 failed(error)
@@ -130,7 +134,7 @@ def _width(tokens: int) -> int:
     return -(-tokens // TAIL_BUCKET) * TAIL_BUCKET
 
 
-def _forward(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled]:
+def _forward(llm: Any, store: PrefixStore, tails: list[Tail], kernels: bool) -> list[Prefilled]:
     model = llm.model
     head = model.get_output_embeddings()
     device, dtype = head.weight.device, head.weight.dtype
@@ -153,7 +157,7 @@ def _forward(llm: Any, store: PrefixStore, tails: list[Tail]) -> list[Prefilled]
         attention_mask=mask.to(device),
         cache=kv,
         use_cache=True,
-        shared_prefix=store.batch([t.entry for t in tails]),
+        shared_prefix=store.batch([t.entry for t in tails], kernels=kernels),
     )
     last = out.last_hidden_state[torch.arange(len(tails), device=device), (owns - 1).to(device)]
     logits = head(last).float()

@@ -15,7 +15,7 @@ The two softmax halves are renormalized against their common maximum, so the res
 over the concatenated positions: the same attention, another order of summation (tests compare it
 with attention over the concatenated K/V, and the decoder's logits and tokens with full prompts').
 
-Each part runs in one of two ways (`use_kernels`):
+Each part runs in one of two ways (`PrefixBatch.kernels`, the decoder's choice: backends/attention_check.py):
 
 - kernels (the default): each part is one call of PyTorch's own fused attention kernel, the one SDPA
   runs for a masked decode step (memory-efficient attention on CUDA, flash attention on the CPU), which
@@ -46,12 +46,6 @@ NAME = "v2t_foley_shared_prefix"  # the attention implementation's registered na
 # whether bf16 matmuls may write float32 (cuBLAS does it from compute capability 8.0 on); set outside
 # the compiled step (`use_float32_products`), read in it as a constant
 _BF16_TO_FLOAT32 = False
-# whether a compiled step sees the attention as one opaque operator a layer (`use_opaque_op`); read
-# while dynamo traces, which guards on it (switching it compiles the step anew)
-_OPAQUE = False
-# whether each part runs as one fused attention kernel (`use_kernels`); read while dynamo traces, like
-# _OPAQUE
-_KERNELS = True
 
 
 class PrefixBatch(NamedTuple):
@@ -64,6 +58,12 @@ class PrefixBatch(NamedTuple):
     queries: torch.Tensor  # [E * G] long: the row whose query sits at (entry, place); R (a zero query) pads
     groups: torch.Tensor  # [R] long: each row's flat (entry, place) index; any index for rows without one
     has: torch.Tensor  # [R] float: 1 for rows that attend to an entry, 0 for rows that hold all their K/V
+    # each part as one fused attention kernel (True) or as small ops (False); read while dynamo traces,
+    # which guards on it (switching it compiles the step anew). A field, not a process-wide switch: each
+    # decoder runs the way that passed its own check
+    kernels: bool = True
+    # a compiled step sees the attention as one opaque operator a layer (see `attention`), not its ops
+    opaque: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,12 +105,20 @@ def attention(
     shared_prefix: PrefixBatch | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention-interface signature; SDPA unless a decode step passes `shared_prefix`."""
+    """transformers' attention-interface signature; SDPA unless a decode step passes `shared_prefix`.
+
+    With `shared_prefix.opaque`, a compiled step sees the attention as one operator a layer
+    (`_prefix_attention_op`), not as its ~40 small ops. The compiler then sees one node a layer, as
+    for SDPA, with no symbolic sizes of entries and groups inside: on the CPU the step's first call
+    took about the copies' time (8 layers, inductor: 75.6 s -> 50.6 s, copies 46.1 s;
+    bench/compile_time.py), where the H100 spent 144-163 s on the 7B step. Its ops run unfused in the
+    CUDA graph, as in bench/prefix_attention.py (0.147 ms a layer for one row there); whether that
+    costs decode speed is for the GPU to say (bench/gpu_foley.py measures both)."""
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):  # not in Video-LLaVA's Llama: not done
         raise NotImplementedError("prefix attention supports neither sliding windows nor softcapping")
-    if _OPAQUE and attention_mask is not None and torch.compiler.is_compiling():
+    if shared_prefix.opaque and attention_mask is not None and torch.compiler.is_compiling():
         prefix, layer = shared_prefix, module.layer_idx
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
         out = _prefix_attention_op(
@@ -125,29 +133,12 @@ def attention(
             prefix.groups,
             prefix.has,
             float(scaling),
+            prefix.kernels,
         )
         return out, None
     return prefix_attention(
         query, key, value, attention_mask, shared_prefix, module.layer_idx, kwargs.get("scaling")
     )
-
-
-def use_opaque_op(on: bool) -> None:
-    """Compile the attention as one operator a layer (`_prefix_attention_op`), not as its ~40 small ops.
-    The compiler then sees one node a layer, as for SDPA, with no symbolic sizes of entries and groups
-    inside: on the CPU the step's first call took about the copies' time (8 layers, inductor: 75.6 s ->
-    50.6 s, copies 46.1 s; bench/compile_time.py), where the H100 spent 144-163 s on the 7B step. Its ops run
-    unfused in the CUDA graph, as in bench/prefix_attention.py (0.147 ms a layer for one row there);
-    whether that costs decode speed is for the GPU to say (bench/gpu_foley.py measures both)."""
-    global _OPAQUE
-    _OPAQUE = on
-
-
-def use_kernels(on: bool) -> None:
-    """Run each part of the attention as one fused attention kernel (True, the default) or as small ops
-    (False: the reference, and the bench's comparison); see the module docstring."""
-    global _KERNELS
-    _KERNELS = on
 
 
 @torch.library.custom_op("v2t_foley::prefix_attention", mutates_args=())
@@ -163,9 +154,10 @@ def _prefix_attention_op(
     groups: torch.Tensor,
     has: torch.Tensor,
     scaling: float,
+    kernels: bool,
 ) -> torch.Tensor:
-    """`prefix_attention` for one layer's store entries, as one operator (see `use_opaque_op`)."""
-    prefix = PrefixBatch((prefix_keys,), (prefix_values,), prefix_mask, queries, groups, has)
+    """`prefix_attention` for one layer's store entries, as one operator (see `attention`)."""
+    prefix = PrefixBatch((prefix_keys,), (prefix_values,), prefix_mask, queries, groups, has, kernels)
     return prefix_attention(query, key, value, mask, prefix, 0, scaling)[0].contiguous()
 
 
@@ -189,7 +181,7 @@ def prefix_attention(
     decode step, a question's tokens in a join prefill (backends/join_prefill.py). `query` [R, H, T, D];
     `key`/`value` [R, Hkv, C, D] (the row's own columns); `mask` [R, 1, T, C] additive (a query sees
     all of its entry's prefix). `kernels`: each part as one fused kernel, or as small ops (None: as
-    `use_kernels` set). Returns the output as transformers' attention functions do, [R, T, H, D]."""
+    `prefix.kernels` says). Returns the output as transformers' attention functions do, [R, T, H, D]."""
     rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     share = heads // kv_heads  # query heads per K/V head (grouped-query attention)
@@ -219,7 +211,7 @@ def prefix_attention(
         return x.reshape(rows, kv_heads, share, length, -1)
 
     has = prefix.has.view(rows, 1, 1, 1, 1)
-    if (_KERNELS if kernels is None else kernels) and kernels_on(query.device):
+    if (prefix.kernels if kernels is None else kernels) and kernels_on(query.device):
         p_out, p_lse = _fused(grouped, p_keys, p_values, prefix.mask, scaling)
         r_out, r_lse = _fused(own, key, value, own_mask, scaling)
         # a row without an entry takes nothing from the prefix part: its log-sum-exp is -inf there

@@ -179,9 +179,10 @@ class PrefixStore:
             cache.update(keys[part], values[part], layer)
         return held.ids, cache
 
-    def batch(self, entries: list[int | None]) -> PrefixBatch:
-        """What a decode step over rows with these entries (None: the row holds all its K/V) reads."""
-        key = tuple(entries)
+    def batch(self, entries: list[int | None], kernels: bool = True, opaque: bool = False) -> PrefixBatch:
+        """What a decode step over rows with these entries (None: the row holds all its K/V) reads, and
+        how its attention runs (`kernels`, `opaque`: see PrefixBatch)."""
+        key = (tuple(entries), kernels, opaque)
         if self._last is not None and self._last[0] == key:
             return self._last[1]
         used = [e for e in entries if e is not None]
@@ -203,6 +204,8 @@ class PrefixStore:
             queries=self._to_device(queries, torch.long),
             groups=self._to_device(groups, torch.long),
             has=self._to_device([float(e is not None) for e in entries], torch.float32),
+            kernels=kernels,
+            opaque=opaque,
         )
         for tensor in (batch.queries, batch.groups, batch.has):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
