@@ -172,11 +172,14 @@ def test_two_decoders_of_one_process_each_run_their_own_way(llm, monkeypatch):  
 
         return take
 
+    steps_before: list[int] = []
+
     def the_other_wave() -> None:
         if small.steps and running[0] == "small ops" and not kernels.waves:  # mid-wave, once
             running[0] = "fused kernels"
             kernels.serve(taker("fused kernels"))
             running[0] = "small ops"
+            steps_before.append(small.steps)
 
     llm.share_video_prefix = True
     try:
@@ -185,4 +188,5 @@ def test_two_decoders_of_one_process_each_run_their_own_way(llm, monkeypatch):  
         llm.share_video_prefix = False
     assert texts(answers["small ops"]) == alone and texts(answers["fused kernels"]) == alone
     assert small.store_steps > 0 and kernels.store_steps > 0 and kernels.waves == 1
+    assert small.steps > steps_before[0]  # the small ops' wave went on after the other's
     assert "fused kernels" in calls and "small ops" not in calls

@@ -239,3 +239,26 @@ def test_a_failed_forward_fails_its_own_questions_and_the_other_forwards_go_on(l
     assert isinstance(answers[1], RuntimeError) and isinstance(answers[3], RuntimeError)
     assert texts([answers[0], answers[2]]) == texts([alone[0], alone[2]])
     assert not decoder.store.in_use()
+
+
+def test_a_second_failed_forward_is_charged_to_the_way_it_ran(llm, monkeypatch):
+    """Both forwards of one join prefill fail (stand-ins: a forward cannot be made to fail for real
+    here). Both ran the fused kernels, which the first failure drops; the second failure is charged
+    to them too, not to the small ops the decoder would run next, so it does not fall to copies."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    ran: list[tuple[int, bool]] = []
+
+    def failing(llm, store, tails, kernels):
+        ran.append((len(tails), kernels))
+        raise RuntimeError("the join prefill failed")
+
+    monkeypatch.setattr(join_prefill, "_forward", failing)
+    video = clip(35)
+    prompts = [PROMPTS[0], PROMPTS[1], "Describe every sound, " * 60, PROMPTS[2]]
+    requests = [GenerationRequest(video, p) for p in prompts]
+    decoder = ContinuousDecoder(llm, 4)
+    answers = serve(llm, decoder, requests, GenerationParams(max_new_tokens=8))
+    assert ran == [(2, True), (1, True)]  # the two short questions together, then the long one
+    assert all(isinstance(answers[k], RuntimeError) for k in (1, 2, 3))
+    assert set(decoder.attention_failed) == {True} and decoder.attention_way() is False

@@ -167,10 +167,11 @@ class ContinuousDecoder:
         """Fused kernels (True), small ops (False) or copies (None): see attention_check.way."""
         return attention_check.way(self.attention_kernels, self.attention_failed)
 
-    def _attention_failed(self, error: Exception) -> None:
-        """A forward through the store's attention (a decode step, a join prefill) raised `error`: the
-        way it ran is not used again (see attention_check.step_failed)."""
-        attention_check.step_failed(self.attention_failed, bool(self.attention_way()), error)
+    def _attention_failed(self, error: Exception, used: bool) -> None:
+        """A forward through the store's attention (a decode step, a join prefill) run the `used` way
+        raised `error`: that way is not used again (see attention_check.step_failed). The way the
+        forward ran, not the decoder's way now: an earlier forward's failure may have changed that."""
+        attention_check.step_failed(self.attention_failed, used, error)
 
     def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
         """The prefix store with an entry for this video's prefix (its own, or a free one), made when
@@ -349,7 +350,8 @@ class ContinuousDecoder:
                         tails.append(tail)
                     elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
                         admit(ask, done)
-                kernels, failed = bool(self.attention_way()), self._attention_failed
+                kernels = bool(self.attention_way())
+                failed = lambda error, kernels=kernels: self._attention_failed(error, kernels)  # noqa: E731
                 together = prefill_tails(self.llm, self.store, tails, failed, kernels) if tails else []
                 for tail, done in zip(tails, together, strict=True):
                     if done is not None:  # None: the prefill failed (and answered them)
@@ -396,7 +398,7 @@ class ContinuousDecoder:
                 )
             except Exception as error:
                 if shared:
-                    self._attention_failed(error)
+                    self._attention_failed(error, ways["kernels"])
                 raise
             positions += alive[:, None].long()
             write_at += alive.long()

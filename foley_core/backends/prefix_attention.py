@@ -49,8 +49,8 @@ _BF16_TO_FLOAT32 = False
 
 
 class PrefixBatch(NamedTuple):
-    """What one decode step passes to every layer (`shared_prefix=`); `E` entries read, groups of `G`
-    rows each, `R` rows computed."""
+    """What one decode step (or join prefill) passes to every layer (`shared_prefix=`); `E` entries
+    read, groups of `G` rows each, `R` rows computed."""
 
     keys: tuple[torch.Tensor, ...]  # per layer: [E, kv heads, P, head dim], the store's first E entries
     values: tuple[torch.Tensor, ...]  # per layer: the same for values
@@ -111,9 +111,10 @@ def attention(
     (`_prefix_attention_op`), not as its ~40 small ops. The compiler then sees one node a layer, as
     for SDPA, with no symbolic sizes of entries and groups inside: on the CPU the step's first call
     took about the copies' time (8 layers, inductor: 75.6 s -> 50.6 s, copies 46.1 s;
-    bench/compile_time.py), where the H100 spent 144-163 s on the 7B step. Its ops run unfused in the
-    CUDA graph, as in bench/prefix_attention.py (0.147 ms a layer for one row there); whether that
-    costs decode speed is for the GPU to say (bench/gpu_foley.py measures both)."""
+    bench/compile_time.py), where the H100 spent 144-163 s on the 7B step. Inside the operator its
+    ops (the fused kernels, or the small ops) run as they are called, not fused with their neighbours
+    by the compiler; whether that costs decode speed is for the GPU to say (bench/gpu_foley.py
+    measures both)."""
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if kwargs.get("sliding_window") or kwargs.get("softcap"):  # not in Video-LLaVA's Llama: not done

@@ -58,7 +58,8 @@ class PrefixStore:
         self.mask = torch.full((entries, 1, 1, length), self.masked, dtype=dtype, device=device)
         self.held: list[_Held | None] = [None] * entries
         self._views: dict[int, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]] = {}
-        self._last: tuple[tuple[int | None, ...], PrefixBatch] | None = None
+        # the last batch made, by its (entries, kernels, opaque): a step like the last reuses it
+        self._last: tuple[tuple[tuple[int | None, ...], bool, bool], PrefixBatch] | None = None
 
     @classmethod
     def for_model(cls, model: Any, entries: int, length: int) -> PrefixStore:
