@@ -64,21 +64,21 @@ from pathlib import Path
 import torch
 
 # beside this script (python bench/gpu_foley.py puts bench/ first on sys.path)
+from gpu_chain import chain_one_clip
 from gpu_counters import (
     RECORDINGS,
     compiled_graphs,
     count_cudagraph_recordings,
     cudagraph_counters,
     peak_gib,
-    step_shapes,
 )
 from gpu_factory import factory
 from gpu_lora import lora_steps
+from gpu_model import build_model
 from gpu_profile import profile_decode
 from gpu_run import (
     COPIES_TRIED,
     DEVICE,
-    DTYPE,
     FACTORY_CLIPS,
     STORE,
     TINY,
@@ -90,91 +90,13 @@ from gpu_run import (
 )
 
 
-def tokens_by_step(calls) -> dict[str, list[int]]:
-    """New tokens of every call, by step: the realistic answer lengths the chain asked for."""
-    out: dict[str, list[int]] = {}
-    for call in calls:
-        out.setdefault(call.step, []).append(call.new_tokens)
-    return out
-
-
-def dependent_path_tokens(calls) -> int:
-    """The chain's answers that must be decoded one after another: each step waits for the one before,
-    while the calls of one step (a window's describe, an event's four questions) decode side by side.
-    Against a caption's tokens, this is the chain/caption ratio that decoding alone sets at equal speed
-    per step: what the answers' lengths allow, whatever the engine."""
-    return sum(max(lengths) for lengths in tokens_by_step(calls).values())
-
-
-def build_model(processor):
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        VideoLlavaConfig,
-        VideoLlavaForConditionalGeneration,
-    )
-
-    tok = processor.tokenizer
-    if TINY:
-        vision = CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=224,
-            patch_size=14,
-        )
-        text = LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=32064,
-            max_position_embeddings=4096,
-        )
-    else:  # LanguageBind/Video-LLaVA-7B-hf shapes
-        vision = CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=14,
-            projection_dim=768,
-        )
-        text = LlamaConfig(
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            vocab_size=32064,
-            max_position_embeddings=4096,
-            rms_norm_eps=1e-5,
-        )
-    text.eos_token_id, text.pad_token_id = tok.eos_token_id, tok.pad_token_id
-    config = VideoLlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        vision_feature_layer=-2,
-        image_token_index=tok.convert_tokens_to_ids("<image>"),
-        video_token_index=tok.convert_tokens_to_ids("<video>"),
-    )
-    with torch.device(DEVICE):
-        model = VideoLlavaForConditionalGeneration._from_config(config, dtype=DTYPE)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return model.eval()
-
-
 def main() -> None:
     from transformers import AutoProcessor
 
     from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
     from v2t_foley.foley_core.backends.tiny import tiny_model_path
     from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
-    from v2t_foley.foley_core.chain import ChainConfig, run_chain
+    from v2t_foley.foley_core.chain import ChainConfig
     from v2t_foley.foley_core.schema import SchemaLimits, identify_schema
     from v2t_foley.foley_core.schema.decoding import max_output_bytes
     from v2t_foley.foley_core.schema.fitting import fit_limits
@@ -294,8 +216,9 @@ def main() -> None:
             same_answers_as_generate=None
             if reference is None
             else sum(a == b for a, b in zip(texts, reference, strict=True)),
-            slots=llm.continuous.shape[0] if llm.continuous is not None else None,
-            columns=llm.continuous.shape[1] if llm.continuous is not None else None,  # its cache's length
+            # the rows and columns (length) of the continuous decoder's cache
+            slots=None if cont is None else cont.wave_cache.shape[0],
+            columns=None if cont is None else cont.wave_cache.shape[1],
             prefix_store_steps=None if llm.continuous is None else llm.continuous.store_steps - store_steps,
             # the own columns a step read (its view's width): K/V bytes a step beside the weights and store
             view_columns_per_step=None
@@ -377,50 +300,13 @@ def main() -> None:
 
     config = ChainConfig(timing="measured")  # default limits: the chain cuts them to the context itself
 
-    def chain(decoder: str, share: bool, run: str) -> None:
-        llm.use_decoder(decoder)
-        llm.share_video_prefix = share
-        if llm.continuous is not None:
-            llm.continuous.prefix_store = STORE[0]
-        t0 = time.perf_counter()
-        caption = llm.generate(
-            [GenerationRequest(frames, "Describe the clip.")],
-            GenerationParams(max_new_tokens=128 if not TINY else 16),
-        )
-        sync()
-        caption_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        result = run_chain(video, llm, config=config)
-        sync()
-        chain_s = time.perf_counter() - t0
-        tokens = sum(c.new_tokens for c in result.trace.calls)
-        path = dependent_path_tokens(result.trace.calls)
-        log(
-            step="chain_one_clip",
-            decoder=decoder,
-            shared_video_prefix=share,
-            run=run,
-            caption_tokens=caption[0].new_tokens,
-            caption_s=round(caption_s, 3),
-            calls=len(result.trace.calls),
-            new_tokens=tokens,
-            s=round(chain_s, 3),
-            over_caption=round(chain_s / caption_s, 2),
-            dependent_path_tokens=path,
-            path_over_caption_tokens=round(path / max(caption[0].new_tokens, 1), 2),
-            graphs=compiled_graphs(),
-            cudagraphs=cudagraph_counters(),
-            step_shapes=step_shapes(llm),
-            steps=result.trace.step_seconds,
-            prefix_store=STORE[0] if llm.continuous is not None else None,
-            answer_tokens=tokens_by_step(result.trace.calls),
-            notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
-        )
-
     def chains(runs: tuple[tuple[str, bool, str], ...]) -> None:
         for decoder, share, run in runs:
             if in_budget(f"chain_{decoder}_{run}"):
-                guarded(f"chain_{decoder}_{run}", partial(chain, decoder, share, run))
+                guarded(
+                    f"chain_{decoder}_{run}",
+                    partial(chain_one_clip, llm, video, frames, config, decoder, share, run),
+                )
 
     chains((("continuous", True, "cold"), ("continuous", True, "warm")))
 

@@ -96,7 +96,7 @@ def test_a_lone_request_reads_two_rows_of_the_continuous_cache(llm):
     try:
         seen = record_steps(llm.continuous)
         fast = [(g.text, g.new_tokens, g.finished) for g in llm.generate([request], params)]
-        slots = llm.continuous.shape[0]
+        slots = llm.continuous.wave_cache.shape[0]
     finally:
         llm.use_decoder("generate")
     assert fast == plain
@@ -158,7 +158,7 @@ def test_continuous_rows_write_from_column_0_and_a_step_reads_the_longest_live_r
         seen = mask[:, 0, 0] == 0  # [rows, columns]
         runs = seen.sum(-1)
         assert all(bool(seen[r, :n].all()) for r, n in enumerate(runs.tolist())), seen
-        assert mask.shape[-1] == bucket_columns(int(runs.max()), decoder.shape[1])
+        assert mask.shape[-1] == bucket_columns(int(runs.max()), decoder.wave_cache.shape[1])
         empty_rows += int((runs == 1).sum())
     assert empty_rows > 0  # some step computed a row whose slot was empty
     assert max(mask.shape[-1] for mask in masks) < decoder.steps  # one column a step would pass it

@@ -177,7 +177,7 @@ def test_the_prefix_store_grows_with_the_videos_decoded_side_by_side(llm):
     """Six questions about six clips through six slots: the store starts with STORE_ENTRIES (4) and
     doubles, up to the slots, when a fifth video finds every entry read, in the same wave (no row
     waits for the others to finish); each answer is still generate's for that request alone."""
-    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES
+    from v2t_foley.foley_core.backends.prefix_store import STORE_ENTRIES
 
     asked = [GenerationRequest(clip(70 + k), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(6)]
     alone, together, decoder = side_by_side(llm, asked, GenerationParams(max_new_tokens=12), slots=6)
@@ -297,9 +297,9 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
     GPU with room for 3 rows of the first wave's columns beside the prefix store that the first wave
     makes (its length read off a probe decoder's store), less what the decoder holds; then one row's
     memory less (the held cache stays: a new one would have fewer rows); then plenty."""
-    from v2t_foley.foley_core.backends import continuous
-    from v2t_foley.foley_core.backends.continuous import STORE_ENTRIES, ContinuousDecoder
-    from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET
+    from v2t_foley.foley_core.backends import continuous, wave_cache
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+    from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, STORE_ENTRIES
     from v2t_foley.foley_core.backends.static_decode import kv_bytes
 
     asked = [GenerationRequest(clip(1), PROMPTS[k % 4], SCHEMA if k % 2 else None) for k in range(4)]
@@ -313,28 +313,31 @@ def test_a_cache_made_when_the_gpu_was_full_grows_its_rows_once_room_frees(llm, 
 
     def holds() -> int:
         held = decoder.store.nbytes() if decoder.store is not None else 0
-        return held + (kv_bytes(llm.model, *decoder.shape) if decoder.cache is not None else 0)
+        return held + (
+            kv_bytes(llm.model, *decoder.wave_cache.shape) if decoder.wave_cache.cache is not None else 0
+        )
 
     def room(device, held: int = 0) -> int:  # what the decoder does not hold, and what it would replace
         return gpu[0] - holds() + held
 
-    monkeypatch.setattr(continuous, "room_for_caches", room)
+    for module in (continuous, wave_cache):  # the store's growth asks, and the cache's plan
+        monkeypatch.setattr(module, "room_for_caches", room)
     llm.share_video_prefix = True
     try:
         first = llm.generate(asked, long)
-        assert decoder.shape == (3, columns)
-        narrow = decoder.cache
+        assert decoder.wave_cache.shape == (3, columns)
+        narrow = decoder.wave_cache.cache
         gpu[0] = holds() - kv_bytes(llm.model, 1, columns)  # another process took a row's memory
         again = llm.generate(asked, long)  # a new cache would have 2 rows: the held 3 stay
-        assert decoder.cache is narrow and texts(again) == texts(first)
+        assert decoder.wave_cache.cache is narrow and texts(again) == texts(first)
         gpu[0] = 100 * holds()
         second = llm.generate(asked, short)  # the held cache is long enough for these, with 2 rows
-        assert decoder.shape[0] == 4
-        cache = decoder.cache
+        assert decoder.wave_cache.shape[0] == 4
+        cache = decoder.wave_cache.cache
         third = llm.generate(asked, short)
     finally:
         llm.use_decoder("generate")
-    assert decoder.cache is cache  # every row: the held cache, and its graphs, stay
+    assert decoder.wave_cache.cache is cache  # every row: the held cache, and its graphs, stay
     assert texts(second) == texts(third) == texts(alone)
 
 
@@ -350,14 +353,15 @@ def test_a_held_cache_long_enough_for_the_first_question_is_kept_over_a_longer_n
     llm.continuous = decoder = ContinuousDecoder(llm, 4)
     llm.share_video_prefix = True
     planned: list[tuple[int, int]] = []
-    plan = decoder._plan
-    decoder._plan = lambda need, want, kept=0: planned.append((need, want)) or plan(need, want, kept)
+    held = decoder.wave_cache
+    plan = held._plan
+    held._plan = lambda need, want, kept=0: planned.append((need, want)) or plan(need, want, kept)
     try:
         llm.generate(asked, short)
-        cache, shape = decoder.cache, decoder.shape
+        cache, shape = decoder.wave_cache.cache, decoder.wave_cache.shape
         planned.clear()
         answers = llm.generate(asked, longer)
-        kept = decoder.cache is cache and not planned
+        kept = decoder.wave_cache.cache is cache and not planned
         decoder.release()  # what a wave holding no cache plans for the same questions
         llm.generate(asked[:1], longer)
     finally:

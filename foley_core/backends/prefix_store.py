@@ -11,6 +11,7 @@ power of two and at least 2. Prefix ids are kept on the host: comparing them cos
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from v2t_foley.foley_core.backends.prefix_attention import PrefixBatch
 from v2t_foley.foley_core.backends.static_decode import kv_shape
 
 PREFIX_BUCKET = 64  # an entry's positions: the first prefix's length rounded up to this
+STORE_ENTRIES = 4  # a new store's entries (1 GB each for Video-LLaVA-7B); it doubles, up to the decoder's
+# slots, when a video finds every entry read: the store grows with the videos decoded side by side
 
 
 def bucket_power(n: int) -> int:
@@ -75,6 +78,33 @@ class PrefixStore:
             dtype=weight.dtype,
             device=weight.device,
         )
+
+    @classmethod
+    def for_prefix(cls, model: Any, slots: int, prefix: int) -> PrefixStore:
+        """A new store for a decoder of `slots` rows whose first prefix has `prefix` tokens: up to
+        STORE_ENTRIES entries (at least 2: `batch` reads 2), each PREFIX_BUCKET-rounded that long."""
+        length = -(-prefix // PREFIX_BUCKET) * PREFIX_BUCKET
+        return cls.for_model(model, min(max(2, slots), STORE_ENTRIES), length)
+
+    def serves(self, prefix: int) -> bool:
+        """Whether this store is the one for a prefix of `prefix` tokens: long enough, or read by a
+        live row (then kept: that prefix is copied into its row instead). Else a new one replaces it."""
+        return self.length >= prefix or self.in_use()
+
+    def with_room_for(
+        self, frames: Any, prefix_ids: torch.Tensor, slots: int, has_room: Callable[[int], bool]
+    ) -> PrefixStore | None:
+        """A store that can `place` this prefix now: this one, or it `grown` to twice its entries (up
+        to `slots`) when every entry is read and `has_room(bytes)` for the larger one; None when
+        neither (the request then waits for the next wave)."""
+        if self.can_place(frames, prefix_ids):
+            return self
+        entries = min(max(2, slots), 2 * self.entries)
+        if entries <= self.entries or len(prefix_ids) > self.length:
+            return None
+        if not has_room(self.nbytes() // self.entries * entries):
+            return None
+        return self.grown(entries)
 
     @property
     def entries(self) -> int:
