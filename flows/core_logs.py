@@ -14,6 +14,11 @@ keeping their logger's name:
   and is still in it: the shard being processed, inside its run or build. Two runs side by side in
   one process (not how the factory runs them) would see each other's such records.
 
+A run's logs get the first SENT_ALIKE records of a kind (logger, level and message before its
+arguments) in full; the rest are counted, and when the run leaves, one record a kind says how many
+were not sent. A flow's retry counts anew (its body enters again). The worker's console still prints
+every one.
+
 While a run is inside, the foley_core logger lets INFO through (`PREFECT_LOGGING_LEVEL`, as Prefect
 sets its own loggers) unless it has a level of its own, so the console prints its INFO lines too.
 Setting `PREFECT_LOGGING_EXTRA_LOGGERS=v2t_foley` as well would send the records of a run's threads
@@ -38,6 +43,10 @@ from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.utilities.hashing import file_hash
 
 CORE_LOGGER = "v2t_foley.foley_core"
+# records of one kind that a run's logs get in full: a store whose step cache went bad warns once per
+# entry, and a shard of a million entries would send a million logs to the server's database
+SENT_ALIKE = 20
+HELD_BACK = "(more like this are counted, not sent: the count comes at the end)"  # the last one sent says so
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,7 +54,13 @@ R = TypeVar("R")
 # flow runs of this process inside `core_logs`, in the order they entered, each with its thread's context
 # as it entered: a thread no run started has no Prefect settings, without which Prefect sends nothing
 _open: list[tuple[UUID, contextvars.Context]] = []
+# the records of each run in `_open` by kind (`_kind`), and how many came, sent or not
+_counts: dict[UUID, dict[tuple[str, int, str], int]] = {}
 _lock = threading.Lock()
+
+
+def _kind(record: logging.LogRecord) -> tuple[str, int, str]:
+    return record.name, record.levelno, str(record.msg)
 
 
 class _ToTheRun(logging.Handler):
@@ -56,16 +71,47 @@ class _ToTheRun(logging.Handler):
         self._api = APILogHandler()
 
     def emit(self, record: logging.LogRecord) -> None:
-        sent = logging.makeLogRecord(record.__dict__)  # other handlers keep the record as it was
+        try:
+            self._send(logging.makeLogRecord(record.__dict__))  # other handlers keep the record as it was
+        except Exception:  # a logging call must not raise into foley_core (a record's bad arguments)
+            self.handleError(record)
+
+    def _send(self, sent: logging.LogRecord) -> None:
         sent.flow_run_id, sent.task_run_id = _run_of_this_thread()
         if sent.flow_run_id is not None:
-            self._api.handle(sent)
+            if _counted(sent):
+                self._api.handle(sent)
             return
         with _lock:
             latest = _open[-1] if _open else None
         if latest is not None:
             sent.flow_run_id, context = latest
-            context.copy().run(self._api.handle, sent)  # a copy: two threads cannot run in one context
+            if _counted(sent):
+                context.copy().run(self._api.handle, sent)  # a copy: two threads cannot run in one context
+
+    def summarize(self, flow_run_id: UUID, counts: dict[tuple[str, int, str], int]) -> None:
+        """One record a kind of which the run's logs did not get every record: how many were held back.
+        Called in the run's own thread, whose context sends it."""
+        for (name, level, message), count in counts.items():
+            if count > SENT_ALIKE:
+                note = f"{count - SENT_ALIKE} more like this were not sent to the run's logs: {message}"
+                summary = logging.LogRecord(name, level, __file__, 0, note, None, None)
+                summary.flow_run_id, summary.task_run_id = flow_run_id, None
+                self._api.handle(summary)
+
+
+def _counted(record: logging.LogRecord) -> bool:
+    """Whether `record` goes to its run's logs: one of the first SENT_ALIKE of its kind there (the
+    last of them says that the rest are counted), or of a run that is not in `core_logs`."""
+    with _lock:
+        counts, kind = _counts.get(record.flow_run_id), _kind(record)
+        if counts is None:
+            return True
+        count = counts[kind] = counts.get(kind, 0) + 1
+    if count == SENT_ALIKE:
+        record.msg = f"{record.getMessage()} {HELD_BACK}"
+        record.args = None
+    return count <= SENT_ALIKE
 
 
 def _run_of_this_thread() -> tuple[UUID | None, UUID | None]:
@@ -96,6 +142,7 @@ def _enter(flow_run_id: UUID) -> None:
                 core.setLevel(PREFECT_LOGGING_LEVEL.value())
                 _level_set = True
         _open.append((flow_run_id, context))
+        _counts.setdefault(flow_run_id, {})
 
 
 def _leave(flow_run_id: UUID) -> None:
@@ -103,11 +150,18 @@ def _leave(flow_run_id: UUID) -> None:
     core = logging.getLogger(CORE_LOGGER)
     with _lock:
         del _open[next(i for i, (run, _context) in enumerate(_open) if run == flow_run_id)]
-        if not _open:
-            core.removeHandler(_handler)
-            if _level_set:
-                core.setLevel(logging.NOTSET)
-                _level_set = False
+        # the run's last exit (a logged flow's function called inside its own run enters it again)
+        last = all(run != flow_run_id for run, _context in _open)
+        counts = _counts.pop(flow_run_id, {}) if last else {}
+    try:
+        _handler.summarize(flow_run_id, counts)
+    finally:
+        with _lock:
+            if not _open:
+                core.removeHandler(_handler)
+                if _level_set:
+                    core.setLevel(logging.NOTSET)
+                    _level_set = False
 
 
 def core_logs(body: Callable[P, R]) -> Callable[P, R]:
