@@ -11,6 +11,7 @@ import logging
 import pytest
 import torch
 
+from tests.test_chain_graph import clips  # noqa: F401 (two short scene videos and their manifest)
 from tests.test_continuous import llm, requests, texts  # noqa: F401 (the module's tiny model, a fixture)
 from v2t_foley.foley_core.backends import GenerationParams, attention_check, prefix_attention
 from v2t_foley.foley_core.backends.attention_check import check_attention
@@ -99,9 +100,11 @@ def test_a_decoder_whose_ways_all_fail_their_check_copies_the_prefixes(llm, monk
 
 def test_a_way_that_fails_in_a_forward_after_its_check_is_not_used_again(llm, monkeypatch):  # noqa: F811
     """Stand-in: the fused kernel passes the eager check, then raises in the decoder's forwards (as one
-    could under the compiled step only). The questions of that wave fail with the error; the decoder
-    records it, and the same questions asked again are answered through the small ops, as `generate`
-    answers them."""
+    could under the compiled step only). The questions of that wave fail with a transient error (a
+    step's task retries them); the decoder records it, and the same questions asked again are answered
+    through the small ops, as `generate` answers them."""
+    from v2t_foley.foley_core.errors import TransientBackendError
+
     armed: list[bool] = []
     check, fused = attention_check.failed_ways, prefix_attention._fused
 
@@ -122,8 +125,9 @@ def test_a_way_that_fails_in_a_forward_after_its_check_is_not_used_again(llm, mo
     alone = [llm.generate([r], params)[0] for r in asked]
     llm.use_decoder("continuous")
     try:
-        with pytest.raises(RuntimeError, match="misaligned address"):
+        with pytest.raises(TransientBackendError, match=r"as fused kernels: .*misaligned address") as raised:
             llm.generate(asked, params)
+        assert isinstance(raised.value.__cause__, RuntimeError)
         decoder = llm.continuous
         assert decoder.attention_failed[True].startswith("a forward through it failed: RuntimeError: CUDA")
         assert decoder.attention_way() is False
@@ -190,3 +194,56 @@ def test_two_decoders_of_one_process_each_run_their_own_way(llm, monkeypatch):  
     assert small.store_steps > 0 and kernels.store_steps > 0 and kernels.waves == 1
     assert small.steps > steps_before[0]  # the small ops' wave went on after the other's
     assert "fused kernels" in calls and "small ops" not in calls
+
+
+def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
+    clips,  # noqa: F811
+    tmp_path,
+    prefect_harness,
+    monkeypatch,
+):
+    """Stand-in, as above: the fused kernel passes the check, then raises in every forward. The first
+    wave's questions fail transiently, the step's task retries them through the small ops, and every
+    video gets the script a build on `generate` writes. (When they failed with the kernel's own error,
+    the wave's videos were recorded as failed.)"""
+    from v2t_foley.flows.build_dataset import build_dataset
+    from v2t_foley.foley_core.backends import registry
+    from v2t_foley.foley_core.store import DatasetStore
+
+    armed: list[bool] = []
+    raised: list[int] = []
+    check, fused = attention_check.failed_ways, prefix_attention._fused
+
+    def checked(model):
+        failed = check(model)
+        armed.append(True)
+        return failed
+
+    def fails_once_armed(*args):
+        if armed:
+            raised.append(1)
+            raise RuntimeError("CUDA error: misaligned address")
+        return fused(*args)
+
+    _folder, manifest = clips
+
+    def build(store: str, decoder: str):
+        registry.release_shared_model()  # a model loaded now, with a decoder that checks its attention
+        return build_dataset(
+            manifest=manifest, store=store, model="tiny-random", batch_size=4, decoder=decoder, device="cpu"
+        )
+
+    reference = build(str(tmp_path / "generate"), "generate")
+    monkeypatch.setattr(attention_check, "failed_ways", checked)
+    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    try:
+        summary = build(str(tmp_path / "continuous"), "continuous")
+    finally:
+        registry.release_shared_model()
+    assert raised  # the kernel did fail in a forward
+    assert (summary.new_ok_rows, summary.new_failed_rows) == (reference.new_ok_rows, 0) == (2, 0)
+
+    def scripts(store: str) -> dict[str, dict]:
+        return {row["id"]: row["script"] for row in DatasetStore(store).read_rows()}
+
+    assert scripts(str(tmp_path / "continuous")) == scripts(str(tmp_path / "generate"))

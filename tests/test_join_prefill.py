@@ -22,6 +22,7 @@ from v2t_foley.foley_core.backends import (
 from v2t_foley.foley_core.backends.continuous import Ask
 from v2t_foley.foley_core.backends.prefix_store import PREFIX_BUCKET, PrefixStore
 from v2t_foley.foley_core.backends.solo_prefill import SoloPrefill
+from v2t_foley.foley_core.errors import TransientBackendError
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_a_failed_join_prefill_fails_its_own_questions_only(llm, monkeypatch):
     alone = [llm.generate([r], params)[0] for r in requests]
     decoder = ContinuousDecoder(llm, 3)
     answers = serve(llm, decoder, requests, params)
-    failed = [k for k, a in answers.items() if isinstance(a, RuntimeError)]
+    failed = [k for k, a in answers.items() if isinstance(a, TransientBackendError)]  # to ask again
     assert len(answers) == 5 and calls[0] == len(failed) == 2  # the first prefill's two questions
     assert texts([answers[k] for k in range(5) if k not in failed]) == texts(
         [alone[k] for k in range(5) if k not in failed]
@@ -236,7 +237,7 @@ def test_a_failed_forward_fails_its_own_questions_and_the_other_forwards_go_on(l
     decoder = ContinuousDecoder(llm, 4)
     answers = serve(llm, decoder, requests, params)
     assert calls == [2, 1]  # the two short questions together, then the long one
-    assert isinstance(answers[1], RuntimeError) and isinstance(answers[3], RuntimeError)
+    assert isinstance(answers[1], TransientBackendError) and isinstance(answers[3], TransientBackendError)
     assert texts([answers[0], answers[2]]) == texts([alone[0], alone[2]])
     assert not decoder.store.in_use()
 
@@ -260,5 +261,5 @@ def test_a_second_failed_forward_is_charged_to_the_way_it_ran(llm, monkeypatch):
     decoder = ContinuousDecoder(llm, 4)
     answers = serve(llm, decoder, requests, GenerationParams(max_new_tokens=8))
     assert ran == [(2, True), (1, True)]  # the two short questions together, then the long one
-    assert all(isinstance(answers[k], RuntimeError) for k in (1, 2, 3))
+    assert all(isinstance(answers[k], TransientBackendError) for k in (1, 2, 3))
     assert set(decoder.attention_failed) == {True} and decoder.attention_way() is False

@@ -11,7 +11,8 @@ each row's whole sequence in float32 on the CPU. The decoder then takes the firs
 fused kernels, small ops, or no store at all (each row a copy of its prefix), and logs why.
 
 The check is eager: a failure only the compiled step shows is caught where it happens instead
-(`step_failed`: that wave's questions fail, and the way is not used again).
+(`step_failed`): the way is not used again, and the questions of that forward fail with a transient
+error, so that the step's task retries them, then through the next way (or copies).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from v2t_foley.foley_core.backends import prefix_attention
 from v2t_foley.foley_core.backends.prefix_attention import PrefixBatch
+from v2t_foley.foley_core.errors import TransientBackendError
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,21 @@ def way(kernels: bool, failed: dict[bool, str]) -> bool | None:
     return next((way for way in ((True, False) if kernels else (False,)) if way not in failed), None)
 
 
-def step_failed(failed: dict[bool, str], used: bool, error: Exception) -> None:
+def step_failed(failed: dict[bool, str], used: bool, error: Exception) -> TransientBackendError | None:
     """A forward through the store's attention (a decode step, a join prefill), run the `used` way,
     raised `error`: that way is not used again (a failure only the compiled step shows, which the eager
-    check cannot). Out of memory is no fault of the attention's."""
+    check cannot). Returns what its questions fail with: transient, since asked again they go another
+    way (a way that fails for no fault of its own costs a retry, and the ways run out after two). None
+    for out of memory, no fault of the attention's."""
     if isinstance(error, torch.OutOfMemoryError):
-        return
+        return None
     first = str(error).splitlines()[0] if str(error) else ""
     failed[used] = f"a forward through it failed: {type(error).__name__}: {first}"
     log.warning("the prefix store's attention as %s: %s; not used again", NAMES[used], failed[used])
+    why = f"the prefix store's attention as {NAMES[used]}: {failed[used]}"
+    retry = TransientBackendError(f"{why}; asked again, the questions go another way")
+    retry.__cause__ = error
+    return retry
 
 
 def check_attention(

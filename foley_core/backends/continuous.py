@@ -148,11 +148,12 @@ class ContinuousDecoder:
         """Fused kernels (True), small ops (False) or copies (None): see attention_check.way."""
         return attention_check.way(self.attention_kernels, self.attention_failed)
 
-    def _attention_failed(self, error: Exception, used: bool) -> None:
+    def _attention_failed(self, error: Exception, used: bool) -> TransientBackendError | None:
         """A forward through the store's attention (a decode step, a join prefill) run the `used` way
-        raised `error`: that way is not used again (see attention_check.step_failed). The way the
-        forward ran, not the decoder's way now: an earlier forward's failure may have changed that."""
-        attention_check.step_failed(self.attention_failed, used, error)
+        raised `error`: that way is not used again, and its questions fail with the transient error
+        returned (see attention_check.step_failed). The way the forward ran, not the decoder's way
+        now: an earlier forward's failure may have changed that."""
+        return attention_check.step_failed(self.attention_failed, used, error)
 
     def _store_for(self, slots: int, video: tuple[Any, torch.Tensor]) -> PrefixStore | None:
         """The prefix store with an entry for this video's prefix (`PrefixStore.with_room_for`), made
@@ -373,8 +374,9 @@ class ContinuousDecoder:
                 *shared,
             )
         except Exception as error:
-            if shared:
-                self._attention_failed(error, ways["kernels"])
+            retry = self._attention_failed(error, ways["kernels"]) if shared else None
+            if retry is not None:
+                raise retry from error
             raise
         seats.stepped()
         self.steps += 1

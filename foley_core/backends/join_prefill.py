@@ -84,26 +84,26 @@ def prefill_tails(
     llm: Any,
     store: PrefixStore,
     tails: list[Tail],
-    failed: Callable[[Exception, bool], None] | None = None,
+    failed: Callable[[Exception, bool], Exception | None] | None = None,
     kernels: bool = True,
 ) -> list[Prefilled | None]:
     """Each tail's tokens after its prefix, prefilled together (see the module docstring), in as few
     forwards as keep the padding small (`forwards`): a `Prefilled` per tail, in order, whose `kv` row
     `row` holds positions [stored, length) from column 0. When a forward fails, None for each of its
-    tails, each of them answered with the error and gone from its entry, and `failed` is told the
-    error and the way it ran (`kernels`: the store's attention as fused kernels, or small ops); the
-    other forwards stand."""
+    tails, each of them answered with the error and gone from its entry; the other forwards stand.
+    `failed` is told the error and the way it ran (`kernels`: the store's attention as fused kernels,
+    or small ops), and may give the error to answer with instead (a transient one: they go again)."""
     done: list[Prefilled | None] = [None] * len(tails)
     for group in forwards([len(t.ids) - t.stored for t in tails]):
         part = [tails[k] for k in group]
         try:
             made = _forward(llm, store, part, kernels)
         except Exception as error:  # these requests' failure, not the wave's
-            if failed is not None:
-                failed(error, kernels)
             if isinstance(error, torch.OutOfMemoryError):
                 torch.cuda.empty_cache()
                 error = TransientBackendError(f"CUDA out of memory in a join prefill of {len(part)}: {error}")
+            elif failed is not None:
+                error = failed(error, kernels) or error
             for tail in part:
                 store.leave(tail.entry)
                 tail.ask.answer(error)
