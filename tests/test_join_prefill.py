@@ -263,3 +263,30 @@ def test_a_second_failed_forward_is_charged_to_the_way_it_ran(llm, monkeypatch):
     assert ran == [(2, True), (1, True)]  # the two short questions together, then the long one
     assert all(isinstance(answers[k], TransientBackendError) for k in (1, 2, 3))
     assert set(decoder.attention_failed) == {True} and decoder.attention_way() is False
+
+
+def test_once_no_way_is_left_the_waves_later_questions_go_alone(llm, monkeypatch):
+    """The decoder runs small ops (its fused kernels failed), and a join prefill through them fails
+    (a stand-in: every join forward raises): no way is left to read the store. The questions taken
+    later in the same wave go alone, their prefix copied into their rows, and are answered as
+    `generate` answers them, rather than staged for another join prefill through the failed way."""
+    from v2t_foley.foley_core.backends.continuous import ContinuousDecoder
+
+    ran: list[int] = []
+
+    def failing(llm, store, tails, kernels):
+        ran.append(len(tails))
+        raise RuntimeError("the join prefill failed")
+
+    video = clip(36)
+    requests = [GenerationRequest(video, PROMPTS[k % 4]) for k in range(7)]
+    params = GenerationParams(max_new_tokens=8)
+    alone = [llm.generate([r], params)[0] for r in requests]
+    monkeypatch.setattr(join_prefill, "_forward", failing)
+    decoder = ContinuousDecoder(llm, 4)
+    decoder.attention_kernels = False
+    answers = serve(llm, decoder, requests, params)
+    assert ran == [3]  # the three questions of the first join prefill; none after it
+    assert all(isinstance(answers[k], TransientBackendError) for k in (1, 2, 3))
+    assert decoder.attention_way() is None
+    assert texts([answers[k] for k in (0, 4, 5, 6)]) == texts([alone[k] for k in (0, 4, 5, 6)])

@@ -75,7 +75,7 @@ def step_failed(failed: dict[bool, str], used: bool, error: Exception) -> Transi
     failed[used] = f"a forward through it failed: {type(error).__name__}: {first}"
     log.warning("the prefix store's attention as %s: %s; not used again", NAMES[used], failed[used])
     why = f"the prefix store's attention as {NAMES[used]}: {failed[used]}"
-    retry = TransientBackendError(f"{why}; asked again, the questions go another way")
+    retry = TransientBackendError(f"{why}; the decoder does not use it again")
     retry.__cause__ = error
     return retry
 

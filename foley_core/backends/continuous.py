@@ -292,6 +292,8 @@ class ContinuousDecoder:
         """Seat `ask`, prefilled as `done`, in a free slot; False when it must wait for the next wave:
         the store cannot take its video (a copy of the prefix in its row would widen every step), or
         its own tokens and budget are past the slots' columns (its last token would never be fed)."""
+        # no way left to read the store (both failed in this wave): a new row holds its whole prefix
+        stores = stores and self.attention_way() is not None
         if done.entry is not None:  # a join prefill's: its entry holds its prefix and counts it
             entry, stored = done.entry, len(done.video[1])
         else:  # its video prefix is read from the store when the store can hold it
@@ -325,13 +327,13 @@ class ContinuousDecoder:
         and the asks taken and not yet in a row are answered with the error."""
         tails: list[Tail] = []
         ask: Ask | None = None
+        # no join prefills once no way is left to read the store (both failed in this wave)
+        joins = stores and self.join_together and self.attention_way() is not None
         try:
             while seats.free() > len(tails) and not held:
                 if (ask := take()) is None:
                     break
-                tail = (
-                    stage(self.llm, ask, self.store, seats.length) if stores and self.join_together else None
-                )
+                tail = stage(self.llm, ask, self.store, seats.length) if joins else None
                 if tail is not None:
                     tails.append(tail)
                 elif (done := self._prefill(ask, self.store)) is not None:  # None: failed, answered
