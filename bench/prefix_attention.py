@@ -115,10 +115,10 @@ def mix(live: int, videos: int) -> dict:
         out["copy"] = F.scaled_dot_product_attention(query, copy_k, copy_v, attn_mask=copy_mask)
 
     def stored() -> None:
-        out["store"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0, kernels=False)[0]
+        out["store"] = prefix_attention(query, own_k, own_v, own_mask, batch._replace(kernels=False), 0)[0]
 
     def fused() -> None:
-        out["kernels"] = prefix_attention(query, own_k, own_v, own_mask, batch, 0, kernels=True)[0]
+        out["kernels"] = prefix_attention(query, own_k, own_v, own_mask, batch._replace(kernels=True), 0)[0]
 
     copy_ms = timed(copied)
     store_ms = timed(stored)

@@ -224,8 +224,7 @@ def test_the_cuda_kernels_call_gives_the_merge_the_shapes_it_expects(monkeypatch
             torch.empty(rows, kv_heads, own, dim, **meta),
             torch.empty(rows, kv_heads, own, dim, **meta),
             torch.empty(rows, 1, queries, own, **meta),
-            batch,
+            batch,  # kernels=True by default: the fused kernels' call is what this test checks
             0,
-            kernels=True,  # whatever the batch says (the fused kernels' call is what this test checks)
         )
         assert got.shape == (rows, queries, heads, dim) and got.dtype == torch.bfloat16

@@ -127,6 +127,7 @@ def _attend(
         queries=torch.tensor([0, 1, rows, rows], device=device),  # entry 0: rows 0 and 1; entry 1: padding
         groups=torch.tensor([0, 1, 0], device=device),
         has=torch.tensor([1.0, 1.0, 0.0], device=device),
+        kernels=kernels,
     )
     got, _ = prefix_attention.prefix_attention(
         query.to(device, dtype),
@@ -135,7 +136,6 @@ def _attend(
         mask.to(device, dtype).contiguous(),
         batch,
         0,
-        kernels=kernels,
     )
     # the reference: each row's [prefix | own columns] in float32, from the same (rounded) inputs
     share = heads // kv_heads

@@ -309,9 +309,7 @@ class ContinuousDecoder:
         schema = ask.request.json_schema
         matcher = xgr.GrammarMatcher(self.llm.grammars.compile(schema)) if schema else None
         own = done.length - stored  # its row holds what follows its stored prefix
-        seats.seat(
-            Row(ask, done.length, done.length, matcher, entry=entry, own=own), done, stored - done.kv_from
-        )
+        seats.seat(Row(ask, matcher, entry=entry, own=own), done, stored - done.kv_from)
         return True
 
     def _take_joins(

@@ -29,8 +29,6 @@ class Row:
     """A request decoding in a slot."""
 
     ask: Ask
-    prompt_tokens: int
-    position: int  # position id of the next token it is fed
     matcher: xgr.GrammarMatcher | None
     tokens: list[int] = field(default_factory=list)
     entry: int | None = None  # its video prefix's entry in the prefix store, when it reads it there
@@ -74,7 +72,8 @@ class DecodeSlots:
 
     def seat(self, row: Row, done: Prefilled, skip: int) -> None:
         """`row` in the first free slot, its first `row.own` columns the K/V of `done` (row `done.row`)
-        from column `skip` on: what follows its video prefix when the store holds that prefix."""
+        from column `skip` on: what follows its video prefix when the store holds that prefix. Its next
+        position id is its prompt's length (`done.length`), whatever its row holds of it."""
         slot, own = self.rows.index(None), row.own
         for target, source in zip(self.cache.layers, done.kv.layers, strict=True):
             target.keys[slot, :, :own] = source.keys[done.row, :, skip : skip + own]
@@ -82,7 +81,7 @@ class DecodeSlots:
         self.mask[slot] = self.masked
         self.mask[slot, 0, 0, :own] = 0
         self.rows[slot] = row
-        self.positions[slot, 0] = row.position
+        self.positions[slot, 0] = done.length
         self.write_at[slot] = own
         self.alive[slot] = True
         self.logits[slot] = done.logits

@@ -176,13 +176,12 @@ def prefix_attention(
     prefix: PrefixBatch,
     layer: int,
     scaling: float | None = None,
-    kernels: bool | None = None,
 ) -> tuple[torch.Tensor, None]:
     """Attention of each row's `T` queries over [its entry's prefix | its own columns]: `T` is 1 in a
     decode step, a question's tokens in a join prefill (backends/join_prefill.py). `query` [R, H, T, D];
     `key`/`value` [R, Hkv, C, D] (the row's own columns); `mask` [R, 1, T, C] additive (a query sees
-    all of its entry's prefix). `kernels`: each part as one fused kernel, or as small ops (None: as
-    `prefix.kernels` says). Returns the output as transformers' attention functions do, [R, T, H, D]."""
+    all of its entry's prefix). Each part runs as one fused kernel or as small ops, as `prefix.kernels`
+    says. Returns the output as transformers' attention functions do, [R, T, H, D]."""
     rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     share = heads // kv_heads  # query heads per K/V head (grouped-query attention)
@@ -212,7 +211,7 @@ def prefix_attention(
         return x.reshape(rows, kv_heads, share, length, -1)
 
     has = prefix.has.view(rows, 1, 1, 1, 1)
-    if (prefix.kernels if kernels is None else kernels) and kernels_on(query.device):
+    if prefix.kernels and kernels_on(query.device):
         p_out, p_lse = _fused(grouped, p_keys, p_values, prefix.mask, scaling)
         r_out, r_lse = _fused(own, key, value, own_mask, scaling)
         # a row without an entry takes nothing from the prefix part: its log-sum-exp is -inf there
