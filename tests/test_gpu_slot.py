@@ -22,10 +22,13 @@ import os, sys, time
 from v2t_foley.tasks.gpu import gpu_slot
 with gpu_slot():
     if "fork" in sys.argv:  # a child made by fork alone (a multiprocessing worker, say), still running
+        up, said_up = os.pipe()
         child = os.fork()
-        if child == 0:
+        if child == 0:  # the fork's handlers have run by now: say so, so the test's check is not a race
+            os.write(said_up, b"up")
             time.sleep(600)
             os._exit(0)
+        os.read(up, 2)
         print("forked", child, flush=True)
     print("held", flush=True)
     time.sleep(600)
