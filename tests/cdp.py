@@ -71,13 +71,24 @@ class Browser:
                 raise RuntimeError("chromium did not start its DevTools endpoint")
             time.sleep(0.1)
         port = port_file.read_text().split()[0]
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = next(t for t in targets if t["type"] == "page")
+        page = self._first_page(port, deadline)
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
         self.ids = itertools.count(1)
         self.events: list[dict] = []
         self.call("Page.enable")
         self.call("Runtime.enable")
+
+    def _first_page(self, port: str, deadline: float) -> dict:
+        """The browser's first page target (the endpoint may answer before that page exists)."""
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
+                pages = [t for t in json.loads(answer.read()) if t["type"] == "page"]
+            if pages:
+                return pages[0]
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("chromium opened no page")
+            time.sleep(0.1)
 
     def call(self, method: str, **params):
         message_id = next(self.ids)
@@ -90,10 +101,24 @@ class Browser:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def navigate(self, url: str) -> None:
+    def navigate(self, url: str, timeout_s: float = 60) -> None:
+        """Open `url` and wait until its document has loaded (Page.navigate may answer while the old
+        document is still the one that answers, or while no document does)."""
         self.events.clear()
         self.call("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete'")
+        # both sides decoded: the browser and Path.as_uri() may escape a character differently
+        same = f"decodeURIComponent(location.href) === decodeURIComponent({json.dumps(url)})"
+        loaded = f"{same} && document.readyState === 'complete'"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.js(f"!!({loaded})"):
+                    return
+            except RuntimeError:  # the old document's context was destroyed under the call
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not load")
+            time.sleep(0.1)
 
     def js(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -101,7 +126,7 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def wait_for(self, expression: str, timeout_s: float = 20) -> None:
+    def wait_for(self, expression: str, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while not self.js(f"!!({expression})"):
             if time.monotonic() > deadline:

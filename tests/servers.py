@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,17 +22,54 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class ServerExited(RuntimeError):
+    """The server ended before it answered (its port taken between our probe and its bind, say)."""
+
+
 def wait_http(url: str, timeout: float, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+            raise ServerExited(f"server exited with {process.returncode} before answering {url}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"no answer from {url} within {timeout} s")
+
+
+def start_server(
+    command: Callable[[int], list[str]],
+    health: str,
+    timeout: float,
+    log: Path,
+    env: Callable[[int], dict[str, str]] | None = None,
+) -> tuple[subprocess.Popen, int]:
+    """A server started on a free port of 127.0.0.1 in its own session (`command` and `env` for that
+    port), once it answers `health` (a URL with `{port}`); a port taken by another process between the
+    probe and the server's bind gets another try on a new port."""
+    for attempt in itertools.count(1):
+        port = free_port()
+        with open(log, "a") as out:
+            process = subprocess.Popen(
+                command(port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=None if env is None else env(port),
+                start_new_session=True,
+            )
+        try:
+            wait_http(health.format(port=port), timeout, process)
+            return process, port
+        except ServerExited:
+            with contextlib.suppress(ProcessLookupError):  # what it started, if anything
+                os.killpg(process.pid, signal.SIGKILL)
+            if attempt == 3:
+                raise
+        except BaseException:
+            stop(process)
+            raise
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -56,16 +94,13 @@ def moto_s3(log: Path) -> Iterator[str]:
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()
-    port = free_port()
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process, port = start_server(
+        lambda port: [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        "http://127.0.0.1:{port}/moto-api/",
+        60,
+        log,
+    )
     try:
-        wait_http(f"http://127.0.0.1:{port}/moto-api/", 60, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
@@ -101,26 +136,37 @@ def moto_bucket(log: Path, bucket: str, patch: Any) -> Iterator[S3Bucket]:
 @contextlib.contextmanager
 def prefect_server(home: Path, log: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`prefect server start` on 127.0.0.1 with its own database; yields its API URL and the env to use."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "DO_NOT_TRACK": "1",
-    }
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+
+    def env_for(port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "DO_NOT_TRACK": "1",
+        }
+
+    process, port = start_server(
+        lambda port: [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        "http://127.0.0.1:{port}/api/health",
+        120,
+        log,
+        env_for,
+    )
+    env = env_for(port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/health", 120, process)
         yield env["PREFECT_API_URL"], env
     finally:
         stop(process)

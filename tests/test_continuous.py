@@ -59,22 +59,39 @@ def test_each_answer_is_what_generate_answers_for_that_request_alone(llm, share,
     assert decoder.store_steps == (decoder.steps if share and store else 0)
 
 
-def test_a_request_that_arrives_while_decoding_takes_a_free_slot(llm):
+def test_a_request_that_arrives_while_decoding_takes_a_free_slot(llm, monkeypatch):
+    """The wave's first decode step waits until the second request is queued, so that it arrives while
+    the wave decodes however slowly this machine runs (it would otherwise race the wave's end)."""
     asked = requests()[:2]
     params = GenerationParams(max_new_tokens=24)
     alone = [llm.generate([r], params)[0] for r in asked]
     llm.use_decoder("continuous")
     batching = BatchingVideoLLM(llm, max_batch=2)
+    decoding, queued = threading.Event(), threading.Event()
+    step = llm.continuous._decode
+
+    def first_step_waits(*args, **kwargs) -> None:
+        decoding.set()
+        queued.wait(120)
+        step(*args, **kwargs)
+
+    monkeypatch.setattr(llm.continuous, "_decode", first_step_waits)
     try:
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(batching.generate, [asked[0]], params)
-            deadline = time.monotonic() + 120
-            while llm.continuous.steps == 0 and time.monotonic() < deadline:  # the wave is decoding
-                time.sleep(0.01)
+            assert decoding.wait(120), "the first request never started decoding"
             second = pool.submit(batching.generate, [asked[1]], params)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with batching._ready:
+                    if batching._queue:
+                        break
+                time.sleep(0.01)
+            queued.set()
             answers = [first.result()[0], second.result()[0]]
         decoder = llm.continuous
     finally:
+        queued.set()
         batching.stop()  # the module's model stays loaded
         llm.use_decoder("generate")
     assert texts(answers) == texts(alone)

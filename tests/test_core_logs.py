@@ -24,9 +24,10 @@ def logs_of(flow_run_id) -> list:
     """The run's logs from foley_core as the API holds them, once every log queued is sent."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
 
-    APILogHandler().flush()  # logs are shipped in batches: send what is queued, and wait
+    # logs are shipped in batches: send what is queued, and wait (the handler's flush waits 5 s at most)
+    APILogWorker.drain_all(timeout=120)
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
     return [log for log in logs if log.name.startswith(CORE_LOGGER)]

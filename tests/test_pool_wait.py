@@ -76,14 +76,17 @@ def wait_on_pool(pool_build, shard_runs_: int) -> tuple[threading.Thread, dict, 
 
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
+    wanted = min(shard_runs_, 3) or 3  # 0: a run per shard
+    deadline = time.monotonic() + 120
     with get_client(sync_client=True) as client:
-        for _ in range(300):
+        while time.monotonic() < deadline:
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[pool]))
             )
-            if len(runs) == (min(shard_runs_, 3) or 3):  # 0: a run per shard
+            if len(runs) == wanted:
                 break
             time.sleep(0.1)
+    assert len(runs) == wanted, f"the build made {len(runs)} runs, not {wanted}"
     return thread, left, sorted(runs, key=lambda run: run.parameters["indexes"])
 
 
@@ -106,7 +109,7 @@ def logged(flow_run_id, text: str) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
@@ -172,10 +175,12 @@ def test_a_run_per_shard_takes_any_shard_and_the_runs_it_made_unneeded_are_cance
     """`shard_runs` 0 (the default): a run per shard, each allowed every shard of the build. One worker's
     run finishes all three shards (set by hand: nothing here runs a worker); the build then cancels
     the two runs no worker started, and succeeds once that run completes. The runs' states are read
-    a page at a time (two runs a page here)."""
+    a page at a time (two runs a page here). The running one's grace is long here: this test checks
+    that it is waited for, however slowly the checks below run (the grace's end is the first test's)."""
     from prefect.states import Completed, Running
 
     monkeypatch.setattr(shard_runs, "STATES_PER_READ", 2)
+    monkeypatch.setattr(shard_runs, "RUN_END_GRACE_S", 600.0)
     _pool, dataset, run_id = pool_build
     thread, left, runs = wait_on_pool(pool_build, 0)
     assert [(run.parameters["indexes"], run.parameters["shard_count"]) for run in runs] == [
@@ -186,7 +191,7 @@ def test_a_run_per_shard_takes_any_shard_and_the_runs_it_made_unneeded_are_cance
     set_state(runs[1], Running())
     for index in range(3):
         finish(dataset, run_id, index)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not all(read_state(runs[k]).is_cancelled() for k in (0, 2)):
         time.sleep(0.2)
     assert all(read_state(runs[k]).message == "every shard was finished" for k in (0, 2))

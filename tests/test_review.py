@@ -99,12 +99,17 @@ def test_review_site_in_chromium(tmp_path, scene_video):
         assert sorted(shown) == sorted(c.description for _, c in SCRIPT.cues())
         assert browser.js("window.pwned === undefined")
         browser.wait_for("document.getElementById('player').readyState >= 1", timeout_s=30)
+        # play() is counted, not run: playing on would move the time past a cue (0.4 s) on a slow machine
+        browser.js(
+            "window.played=0;"
+            "document.getElementById('player').play=()=>{window.played++;return Promise.resolve()}"
+        )
         browser.click(".fx .cue")
-        browser.wait_for("Math.abs(document.getElementById('player').currentTime - 1.5) < 0.3")
-        browser.js("document.getElementById('player').pause()")
+        browser.wait_for("Math.abs(document.getElementById('player').currentTime - 1.5) < 0.05")
+        assert browser.js("window.played") == 1
         browser.click(".foley .cue[data-index='1']")
-        browser.js("document.getElementById('player').pause()")
-        assert abs(browser.js("document.getElementById('player').currentTime") - 2.2) < 0.3
+        browser.wait_for("Math.abs(document.getElementById('player').currentTime - 2.2) < 0.05")
+        assert browser.js("window.played") == 2
         browser.wait_for(
             "document.querySelector('.foley .cue[data-index=\"1\"]').classList.contains('current')"
         )

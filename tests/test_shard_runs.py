@@ -344,7 +344,7 @@ def test_claims_and_marks_on_s3_see_other_runs_writes(tmp_path):
 
 def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
     """On S3 (moto's server on 127.0.0.1), a run's process is paused (SIGSTOP: a frozen VM, a long GC; its
-    host still shows the process) while it holds a claim of 15 s to live: no claim is possible before it
+    host still shows the process) while it holds a claim of 30 s to live: no claim is possible before it
     expires, and one takes it over after, naming whom it took it from."""
     import os
     import signal
@@ -358,14 +358,14 @@ def test_a_paused_runs_claim_is_taken_over_once_it_expires_on_s3(tmp_path):
             dataset, run_id = DatasetStore("s3://foley/store"), new_run_id()
             write_entries([ManifestEntry(id="a", video="/nowhere.mp4")], shard_manifest(dataset, run_id, 0))
             holder = subprocess.Popen(
-                [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "0", "15"],
+                [sys.executable, "-c", CLAIM_AND_SLEEP, dataset.uri, run_id, "0", "30"],
                 stdout=subprocess.PIPE,
                 text=True,
             )
             assert holder.stdout.readline().strip() == "claimed"
             os.kill(holder.pid, signal.SIGSTOP)
             assert claim(dataset, run_id, 0) is None  # alive, and its claim not yet expired
-            deadline, taken = time.monotonic() + 60, None
+            deadline, taken = time.monotonic() + 120, None
             while taken is None and time.monotonic() < deadline:
                 time.sleep(0.5)
                 taken = claim(dataset, run_id, 0)
