@@ -105,19 +105,22 @@ class Browser:
         """Open `url` and wait until its document has loaded (Page.navigate may answer while the old
         document is still the one that answers, or while no document does)."""
         self.events.clear()
-        self.call("Page.navigate", url=url)
+        self.js("window.__leaving = true")  # the old document's mark: the new one has none
+        opened = self.call("Page.navigate", url=url)
+        if opened.get("errorText"):
+            raise RuntimeError(f"{url}: {opened['errorText']}")
         # both sides decoded: the browser and Path.as_uri() may escape a character differently
         same = f"decodeURIComponent(location.href) === decodeURIComponent({json.dumps(url)})"
-        loaded = f"{same} && document.readyState === 'complete'"
-        deadline = time.monotonic() + timeout_s
+        loaded = f"window.__leaving === undefined && {same} && document.readyState === 'complete'"
+        deadline, last = time.monotonic() + timeout_s, None
         while True:
             try:
                 if self.js(f"!!({loaded})"):
                     return
-            except RuntimeError:  # the old document's context was destroyed under the call
-                pass
+            except RuntimeError as error:  # the old document's context was destroyed under the call
+                last = error
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not load")
+                raise TimeoutError(f"{url} did not load (last error: {last})")
             time.sleep(0.1)
 
     def js(self, expression: str):

@@ -28,6 +28,7 @@ with gpu_slot():
             os.write(said_up, b"up")
             time.sleep(600)
             os._exit(0)
+        os.close(said_up)  # a child that dies before it says so: an end of file here, not a wait
         os.read(up, 2)
         print("forked", child, flush=True)
     print("held", flush=True)

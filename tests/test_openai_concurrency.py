@@ -1,7 +1,7 @@
 """The openai backend as the way past one GPU: N requests in flight, frames first and byte-identical.
 
-A local stub server holds each request until `wanted` requests have been open at once (or a timeout), so
-a client that sends them one at a time, or in fixed batches, is seen doing so.
+A local stub server holds each request until `wanted` requests are open at once (or a timeout), so a
+client that sends them one at a time, in fixed batches, or too many at once, is seen doing so.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from v2t_foley.foley_core.video.reader import Frames
 
 
 class HoldingServer(ChatServer):
-    """Answers requests only once `wanted` have been open at once; counts the peak. A request that waited
-    `hold_s` for that in vain ends every wait: the client never sends that many (a slow machine's client
-    is given the time to)."""
+    """Counts the peak of requests open at once. Until `wanted` have been open at once, a request waits
+    for that, up to `fill_s` (a slow machine's client is given the time to send that many; one that
+    waited in vain ends every wait: the client never will). After, each is held `hold_s` or until more
+    than `wanted` are open, so that a client sending more than `wanted` at once is seen doing so."""
 
-    def __init__(self, wanted: int, hold_s: float = 60.0) -> None:
-        self.wanted, self.hold_s = wanted, hold_s
+    def __init__(self, wanted: int, fill_s: float = 60.0, hold_s: float = 1.0) -> None:
+        self.wanted, self.fill_s, self.hold_s = wanted, fill_s, hold_s
         self.open = 0
         self.peak = 0
         self.gave_up = False
@@ -45,18 +46,33 @@ class HoldingServer(ChatServer):
                     server.open += 1
                     server.peak = max(server.peak, server.open)
                     server.cond.notify_all()
-                    deadline = time.monotonic() + server.hold_s
-                    while server.peak < server.wanted and not server.gave_up:
+                    # filling: released once the peak is reached (it may have passed by when it wakes)
+                    filling = server.peak < server.wanted
+                    deadline = time.monotonic() + (server.fill_s if filling else server.hold_s)
+                    while not server.gave_up and (
+                        server.peak < server.wanted if filling else server.open <= server.wanted
+                    ):
                         if time.monotonic() >= deadline:
-                            server.gave_up = True
-                            server.cond.notify_all()
+                            if filling:
+                                server.gave_up = True
+                                server.cond.notify_all()
                             break
                         server.cond.wait(timeout=deadline - time.monotonic())
+                self.counted = True
                 try:
                     super().do_POST()
                 finally:
-                    with server.cond:
+                    self.leave()
+
+            def send_json(self, *args, **kwargs) -> None:
+                self.leave()  # before the answer: the client may send its next request the moment it has it
+                super().send_json(*args, **kwargs)
+
+            def leave(self) -> None:
+                with server.cond:
+                    if self.counted:
                         server.open -= 1
+                        self.counted = False
 
         return Holding
 
