@@ -247,3 +247,41 @@ def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
         return {row["id"]: row["script"] for row in DatasetStore(store).read_rows()}
 
     assert scripts(str(tmp_path / "continuous")) == scripts(str(tmp_path / "generate"))
+
+
+def test_the_plain_loop_asks_again_when_the_kernel_fails_after_its_check(llm, clips, monkeypatch):  # noqa: F811
+    """Stand-in, as above: the fused kernel passes the check, then raises in every forward. `foley
+    script`'s loop (run_chain) asks the step's questions again, through the small ops, and writes the
+    script `generate` writes. (It failed the video with the first transient error.)"""
+    from v2t_foley.foley_core.chain import executor
+    from v2t_foley.foley_core.chain.runner import run_chain
+    from v2t_foley.foley_core.video import open_video
+
+    armed: list[bool] = []
+    raised: list[int] = []
+    check, fused = attention_check.failed_ways, prefix_attention._fused
+
+    def checked(model):
+        failed = check(model)
+        armed.append(True)
+        return failed
+
+    def fails_once_armed(*args):
+        if armed:
+            raised.append(1)
+            raise RuntimeError("CUDA error: misaligned address")
+        return fused(*args)
+
+    folder, _manifest = clips
+    reference = run_chain(open_video(str(folder / "c0.mp4")), llm)
+    monkeypatch.setattr(executor, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(attention_check, "failed_ways", checked)
+    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    llm.use_decoder("continuous")
+    try:
+        result = run_chain(open_video(str(folder / "c0.mp4")), llm)
+        decoder = llm.continuous
+    finally:
+        llm.use_decoder("generate")
+    assert raised and decoder.attention_failed.get(True)  # the kernel failed, and its way was dropped
+    assert result.script == reference.script

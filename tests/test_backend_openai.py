@@ -61,11 +61,25 @@ def test_5xx_and_dropped_connections_are_retried(server, scene_video):
     assert result.script is not None
 
 
-def test_retries_give_up_as_a_transient_error(server, scene_video):
-    server.script.extend(["503"] * 3)
+@pytest.mark.parametrize("failing_attempts", [1, 3])
+def test_retries_give_up_as_a_transient_error_and_the_plain_loop_asks_again(
+    server, scene_video, monkeypatch, failing_attempts
+):
+    """The backend gives up after its retries (a transient error); the plain loop asks the step again,
+    up to its attempts (executor.STEP_ATTEMPTS, 3), and fails the video after the last."""
+    from v2t_foley.foley_core.chain import executor
+
+    monkeypatch.setattr(executor, "RETRY_DELAY_S", 0.0)
+    server.script.extend(["503"] * 3 * failing_attempts)  # each attempt of identify: 1 try + 2 retries
     llm = OpenAIVideoLLM("m", server.url, retries=2, backoff_s=0.01)
-    with pytest.raises(TransientBackendError, match="gave up after 2 retries"):
-        run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
+    if failing_attempts == executor.STEP_ATTEMPTS:
+        with pytest.raises(TransientBackendError, match="gave up after 2 retries"):
+            run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
+        assert len(server.requests) == 3 * failing_attempts  # no step after identify was asked
+    else:
+        result = run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
+        assert result.script is not None
+        assert len(server.requests) == 3 * failing_attempts + 3  # identify once more, then the others
 
 
 def test_4xx_fails_at_once_with_the_servers_message(server, scene_video):

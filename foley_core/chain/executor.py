@@ -3,11 +3,15 @@
 
 `run_step` runs one step over many works: each video (and each event, for per-event steps) is looked up
 in the step cache under its own content key and computed only when missing; a video whose step fails is
-marked failed and drops out, the others go on. `run_graph` is the plain in-process loop over all steps.
+marked failed and drops out, the others go on. `run_graph` is the plain in-process loop over all steps;
+it retries a step's transient faults as the flow's step task does (what is done is kept, the rest is
+asked again).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +30,10 @@ from v2t_foley.foley_core.chain.graph import (
 )
 from v2t_foley.foley_core.chain.steps import StepResult, merge_results
 from v2t_foley.foley_core.errors import TransientBackendError
+
+log = logging.getLogger(__name__)
+STEP_ATTEMPTS = 3  # a step's attempts in the plain loop: the flow's step task has retries=2
+RETRY_DELAY_S = 5.0  # between them, as the step task's retry_delay_seconds
 
 
 @dataclass
@@ -118,10 +126,30 @@ def run_graph(
     for step in video_steps(ctx):
         if on_step:
             on_step(step.name)
-        run_step(step, works, ctx, cache)
+        run_step_retrying(step, works, ctx, cache)
     chunks = split_works(works, ctx)
     for step in chunk_steps(ctx):
         if on_step:
             on_step(step.name)
-        run_step(step, chunks, ctx, cache)
+        run_step_retrying(step, chunks, ctx, cache)
     merge_works(works, ctx)
+
+
+def run_step_retrying(step: Step, works: list[Work], ctx: ChainContext, cache: StepCache) -> StepTally:
+    """`run_step`, with its transient faults (an out-of-memory wave, a prefix-store attention that failed
+    after its check, a server that gave up) asked again up to `STEP_ATTEMPTS` times; on the last
+    attempt they fail their videos."""
+    for attempt in range(1, STEP_ATTEMPTS):
+        try:
+            return run_step(step, works, ctx, cache, raise_transient=True)
+        except TransientBackendError as error:
+            log.warning(
+                "step %s: %s; asking its missing videos again (attempt %d of %d) in %.0f s",
+                step.name,
+                error,
+                attempt + 1,
+                STEP_ATTEMPTS,
+                RETRY_DELAY_S,
+            )
+            time.sleep(RETRY_DELAY_S)
+    return run_step(step, works, ctx, cache)
