@@ -7,7 +7,7 @@ import time
 
 # beside bench/gpu_foley.py, which puts bench/ first on sys.path
 from gpu_counters import compiled_graphs, cudagraph_counters, step_shapes
-from gpu_run import STORE, TINY, log, sync
+from gpu_run import STORE, TINY, WAYS, log, sync
 
 
 def tokens_by_step(calls) -> dict[str, list[int]]:
@@ -67,6 +67,11 @@ def chain_one_clip(llm, video, frames, config, decoder: str, share: bool, run: s
         step_shapes=step_shapes(llm),
         steps=result.trace.step_seconds,
         prefix_store=STORE[0] if llm.continuous is not None else None,
+        # a way that failed after its check made the plain loop ask its step again (5 s apart): in `s`
+        attention_ran=None if llm.continuous is None else WAYS[llm.continuous.attention_way()],
+        attention_failed=None
+        if llm.continuous is None
+        else {WAYS[way]: why for way, why in llm.continuous.attention_failed.items()},
         answer_tokens=tokens_by_step(result.trace.calls),
         notes=[n for n in result.trace.notes if "cut" in n or "shortened" in n],
     )

@@ -249,7 +249,7 @@ def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
     assert scripts(str(tmp_path / "continuous")) == scripts(str(tmp_path / "generate"))
 
 
-def test_the_plain_loop_asks_again_when_the_kernel_fails_after_its_check(llm, clips, monkeypatch):  # noqa: F811
+def test_the_plain_loop_asks_again_when_the_kernel_fails_after_its_check(llm, clips, monkeypatch, caplog):  # noqa: F811
     """Stand-in, as above: the fused kernel passes the check, then raises in every forward. `foley
     script`'s loop (run_chain) asks the step's questions again, through the small ops, and writes the
     script `generate` writes. (It failed the video with the first transient error.)"""
@@ -279,9 +279,12 @@ def test_the_plain_loop_asks_again_when_the_kernel_fails_after_its_check(llm, cl
     monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
     llm.use_decoder("continuous")
     try:
-        result = run_chain(open_video(str(folder / "c0.mp4")), llm)
+        with caplog.at_level(logging.WARNING, logger=executor.__name__):
+            result = run_chain(open_video(str(folder / "c0.mp4")), llm)
         decoder = llm.continuous
     finally:
         llm.use_decoder("generate")
     assert raised and decoder.attention_failed.get(True)  # the kernel failed, and its way was dropped
     assert result.script == reference.script
+    asked_again = [r.getMessage() for r in caplog.records if r.name == executor.__name__]
+    assert asked_again and "misaligned address" in asked_again[0]  # the plain loop asked the step again

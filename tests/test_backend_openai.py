@@ -66,10 +66,14 @@ def test_retries_give_up_as_a_transient_error_and_the_plain_loop_asks_again(
     server, scene_video, monkeypatch, failing_attempts
 ):
     """The backend gives up after its retries (a transient error); the plain loop asks the step again,
-    up to its attempts (executor.STEP_ATTEMPTS, 3), and fails the video after the last."""
+    up to its attempts (executor.STEP_ATTEMPTS, 3), waiting between them (its sleeps recorded, not
+    slept), and fails the video after the last."""
+    from types import SimpleNamespace
+
     from v2t_foley.foley_core.chain import executor
 
-    monkeypatch.setattr(executor, "RETRY_DELAY_S", 0.0)
+    slept: list[float] = []
+    monkeypatch.setattr(executor, "time", SimpleNamespace(sleep=slept.append))
     server.script.extend(["503"] * 3 * failing_attempts)  # each attempt of identify: 1 try + 2 retries
     llm = OpenAIVideoLLM("m", server.url, retries=2, backoff_s=0.01)
     if failing_attempts == executor.STEP_ATTEMPTS:
@@ -80,6 +84,8 @@ def test_retries_give_up_as_a_transient_error_and_the_plain_loop_asks_again(
         result = run_chain(open_video(str(scene_video)), llm, config=MODEL_TIMING)
         assert result.script is not None
         assert len(server.requests) == 3 * failing_attempts + 3  # identify once more, then the others
+    # a wait after each failed attempt but the last
+    assert slept == [executor.RETRY_DELAY_S] * min(failing_attempts, executor.STEP_ATTEMPTS - 1)
 
 
 def test_4xx_fails_at_once_with_the_servers_message(server, scene_video):

@@ -4,8 +4,8 @@
 `run_step` runs one step over many works: each video (and each event, for per-event steps) is looked up
 in the step cache under its own content key and computed only when missing; a video whose step fails is
 marked failed and drops out, the others go on. `run_graph` is the plain in-process loop over all steps;
-it retries a step's transient faults as the flow's step task does (what is done is kept, the rest is
-asked again).
+it asks a step's transient faults again as the flow's step task does (the videos it finished keep
+their results; a video cut short is asked again whole, unless a cache given to it kept its items).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def run_step_retrying(step: Step, works: list[Work], ctx: ChainContext, cache: S
     after its check, a server that gave up) asked again up to `STEP_ATTEMPTS` times; on the last
     attempt they fail their videos."""
     for attempt in range(1, STEP_ATTEMPTS):
-        try:
+        try:  # what the attempt finished is kept in its works: only the missing videos are asked again
             return run_step(step, works, ctx, cache, raise_transient=True)
         except TransientBackendError as error:
             log.warning(
