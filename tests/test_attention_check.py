@@ -196,20 +196,10 @@ def test_two_decoders_of_one_process_each_run_their_own_way(llm, monkeypatch):  
     assert "fused kernels" in calls and "small ops" not in calls
 
 
-def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
-    clips,  # noqa: F811
-    tmp_path,
-    prefect_harness,
-    monkeypatch,
-):
-    """Stand-in, as above: the fused kernel passes the check, then raises in every forward. The first
-    wave's questions fail transiently, the step's task retries them through the small ops, and every
-    video gets the script a build on `generate` writes. (When they failed with the kernel's own error,
-    the wave's videos were recorded as failed.)"""
-    from v2t_foley.flows.build_dataset import build_dataset
-    from v2t_foley.foley_core.backends import registry
-    from v2t_foley.foley_core.store import DatasetStore
-
+def fail_after_the_check(monkeypatch) -> list[int]:
+    """Stand-in for a CUDA kernel that passes its check and then raises in every forward (a failure only
+    the compiled step shows): the CPU kernel, raising once a decoder's check has run. Returns the list
+    that each raise adds to."""
     armed: list[bool] = []
     raised: list[int] = []
     check, fused = attention_check.failed_ways, prefix_attention._fused
@@ -225,6 +215,25 @@ def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
             raise RuntimeError("CUDA error: misaligned address")
         return fused(*args)
 
+    monkeypatch.setattr(attention_check, "failed_ways", checked)
+    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    return raised
+
+
+def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
+    clips,  # noqa: F811
+    tmp_path,
+    prefect_harness,
+    monkeypatch,
+):
+    """Stand-in, as above: the fused kernel passes the check, then raises in every forward. The first
+    wave's questions fail transiently, the step's task retries them through the small ops, and every
+    video gets the script a build on `generate` writes. (When they failed with the kernel's own error,
+    the wave's videos were recorded as failed.)"""
+    from v2t_foley.flows.build_dataset import build_dataset
+    from v2t_foley.foley_core.backends import registry
+    from v2t_foley.foley_core.store import DatasetStore
+
     _folder, manifest = clips
 
     def build(store: str, decoder: str):
@@ -234,8 +243,7 @@ def test_a_build_whose_kernel_fails_after_its_check_loses_no_video(
         )
 
     reference = build(str(tmp_path / "generate"), "generate")
-    monkeypatch.setattr(attention_check, "failed_ways", checked)
-    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    raised = fail_after_the_check(monkeypatch)
     try:
         summary = build(str(tmp_path / "continuous"), "continuous")
     finally:
@@ -257,26 +265,10 @@ def test_the_plain_loop_asks_again_when_the_kernel_fails_after_its_check(llm, cl
     from v2t_foley.foley_core.chain.runner import run_chain
     from v2t_foley.foley_core.video import open_video
 
-    armed: list[bool] = []
-    raised: list[int] = []
-    check, fused = attention_check.failed_ways, prefix_attention._fused
-
-    def checked(model):
-        failed = check(model)
-        armed.append(True)
-        return failed
-
-    def fails_once_armed(*args):
-        if armed:
-            raised.append(1)
-            raise RuntimeError("CUDA error: misaligned address")
-        return fused(*args)
-
     folder, _manifest = clips
     reference = run_chain(open_video(str(folder / "c0.mp4")), llm)
     monkeypatch.setattr(executor, "RETRY_DELAY_S", 0.0)
-    monkeypatch.setattr(attention_check, "failed_ways", checked)
-    monkeypatch.setattr(prefix_attention, "_fused", fails_once_armed)
+    raised = fail_after_the_check(monkeypatch)
     llm.use_decoder("continuous")
     try:
         with caplog.at_level(logging.WARNING, logger=executor.__name__):
