@@ -194,3 +194,26 @@ def test_truncated_faststart_mp4_is_corrupt(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptVideoError, match="truncated"):
         open_video(str(cut))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "width", "height"), [("bgr24", 96, 58), ("rgb24", 224, 134), ("yuv420p", 80, 48)]
+)
+def test_one_converter_for_a_pass_gives_each_frame_what_its_own_conversion_gives(
+    scene_video, fmt, width, height
+):
+    """A converter keeps one scaler for the whole pass (bench/propose_cost.py: its speed); every frame,
+    scaled down, up or to another pixel format, must come out as `to_ndarray` converts it alone."""
+    import av
+
+    from v2t_foley.foley_core.video.convert import FrameConverter
+
+    convert = FrameConverter(fmt, width, height)
+    compared = 0
+    with av.open(str(scene_video)) as media:
+        for frame in media.decode(media.streams.video[0]):
+            alone = frame.to_ndarray(format=fmt, width=width, height=height)
+            np.testing.assert_array_equal(convert.array(frame), alone)
+            assert convert.frame(frame).width == width and convert.frame(frame).format.name == fmt
+            compared += 1
+    assert compared > 10

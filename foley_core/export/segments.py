@@ -17,6 +17,8 @@ from pathlib import Path
 
 import av
 
+from v2t_foley.foley_core.video.convert import FrameConverter
+
 EPS = 1e-6
 
 
@@ -180,6 +182,7 @@ def _reencode(
         target.options = {"threads": "1"}
         target.width = stream.codec_context.width // 2 * 2
         target.height = stream.codec_context.height // 2 * 2
+        convert = FrameConverter("yuv420p", target.width, target.height)
         first: float | None = None
         index = 0
         frames = (end - start) * rate
@@ -193,7 +196,7 @@ def _reencode(
                 continue
             if index >= most or (t >= end - half and not at_least):
                 break
-            image = frame.reformat(width=target.width, height=target.height, format="yuv420p")
+            image = convert.frame(frame)
             image.pts = index
             image.time_base = 1 / rate
             index += 1

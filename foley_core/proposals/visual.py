@@ -12,20 +12,21 @@ import numpy as np
 from scenedetect import ContentDetector, FrameTimecode
 
 from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
+from v2t_foley.foley_core.video.convert import FrameConverter
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.video import Video
 
 
 def small_frames(video: Video, width: int) -> np.ndarray:
     """Every frame, in presentation order, as (N, h, width, 3) BGR uint8 (what OpenCV-based detectors use)."""
-    height = _analysis_height(video, width)
+    convert = FrameConverter("bgr24", width, _analysis_height(video, width))
     frames = []
     try:
         with av.open(str(video.path)) as media:
             stream = media.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in media.decode(stream):
-                frames.append(frame.to_ndarray(format="bgr24", width=width, height=height))
+                frames.append(convert.array(frame))
     except av.error.FFmpegError as err:
         raise CorruptVideoError(video.uri, f"decoding for analysis failed: {err}") from None
     return np.stack(frames[: len(video.frame_times)])
@@ -38,7 +39,7 @@ def _analysis_height(video: Video, width: int) -> int:
 def scan_video(video: Video, settings: ProposalSettings) -> tuple[list[Proposal], np.ndarray, np.ndarray]:
     """Cuts, motion energy and the analysed frames' times in one streaming pass over the video stream."""
     width = settings.analysis_width
-    height = _analysis_height(video, width)
+    convert = FrameConverter("bgr24", width, _analysis_height(video, width))
     times, fps = video.frame_times, video.info.fps
     detector = ContentDetector(
         threshold=settings.cut_threshold, min_scene_len=max(1, round(settings.min_shot_s * fps))
@@ -54,7 +55,7 @@ def scan_video(video: Video, settings: ProposalSettings) -> tuple[list[Proposal]
             for frame in media.decode(stream):
                 if count >= len(times):
                     break
-                image = frame.to_ndarray(format="bgr24", width=width, height=height)
+                image = convert.array(frame)
                 found += [tc.frame_num for tc in detector.process_frame(FrameTimecode(count, fps=fps), image)]
                 gray = image.astype(np.float32).mean(axis=2)
                 if previous is not None:

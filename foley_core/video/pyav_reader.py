@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from v2t_foley.foley_core.video.convert import FrameConverter
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.probe import VideoInfo
 from v2t_foley.foley_core.video.reader import FrameReader, scaled_size
@@ -34,7 +35,7 @@ class PyAVReader(FrameReader):
         max_side: int | None,
         frame_times: np.ndarray | None = None,
     ) -> np.ndarray:
-        width, height = scaled_size(info.width, info.height, max_side)
+        convert = FrameConverter("rgb24", *scaled_size(info.width, info.height, max_side))
         found: dict[int, np.ndarray] = {}
         try:
             with av.open(str(path)) as media:
@@ -42,10 +43,10 @@ class PyAVReader(FrameReader):
                 stream.thread_type = "AUTO"
                 first = min(indices)
                 if frame_times is not None and float(frame_times[first]) > SEEK_AFTER_S:
-                    found = _read_seeking(media, stream, indices, info, frame_times, width, height)
+                    found = _read_seeking(media, stream, indices, info, frame_times, convert)
                 if not found:
                     media.seek(0)
-                    found = _read_sequential(media, stream, indices, width, height)
+                    found = _read_sequential(media, stream, indices, convert)
         except av.error.FFmpegError as err:
             raise CorruptVideoError(uri, f"decoding failed: {err}") from None
         missing = sorted(set(indices) - found.keys())
@@ -54,19 +55,19 @@ class PyAVReader(FrameReader):
         return np.stack([found[i] for i in indices])
 
 
-def _read_sequential(media, stream, indices: Sequence[int], width: int, height: int) -> dict[int, np.ndarray]:
+def _read_sequential(media, stream, indices: Sequence[int], convert: FrameConverter) -> dict[int, np.ndarray]:
     wanted, last = set(indices), max(indices)
     found: dict[int, np.ndarray] = {}
     for position, frame in enumerate(media.decode(stream)):
         if position in wanted:
-            found[position] = frame.to_ndarray(format="rgb24", width=width, height=height)
+            found[position] = convert.array(frame)
         if position >= last:
             break
     return found
 
 
 def _read_seeking(
-    media, stream, indices: Sequence[int], info: VideoInfo, times: np.ndarray, width: int, height: int
+    media, stream, indices: Sequence[int], info: VideoInfo, times: np.ndarray, convert: FrameConverter
 ) -> dict[int, np.ndarray]:
     """Seek to the keyframe before the first wanted frame and decode forward, placing frames by time.
     Empty when the frames cannot be placed with certainty (the caller decodes from the start)."""
@@ -89,7 +90,7 @@ def _read_seeking(
                 return {}  # the seek landed after the first wanted frame
             started = True
         if position in wanted:
-            found[position] = frame.to_ndarray(format="rgb24", width=width, height=height)
+            found[position] = convert.array(frame)
         if position >= last:
             break
     return found
