@@ -88,7 +88,7 @@ def run_one(runs: int, root: Path) -> dict:
                 states = timed("look_paged", lambda: _states(client, pending))
                 assert all(state is not None and state.is_scheduled() for state in states.values())
                 timed("look_one_by_one", lambda: {run: client.read_flow_run(run).state for run in pending})
-                timed("cancel", lambda: _cancel_unstarted(client, pending, states, "bench"))
+                timed("cancel", lambda: _cancel_unstarted(client, pending, "bench"))
                 assert not pending
 
         def client_parameters(run_id) -> dict:

@@ -41,6 +41,7 @@ from v2t_foley.foley_core.chain.graph import ChainContext, Work, chunk_steps, vi
 from v2t_foley.foley_core.chain.stepcache import FileStepCache
 from v2t_foley.foley_core.errors import BackendError, FoleyError, ManifestRowError
 from v2t_foley.foley_core.manifest import read_entries
+from v2t_foley.foley_core.proposals.processes import shared_measure
 from v2t_foley.foley_core.records import failed_row, ok_row
 from v2t_foley.foley_core.schema.rows import DatasetRow
 from v2t_foley.foley_core.store import DatasetStore
@@ -76,6 +77,7 @@ def chain_context(job: ChainJob) -> ChainContext:
         prompts=job.prompts(),
         config=job.config,
         one_pass=bool(job.backend.adapter),
+        measure=shared_measure(),  # in processes on a worker of many cores (FOLEY_MEASURE_PROCESSES)
     )
 
 

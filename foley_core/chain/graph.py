@@ -56,6 +56,7 @@ from v2t_foley.foley_core.chain.trace import ChainTrace
 from v2t_foley.foley_core.prompts import PromptSet
 from v2t_foley.foley_core.proposals import ProposalSet, candidate_windows
 from v2t_foley.foley_core.proposals.base import PROPOSALS_VERSION
+from v2t_foley.foley_core.proposals.propose import Measure, propose
 from v2t_foley.foley_core.schema.decoding import SynthesisAnswer
 from v2t_foley.foley_core.schema.events import Event, EventReasoning
 from v2t_foley.foley_core.schema.script import FoleyScript
@@ -85,6 +86,9 @@ class ChainContext:
     prompts: PromptSet  # the templates
     config: ChainConfig  # limits, decoding, timing
     one_pass: bool = False  # an adapter answers the simple prompt instead of the chain
+    # how a video is measured: `propose` in the step's thread, or a pool of processes (the flow's
+    # workers, proposals/processes.py); the same measurements either way, so not part of any key
+    measure: Measure = propose
 
     @property
     def measured(self) -> bool:
@@ -152,7 +156,7 @@ def _keep_sample(ctx: ChainContext, work: Work, result: StepResult) -> None:
 
 
 def _propose(ctx: ChainContext, work: Work, _: Any) -> StepResult:
-    return timed(lambda: proposed(work.video, ctx.config.proposals))
+    return timed(lambda: proposed(work.video, ctx.config.proposals, ctx.measure))
 
 
 def _keep_proposals(ctx: ChainContext, work: Work, result: StepResult) -> None:

@@ -15,6 +15,7 @@ from v2t_foley.foley_core.chain.trace import ChainTrace
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.prompts import PromptSet, load_prompts
 from v2t_foley.foley_core.proposals import ProposalSettings, propose
+from v2t_foley.foley_core.proposals.propose import Measure
 from v2t_foley.foley_core.schema.decoding import SchemaLimits
 from v2t_foley.foley_core.schema.script import FoleyScript
 from v2t_foley.foley_core.video.reader import Frames
@@ -143,9 +144,10 @@ def run_chain(
     return ChainResult(script=work.value("validate"), trace=work.trace)
 
 
-def proposed(video: Video, settings: ProposalSettings) -> StepResult:
-    """The measurements, with what could not be measured (damaged audio) as the step's notes."""
-    proposals = propose(video, settings)
+def proposed(video: Video, settings: ProposalSettings, measure: Measure = propose) -> StepResult:
+    """The measurements (by `measure`: `propose` here, or in a process), with what could not be measured
+    (damaged audio) as the step's notes."""
+    proposals = measure(video, settings)
     return StepResult(proposals, notes=list(proposals.notes))
 
 

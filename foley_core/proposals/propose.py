@@ -6,6 +6,8 @@ so in `ProposalSet.notes`), and audio that cannot be decoded at all leaves video
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from v2t_foley.foley_core.proposals.audio import (
     AudioDecoder,
     AudioTrack,
@@ -24,6 +26,9 @@ GAP_MARGIN_S = 0.05
 # long video's audio is never held whole); audio up to AUDIO_BLOCK_S + AUDIO_CONTEXT_S is one block.
 AUDIO_BLOCK_S = 30.0
 AUDIO_CONTEXT_S = 1.0
+
+# what measures a video: `propose` itself, or a pool that runs it in other processes (processes.py)
+Measure = Callable[[Video, ProposalSettings], ProposalSet]
 
 
 def propose(video: Video, settings: ProposalSettings | None = None) -> ProposalSet:

@@ -35,6 +35,11 @@ class VideoError(InputError):
         self.uri = shown
         self.detail = detail
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its parts (redacting them again changes nothing), so that the error of a video
+        # measured in another process (proposals/processes.py) arrives as itself
+        return type(self), (self.uri, self.detail)
+
 
 class VideoNotFoundError(VideoError):
     """The path or URI points at nothing. Check the spelling, the bucket and the credentials."""

@@ -1,0 +1,179 @@
+"""Measuring in worker processes (proposals/processes.py): the same proposals as in the calling thread,
+errors that arrive as themselves, and a process that dies failing only the video it was measuring.
+
+Each pool here is a real spawn pool of real processes (a few seconds to start on this machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from v2t_foley.foley_core.chain import ChainConfig
+from v2t_foley.foley_core.chain.executor import run_step
+from v2t_foley.foley_core.chain.graph import PROPOSE, ChainContext, StepCache, Work
+from v2t_foley.foley_core.proposals import ProposalSettings, processes, propose
+from v2t_foley.foley_core.proposals.processes import MeasuringPool, measure_processes
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
+from v2t_foley.foley_core.video import CorruptVideoError, open_video
+
+SETTINGS = ProposalSettings()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def crash_or_fail_by_name(video, settings):
+    """A stand-in for a decoder that crashes or rejects a file (neither can be had on demand from a real
+    file here): a video named `crash*` ends its process at once, as a segfault would; one named
+    `corrupt*` raises the decoder's error; any other is measured by the real `propose`."""
+    name = Path(video.uri).name
+    if name.startswith("crash"):
+        os._exit(1)
+    if name.startswith("corrupt"):
+        raise CorruptVideoError(video.uri, "decoding for analysis failed: stand-in")
+    return propose(video, settings)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("measure")
+    spec = SceneSpec(
+        duration=3.0, cuts=(1.5,), motions=((0.4, 1.0),), clicks=(0.8, 2.2), speech=((1.8, 2.8),)
+    )
+    return {
+        name: write_scene_video(folder / f"{name}.mp4", spec)
+        for name in ("good", "other", "crash", "corrupt")
+    }
+
+
+def test_a_pool_measures_what_the_thread_measures(clips):
+    """Cuts, motion, onsets and speech alike, with the video's reader (decord where installed) left behind."""
+    videos = [open_video(str(clips[name])) for name in ("good", "other")]
+    pool = MeasuringPool(2)
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            in_processes = list(threads.map(lambda v: pool(v, SETTINGS), videos))
+    finally:
+        pool.close()
+    assert in_processes == [propose(v, SETTINGS) for v in videos]
+    assert in_processes[0].cuts and in_processes[0].onsets and in_processes[0].speech
+
+
+def test_a_dead_process_fails_only_its_video_and_errors_arrive_as_themselves(clips):
+    pool = MeasuringPool(2, measure=crash_or_fail_by_name)
+    videos = {name: open_video(str(path)) for name, path in clips.items()}
+
+    def outcome(name: str):
+        try:
+            return pool(videos[name], SETTINGS)
+        except Exception as error:
+            return error
+
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            got = dict(zip(videos, threads.map(outcome, videos), strict=True))
+        again = pool(videos["other"], SETTINGS)  # the broken pool was replaced
+    finally:
+        pool.close()
+    for name in ("good", "other"):
+        assert got[name] == propose(videos[name], SETTINGS)
+    assert again == got["other"]
+    assert isinstance(got["crash"], CorruptVideoError) and "crashed its process" in str(got["crash"])
+    assert isinstance(got["corrupt"], CorruptVideoError)
+    assert got["corrupt"].reason == "corrupt" and got["corrupt"].detail.endswith("stand-in")
+    assert got["corrupt"].uri == videos["corrupt"].uri
+
+
+def test_the_propose_step_measures_with_the_context_s_pool(clips):
+    """The graph's propose step goes through `ChainContext.measure`: what a flow's worker sets."""
+    asked: list[str] = []
+
+    class CountedPool(MeasuringPool):
+        def __call__(self, video, settings):
+            asked.append(video.uri)
+            return super().__call__(video, settings)
+
+    pool = CountedPool(1)
+    ctx = ChainContext(lambda: None, {}, None, None, ChainConfig(), measure=pool)  # type: ignore[arg-type]
+    video = open_video(str(clips["good"]))
+    work = Work(id="good", uri=str(clips["good"]), video=video)
+    try:
+        tally = run_step(PROPOSE, [work], ctx, StepCache())
+    finally:
+        pool.close()
+    assert tally.computed == 1 and work.error is None and asked == [video.uri]
+    assert work.value("propose") == propose(video, ChainConfig().proposals)
+
+
+@pytest.mark.parametrize(
+    ("given", "cores", "expected"),
+    [("", 2, 0), ("", 4, 0), ("", 8, 6), ("", 64, 16), ("0", 64, 0), ("3", 2, 3)],
+)
+def test_how_many_processes_a_machine_measures_with(monkeypatch, given, cores, expected):
+    monkeypatch.setenv(processes.PROCESSES_ENV, given)
+    monkeypatch.setattr(processes, "usable_cores", lambda: cores)
+    assert measure_processes() == expected
+
+
+def test_a_bad_process_count_says_what_to_give(monkeypatch):
+    monkeypatch.setenv(processes.PROCESSES_ENV, "many")
+    with pytest.raises(ValueError, match="FOLEY_MEASURE_PROCESSES='many': give a count"):
+        measure_processes()
+
+
+def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposals(
+    clips, tmp_path, prefect_harness, monkeypatch
+):
+    """The build-dataset flow, with the worker's setting: its rows' traces hold what `propose` measures."""
+    from v2t_foley.flows.build_dataset import build_dataset
+    from v2t_foley.foley_core.manifest import write_manifest
+    from v2t_foley.foley_core.store import DatasetStore
+
+    monkeypatch.setenv(processes.PROCESSES_ENV, "1")
+    monkeypatch.setattr(processes, "_shared", None)
+    rows = [{"video": str(clips[name]), "id": name} for name in ("good", "other")]
+    try:
+        build_dataset(
+            manifest=write_manifest(rows, str(tmp_path / "m.csv")),
+            store=str(tmp_path / "store"),
+            model="tiny-random",
+            timing="measured",
+            device="cpu",
+        )
+        pool = processes._shared
+        assert pool is not None and pool._pool is not None  # the flow's steps started the pool
+    finally:
+        if processes._shared is not None:
+            processes._shared.close()
+    stored = {
+        r["id"]: json.loads(r["trace"])["proposals"]
+        for r in DatasetStore(str(tmp_path / "store")).read_rows()
+    }
+    for name in ("good", "other"):
+        assert stored[name] == propose(open_video(str(clips[name])), ChainConfig().proposals).model_dump()
+
+
+def test_where_no_process_can_start_the_pool_measures_in_threads_and_says_why(clips):
+    """A script read from stdin: spawn cannot import its main module again, so every measuring process
+    dies as it starts. That is no video's fault: each is measured in its thread, and a warning says so."""
+    script = f"""
+import json, logging
+from v2t_foley.foley_core.proposals import ProposalSettings, propose
+from v2t_foley.foley_core.proposals.processes import MeasuringPool
+from v2t_foley.foley_core.video import open_video
+logging.basicConfig(level=logging.WARNING)
+video = open_video({str(clips["good"])!r})
+pool = MeasuringPool(1)
+found = pool(video, ProposalSettings())
+print(json.dumps({{"same": found == propose(video, ProposalSettings()), "in_threads": pool.in_threads}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"same": True, "in_threads": True}
+    assert "no measuring process can start in this process" in done.stderr
