@@ -1,7 +1,7 @@
 """Measuring in worker processes (proposals/processes.py): the same proposals as in the calling thread,
 errors that arrive as themselves, and a process that dies failing only the video it was measuring.
 
-Each pool here is a real spawn pool of real processes (a few seconds to start on this machine)."""
+Each pool here starts real worker processes (a few seconds each on this machine)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_a_dead_process_fails_only_its_video_and_errors_arrive_as_themselves(cli
     for name in ("good", "other"):
         assert got[name] == propose(videos[name], SETTINGS)
     assert again == got["other"]
-    assert isinstance(got["crash"], CorruptVideoError) and "crashed its process" in str(got["crash"])
+    assert isinstance(got["crash"], CorruptVideoError) and "ended its process twice" in str(got["crash"])
     assert isinstance(got["corrupt"], CorruptVideoError)
     assert got["corrupt"].reason == "corrupt" and got["corrupt"].detail.endswith("stand-in")
     assert got["corrupt"].uri == videos["corrupt"].uri
@@ -145,7 +145,7 @@ def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposa
             device="cpu",
         )
         pool = processes._shared
-        assert pool is not None and pool._pool is not None  # the flow's steps started the pool
+        assert pool is not None and pool._started >= 1 and not pool.in_threads  # the flow's steps used it
     finally:
         if processes._shared is not None:
             processes._shared.close()
@@ -157,23 +157,45 @@ def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposa
         assert stored[name] == propose(open_video(str(clips[name])), ChainConfig().proposals).model_dump()
 
 
-def test_where_no_process_can_start_the_pool_measures_in_threads_and_says_why(clips):
-    """A script read from stdin: spawn cannot import its main module again, so every measuring process
-    dies as it starts. That is no video's fault: each is measured in its thread, and a warning says so."""
-    script = f"""
-import json, logging
+def test_a_script_without_a_main_guard_runs_once_while_its_videos_are_measured_in_processes(clips, tmp_path):
+    """Workers never import the caller's main module (multiprocessing's spawn would, in each child, and
+    so run an unguarded script's build again once per measuring process)."""
+    ran = tmp_path / "ran.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        f"""
+import json
 from v2t_foley.foley_core.proposals import ProposalSettings, propose
 from v2t_foley.foley_core.proposals.processes import MeasuringPool
 from v2t_foley.foley_core.video import open_video
-logging.basicConfig(level=logging.WARNING)
-video = open_video({str(clips["good"])!r})
-pool = MeasuringPool(1)
-found = pool(video, ProposalSettings())
-print(json.dumps({{"same": found == propose(video, ProposalSettings()), "in_threads": pool.in_threads}}))
+with open({str(ran)!r}, "a") as marker:
+    marker.write("ran\\n")
+videos = [open_video(p) for p in {[str(clips["good"]), str(clips["other"])]!r}]
+pool = MeasuringPool(2)
+found = [pool(video, ProposalSettings()) for video in videos]
+same = found == [propose(v, ProposalSettings()) for v in videos]
+print(json.dumps({{"same": same, "in_threads": pool.in_threads}}))
 """
+    )
     done = subprocess.run(
-        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, cwd=REPO
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=REPO, env=_with_repo()
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"same": True, "in_threads": True}
-    assert "no measuring process can start in this process" in done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"same": True, "in_threads": False}
+    assert ran.read_text() == "ran\n"
+
+
+def _with_repo() -> dict[str, str]:
+    return os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_where_no_process_can_start_the_pool_measures_in_threads_and_says_why(clips, monkeypatch, caplog):
+    """A stand-in for a machine whose interpreter cannot start a worker: `sys.executable` replaced by a
+    program that exits at once. That is no video's fault: each is measured in its thread, with a warning."""
+    monkeypatch.setattr(processes.sys, "executable", "/bin/false")
+    video = open_video(str(clips["good"]))
+    pool = MeasuringPool(1)
+    with caplog.at_level("WARNING", logger=processes.__name__):
+        found = pool(video, SETTINGS)
+    assert found == propose(video, SETTINGS) and pool.in_threads
+    assert "no measuring process can start" in caplog.text

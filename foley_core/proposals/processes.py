@@ -1,27 +1,31 @@
 """`propose` in worker processes, for the steps that measure many videos at once.
 
-Much of a clip's measuring holds the GIL (silero-vad's TorchScript steps, PySceneDetect's per-frame
-Python, librosa's), so a step's threads measure only a few clips at a time however many cores there
-are: beside one measuring thread, a pure-Python loop here runs 29% slower; beside one measuring
-process, 10% (`bench/propose_cost.py`). Worker processes measure side by side with the same code.
+Much of a clip's measuring holds the GIL (silero-vad's TorchScript, PySceneDetect's per-frame Python,
+librosa's), so a step's threads measure only a few clips at a time however many cores there are:
+beside one measuring thread, a pure-Python loop here runs about 30% slower; beside one measuring
+process, about 10% (`bench/propose_cost.py`). Worker processes measure side by side, with the same code.
 
-A measuring process that dies (a decoder that crashes on a damaged file, a kill) breaks the pool. Each
-video the pool was measuring is then measured again alone, in a process of its own, so that only the
-file at fault fails (`CorruptVideoError`) and the worker's own process, with its model, lives on; the
-next video gets a new pool. Where no process can start at all (spawn must import the main module
-again, and cannot when it was read from stdin), a warning says so and the videos are measured in the
-calling threads, as with 0 processes.
+Each worker is a fresh `python -c` that imports this module, not a multiprocessing child: spawn would
+import the caller's main module again in every child, and a script that calls a flow without an
+`if __name__ == "__main__"` guard would then run its flow once more per child. A worker answers one
+video at a time over its own pipes, so a worker that dies (a decoder that crashes on a damaged file, a
+kill) costs only the video it was measuring. That video is measured once more in a fresh worker (a
+kill from outside would not recur) and, if that worker dies too, fails as corrupt; the worker's own
+process, with its model, goes on. Where no worker can start at all, a warning says why and the videos
+are measured in the calling threads, as with 0 processes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
 
 from v2t_foley.foley_core.proposals.base import ProposalSet, ProposalSettings
 from v2t_foley.foley_core.proposals.propose import Measure, propose
@@ -35,9 +39,13 @@ PROCESSES_ENV = "FOLEY_MEASURE_PROCESSES"  # a worker's count of measuring proce
 MIN_CORES = 6  # on fewer cores the default is 0: threads, which need no start (~3 s) and no memory (a
 # measuring process holds about 0.4 GB of its own: torch, librosa, PyAV)
 MAX_PROCESSES = 16  # a step measures at most this many videos at once (tasks/chain_tasks.STEP_THREADS)
+READY_TIMEOUT_S = 300.0  # a new worker's imports (seconds; minutes on a machine busy compiling)
 
-# spawn, not fork: the parent has CUDA and the model's threads running, which a forked child would copy
-_CONTEXT = multiprocessing.get_context("spawn")
+# what a worker runs: the caller's import path (a checkout, a test's folder), then `serve` on its pipes
+_BOOT = (
+    "import json, os, sys; sys.path[:0] = json.loads(os.environ['FOLEY_MEASURE_SYS_PATH']); "
+    "from v2t_foley.foley_core.proposals.processes import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
+)
 
 
 def measure_processes() -> int:
@@ -57,108 +65,202 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _one_thread() -> None:
-    """Each measuring process uses one core: the pool, not torch's intra-op threads, spreads the work."""
+class WorkerDied(Exception):
+    """A measuring process ended (or never became ready) before it answered."""
+
+
+def serve(requests_fd: int, answers_fd: int) -> None:
+    """A worker's loop: say it is ready, then answer each (function, arguments) with ("ok", result) or
+    ("error", exception), until the pool closes its end of the pipe."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one core a worker: the pool, not torch's intra-op threads, spreads the work
+    requests, answers = Connection(requests_fd, writable=False), Connection(answers_fd, readable=False)
+    answers.send(("ready", os.getpid()))
+    while True:
+        try:
+            function, args = requests.recv()
+        except EOFError:
+            return
+        except Exception as error:  # a request that does not unpickle here (the caller's code, not a video)
+            answers.send(
+                ("error", RuntimeError(f"the measuring process could not read its request: {error}"))
+            )
+            continue
+        try:
+            answer: tuple[str, Any] = ("ok", function(*args))
+        except Exception as error:
+            answer = ("error", error)
+        try:
+            answers.send(answer)
+        except Exception as error:  # an answer that does not pickle: its text still says what happened
+            answers.send(("error", RuntimeError(f"{answer[1]!r} (could not be sent back: {error})")))
+
+
+class Worker:
+    """One measuring process and its two pipes."""
+
+    def __init__(self) -> None:
+        requests_read, requests_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        env = os.environ | {"FOLEY_MEASURE_SYS_PATH": json.dumps(sys.path)}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(requests_read), str(answers_write)],
+                pass_fds=(requests_read, answers_write),
+                env=env,
+            )
+        finally:  # the child holds its ends now: when it dies, reading its answers ends at once
+            os.close(requests_read)
+            os.close(answers_write)
+        self.requests = Connection(requests_write, readable=False)
+        self.answers = Connection(answers_read, writable=False)
+        if not self.answers.poll(READY_TIMEOUT_S):
+            self.stop()
+            raise WorkerDied(f"not ready within {READY_TIMEOUT_S:.0f} s")
+        self._receive()  # ("ready", pid)
+
+    def ask(self, function: Measure, *args: Any) -> Any:
+        """`function(*args)` in the worker: its result, or the exception it raised, raised here."""
+        try:
+            self.requests.send((function, args))
+        except OSError as error:  # the worker is gone: its end of the pipe is closed
+            raise WorkerDied(str(error)) from None
+        kind, value = self._receive()
+        if kind == "error":
+            raise value
+        return value
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            return self.answers.recv()
+        except EOFError:
+            code = self.process.wait()
+            raise WorkerDied(f"the measuring process ended with exit code {code}") from None
+
+    def stop(self) -> None:
+        """Close its pipes (an idle worker then ends by itself) and reap it; kill it if it will not end."""
+        self.requests.close()
+        self.answers.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class MeasuringPool:
-    """Measures videos in `processes` worker processes, started on first use and kept for later steps.
-
-    Call it as `propose` is called, from as many threads as videos should be measured at once.
-    """
+    """Measures videos in up to `processes` worker processes, each started when a video first needs it and
+    kept for later videos and steps. Call it as `propose` is called, from as many threads as videos
+    should be measured at once."""
 
     def __init__(self, processes: int, measure: Measure = propose) -> None:
         if processes < 1:
             raise ValueError(f"a measuring pool needs at least one process, not {processes}")
-        self.processes = processes  # worker processes of the pool
+        self.processes = processes  # most worker processes at once
         self.measure = measure  # what a worker runs on each video (a module-level function: it is pickled)
-        self.in_threads = False  # no process could start here: videos are measured in the calling threads
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self.in_threads = False  # no worker could start here: videos are measured in the calling threads
+        self._idle: list[Worker] = []
+        self._started = 0  # workers alive, idle or busy
+        self._free = threading.Condition()
 
     def __call__(self, video: Video, settings: ProposalSettings) -> ProposalSet:
-        if self.in_threads:
-            return self.measure(video, settings)
-        # the worker gets a copy of the video without its reader: a decord reader holds open files and
-        # locks, and measuring decodes with PyAV anyway
+        # a worker gets the video without its reader: a decord reader holds open files and locks, and
+        # measuring decodes with PyAV anyway
         sent = replace(video, reader=PyAVReader())
-        pool = self._current()
+        worker = None if self.in_threads else self._take()
+        if worker is None:
+            return self.measure(video, settings)
         try:
-            return pool.submit(self.measure, sent, settings).result()
-        except BrokenProcessPool:
-            self._drop(pool)
-            return self._alone(video, sent, settings)
+            found = worker.ask(self.measure, sent, settings)
+        except WorkerDied:
+            self._retire(worker)
+            return self._once_more(video, sent, settings)
+        except BaseException:
+            self._give_back(worker)
+            raise
+        self._give_back(worker)
+        return found
 
     def start(self) -> None:
-        """Start the worker processes now and wait until they answer (otherwise they start on first use,
-        a few seconds each: imports of torch, librosa and PyAV)."""
-        pool = self._current()
+        """Start every worker now, side by side, and wait until each is ready."""
+        with self._free:
+            wanted, self._started = self.processes - self._started, self.processes
+        threads = [threading.Thread(target=self._start_one) for _ in range(wanted)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _start_one(self) -> None:
+        worker = self._new_worker()
+        if worker is None:
+            with self._free:
+                self._started -= 1
+        else:
+            self._give_back(worker)
+
+    def _take(self) -> Worker | None:
+        """An idle worker, else a new one while fewer than `processes` are alive, else the next one freed;
+        None when no worker can start here."""
+        with self._free:
+            while not self._idle and self._started >= self.processes:
+                self._free.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        worker = self._new_worker()
+        if worker is None:
+            with self._free:
+                self._started -= 1
+                self._free.notify()
+        return worker
+
+    def _new_worker(self) -> Worker | None:
         try:
-            for started in [pool.submit(os.getpid) for _ in range(self.processes)]:
-                started.result()
-        except BrokenProcessPool:
-            self._drop(pool)
-            if not self._can_start():
-                self._measure_in_threads()
+            return Worker()
+        except (OSError, WorkerDied) as error:
+            if not self.in_threads:
+                self.in_threads = True
+                log.warning(
+                    "no measuring process can start (%s): videos are measured in the calling threads "
+                    "(%s=0 says so without trying)",
+                    error,
+                    PROCESSES_ENV,
+                )
+            return None
 
-    def _current(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = _executor(self.processes)
-            return self._pool
+    def _give_back(self, worker: Worker) -> None:
+        with self._free:
+            self._idle.append(worker)
+            self._free.notify()
 
-    def _drop(self, pool: ProcessPoolExecutor) -> None:
-        """Forget a broken pool: the next video starts a new one."""
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        pool.shutdown(wait=False, cancel_futures=True)
+    def _retire(self, worker: Worker) -> None:
+        worker.stop()
+        with self._free:
+            self._started -= 1
+            self._free.notify()
 
-    def _alone(self, video: Video, sent: Video, settings: ProposalSettings) -> ProposalSet:
-        """`video` measured in a process of its own: whether it, or another video, broke the pool."""
-        with _executor(1) as alone:
-            try:
-                return alone.submit(self.measure, sent, settings).result()
-            except BrokenProcessPool:
-                pass
-        if not self._can_start():  # not the video: no process starts here
-            self._measure_in_threads()
+    def _once_more(self, video: Video, sent: Video, settings: ProposalSettings) -> ProposalSet:
+        """`video` measured again in a worker of its own, after the worker measuring it died."""
+        worker = self._new_worker()
+        if worker is None:
             return self.measure(video, settings)
-        why = "measuring it crashed its process (a decoder fault on this file?); re-encode it"
-        raise CorruptVideoError(video.uri, why)
-
-    @staticmethod
-    def _can_start() -> bool:
-        """Whether a process that does nothing starts and answers here."""
         try:
-            with _executor(1) as probe:
-                probe.submit(os.getpid).result()
-        except BrokenProcessPool:
-            return False
-        return True
-
-    def _measure_in_threads(self) -> None:
-        if not self.in_threads:
-            self.in_threads = True
-            log.warning(
-                "no measuring process can start in this process (is its main module a script read from "
-                "stdin?): videos are measured in the calling threads (%s=0 says so without trying)",
-                PROCESSES_ENV,
-            )
+            return worker.ask(self.measure, sent, settings)
+        except WorkerDied:
+            why = "measuring it ended its process twice (a decoder crash on this file?); re-encode it"
+            raise CorruptVideoError(video.uri, why) from None
+        finally:
+            worker.stop()
 
     def close(self) -> None:
-        """Stop the worker processes (a later call starts new ones)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _executor(processes: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(processes, mp_context=_CONTEXT, initializer=_one_thread)
+        """Stop the idle workers (busy ones stop when the pool is dropped, or with this process)."""
+        with self._free:
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for worker in idle:
+            worker.stop()
 
 
 _shared: MeasuringPool | None = None
