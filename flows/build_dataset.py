@@ -35,6 +35,7 @@ from v2t_foley.foley_core.backends.provenance import revision_key
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.errors import InputError
 from v2t_foley.foley_core.manifest import ManifestEntry, read_manifest, write_entries
+from v2t_foley.foley_core.proposals.processes import measure_processes
 from v2t_foley.foley_core.store import DatasetStore
 from v2t_foley.foley_core.store.card import check_license_id, set_license
 from v2t_foley.foley_core.store.commit import is_done
@@ -83,6 +84,8 @@ def check_build_options(
         raise InputError(f"--limit must be 0 or more, got {limit}")
     if not wait_for_store_s >= 0:
         raise InputError(f"--wait-for-store must be 0 or more seconds, got {wait_for_store_s}")
+    if not work_pool:  # this process measures the videos (a pool's workers read their own setting)
+        measure_processes()
 
 
 @logged_flow(name="build-dataset")

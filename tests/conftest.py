@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download
+# flows measure in this process's threads whatever the machine's cores (test_measuring_processes.py sets
+# its own counts): a test on a big machine would otherwise start measuring processes that outlive it
+os.environ.setdefault("FOLEY_MEASURE_PROCESSES", "0")
 
 pytest_plugins = ["tests.export_data"]  # the export tests' media and store
 

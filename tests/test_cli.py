@@ -162,6 +162,16 @@ def test_build_options_are_checked_before_anything_runs(tmp_path: Path, option: 
     assert "Traceback" not in result.output and not store.exists()
 
 
+def test_a_bad_count_of_measuring_processes_is_refused_before_anything_runs(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FOLEY_MEASURE_PROCESSES", "all")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video\n/a.mp4\n")
+    store = tmp_path / "s"
+    result = runner.invoke(app, ["build-dataset", "--manifest", str(manifest), "--store", str(store)])
+    assert result.exit_code == 2 and "FOLEY_MEASURE_PROCESSES='all': give a count" in result.output
+    assert "Traceback" not in result.output and not store.exists()
+
+
 @pytest.mark.parametrize(
     "mistake", ["store_is_a_file", "no_manifest", "no_video_column", "no_token", "bad_decoder"]
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,9 @@ import pytest
 from v2t_foley.foley_core.chain import ChainConfig
 from v2t_foley.foley_core.chain.executor import run_step
 from v2t_foley.foley_core.chain.graph import PROPOSE, ChainContext, StepCache, Work
+from v2t_foley.foley_core.errors import InputError, TransientBackendError
 from v2t_foley.foley_core.proposals import ProposalSettings, processes, propose
-from v2t_foley.foley_core.proposals.processes import MeasuringPool, measure_processes
+from v2t_foley.foley_core.proposals.processes import MeasuringPool, measure_processes, usable_cores
 from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 from v2t_foley.foley_core.video import CorruptVideoError, open_video
 
@@ -27,12 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def crash_or_fail_by_name(video, settings):
-    """A stand-in for a decoder that crashes or rejects a file (neither can be had on demand from a real
-    file here): a video named `crash*` ends its process at once, as a segfault would; one named
-    `corrupt*` raises the decoder's error; any other is measured by the real `propose`."""
+    """A stand-in for a decoder that crashes on or rejects a file, and for the out-of-memory killer (none
+    can be had on demand here): a video named `crash*` makes its process segfault; one named `killed*`
+    has its process killed (SIGKILL); one named `corrupt*` raises the decoder's error; any other is
+    measured by the real `propose`."""
     name = Path(video.uri).name
     if name.startswith("crash"):
-        os._exit(1)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("killed"):
+        os.kill(os.getpid(), signal.SIGKILL)
     if name.startswith("corrupt"):
         raise CorruptVideoError(video.uri, "decoding for analysis failed: stand-in")
     return propose(video, settings)
@@ -46,7 +51,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     )
     return {
         name: write_scene_video(folder / f"{name}.mp4", spec)
-        for name in ("good", "other", "crash", "corrupt")
+        for name in ("good", "other", "crash", "killed", "corrupt")
     }
 
 
@@ -76,13 +81,14 @@ def test_a_dead_process_fails_only_its_video_and_errors_arrive_as_themselves(cli
     try:
         with ThreadPoolExecutor(4) as threads:
             got = dict(zip(videos, threads.map(outcome, videos), strict=True))
-        again = pool(videos["other"], SETTINGS)  # the broken pool was replaced
+        again = pool(videos["other"], SETTINGS)  # dead workers were replaced
     finally:
         pool.close()
     for name in ("good", "other"):
         assert got[name] == propose(videos[name], SETTINGS)
     assert again == got["other"]
-    assert isinstance(got["crash"], CorruptVideoError) and "ended its process twice" in str(got["crash"])
+    assert isinstance(got["crash"], CorruptVideoError) and "crashed its process twice" in str(got["crash"])
+    assert isinstance(got["killed"], TransientBackendError) and "twice (killed?)" in str(got["killed"])
     assert isinstance(got["corrupt"], CorruptVideoError)
     assert got["corrupt"].reason == "corrupt" and got["corrupt"].detail.endswith("stand-in")
     assert got["corrupt"].uri == videos["corrupt"].uri
@@ -121,8 +127,28 @@ def test_how_many_processes_a_machine_measures_with(monkeypatch, given, cores, e
 
 def test_a_bad_process_count_says_what_to_give(monkeypatch):
     monkeypatch.setenv(processes.PROCESSES_ENV, "many")
-    with pytest.raises(ValueError, match="FOLEY_MEASURE_PROCESSES='many': give a count"):
+    with pytest.raises(InputError, match="FOLEY_MEASURE_PROCESSES='many': give a count"):
         measure_processes()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "400000 100000\n"}, 4),  # cgroup v2: 4 CPUs' worth (`docker --cpus 4`)
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "max 100000\n"}, None),  # no quota
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path, files, expected):
+    """A container on a big host: its quota, not the host's cores, sets how many processes measure."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    allowed = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == (min(allowed, expected) if expected else allowed)
 
 
 def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposals(

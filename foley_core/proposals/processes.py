@@ -9,26 +9,34 @@ Each worker is a fresh `python -c` that imports this module, not a multiprocessi
 import the caller's main module again in every child, and a script that calls a flow without an
 `if __name__ == "__main__"` guard would then run its flow once more per child. A worker answers one
 video at a time over its own pipes, so a worker that dies (a decoder that crashes on a damaged file, a
-kill) costs only the video it was measuring. That video is measured once more in a fresh worker (a
-kill from outside would not recur) and, if that worker dies too, fails as corrupt; the worker's own
-process, with its model, goes on. Where no worker can start at all, a warning says why and the videos
-are measured in the calling threads, as with 0 processes.
+kill) costs only the video it was measuring. That video is measured once more in a fresh worker; if
+that worker crashes too (a fatal signal such as SIGSEGV), the video fails as corrupt, and the worker's
+own process, with its model, goes on. A worker killed from outside twice (the out-of-memory killer, a
+cancellation) is no fault of the video: the step fails it transiently, to be asked again. Where no
+worker can start at all, a warning says why and the videos are measured in the calling threads, as
+with 0 processes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import signal
 import subprocess
 import sys
 import threading
 from dataclasses import replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from v2t_foley.foley_core.errors import InputError, TransientBackendError
 from v2t_foley.foley_core.proposals.base import ProposalSet, ProposalSettings
 from v2t_foley.foley_core.proposals.propose import Measure, propose
+from v2t_foley.foley_core.safenames import redact_uri
+from v2t_foley.foley_core.video import convert
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.pyav_reader import PyAVReader
 from v2t_foley.foley_core.video.video import Video
@@ -40,6 +48,8 @@ MIN_CORES = 6  # on fewer cores the default is 0: threads, which need no start (
 # measuring process holds about 0.4 GB of its own: torch, librosa, PyAV)
 MAX_PROCESSES = 16  # a step measures at most this many videos at once (tasks/chain_tasks.STEP_THREADS)
 READY_TIMEOUT_S = 300.0  # a new worker's imports (seconds; minutes on a machine busy compiling)
+
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # 1 in a worker
 
 # what a worker runs: the caller's import path (a checkout, a test's folder), then `serve` on its pipes
 _BOOT = (
@@ -54,19 +64,50 @@ def measure_processes() -> int:
     given = os.environ.get(PROCESSES_ENV, "").strip()
     if given:
         if not given.isdigit():
-            raise ValueError(f"{PROCESSES_ENV}={given!r}: give a count of processes (0: measure in threads)")
+            raise InputError(f"{PROCESSES_ENV}={given!r}: give a count of processes (0: measure in threads)")
         return int(given)
     cores = usable_cores()
     return min(MAX_PROCESSES, cores - 2) if cores >= MIN_CORES else 0
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: those it may run on (taskset, cpusets), fewer when its cgroup's
+    CPU quota allows less (a container's `--cpus`, a Kubernetes CPU limit), not the host's count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpus(cgroup)
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpus(root: Path) -> int | None:
+    """The CPUs a cgroup quota allows, rounded up (cgroup v2's `cpu.max`, or v1's CFS quota); None when
+    there is none."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):
+        return None
 
 
 class WorkerDied(Exception):
     """A measuring process ended (or never became ready) before it answered."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode  # the process's exit status (-N: signal N); None if not known
+
+    @property
+    def crashed(self) -> bool:
+        """Whether a fatal signal of its own ended it (what a decoder's fault raises), not a kill."""
+        return self.returncode is not None and -self.returncode in CRASH_SIGNALS
+
+
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL}
 
 
 def serve(requests_fd: int, answers_fd: int) -> None:
@@ -74,7 +115,10 @@ def serve(requests_fd: int, answers_fd: int) -> None:
     ("error", exception), until the pool closes its end of the pipe."""
     import torch
 
-    torch.set_num_threads(1)  # one core a worker: the pool, not torch's intra-op threads, spreads the work
+    # one core a worker: the pool, not each library's threads, spreads the work (BLAS's come from the
+    # environment the pool gives the worker)
+    torch.set_num_threads(1)
+    convert.FFMPEG_THREADS = 1
     requests, answers = Connection(requests_fd, writable=False), Connection(answers_fd, readable=False)
     answers.send(("ready", os.getpid()))
     while True:
@@ -103,7 +147,7 @@ class Worker:
     def __init__(self) -> None:
         requests_read, requests_write = os.pipe()
         answers_read, answers_write = os.pipe()
-        env = os.environ | {"FOLEY_MEASURE_SYS_PATH": json.dumps(sys.path)}
+        env = os.environ | {"FOLEY_MEASURE_SYS_PATH": json.dumps(sys.path)} | dict.fromkeys(BLAS_THREADS, "1")
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(requests_read), str(answers_write)],
@@ -136,7 +180,7 @@ class Worker:
             return self.answers.recv()
         except EOFError:
             code = self.process.wait()
-            raise WorkerDied(f"the measuring process ended with exit code {code}") from None
+            raise WorkerDied(f"the measuring process ended with exit status {code}", code) from None
 
     def stop(self) -> None:
         """Close its pipes (an idle worker then ends by itself) and reap it; kill it if it will not end."""
@@ -248,9 +292,13 @@ class MeasuringPool:
             return self.measure(video, settings)
         try:
             return worker.ask(self.measure, sent, settings)
-        except WorkerDied:
-            why = "measuring it ended its process twice (a decoder crash on this file?); re-encode it"
-            raise CorruptVideoError(video.uri, why) from None
+        except WorkerDied as died:
+            if died.crashed:
+                why = f"measuring it crashed its process twice ({died}: a decoder fault?); re-encode it"
+                raise CorruptVideoError(video.uri, why) from None
+            raise TransientBackendError(
+                f"{redact_uri(video.uri)}: measuring it: {died}, twice (killed?)"
+            ) from None
         finally:
             worker.stop()
 

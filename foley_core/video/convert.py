@@ -14,6 +14,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+# FFmpeg's threads for a decoder or a scaler: 0 lets FFmpeg choose (about one a core). A measuring worker
+# (proposals/processes.py) sets 1: its pool spreads the work over the cores, one video a process.
+FFMPEG_THREADS = 0
+
 
 class FrameConverter:
     """Converts the frames of one decoding pass to `format` arrays of `width` x `height` pixels."""
@@ -26,7 +30,9 @@ class FrameConverter:
 
     def frame(self, frame: av.VideoFrame) -> av.VideoFrame:
         """`frame` scaled and converted, as a frame (for an encoder)."""
-        return self._reformatter.reformat(frame, width=self.width, height=self.height, format=self.format)
+        return self._reformatter.reformat(
+            frame, width=self.width, height=self.height, format=self.format, threads=FFMPEG_THREADS
+        )
 
     def array(self, frame: av.VideoFrame) -> np.ndarray:
         """`frame` scaled and converted, as an array ((height, width, 3) uint8 for packed RGB/BGR)."""
