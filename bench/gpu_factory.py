@@ -45,6 +45,7 @@ def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int)
 
     decoder = llm.continuous
     before = set(decoder.step_shapes) if decoder is not None else set()
+    processes = start_measuring()
     with prefect_test_harness(server_startup_timeout=120):
         t0 = time.perf_counter()
         summary = build_dataset(
@@ -67,6 +68,7 @@ def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int)
         ok=summary.new_ok_rows,
         failed=summary.new_failed_rows,
         computed=summary.computed,
+        measure_processes=processes,  # 0: measured in the step's threads
         step_seconds=summary.step_seconds,  # where the time went: the steps run one after another
         s=round(seconds, 3),
         clips_per_hour=round(3600 * n_clips / seconds),
@@ -79,3 +81,18 @@ def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int)
         prefix_store=llm.continuous.prefix_store if llm.continuous is not None else None,
         peak_gib=peak_gib(),
     )
+
+
+def start_measuring() -> int:
+    """The worker's measuring processes (proposals/processes.py: every core but two on a GPU host),
+    started before the clock: a worker starts them once, at its first measured shard, not once a shard.
+    Their start is its own line."""
+    from v2t_foley.foley_core.proposals.processes import MeasuringPool, shared_measure
+
+    measure = shared_measure()
+    if not isinstance(measure, MeasuringPool):
+        return 0
+    started = time.perf_counter()
+    measure.start()
+    log(step="measure_pool", processes=measure.processes, s=round(time.perf_counter() - started, 2))
+    return measure.processes

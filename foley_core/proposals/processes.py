@@ -2,8 +2,9 @@
 
 Much of a clip's measuring holds the GIL (silero-vad's TorchScript, PySceneDetect's per-frame Python,
 librosa's), so a step's threads measure only a few clips at a time however many cores there are:
-beside one measuring thread, a pure-Python loop here runs about 30% slower; beside one measuring
-process, about 10% (`bench/propose_cost.py`). Worker processes measure side by side, with the same code.
+beside one measuring thread, a pure-Python loop here runs 22% slower; beside one measuring process, 6%,
+and two processes measure a clip in 0.17-0.36 s where two threads take 0.26-0.55 s
+(`bench/propose_cost.py`). Worker processes measure side by side, with the same code.
 
 Each worker is a fresh `python -c` that imports this module, not a multiprocessing child: spawn would
 import the caller's main module again in every child, and a script that calls a flow without an
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 PROCESSES_ENV = "FOLEY_MEASURE_PROCESSES"  # a worker's count of measuring processes; 0: the step's threads
 MIN_CORES = 6  # on fewer cores the default is 0: threads, which need no start (~3 s) and no memory (a
-# measuring process holds about 0.4 GB of its own: torch, librosa, PyAV)
+# measuring process holds about 0.45 GB of its own: torch, librosa, PyAV)
 MAX_PROCESSES = 16  # a step measures at most this many videos at once (tasks/chain_tasks.STEP_THREADS)
 READY_TIMEOUT_S = 300.0  # a new worker's imports (seconds; minutes on a machine busy compiling)
 
