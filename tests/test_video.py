@@ -217,3 +217,31 @@ def test_one_converter_for_a_pass_gives_each_frame_what_its_own_conversion_gives
             assert convert.frame(frame).width == width and convert.frame(frame).format.name == fmt
             compared += 1
     assert compared > 10
+
+
+def test_one_converter_follows_a_stream_whose_frame_size_changes(tmp_path):
+    """Two MPEG-TS streams of different sizes, one after the other (as a broadcast capture can hold): the
+    converter's scaler is set up again for the new size, and each frame still equals its own conversion."""
+    import av
+
+    from v2t_foley.foley_core.video.convert import FrameConverter
+
+    def write(path: Path, width: int, height: int, seed: int) -> bytes:
+        images = np.random.default_rng(seed).integers(0, 255, (6, height, width, 3), dtype=np.uint8)
+        with av.open(str(path), "w", format="mpegts") as out:
+            stream = out.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for image in images:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(stream.encode())
+        return path.read_bytes()
+
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(write(tmp_path / "a.ts", 160, 96, 0) + write(tmp_path / "b.ts", 128, 80, 1))
+    convert, sizes = FrameConverter("bgr24", 96, 58), set()
+    with av.open(str(joined)) as media:
+        for frame in media.decode(media.streams.video[0]):
+            sizes.add((frame.width, frame.height))
+            alone = frame.to_ndarray(format="bgr24", width=96, height=58)
+            np.testing.assert_array_equal(convert.array(frame), alone)
+    assert sizes == {(160, 96), (128, 80)}
