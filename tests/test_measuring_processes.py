@@ -221,7 +221,13 @@ def test_where_no_process_can_start_the_pool_measures_in_threads_and_says_why(cl
     monkeypatch.setattr(processes.sys, "executable", "/bin/false")
     video = open_video(str(clips["good"]))
     pool = MeasuringPool(1)
+    threads = ThreadPoolExecutor(3)
     with caplog.at_level("WARNING", logger=processes.__name__):
-        found = pool(video, SETTINGS)
-    assert found == propose(video, SETTINGS) and pool.in_threads
-    assert "no measuring process can start" in caplog.text
+        # three calls at once: two wait for the one worker, and must not wait on after it fails to start
+        asked = [threads.submit(pool, video, SETTINGS) for _ in range(3)]
+        try:
+            found = [future.result(timeout=120) for future in asked]
+        finally:
+            threads.shutdown(wait=False)
+    assert found == [propose(video, SETTINGS)] * 3 and pool.in_threads
+    assert caplog.text.count("no measuring process can start") == 1

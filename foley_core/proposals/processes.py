@@ -120,6 +120,9 @@ def serve(requests_fd: int, answers_fd: int) -> None:
     # environment the pool gives the worker)
     torch.set_num_threads(1)
     convert.FFMPEG_THREADS = 1
+    # Ctrl-C in a terminal reaches the whole process group: the caller handles it, and its pipes'
+    # end tells the worker to stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, answers = Connection(requests_fd, writable=False), Connection(answers_fd, readable=False)
     answers.send(("ready", os.getpid()))
     while True:
@@ -155,26 +158,30 @@ class Worker:
                 pass_fds=(requests_read, answers_write),
                 env=env,
             )
+        except BaseException:
+            os.close(requests_write)
+            os.close(answers_read)
+            raise
         finally:  # the child holds its ends now: when it dies, reading its answers ends at once
             os.close(requests_read)
             os.close(answers_write)
         self.requests = Connection(requests_write, readable=False)
         self.answers = Connection(answers_read, writable=False)
-        if not self.answers.poll(READY_TIMEOUT_S):
+        try:
+            if not self.answers.poll(READY_TIMEOUT_S):
+                raise WorkerDied(f"not ready within {READY_TIMEOUT_S:.0f} s")
+            self._receive()  # ("ready", pid)
+        except BaseException:
             self.stop()
-            raise WorkerDied(f"not ready within {READY_TIMEOUT_S:.0f} s")
-        self._receive()  # ("ready", pid)
+            raise
 
-    def ask(self, function: Measure, *args: Any) -> Any:
-        """`function(*args)` in the worker: its result, or the exception it raised, raised here."""
+    def ask(self, function: Measure, *args: Any) -> tuple[str, Any]:
+        """`function(*args)` in the worker: ("ok", its result) or ("error", the exception it raised)."""
         try:
             self.requests.send((function, args))
         except OSError as error:  # the worker is gone: its end of the pipe is closed
             raise WorkerDied(str(error)) from None
-        kind, value = self._receive()
-        if kind == "error":
-            raise value
-        return value
+        return self._receive()
 
     def _receive(self) -> tuple[str, Any]:
         try:
@@ -217,15 +224,15 @@ class MeasuringPool:
         if worker is None:
             return self.measure(video, settings)
         try:
-            found = worker.ask(self.measure, sent, settings)
+            answer = worker.ask(self.measure, sent, settings)
         except WorkerDied:
             self._retire(worker)
             return self._once_more(video, sent, settings)
-        except BaseException:
-            self._give_back(worker)
+        except BaseException:  # the exchange did not finish (an interrupt): its answer may still come
+            self._retire(worker)
             raise
         self._give_back(worker)
-        return found
+        return _result(answer)
 
     def start(self) -> None:
         """Start every worker now, side by side, and wait until each is ready."""
@@ -242,6 +249,7 @@ class MeasuringPool:
         if worker is None:
             with self._free:
                 self._started -= 1
+                self._free.notify_all()
         else:
             self._give_back(worker)
 
@@ -249,16 +257,18 @@ class MeasuringPool:
         """An idle worker, else a new one while fewer than `processes` are alive, else the next one freed;
         None when no worker can start here."""
         with self._free:
-            while not self._idle and self._started >= self.processes:
+            while not self._idle and self._started >= self.processes and not self.in_threads:
                 self._free.wait()
             if self._idle:
                 return self._idle.pop()
+            if self.in_threads:  # a worker failed to start while this call waited
+                return None
             self._started += 1
         worker = self._new_worker()
         if worker is None:
             with self._free:
                 self._started -= 1
-                self._free.notify()
+                self._free.notify_all()  # every waiting call measures in its thread now
         return worker
 
     def _new_worker(self) -> Worker | None:
@@ -292,7 +302,7 @@ class MeasuringPool:
         if worker is None:
             return self.measure(video, settings)
         try:
-            return worker.ask(self.measure, sent, settings)
+            return _result(worker.ask(self.measure, sent, settings))
         except WorkerDied as died:
             if died.crashed:
                 why = f"measuring it crashed its process twice ({died}: a decoder fault?); re-encode it"
@@ -310,6 +320,13 @@ class MeasuringPool:
             self._started -= len(idle)
         for worker in idle:
             worker.stop()
+
+
+def _result(answer: tuple[str, Any]) -> Any:
+    kind, value = answer
+    if kind == "error":
+        raise value
+    return value
 
 
 _shared: MeasuringPool | None = None
