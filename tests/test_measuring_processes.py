@@ -31,9 +31,15 @@ REPO = Path(__file__).resolve().parents[1]
 def crash_or_fail_by_name(video, settings):
     """A stand-in for a decoder that crashes on or rejects a file, and for the out-of-memory killer (none
     can be had on demand here): a video named `crash*` makes its process segfault; one named `killed*`
-    has its process killed (SIGKILL); one named `corrupt*` raises the decoder's error; any other is
-    measured by the real `propose`."""
+    has its process killed (SIGKILL); `killed_then_crash*` is killed the first time, then segfaults;
+    one named `corrupt*` raises the decoder's error; any other is measured by the real `propose`."""
     name = Path(video.uri).name
+    if name.startswith("killed_then_crash"):
+        tried = Path(video.uri).with_suffix(".tried")
+        if not tried.exists():
+            tried.write_text("killed once")
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGSEGV)
     if name.startswith("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)
     if name.startswith("killed"):
@@ -49,14 +55,18 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     spec = SceneSpec(
         duration=3.0, cuts=(1.5,), motions=((0.4, 1.0),), clicks=(0.8, 2.2), speech=((1.8, 2.8),)
     )
-    return {
-        name: write_scene_video(folder / f"{name}.mp4", spec)
-        for name in ("good", "other", "crash", "killed", "corrupt")
+    # "other" differs from "good" (its cut, clicks and length), so an answer handed to the wrong call shows
+    other = SceneSpec(duration=2.5, cuts=(0.9,), motions=((1.2, 1.8),), clicks=(0.5,), speech=())
+    names = ("good", "crash", "killed", "killed_then_crash", "corrupt")
+    return {name: write_scene_video(folder / f"{name}.mp4", spec) for name in names} | {
+        "other": write_scene_video(folder / "other.mp4", other)
     }
 
 
-def test_a_pool_measures_what_the_thread_measures(clips):
-    """Cuts, motion, onsets and speech alike, with the video's reader (decord where installed) left behind."""
+def test_a_pool_measures_what_the_thread_measures(clips, monkeypatch, tmp_path):
+    """Cuts, motion, onsets and speech alike, with the video's reader (decord where installed) left behind;
+    with a `Path` on `sys.path` (the importer takes one; the workers get the path's text entries)."""
+    monkeypatch.setattr(sys, "path", [*sys.path, tmp_path])
     videos = [open_video(str(clips[name])) for name in ("good", "other")]
     pool = MeasuringPool(2)
     try:
@@ -64,8 +74,9 @@ def test_a_pool_measures_what_the_thread_measures(clips):
             in_processes = list(threads.map(lambda v: pool(v, SETTINGS), videos))
     finally:
         pool.close()
-    assert in_processes == [propose(v, SETTINGS) for v in videos]
+    assert in_processes == [propose(v, SETTINGS) for v in videos] and not pool.in_threads
     assert in_processes[0].cuts and in_processes[0].onsets and in_processes[0].speech
+    assert in_processes[0] != in_processes[1]
 
 
 def test_a_dead_process_fails_only_its_video_and_errors_arrive_as_themselves(clips):
@@ -88,7 +99,9 @@ def test_a_dead_process_fails_only_its_video_and_errors_arrive_as_themselves(cli
         assert got[name] == propose(videos[name], SETTINGS)
     assert again == got["other"]
     assert isinstance(got["crash"], CorruptVideoError) and "crashed its process twice" in str(got["crash"])
-    assert isinstance(got["killed"], TransientBackendError) and "twice (killed?)" in str(got["killed"])
+    assert isinstance(got["killed"], TransientBackendError) and "killed?" in str(got["killed"])
+    # killed once, then crashed: not twice the video's own crash, so not its fault for sure
+    assert isinstance(got["killed_then_crash"], TransientBackendError)
     assert isinstance(got["corrupt"], CorruptVideoError)
     assert got["corrupt"].reason == "corrupt" and got["corrupt"].detail.endswith("stand-in")
     assert got["corrupt"].uri == videos["corrupt"].uri
@@ -111,7 +124,7 @@ def test_the_propose_step_measures_with_the_context_s_pool(clips):
         tally = run_step(PROPOSE, [work], ctx, StepCache())
     finally:
         pool.close()
-    assert tally.computed == 1 and work.error is None and asked == [video.uri]
+    assert tally.computed == 1 and work.error is None and asked == [video.uri] and not pool.in_threads
     assert work.value("propose") == propose(video, ChainConfig().proposals)
 
 
@@ -132,23 +145,36 @@ def test_a_bad_process_count_says_what_to_give(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("files", "expected"),
+    ("membership", "files", "expected"),
     [
-        ({"cpu.max": "400000 100000\n"}, 4),  # cgroup v2: 4 CPUs' worth (`docker --cpus 4`)
-        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
-        ({"cpu.max": "max 100000\n"}, None),  # no quota
-        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-        ({}, None),  # no cgroup files at all
+        ("0::/\n", {"cpu.max": "400000 100000\n"}, 4),  # v2, a container's own namespace (`--cpus 4`)
+        ("0::/\n", {"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ("0::/\n", {"cpu.max": "max 100000\n"}, None),  # no quota
+        # v2 seen from the host (systemd's CPUQuota=, Slurm): the quota may sit on any level above
+        ("0::/a/b\n", {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "300000 100000\n"}, 3),
+        ("0::/a/b\n", {"a/b/cpu.max": "200000 100000\n", "a/cpu.max": "800000 100000\n"}, 2),
+        # v1: the cpu controller's hierarchy
+        (
+            "4:cpu,cpuacct:/x\n",
+            {"cpu,cpuacct/x/cpu.cfs_quota_us": "300000", "cpu,cpuacct/x/cpu.cfs_period_us": "100000"},
+            3,
+        ),
+        ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+        ("", {}, None),  # no cgroup at all
     ],
 )
-def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path, files, expected):
-    """A container on a big host: its quota, not the host's cores, sets how many processes measure."""
+def test_a_cgroup_cpu_quota_caps_the_cores(tmp_path, membership, files, expected):
+    """A container or a systemd unit on a big host: its quota, not the host's cores, sets how many
+    processes measure."""
+    root = tmp_path / "cgroup"
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root).mkdir(exist_ok=True)
+    (tmp_path / "membership").write_text(membership)
     allowed = len(os.sched_getaffinity(0))
-    assert usable_cores(tmp_path) == (min(allowed, expected) if expected else allowed)
+    got = usable_cores(root, tmp_path / "membership")
+    assert got == (min(allowed, expected) if expected else allowed)
 
 
 def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposals(
@@ -171,7 +197,7 @@ def test_a_build_on_a_worker_that_measures_in_processes_records_the_same_proposa
             device="cpu",
         )
         pool = processes._shared
-        assert pool is not None and pool._started >= 1 and not pool.in_threads  # the flow's steps used it
+        assert pool is not None and pool._slots >= 1 and not pool.in_threads  # the flow's steps used it
     finally:
         if processes._shared is not None:
             processes._shared.close()

@@ -11,11 +11,11 @@ import the caller's main module again in every child, and a script that calls a 
 `if __name__ == "__main__"` guard would then run its flow once more per child. A worker answers one
 video at a time over its own pipes, so a worker that dies (a decoder that crashes on a damaged file, a
 kill) costs only the video it was measuring. That video is measured once more in a fresh worker; if
-that worker crashes too (a fatal signal such as SIGSEGV), the video fails as corrupt, and the worker's
-own process, with its model, goes on. A worker killed from outside twice (the out-of-memory killer, a
-cancellation) is no fault of the video: the step fails it transiently, to be asked again. Where no
-worker can start at all, a warning says why and the videos are measured in the calling threads, as
-with 0 processes.
+both crashed (a fatal signal of their own, such as SIGSEGV), the video fails as corrupt, and the
+worker's own process, with its model, goes on. A death that was a kill from outside (the out-of-memory
+killer, a cancellation) is no fault of the video: the step fails it transiently, to be asked again, as
+it does a worker that cannot start once others have. Where no worker can start at all, a warning says
+why and the videos are measured in the calling threads, as with 0 processes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -53,7 +54,10 @@ READY_TIMEOUT_S = 300.0  # a new worker's imports (seconds; minutes on a machine
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # 1 in a worker
 
 # what a worker runs: the caller's import path (a checkout, a test's folder), then `serve` on its pipes
+# (SIGINT ignored first: Ctrl-C in a terminal reaches the whole process group, and the caller handles it;
+# its pipes' end stops the worker)
 _BOOT = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "import json, os, sys; sys.path[:0] = json.loads(os.environ['FOLEY_MEASURE_SYS_PATH']); "
     "from v2t_foley.foley_core.proposals.processes import serve; serve(int(sys.argv[1]), int(sys.argv[2]))"
 )
@@ -71,28 +75,56 @@ def measure_processes() -> int:
     return min(MAX_PROCESSES, cores - 2) if cores >= MIN_CORES else 0
 
 
-def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """The cores this process may use: those it may run on (taskset, cpusets), fewer when its cgroup's
-    CPU quota allows less (a container's `--cpus`, a Kubernetes CPU limit), not the host's count."""
+def usable_cores(cgroups: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int:
+    """The cores this process may use: those it may run on (taskset, cpusets), fewer when a CPU quota of
+    its cgroup or of one above it allows less (a container's `--cpus`, a Kubernetes CPU limit, systemd's
+    `CPUQuota=`), not the host's count."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_cpus(cgroup)
+    quota = cgroup_cpus(cgroups, membership)
     return max(1, min(cores, quota)) if quota else cores
 
 
-def _cgroup_cpus(root: Path) -> int | None:
-    """The CPUs a cgroup quota allows, rounded up (cgroup v2's `cpu.max`, or v1's CFS quota); None when
-    there is none."""
+def cgroup_cpus(cgroups: Path, membership: Path) -> int | None:
+    """The CPUs this process's cgroup quotas allow, rounded up, or None when none limits it: cgroup v2's
+    smallest `cpu.max` from its own cgroup up to the root of the hierarchy this process sees, or v1's CFS
+    quota of its cpu controller's cgroup. `membership` is /proc/self/cgroup."""
     try:
-        if (root / "cpu.max").is_file():
-            quota, period = (root / "cpu.max").read_text().split()[:2]
-        else:
-            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
-            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
-        if quota in ("max", "-1"):
-            return None
-        return math.ceil(int(quota) / int(period))
-    except (OSError, ValueError):
+        lines = membership.read_text().splitlines()
+    except OSError:
         return None
+    found: list[int] = []
+    for line in lines:
+        hierarchy, controllers, path = [*line.split(":", 2), "", ""][:3]
+        relative = path.strip().lstrip("/")
+        if hierarchy == "0" and not controllers:  # v2: every level of the path may set a quota
+            folder = cgroups / relative
+            while True:
+                found += _quota(folder / "cpu.max")
+                if folder == cgroups or cgroups not in folder.parents:
+                    break
+                folder = folder.parent
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            for mount in (cgroups / controllers, cgroups / "cpu"):
+                if (mount / relative / "cpu.cfs_quota_us").is_file():
+                    found += _quota(
+                        mount / relative / "cpu.cfs_quota_us", mount / relative / "cpu.cfs_period_us"
+                    )
+                    break
+    return min(found) if found else None
+
+
+def _quota(quota_file: Path, period_file: Path | None = None) -> list[int]:
+    """[CPUs] of one quota file (v2's "quota period" line, or v1's quota and period files); [] for none."""
+    try:
+        if period_file is None:
+            quota, period = quota_file.read_text().split()[:2]
+        else:
+            quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+        if quota in ("max", "-1"):
+            return []
+        return [math.ceil(int(quota) / int(period))]
+    except (OSError, ValueError):
+        return []
 
 
 class WorkerDied(Exception):
@@ -120,9 +152,8 @@ def serve(requests_fd: int, answers_fd: int) -> None:
     # environment the pool gives the worker)
     torch.set_num_threads(1)
     convert.FFMPEG_THREADS = 1
-    # Ctrl-C in a terminal reaches the whole process group: the caller handles it, and its pipes'
-    # end tells the worker to stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in (requests_fd, answers_fd):  # not handed on to processes the measuring starts
+        os.set_inheritable(fd, False)
     requests, answers = Connection(requests_fd, writable=False), Connection(answers_fd, readable=False)
     answers.send(("ready", os.getpid()))
     while True:
@@ -140,8 +171,9 @@ def serve(requests_fd: int, answers_fd: int) -> None:
         except Exception as error:
             answer = ("error", error)
         try:
+            pickle.loads(pickle.dumps(answer))  # one that would not unpickle there fails here, not there
             answers.send(answer)
-        except Exception as error:  # an answer that does not pickle: its text still says what happened
+        except Exception as error:  # an answer that does not travel: its text still says what happened
             answers.send(("error", RuntimeError(f"{answer[1]!r} (could not be sent back: {error})")))
 
 
@@ -149,9 +181,11 @@ class Worker:
     """One measuring process and its two pipes."""
 
     def __init__(self) -> None:
+        # the caller's import path (its text entries: the importer tolerates others), one BLAS thread
+        path = json.dumps([entry for entry in sys.path if isinstance(entry, str)])
+        env = os.environ | {"FOLEY_MEASURE_SYS_PATH": path} | dict.fromkeys(BLAS_THREADS, "1")
         requests_read, requests_write = os.pipe()
         answers_read, answers_write = os.pipe()
-        env = os.environ | {"FOLEY_MEASURE_SYS_PATH": json.dumps(sys.path)} | dict.fromkeys(BLAS_THREADS, "1")
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(requests_read), str(answers_write)],
@@ -211,23 +245,39 @@ class MeasuringPool:
             raise ValueError(f"a measuring pool needs at least one process, not {processes}")
         self.processes = processes  # most worker processes at once
         self.measure = measure  # what a worker runs on each video (a module-level function: it is pickled)
-        self.in_threads = False  # no worker could start here: videos are measured in the calling threads
+        self.in_threads = False  # no worker could ever start here: videos are measured in the calling threads
+        self._ready_once = False  # a worker has started: a later failed start is a fault of its moment
         self._idle: list[Worker] = []
-        self._started = 0  # workers alive, idle or busy
+        self._slots = 0  # workers alive or starting, idle or busy: at most `processes`
         self._free = threading.Condition()
 
     def __call__(self, video: Video, settings: ProposalSettings) -> ProposalSet:
         # a worker gets the video without its reader: a decord reader holds open files and locks, and
         # measuring decodes with PyAV anyway
         sent = replace(video, reader=PyAVReader())
-        worker = None if self.in_threads else self._take()
+        worker = self._take()
         if worker is None:
             return self.measure(video, settings)
+        return self._measure_in(worker, video, sent, settings, None)
+
+    def _measure_in(
+        self, worker: Worker, video: Video, sent: Video, settings: ProposalSettings, first: WorkerDied | None
+    ) -> ProposalSet:
+        """`video` measured by `worker`, which holds a slot; a worker that dies is replaced in that slot
+        and asked once more (`first`: how the first one died)."""
         try:
             answer = worker.ask(self.measure, sent, settings)
-        except WorkerDied:
-            self._retire(worker)
-            return self._once_more(video, sent, settings)
+        except WorkerDied as died:
+            worker.stop()
+            if first is None:
+                return self._measure_in(self._replacement(), video, sent, settings, died)
+            self._release()
+            if first.crashed and died.crashed:
+                why = f"measuring it crashed its process twice ({died}: a decoder fault?); re-encode it"
+                raise CorruptVideoError(video.uri, why) from None
+            raise TransientBackendError(
+                f"{redact_uri(video.uri)}: measuring it ended two processes ({first}; {died}): killed?"
+            ) from None
         except BaseException:  # the exchange did not finish (an interrupt): its answer may still come
             self._retire(worker)
             raise
@@ -237,7 +287,7 @@ class MeasuringPool:
     def start(self) -> None:
         """Start every worker now, side by side, and wait until each is ready."""
         with self._free:
-            wanted, self._started = self.processes - self._started, self.processes
+            wanted, self._slots = self.processes - self._slots, self.processes
         threads = [threading.Thread(target=self._start_one) for _ in range(wanted)]
         for thread in threads:
             thread.start()
@@ -245,38 +295,59 @@ class MeasuringPool:
             thread.join()
 
     def _start_one(self) -> None:
-        worker = self._new_worker()
+        try:
+            worker = self._start_worker()
+        except BaseException:
+            self._release()
+            raise
         if worker is None:
-            with self._free:
-                self._started -= 1
-                self._free.notify_all()
+            self._release()
         else:
             self._give_back(worker)
 
     def _take(self) -> Worker | None:
-        """An idle worker, else a new one while fewer than `processes` are alive, else the next one freed;
+        """An idle worker, else a new one while fewer than `processes` hold a slot, else the next one freed;
         None when no worker can start here."""
         with self._free:
-            while not self._idle and self._started >= self.processes and not self.in_threads:
+            while not self._idle and self._slots >= self.processes and not self.in_threads:
                 self._free.wait()
+            if self.in_threads:
+                return None
             if self._idle:
                 return self._idle.pop()
-            if self.in_threads:  # a worker failed to start while this call waited
-                return None
-            self._started += 1
-        worker = self._new_worker()
+            self._slots += 1
+        try:
+            worker = self._start_worker()
+        except BaseException:
+            self._release()
+            raise
         if worker is None:
-            with self._free:
-                self._started -= 1
-                self._free.notify_all()  # every waiting call measures in its thread now
+            self._release()  # every waiting call measures in its thread now
         return worker
 
-    def _new_worker(self) -> Worker | None:
+    def _replacement(self) -> Worker:
+        """A new worker in the slot of one that died."""
         try:
-            return Worker()
+            worker = self._start_worker()
+        except BaseException:
+            self._release()
+            raise
+        assert worker is not None  # a worker had started, so a failed start raises
+        return worker
+
+    def _start_worker(self) -> Worker | None:
+        """A new, ready worker. A failed start raises TransientBackendError once a worker has started in
+        this pool (the machine can start them: memory, a busy moment); before, it means none can start
+        here, and gives None from then on, with one warning."""
+        try:
+            worker = Worker()
         except (OSError, WorkerDied) as error:
-            if not self.in_threads:
+            with self._free:
+                if self._ready_once:
+                    raise TransientBackendError(f"a measuring process did not start: {error}") from None
+                first = not self.in_threads
                 self.in_threads = True
+            if first:
                 log.warning(
                     "no measuring process can start (%s): videos are measured in the calling threads "
                     "(%s=0 says so without trying)",
@@ -284,40 +355,29 @@ class MeasuringPool:
                     PROCESSES_ENV,
                 )
             return None
+        with self._free:
+            self._ready_once = True
+        return worker
 
     def _give_back(self, worker: Worker) -> None:
         with self._free:
             self._idle.append(worker)
             self._free.notify()
 
+    def _release(self) -> None:
+        with self._free:
+            self._slots -= 1
+            self._free.notify_all()
+
     def _retire(self, worker: Worker) -> None:
         worker.stop()
-        with self._free:
-            self._started -= 1
-            self._free.notify()
-
-    def _once_more(self, video: Video, sent: Video, settings: ProposalSettings) -> ProposalSet:
-        """`video` measured again in a worker of its own, after the worker measuring it died."""
-        worker = self._new_worker()
-        if worker is None:
-            return self.measure(video, settings)
-        try:
-            return _result(worker.ask(self.measure, sent, settings))
-        except WorkerDied as died:
-            if died.crashed:
-                why = f"measuring it crashed its process twice ({died}: a decoder fault?); re-encode it"
-                raise CorruptVideoError(video.uri, why) from None
-            raise TransientBackendError(
-                f"{redact_uri(video.uri)}: measuring it: {died}, twice (killed?)"
-            ) from None
-        finally:
-            worker.stop()
+        self._release()
 
     def close(self) -> None:
         """Stop the idle workers (busy ones stop when the pool is dropped, or with this process)."""
         with self._free:
             idle, self._idle = self._idle, []
-            self._started -= len(idle)
+            self._slots -= len(idle)
         for worker in idle:
             worker.stop()
 
