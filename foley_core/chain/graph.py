@@ -87,7 +87,8 @@ class ChainContext:
     config: ChainConfig  # limits, decoding, timing
     one_pass: bool = False  # an adapter answers the simple prompt instead of the chain
     # how a video is measured: `propose` in the step's thread, or a pool of processes (the flow's
-    # workers, proposals/processes.py); the same measurements either way, so not part of any key
+    # workers, proposals/processes.py); the same code and settings either way, so not part of any key
+    # (torch's thread count may move a float's last bits, as another CPU may)
     measure: Measure = propose
 
     @property
