@@ -295,14 +295,8 @@ class MeasuringPool:
             thread.join()
 
     def _start_one(self) -> None:
-        try:
-            worker = self._start_worker()
-        except BaseException:
-            self._release()
-            raise
-        if worker is None:
-            self._release()
-        else:
+        worker = self._start_in_slot()
+        if worker is not None:
             self._give_back(worker)
 
     def _take(self) -> Worker | None:
@@ -316,6 +310,16 @@ class MeasuringPool:
             if self._idle:
                 return self._idle.pop()
             self._slots += 1
+        return self._start_in_slot()
+
+    def _replacement(self) -> Worker:
+        """A new worker in the slot of one that died."""
+        worker = self._start_in_slot()
+        assert worker is not None  # a worker had started, so a failed start raises
+        return worker
+
+    def _start_in_slot(self) -> Worker | None:
+        """A new worker for a slot this call holds; the slot is released when none starts."""
         try:
             worker = self._start_worker()
         except BaseException:
@@ -323,16 +327,6 @@ class MeasuringPool:
             raise
         if worker is None:
             self._release()  # every waiting call measures in its thread now
-        return worker
-
-    def _replacement(self) -> Worker:
-        """A new worker in the slot of one that died."""
-        try:
-            worker = self._start_worker()
-        except BaseException:
-            self._release()
-            raise
-        assert worker is not None  # a worker had started, so a failed start raises
         return worker
 
     def _start_worker(self) -> Worker | None:
