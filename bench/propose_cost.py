@@ -34,6 +34,7 @@ import av  # noqa: E402
 
 from v2t_foley.foley_core.proposals import ProposalSettings, propose  # noqa: E402
 from v2t_foley.foley_core.proposals.processes import MeasuringPool  # noqa: E402
+from v2t_foley.foley_core.proposals.visual import _analysis_height  # noqa: E402
 from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video  # noqa: E402
 from v2t_foley.foley_core.video import open_video  # noqa: E402
 from v2t_foley.foley_core.video.convert import FrameConverter  # noqa: E402
@@ -62,7 +63,7 @@ def convert_cost(size: str, video) -> None:
     with av.open(str(video.path)) as media:
         frames = list(media.decode(media.streams.video[0]))
     width = SETTINGS.analysis_width
-    height = max(2, round(video.info.height * width / video.info.width / 2) * 2)
+    height = _analysis_height(video, width)  # the size cut and motion detection scale to
     started = time.perf_counter()
     for frame in frames:
         frame.to_ndarray(format="bgr24", width=width, height=height)

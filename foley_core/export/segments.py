@@ -17,7 +17,7 @@ from pathlib import Path
 
 import av
 
-from v2t_foley.foley_core.video.convert import FrameConverter
+from v2t_foley.foley_core.video.convert import FrameConverter, decode_in_threads
 
 EPS = 1e-6
 
@@ -176,7 +176,7 @@ def _reencode(
 ) -> None:
     with av.open(str(src)) as source, av.open(str(dst), "w") as out:
         stream = source.streams.video[0]
-        stream.thread_type = "AUTO"
+        decode_in_threads(stream)
         target = out.add_stream("libx264", rate=rate)
         target.pix_fmt = "yuv420p"
         target.options = {"threads": "1"}

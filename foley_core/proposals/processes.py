@@ -171,7 +171,8 @@ def serve(requests_fd: int, answers_fd: int) -> None:
         except Exception as error:
             answer = ("error", error)
         try:
-            pickle.loads(pickle.dumps(answer))  # one that would not unpickle there fails here, not there
+            if answer[0] == "error":  # an exception that would not unpickle there fails here, not there
+                pickle.loads(pickle.dumps(answer))
             answers.send(answer)
         except Exception as error:  # an answer that does not travel: its text still says what happened
             answers.send(("error", RuntimeError(f"{answer[1]!r} (could not be sent back: {error})")))

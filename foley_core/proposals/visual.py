@@ -12,8 +12,7 @@ import numpy as np
 from scenedetect import ContentDetector, FrameTimecode
 
 from v2t_foley.foley_core.proposals.base import Proposal, ProposalSettings
-from v2t_foley.foley_core.video import convert as _convert
-from v2t_foley.foley_core.video.convert import FrameConverter
+from v2t_foley.foley_core.video.convert import FrameConverter, decode_in_threads
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.video import Video
 
@@ -25,8 +24,7 @@ def small_frames(video: Video, width: int) -> np.ndarray:
     try:
         with av.open(str(video.path)) as media:
             stream = media.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = _convert.FFMPEG_THREADS
+            decode_in_threads(stream)
             for frame in media.decode(stream):
                 frames.append(convert.array(frame))
     except av.error.FFmpegError as err:
@@ -53,8 +51,7 @@ def scan_video(video: Video, settings: ProposalSettings) -> tuple[list[Proposal]
     try:
         with av.open(str(video.path)) as media:
             stream = media.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = _convert.FFMPEG_THREADS
+            decode_in_threads(stream)
             for frame in media.decode(stream):
                 if count >= len(times):
                     break

@@ -19,6 +19,12 @@ from av.video.reformatter import VideoReformatter
 FFMPEG_THREADS = 0
 
 
+def decode_in_threads(stream: av.video.stream.VideoStream) -> None:
+    """Frame-threaded decoding of `stream`, with FFMPEG_THREADS threads (set before its first packet)."""
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = FFMPEG_THREADS
+
+
 class FrameConverter:
     """Converts the frames of one decoding pass to `format` arrays of `width` x `height` pixels."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from v2t_foley.foley_core.video.convert import FrameConverter
+from v2t_foley.foley_core.video.convert import FrameConverter, decode_in_threads
 from v2t_foley.foley_core.video.errors import CorruptVideoError
 from v2t_foley.foley_core.video.probe import VideoInfo
 from v2t_foley.foley_core.video.reader import FrameReader, scaled_size
@@ -40,7 +40,7 @@ class PyAVReader(FrameReader):
         try:
             with av.open(str(path)) as media:
                 stream = media.streams.video[0]
-                stream.thread_type = "AUTO"
+                decode_in_threads(stream)
                 first = min(indices)
                 if frame_times is not None and float(frame_times[first]) > SEEK_AFTER_S:
                     found = _read_seeking(media, stream, indices, info, frame_times, convert)
