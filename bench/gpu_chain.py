@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 # beside bench/gpu_foley.py, which puts bench/ first on sys.path
-from gpu_counters import compiled_graphs, cudagraph_counters, step_shapes
+from gpu_counters import compiled_graphs, counts, cudagraph_counters, decoder_work, step_shapes
 from gpu_run import STORE, TINY, WAYS, log, sync
 
 
@@ -30,6 +30,7 @@ def chain_one_clip(llm, video, frames, config, decoder: str, share: bool, run: s
     """A caption of the clip, then the chain on it, on `decoder` (`share`: the shared video prefix);
     `run` names the line (cold: the first chain on this decoder, warm: after one)."""
     from v2t_foley.foley_core.backends.base import GenerationParams, GenerationRequest
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
     from v2t_foley.foley_core.chain import run_chain
 
     llm.use_decoder(decoder)
@@ -43,10 +44,22 @@ def chain_one_clip(llm, video, frames, config, decoder: str, share: bool, run: s
     )
     sync()
     caption_s = time.perf_counter() - t0
+    # as `foley script` runs it: through the batching wrapper the registry puts in front of the model,
+    # so that a step's questions (an event each) are asked side by side
+    batching = BatchingVideoLLM(llm, max_batch=llm.batch_size)
+    starts: list[tuple[str, float]] = []
+    before = counts(llm.continuous)
     t0 = time.perf_counter()
-    result = run_chain(video, llm, config=config)
-    sync()
+    try:
+        result = run_chain(
+            video, batching, config=config, on_step=lambda name: starts.append((name, time.perf_counter()))
+        )
+        sync()
+    finally:
+        batching.stop()  # its thread only: the model stays the bench's
     chain_s = time.perf_counter() - t0
+    ends = [t for _, t in starts[1:]] + [t0 + chain_s]
+    step_wall_s = {name: round(end - start, 4) for (name, start), end in zip(starts, ends, strict=True)}
     tokens = sum(c.new_tokens for c in result.trace.calls)
     path = dependent_path_tokens(result.trace.calls)
     log(
@@ -65,7 +78,9 @@ def chain_one_clip(llm, video, frames, config, decoder: str, share: bool, run: s
         graphs=compiled_graphs(),
         cudagraphs=cudagraph_counters(),
         step_shapes=step_shapes(llm),
-        steps=result.trace.step_seconds,
+        steps=result.trace.step_seconds,  # a per-event step's: its events' times, summed (they overlap)
+        step_wall_s=step_wall_s,  # each step's wall time in this run
+        **decoder_work(llm.continuous, before, 1),  # the chain's decode steps and videos prefilled
         prefix_store=STORE[0] if llm.continuous is not None else None,
         # a way that failed after its check made the plain loop ask its step again (5 s apart): in `s`
         attention_ran=None if llm.continuous is None else WAYS[llm.continuous.attention_way()],

@@ -58,3 +58,21 @@ def peak_gib() -> float | None:
 def step_shapes(llm) -> int | None:
     """The continuous decoder's distinct decode-step shapes so far: on CUDA, its CUDA-graph recordings."""
     return None if llm.continuous is None else len(llm.continuous.step_shapes)
+
+
+def counts(decoder) -> tuple[int, int, int]:
+    """The continuous decoder's (decode steps, live rows summed over them, videos prefilled) so far."""
+    return (decoder.steps, decoder.row_steps, decoder.video_prefills) if decoder is not None else (0, 0, 0)
+
+
+def decoder_work(decoder, before: tuple[int, int, int], clips: int) -> dict[str, float | int | None]:
+    """What `decoder` ran since its `counts` were `before`: decode steps, mean live rows per step and
+    videos prefilled per clip (`clips`; None without a continuous decoder)."""
+    if decoder is None:
+        return {"decode_steps": None, "rows_per_step": None, "video_prefills_per_clip": None}
+    steps, rows, prefills = (now - then for now, then in zip(counts(decoder), before, strict=True))
+    return {
+        "decode_steps": steps,
+        "rows_per_step": round(rows / steps, 2) if steps else None,
+        "video_prefills_per_clip": round(prefills / clips, 2),
+    }

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 # beside bench/gpu_foley.py, which puts bench/ first on sys.path
-from gpu_counters import compiled_graphs, cudagraph_counters, peak_gib, reserved_gib
+from gpu_counters import compiled_graphs, counts, cudagraph_counters, decoder_work, peak_gib, reserved_gib
 from gpu_run import log, sync
 
 
@@ -45,6 +45,7 @@ def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int)
 
     decoder = llm.continuous
     before = set(decoder.step_shapes) if decoder is not None else set()
+    counts_before = counts(decoder)
     processes = start_measuring()
     with prefect_test_harness(server_startup_timeout=120):
         t0 = time.perf_counter()
@@ -79,6 +80,10 @@ def measured_factory(work: Path, llm, folder: Path, manifest: str, n_clips: int)
         if llm.continuous is None
         else len(llm.continuous.step_shapes - (before if llm.continuous is decoder else set())),
         prefix_store=llm.continuous.prefix_store if llm.continuous is not None else None,
+        # the decoder's work over the factory: decode steps, live rows per step (of its batch_size 32
+        # slots: a bandwidth-bound step costs about the same at 16 rows as at 32) and videos prefilled
+        # (the vision tower and about 2,000 tokens each) per clip
+        **decoder_work(llm.continuous if llm.continuous is decoder else None, counts_before, n_clips),
         peak_gib=peak_gib(),
     )
 

@@ -1,9 +1,11 @@
 """`process-shard`: the chain graph over one shard of a build; one Parquet shard out.
 
 The shard's entries come from a small shard manifest in the store (flow-run parameters stay small).
-Each step of the graph (foley_core.chain.graph) is one task over every video of the shard, so a shard
-makes as many task runs as the graph has steps; inside a task each video is cached under its own content
-key, and a video that fails a step becomes a failed row naming the reason while the others go on. The
+Each step of the graph (foley_core.chain.graph) is one task over every video of the shard, and the
+model's steps one task together (a pipeline: a video asks its next step's questions as soon as its own
+answers are in), so a shard makes a few task runs whatever its size; inside a task each video is cached
+under its own content key, and a video that fails a step becomes a failed row naming the reason while
+the others go on. The
 model is loaded once, inside the worker's GPU slot, before the first model step. The rows are committed
 at the end, under the store's commit lease: a run killed midway leaves no half shard, and a rerun finds
 the finished steps in the step cache.
@@ -59,7 +61,8 @@ class ShardSummary:
     dropped: int  # rows the store already had from another run (same key, nothing better)
     computed: dict[str, int] = field(default_factory=dict)  # step -> items computed
     cached: dict[str, int] = field(default_factory=dict)  # step -> items read from the step cache
-    # step -> wall time of its task runs: where a shard's time goes (the steps run one after another)
+    # step -> wall time of its task runs: where a shard's time goes (one task after another; the model's
+    # steps are one task, a pipeline, under their names joined by "+": "identify+reason+synthesize")
     step_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time
     model_ok: int = 0  # videos (or chunks) that came through the model's steps
@@ -139,40 +142,42 @@ def process_shard(
     cached: dict[str, int] = {}
     step_seconds: dict[str, float] = {}
 
-    def run(step_name: str, items: list[Work]) -> None:
+    def run(step_names: list[str], items: list[Work]) -> None:
         # `items`: the videos, or (after the split) the chunk works: a long video's chunks are items of
         # the same task as the short videos, each cached under its own key
+        name = "+".join(step_names)  # the model's steps run as one pipeline: their wall time is one
         step_started = time.perf_counter()
-        tally = step_task.with_options(name=step_name, task_run_name=step_name)(
-            step_name, quote(items), quote(ctx), quote(cache)
+        tallies = step_task.with_options(name=name, task_run_name=name)(
+            step_names, quote(items), quote(ctx), quote(cache)
         )
-        step_seconds[step_name] = step_seconds.get(step_name, 0.0) + time.perf_counter() - step_started
-        computed[step_name] = computed.get(step_name, 0) + tally.computed
-        cached[step_name] = cached.get(step_name, 0) + tally.cached
+        step_seconds[name] = step_seconds.get(name, 0.0) + time.perf_counter() - step_started
+        for step_name, tally in tallies.items():
+            computed[step_name] = computed.get(step_name, 0) + tally.computed
+            cached[step_name] = cached.get(step_name, 0) + tally.cached
         for work in items:
             if work.error is not None and work.parent is None and work.id not in rows:
                 fail(work.id, work.error, work)
 
     for step in video_steps(ctx):  # per whole video (the streaming measurements)
-        run(step.name, works)
+        run([step.name], works)
     chunks = split_works(works, ctx)
     steps = chunk_steps(ctx)
     first_model = next((k for k, s in enumerate(steps) if s.uses_model), len(steps))
     for step in steps[:first_model]:
-        run(step.name, chunks)
+        run([step.name], chunks)
     live = [w for w in chunks if w.error is None]
     in_slot = job.backend.backend == "transformers" and bool(live) and started_by_worker()
+    model_steps = [step.name for step in steps[first_model:] if step.uses_model]
     with gpu_slot(enabled=in_slot):
         if live:
             job, ctx = _load_model(job, ctx, live)
-        for step in steps[first_model:]:
-            if step.uses_model:
-                run(step.name, chunks)
+        if model_steps:  # one task, a pipeline: a video asks its next step's questions once it can
+            run(model_steps, chunks)
     model_failed = sum(1 for work in live if work.error is not None and _of_the_process(work.error))
     model_ok = sum(1 for work in live if work.error is None)
     for step in steps[first_model:]:
         if not step.uses_model:
-            run(step.name, chunks)
+            run([step.name], chunks)
     merge_works(works, ctx)  # a chunked video's script and trace (or the failed chunk, named)
 
     for work in works:

@@ -1,9 +1,12 @@
-"""The chain graph's steps as Prefect tasks: one task run per step over a whole shard.
+"""The chain graph's steps as Prefect tasks: one task run per step over a whole shard, the model's steps
+(identify, reason, synthesize) one task run together, as a pipeline.
 
 Inside a task, every video (and every event of per-event steps) is looked up in the step cache under its
-own content key and computed only when missing (foley_core.chain.executor.run_step), so a shard makes as
-many task runs as the graph has steps, whatever its size, and a retry recomputes only the videos that
-are missing. Results live in the step cache, not in Prefect: no task result is persisted.
+own content key and computed only when missing (foley_core.chain.executor.run_steps), so a shard makes
+a few task runs whatever its size, and a retry recomputes only the videos that are missing. In the
+model's task a video goes on to its next step as soon as its own answers are in, so the model's
+batch is refilled from every step instead of draining at each step's end. Results live in the step
+cache, not in Prefect: no task result is persisted.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from v2t_foley.foley_core.chain.executor import StepTally, run_step
+from v2t_foley.foley_core.chain.executor import StepTally, run_steps
 from v2t_foley.foley_core.chain.graph import ChainContext, StepCache, Work, graph
 from v2t_foley.foley_core.manifest import ManifestEntry
 from v2t_foley.foley_core.video import open_video
 from v2t_foley.tasks.retries import is_transient_error, retry_transient
 
-# concurrent items per step: a batching model (foley_core.backends.batching) sees batches across videos
+# concurrent items per step (videos measured at once, probes): a model step runs at least twice as many
+# as the model answers side by side (foley_core.chain.executor.step_threads), so its slots stay full
 STEP_THREADS = 16
 UNCACHED = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -59,8 +63,11 @@ def _last_attempt() -> bool:
 
 
 @task(name="step", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, **UNCACHED)
-def step_task(name: str, works: list[Work], ctx: ChainContext, cache: StepCache) -> StepTally:
-    """One step of the graph over the shard's live videos. Transient faults (OOM, a dropped connection)
+def step_task(
+    names: list[str], works: list[Work], ctx: ChainContext, cache: StepCache
+) -> dict[str, StepTally]:
+    """Consecutive steps of the graph over the shard's live videos, as a pipeline (one step, or the
+    model's steps together: foley_core/chain/pipeline.py). Transient faults (OOM, a dropped connection)
     retry the task, recomputing only what is missing; on the last attempt they fail their videos."""
-    step = next(s for s in graph(ctx) if s.name == name)
-    return run_step(step, works, ctx, cache, threads=STEP_THREADS, raise_transient=not _last_attempt())
+    steps = [next(s for s in graph(ctx) if s.name == name) for name in names]
+    return run_steps(steps, works, ctx, cache, threads=STEP_THREADS, raise_transient=not _last_attempt())

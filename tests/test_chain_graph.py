@@ -13,7 +13,7 @@ from tests.test_provenance_flow import save_adapter
 from v2t_foley.flows.build_dataset import build_dataset
 from v2t_foley.foley_core.backends.transformers_backend import TransformersVideoLLM
 from v2t_foley.foley_core.chain import ChainConfig, run_chain
-from v2t_foley.foley_core.chain.executor import run_step
+from v2t_foley.foley_core.chain.executor import run_step, run_steps
 from v2t_foley.foley_core.chain.graph import MISSING, Step, StepCache, Work
 from v2t_foley.foley_core.chain.steps import StepResult
 from v2t_foley.foley_core.errors import TransientBackendError
@@ -82,7 +82,8 @@ def test_the_flow_and_the_plain_loop_agree(clips, tmp_path, prefect_harness, tim
 
 
 def test_a_shard_makes_one_task_run_per_step(tmp_path, prefect_harness):
-    """Eight videos in one shard: probe plus one task per step, not one per video."""
+    """Eight videos in one shard: probe plus one task per step (the model's steps one together), not
+    one per video."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter
 
@@ -104,7 +105,7 @@ def test_a_shard_makes_one_task_run_per_step(tmp_path, prefect_harness):
         assert len(shard_runs) == 1
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shard_runs[0].id]}))
     names = sorted(t.name for t in tasks)
-    assert names == sorted(["probe", "sample", "identify", "reason", "synthesize", "validate"]), names
+    assert names == sorted(["probe", "sample", "identify+reason+synthesize", "validate"]), names
 
 
 class MemoryCache(StepCache):
@@ -155,6 +156,58 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     assert (tally.computed, tally.cached) == (1, 0)
     assert works["a"].value("sample") == "a" and works["b"].value("sample") == "b"
     assert sorted(kept) == ["a", "b"]  # a's result (and its trace) is kept once, not again on the retry
+
+
+def test_a_retried_pipeline_recomputes_only_the_missing_items(tmp_path):
+    """Two steps as one pipeline (the factory's model task): an event item of one video fails
+    transiently; the other video goes through both steps, the failing one keeps its first step and its
+    other event, and the retry asks only the missing item. The executor is real; the steps are stand-ins
+    (a video's two events, then one answer per event)."""
+    from dataclasses import dataclass
+
+    from v2t_foley.foley_core.chain.graph import ChainContext
+
+    @dataclass(frozen=True)
+    class Item:
+        index: int
+
+    calls: list[tuple[str, str, int]] = []
+    flaky = {("b", 1)}
+
+    def events(ctx, work, item):
+        calls.append(("identify", work.id, -1))
+        return StepResult([Item(0), Item(1)])
+
+    def answer(ctx, work, item):
+        calls.append(("reason", work.id, item.index))
+        if (work.id, item.index) in flaky:
+            flaky.discard((work.id, item.index))
+            raise TransientBackendError("CUDA out of memory (once)")
+        return StepResult([f"{work.id}-{item.index}"])
+
+    def keep(ctx, work, result):
+        return None
+
+    first = Step("identify", (), False, False, events, keep, lambda c: {}, list)
+    second = Step("reason", ("identify",), False, True, answer, keep, lambda c: {}, list)
+    ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
+    works = {}
+    for k, name in enumerate(("a", "b")):
+        clip = write_scene_video(
+            tmp_path / f"{name}.mp4", SceneSpec(duration=1.0 + k / 4, cuts=(), clicks=())
+        )
+        works[name] = Work(id=name, uri=str(clip), video=open_video(str(clip)))
+    cache = MemoryCache()
+    with pytest.raises(TransientBackendError):
+        run_steps([first, second], list(works.values()), ctx, cache, threads=4, raise_transient=True)
+    assert works["a"].value("reason") == ["a-0", "a-1"]
+    assert works["b"].value("identify") == [Item(0), Item(1)] and "reason" not in works["b"].results
+    assert works["b"].error is None  # it waits for the retry
+    calls.clear()
+    tallies = run_steps([first, second], list(works.values()), ctx, cache, threads=4)
+    assert calls == [("reason", "b", 1)]
+    assert (tallies["identify"].computed, tallies["reason"].computed, tallies["reason"].cached) == (0, 1, 1)
+    assert works["b"].value("reason") == ["b-0", "b-1"]  # in item order, whatever order they finished in
 
 
 def test_the_factory_on_the_continuous_decoder_writes_the_plain_loops_scripts(

@@ -120,7 +120,10 @@ def test_every_section_runs_and_the_fast_decoders_answer_as_generate(tmp_path):
     assert factory["ok"] == factory["clips"] == 1 and factory["failed"] == 0
     # its own new shapes: 0 when the sections before it (the profile's batch) saw every one it used
     assert isinstance(factory["new_step_shapes"], int) and factory["prefix_store"] is True
-    assert set(factory["step_seconds"]) >= {"propose", "identify", "reason", "synthesize"}
+    assert set(factory["step_seconds"]) >= {"propose", "identify+reason+synthesize"}
+    # every decode step had a live row, and the clip's questions were prefilled (a video each, or fewer)
+    assert 1 <= factory["rows_per_step"] <= 32 and factory["decode_steps"] > 0
+    assert factory["video_prefills_per_clip"] > 0
     assert any(line["step"] == "lora_step" for line in lines)
     assert "failed:" not in table(tmp_path)
 

@@ -6,8 +6,11 @@ client that sends them one at a time, in fixed batches, or too many at once, is 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
 from v2t_foley.foley_core.backends.openai_backend import OpenAIVideoLLM
 from v2t_foley.foley_core.backends.registry import release_shared_model, shared_model
 from v2t_foley.foley_core.chain import ChainConfig, run_chain
+from v2t_foley.foley_core.manifest import write_manifest
+from v2t_foley.foley_core.synthetic import SceneSpec, write_scene_video
 from v2t_foley.foley_core.video import open_video
 from v2t_foley.foley_core.video.reader import Frames
 
@@ -28,8 +33,15 @@ class HoldingServer(ChatServer):
     waited in vain ends every wait: the client never will). After, each is held `hold_s` or until more
     than `wanted` are open, so that a client sending more than `wanted` at once is seen doing so."""
 
-    def __init__(self, wanted: int, fill_s: float = 60.0, hold_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        wanted: int,
+        fill_s: float = 60.0,
+        hold_s: float = 1.0,
+        counts: Callable[[dict], bool] | None = None,
+    ) -> None:
         self.wanted, self.fill_s, self.hold_s = wanted, fill_s, hold_s
+        self.counts = counts or (lambda body: True)  # which requests are counted and held (by body)
         self.open = 0
         self.peak = 0
         self.gave_up = False
@@ -41,7 +53,16 @@ class HoldingServer(ChatServer):
         server = self
 
         class Holding(base):
+            body = b""
+            counted = False
+
+            def read_body(self) -> bytes:
+                return self.body  # read once, before counting: the count may depend on it
+
             def do_POST(self) -> None:
+                self.body = base.read_body(self)
+                if not server.counts(json.loads(self.body)):
+                    return super().do_POST()
                 with server.cond:
                     server.open += 1
                     server.peak = max(server.peak, server.open)
@@ -143,3 +164,123 @@ def test_every_question_about_a_video_starts_with_the_same_frames(scene_video):
         assert all(p == prefixes[0] for p in prefixes)
         assert [r["messages"][0]["content"][-1]["type"] for r in server.requests] == ["text"] * len(prefixes)
         assert prefixes[0][1]["type"] == "image_url"  # frames come first, the question last
+
+
+def asks_reason(body: dict) -> bool:
+    """A request of the per-event `reason` step (its schema asks for the event's main object)."""
+    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    return "main_object" in schema.get("properties", {})
+
+
+def test_the_plain_loop_asks_one_videos_events_at_once(scene_video):
+    """`foley script`'s loop asks a per-event step's questions side by side when the model answers
+    several at once: the chain waits for its longest event's answer, not for their sum. A model that
+    takes one caller at a time is still asked one question at a time."""
+    with ChatServer() as server:  # the stub answers the same every time: how many events the chain finds
+        trace = run_chain(open_video(str(scene_video)), OpenAIVideoLLM("m", server.url)).trace
+    events = len(trace.events)
+    assert events >= 2
+    with HoldingServer(wanted=events, fill_s=60.0, counts=asks_reason) as server:
+        run_chain(open_video(str(scene_video)), OpenAIVideoLLM("m", server.url, max_concurrency=8))
+        assert (server.peak, server.gave_up) == (events, False)
+    with HoldingServer(wanted=2, fill_s=2.0, counts=asks_reason) as server:
+        one_at_a_time = OpenAIVideoLLM("m", server.url, max_concurrency=8)
+        one_at_a_time.parallel_requests = 1  # as a model that must be called from one thread
+        run_chain(open_video(str(scene_video)), one_at_a_time)
+        assert server.peak == 1
+
+
+def distinct_clips(folder: Path, n: int) -> str:
+    """A manifest of `n` short generated clips, each of its own content (its own cache keys)."""
+    rows = []
+    for k in range(n):
+        spec = SceneSpec(duration=1.0 + 0.05 * k, cuts=(0.5,), clicks=(0.25,))
+        rows.append({"video": str(write_scene_video(folder / f"c{k}.mp4", spec)), "id": f"c{k}"})
+    return write_manifest(rows, str(folder / "manifest.csv"))
+
+
+def test_a_shards_model_steps_keep_every_slot_busy(tmp_path, prefect_harness):
+    """The factory's step tasks put `--concurrency` requests in flight at once, past the step's 16
+    threads (they once capped every step of one question per video at 16 of a server's or a decoder's
+    32). Each step of this shard has one question per video: 20 at once."""
+    from v2t_foley.flows.build_dataset import build_dataset
+
+    manifest = distinct_clips(tmp_path, 20)
+    with HoldingServer(wanted=20, fill_s=60.0, hold_s=0.5) as server:
+        summary = build_dataset(
+            manifest=manifest,
+            store=str(tmp_path / "store"),
+            backend="openai",
+            model="m",
+            base_url=server.url,
+            concurrency=20,
+            shard_size=20,
+            timing="model",
+        )
+        assert summary.new_ok_rows == 20
+        assert (server.peak, server.gave_up) == (20, False)
+
+
+def asks_identify(body: dict) -> bool:
+    """A request of the `identify` step (model timing: its schema asks for the clip's events)."""
+    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+    return "events" in schema.get("properties", {})
+
+
+class GatedServer(ChatServer):
+    """Holds the first request `gated` matches until a request `opens` matches arrives, or `wait_s`
+    passes (then `waited_in_vain`): a client that sends the second only once the first is answered is
+    seen waiting."""
+
+    def __init__(self, gated: Callable[[dict], bool], opens: Callable[[dict], bool], wait_s: float) -> None:
+        self.gated, self.opens, self.wait_s = gated, opens, wait_s
+        self.held = False
+        self.opened = threading.Event()
+        self.waited_in_vain = False
+        super().__init__()
+
+    def handler(self):
+        base = super().handler()
+        server = self
+
+        class Gated(base):
+            body = b""
+
+            def read_body(self) -> bytes:
+                return self.body
+
+            def do_POST(self) -> None:
+                self.body = base.read_body(self)
+                request = json.loads(self.body)
+                if server.opens(request):
+                    server.opened.set()
+                with server.lock:
+                    hold = server.gated(request) and not server.held
+                    server.held = server.held or hold
+                if hold and not server.opened.wait(server.wait_s):
+                    server.waited_in_vain = True
+                super().do_POST()
+
+        return Gated
+
+
+def test_a_video_asks_its_next_step_while_another_still_answers_identify(tmp_path, prefect_harness):
+    """A shard's model steps run as a pipeline: a video whose identify answer is in asks its events'
+    reason questions while the other video's identify question is still open (the server holds it until
+    a reason question arrives), not once the whole shard has answered identify."""
+    from v2t_foley.flows.build_dataset import build_dataset
+
+    manifest = distinct_clips(tmp_path, 2)
+    with GatedServer(gated=asks_identify, opens=asks_reason, wait_s=30.0) as server:
+        summary = build_dataset(
+            manifest=manifest,
+            store=str(tmp_path / "store"),
+            backend="openai",
+            model="m",
+            base_url=server.url,
+            shard_size=2,
+            timing="model",
+        )
+        assert summary.new_ok_rows == 2
+        assert summary.computed == {"sample": 2, "identify": 2, "reason": 2, "synthesize": 2, "validate": 2}
+        assert server.held and not server.waited_in_vain

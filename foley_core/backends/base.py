@@ -58,6 +58,10 @@ class VideoLLM(ABC):
     adapter_revision: str = ""  # content hash of the adapter's files ("" without one)
     frame_policy: FramePolicy = FramePolicy()  # how the model wants its frames sampled
     supports_json_schema: bool = False  # can decode under a JSON Schema
+    # requests it answers side by side when as many threads call `generate` at once (a batching
+    # wrapper's batch or decode slots, a server's requests in flight); 1: call it from one thread at a
+    # time. The executor sizes a model step's threads by it (chain/executor.py: step_threads)
+    parallel_requests: int = 1
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], params: GenerationParams) -> list[Generation]:

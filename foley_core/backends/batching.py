@@ -55,6 +55,7 @@ class BatchingVideoLLM(VideoLLM):
     ) -> None:
         self.inner = inner
         self.max_batch = max_batch
+        self.parallel_requests = max_batch  # a batch's rows, or the continuous decoder's slots
         self.max_wait_s = max_wait_s
         # callers make what their requests need that needs no model (grammars, the video's pixel values)
         # before they queue them, when the inner model can (`prepare`); False: its thread makes it all

@@ -95,6 +95,7 @@ class ContinuousDecoder:
         self._grammars = xgr.BatchGrammarMatcher(max_threads="auto")
         self.waves = 0  # waves run, for tests and benchmarks
         self.steps = 0  # decode steps run
+        self.row_steps = 0  # live rows of every decode step, summed: over `steps`, how full the slots ran
         self.late_joins = 0  # asks that took a slot of a wave that was already decoding
         self.store_steps = 0  # decode steps that read video prefixes from the prefix store
         self.joined_together = 0  # questions prefilled through the store, in join prefills (join_prefill.py)
@@ -132,6 +133,12 @@ class ContinuousDecoder:
             input_ids=ids, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True, **extra
         )
         return self.head(out.last_hidden_state[:, -1]).float()
+
+    @property
+    def video_prefills(self) -> int:
+        """Videos prefilled so far (SoloPrefill.video_prefills): questions that brought frames no stored
+        or kept prefix had."""
+        return self._prefill.video_prefills
 
     def _stores_prefixes(self) -> bool:
         """Whether this wave's rows read their video prefixes from the prefix store (shared prefixes on,
@@ -380,6 +387,7 @@ class ContinuousDecoder:
             raise
         seats.stepped()
         self.steps += 1
+        self.row_steps += len(fed)
 
     def _finish(self, row: Row) -> None:
         tokens = row.tokens

@@ -59,6 +59,7 @@ class OpenAIVideoLLM(VideoLLM):
         self.base_url = base_url.rstrip("/")
         self.supports_json_schema = json_schema
         self.max_concurrency = max_concurrency
+        self.parallel_requests = max_concurrency  # thread-safe: the semaphore below holds the cap
         self.retries = retries
         self.backoff_s = backoff_s
         self.frame_policy = frame_policy or FramePolicy()

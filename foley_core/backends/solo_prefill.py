@@ -48,6 +48,10 @@ class SoloPrefill:
         self.head = self.model.get_output_embeddings()
         # (frames, their prefix token ids on the host, its K/V): the last video's prefix
         self._kept: tuple[Any, torch.Tensor, DynamicCache] | None = None
+        # videos prefilled (the vision tower and the video's tokens, about 2,000 of them for Video-LLaVA):
+        # a prompt's whole prefill, or a video prefix made for sharing; a question that continues from a
+        # stored or kept prefix adds none. For benchmarks: a factory's prefill cost per clip
+        self.video_prefills = 0
 
     def forget(self, frames: Any = None) -> None:
         """Drop the kept prefix (only if it is of `frames`, when given)."""
@@ -76,6 +80,7 @@ class SoloPrefill:
             ask.budget = min(ask.budget, self.llm.max_positions - ids.shape[1])  # as generate's cap
             prefix = self._shared_prefix(ask.request, inputs, host_ids, store)
             if prefix is None:
+                self.video_prefills += 1
                 out = self.model(**dict(inputs), use_cache=True, logits_to_keep=1)
                 return Prefilled(ids.shape[1], out.cache, out.logits[0, -1].float())
             prefix_ids, kv = prefix
@@ -108,6 +113,7 @@ class SoloPrefill:
             shared = video_prefix(self.model, inputs)
             if shared is None:
                 return None
+            self.video_prefills += 1
             kept = self._kept = (request.frames, ids[: shared[0]].clone(), shared[1])
         copy = DynamicCache(config=self.model.config)
         for k, layer in enumerate(kept[2].layers):

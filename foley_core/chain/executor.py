@@ -3,7 +3,8 @@
 
 `run_step` runs one step over many works: each video (and each event, for per-event steps) is looked up
 in the step cache under its own content key and computed only when missing; a video whose step fails is
-marked failed and drops out, the others go on. `run_graph` is the plain in-process loop over all steps;
+marked failed and drops out, the others go on; `run_steps` runs consecutive steps so, as a pipeline
+(chain/pipeline.py: the factory's model task). `run_graph` is the plain in-process loop over all steps;
 it asks a step's transient faults again as the flow's step task does (the videos it finished keep
 their results; a video cut short is asked again whole, unless a cache given to it kept its items).
 """
@@ -13,22 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
 from v2t_foley.foley_core.chain.chunkworks import merge_works, split_works
 from v2t_foley.foley_core.chain.graph import (
-    MISSING,
     ChainContext,
     Step,
     StepCache,
     Work,
     chunk_steps,
-    keys_of,
     video_steps,
 )
-from v2t_foley.foley_core.chain.steps import StepResult, merge_results
+from v2t_foley.foley_core.chain.pipeline import Pipeline, StepTally
 from v2t_foley.foley_core.errors import TransientBackendError
 
 log = logging.getLogger(__name__)
@@ -36,13 +32,17 @@ STEP_ATTEMPTS = 3  # a step's attempts in the plain loop: the flow's step task h
 RETRY_DELAY_S = 5.0  # between them, as the step task's retry_delay_seconds
 
 
-@dataclass
-class StepTally:
-    """How a step's items were answered, for logs and tests."""
-
-    computed: int = 0  # items computed now
-    cached: int = 0  # items found in the cache
-    failed: list[str] = field(default_factory=list)  # ids of videos that failed this step
+def step_threads(step: Step, ctx: ChainContext, threads: int) -> int:
+    """How many of `step`'s items run at once: `threads`, and for a step that asks the model, at least
+    twice as many as the model answers side by side (`VideoLLM.parallel_requests`: a batch, decode
+    slots, a server's requests in flight). Each item is one caller waiting on its answer, so fewer
+    callers than slots would leave slots empty (16 threads once capped a 32-slot decoder's per-event
+    and per-video steps at 16 rows); the second half wait, prepared, to take a slot the moment one
+    frees. A model that takes one caller at a time (1) keeps `threads`."""
+    if not step.uses_model:
+        return threads
+    parallel = ctx.model().parallel_requests
+    return max(threads, 2 * parallel) if parallel > 1 else threads
 
 
 def run_step(
@@ -55,62 +55,28 @@ def run_step(
     raise_transient: bool = False,
 ) -> StepTally:
     """Run `step` for every live work: cached items are read, missing ones computed (concurrently across
-    videos with `threads` > 1, so a batching model sees batches). A video that fails is marked failed.
-    With `raise_transient`, a transient fault (OOM, a dropped connection) is raised after the others are
-    done and cached, so the caller's retry recomputes only the videos that are missing."""
-    tally = StepTally()
-    # a retried task finds the videos its first attempt finished: they keep their result (and trace)
-    live = [w for w in works if w.error is None and step.name not in w.results]
-    jobs: list[tuple[Work, Any, str]] = []
-    for work in live:
-        items = work.value("identify") if step.per_event else [None]
-        keys = keys_of(step, ctx, work, items)
-        work.keys[step.name] = keys
-        jobs.extend(zip([work] * len(items), items, keys, strict=True))
+    videos and events, `step_threads`, so a batching model sees batches). A video that fails is marked
+    failed. With `raise_transient`, a transient fault (OOM, a dropped connection) is raised after the
+    others are done and cached, so the caller's retry recomputes only the videos that are missing."""
+    return run_steps([step], works, ctx, cache, threads=threads, raise_transient=raise_transient)[step.name]
 
-    def one(job: tuple[Work, Any, str]) -> StepResult | BaseException:
-        work, item, key = job
-        found = cache.get(step, key)
-        if found is not MISSING:
-            tally.cached += 1
-            return found
-        try:
-            result = step.compute(ctx, work, item)
-        except Exception as error:  # the video's failure, not the step's
-            return error
-        cache.put(step, key, result)
-        tally.computed += 1
-        return result
 
-    if threads > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=min(threads, len(jobs)), thread_name_prefix=step.name) as pool:
-            outcomes = list(pool.map(one, jobs))
-    else:
-        outcomes = [one(job) for job in jobs]
-
-    transient: TransientBackendError | None = None
-    by_work: dict[int, list[StepResult | BaseException]] = {}
-    for (work, _, _), outcome in zip(jobs, outcomes, strict=True):
-        by_work.setdefault(id(work), []).append(outcome)
-    for work in live:
-        outcomes_here = by_work.get(id(work), [])
-        error = next((o for o in outcomes_here if isinstance(o, BaseException)), None)
-        if isinstance(error, TransientBackendError) and raise_transient:
-            transient = transient or error
-            continue
-        try:
-            if error is not None:
-                raise error
-            results = [o for o in outcomes_here if isinstance(o, StepResult)]
-            result = merge_results(results) if step.per_event else results[0]
-            work.results[step.name] = result
-            step.keep(ctx, work, result)
-        except Exception as failure:
-            work.error = failure
-            tally.failed.append(work.id)
-    if transient is not None:
-        raise transient
-    return tally
+def run_steps(
+    steps: list[Step],
+    works: list[Work],
+    ctx: ChainContext,
+    cache: StepCache,
+    *,
+    threads: int = 1,
+    raise_transient: bool = False,
+) -> dict[str, StepTally]:
+    """`run_step` for consecutive `steps` as a pipeline (chain/pipeline.py): a video moves on to its next
+    step as soon as its own items of this one are done, so no step waits for the shard's slowest video
+    of the one before. Each step's tally, by name."""
+    # a video of one item per step gains nothing from threads; a shard's videos or events do
+    many = len(works) > 1 or any(step.per_event for step in steps)
+    size = max(step_threads(step, ctx, threads) for step in steps) if many else 1
+    return Pipeline(steps, works, ctx, cache, raise_transient).run(size)
 
 
 def run_graph(

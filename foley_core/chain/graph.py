@@ -11,11 +11,11 @@ script and trace from its chunks. A video that fits in one chunk is its own sing
 and results it always had.
 
 Two executors run it: `run_chain` (the plain loop: `foley script`, tests, benchmarks) and the
-`process-shard` flow (one Prefect task per step over a whole shard). Both call `run_step`
-(chain/executor.py), which runs
-one step over many videos: each video (and each event, for per-event steps) is looked up in the step
-cache under its own content key and computed only when missing; a video whose step fails is marked
-failed and drops out, the others go on. So both executors produce the same scripts and traces, and a
+`process-shard` flow (one Prefect task per step over a whole shard, the model's steps one task as a
+pipeline). Both call `run_step` or `run_steps` (chain/executor.py), which run steps over many videos:
+each video (and each event, for per-event steps) is looked up in the step cache under its own content
+key and computed only when missing; a video whose step fails is marked failed and drops out, the
+others go on. So both executors produce the same scripts and traces, and a
 retried or resumed shard recomputes only what is missing.
 
 A step's key hashes the video's content, the step, the templates it renders, the model's identity
