@@ -247,6 +247,12 @@ def rows(folder: Path, card: str | None = None) -> tuple[str, list[Row]]:
         out.append(
             judged(figure, clips, [(f">= {floor:,.0f}", None if clips is None else clips >= floor)], "")
         )
+    if factory and factory.get("decode_steps"):  # where the factory's decoder time went (shown only)
+        work = f"{factory['decode_steps']:,} steps, {fmt(factory['rows_per_step'])} rows a step"
+        out.append(Row("factory path: decode steps, live rows a step", work, "", "", ""))
+        out.append(
+            Row("factory path: videos prefilled a clip", fmt(factory["video_prefills_per_clip"]), "", "", "")
+        )
 
     peaks = [line["peak_gib"] for line in foley if isinstance(line.get("peak_gib"), int | float)]
     peak = max(peaks) if peaks else None

@@ -171,7 +171,9 @@ def process_shard(
     with gpu_slot(enabled=in_slot):
         if live:
             job, ctx = _load_model(job, ctx, live)
-        if model_steps:  # one task, a pipeline: a video asks its next step's questions once it can
+        # one task, a pipeline: a video asks its next step's questions once it can (none is run when
+        # no video is left to ask the model: a failed load failed them all)
+        if model_steps and any(work.error is None for work in chunks):
             run(model_steps, chunks)
     model_failed = sum(1 for work in live if work.error is not None and _of_the_process(work.error))
     model_ok = sum(1 for work in live if work.error is None)

@@ -155,6 +155,19 @@ def test_the_factory_is_judged_on_the_clips_that_got_an_ok_row(tmp_path):
     assert row.measured == targets.fmt(3600 * 16 / 20.0) and row.verdict == "not met"
 
 
+def test_the_factorys_decoder_work_is_shown_when_the_line_has_it(tmp_path):
+    """The factory line's decode steps, rows a step and videos prefilled a clip reach the table; an older
+    line without them adds no row."""
+    factory = {"step": "factory", "clips": 32, "ok": 32, "failed": 0, "s": 40.0}
+    counted = factory | {"decode_steps": 1001, "rows_per_step": 26.7, "video_prefills_per_clip": 8.59}
+    write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, counted])
+    found = {row.figure: row.measured for row in targets.rows(tmp_path)[1]}
+    assert found["factory path: decode steps, live rows a step"] == "1,001 steps, 26.70 rows a step"
+    assert found["factory path: videos prefilled a clip"] == "8.59"
+    write(tmp_path, "h-foley.jsonl", [{"step": "init", "device": "NVIDIA H200"}, factory])
+    assert not any(row.figure.startswith("factory path: ") for row in targets.rows(tmp_path)[1])
+
+
 def test_a_store_that_failed_leaves_the_copies_figure_and_its_error(tmp_path):
     """When the bench fell back to copies after the store failed, the batch-32 row is the copies' line,
     named so, and the failure is a row of its own."""

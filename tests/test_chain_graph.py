@@ -1,7 +1,7 @@
 """One chain graph, two executors: the plain loop (`run_chain`) and the Prefect flow (one task per step
-over the shard) give the same scripts and traces, timings aside, in both timing modes and with an
-adapter; a shard makes one task run per step whatever its size; a retried step recomputes only the
-videos that are missing."""
+over the shard, the model's steps one pipeline task) give the same scripts and traces, timings aside,
+in both timing modes and with an adapter; a shard makes one task run per step (the model's steps one)
+whatever its size; a retried step or pipeline recomputes only what is missing."""
 
 from __future__ import annotations
 
@@ -158,7 +158,8 @@ def test_a_retried_step_recomputes_only_the_missing_videos(tmp_path):
     assert sorted(kept) == ["a", "b"]  # a's result (and its trace) is kept once, not again on the retry
 
 
-def test_a_retried_pipeline_recomputes_only_the_missing_items(tmp_path):
+@pytest.mark.parametrize("threads", [1, 4], ids=["in-the-callers-thread", "threads"])
+def test_a_retried_pipeline_recomputes_only_the_missing_items(tmp_path, threads):
     """Two steps as one pipeline (the factory's model task): an event item of one video fails
     transiently; the other video goes through both steps, the failing one keeps its first step and its
     other event, and the retry asks only the missing item. The executor is real; the steps are stand-ins
@@ -199,15 +200,31 @@ def test_a_retried_pipeline_recomputes_only_the_missing_items(tmp_path):
         works[name] = Work(id=name, uri=str(clip), video=open_video(str(clip)))
     cache = MemoryCache()
     with pytest.raises(TransientBackendError):
-        run_steps([first, second], list(works.values()), ctx, cache, threads=4, raise_transient=True)
+        run_steps([first, second], list(works.values()), ctx, cache, threads=threads, raise_transient=True)
     assert works["a"].value("reason") == ["a-0", "a-1"]
     assert works["b"].value("identify") == [Item(0), Item(1)] and "reason" not in works["b"].results
     assert works["b"].error is None  # it waits for the retry
     calls.clear()
-    tallies = run_steps([first, second], list(works.values()), ctx, cache, threads=4)
+    tallies = run_steps([first, second], list(works.values()), ctx, cache, threads=threads)
     assert calls == [("reason", "b", 1)]
     assert (tallies["identify"].computed, tallies["reason"].computed, tallies["reason"].cached) == (0, 1, 1)
     assert works["b"].value("reason") == ["b-0", "b-1"]  # in item order, whatever order they finished in
+
+
+def test_keys_that_cannot_be_made_fail_the_run_not_the_videos(tmp_path):
+    """A per-event step whose videos have no identify result cannot key its items (as a template missing
+    from the prompt set): the run raises, once every video stopped, and no video is marked failed (their
+    rows would blame them). The executor is real; the step is a stand-in."""
+    from v2t_foley.foley_core.chain.graph import ChainContext
+
+    step = Step("reason", ("identify",), False, True, lambda c, w, i: StepResult([]), lambda c, w, r: None,
+                lambda c: {}, list)  # fmt: skip
+    ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
+    clip = write_scene_video(tmp_path / "a.mp4", SceneSpec(duration=1.0, cuts=(), clicks=()))
+    works = [Work(id=f"v{k}", uri=str(clip), video=open_video(str(clip))) for k in range(3)]
+    with pytest.raises(KeyError):
+        run_steps([step], works, ctx, MemoryCache(), threads=4)
+    assert all(work.error is None and not work.results for work in works)
 
 
 def test_the_factory_on_the_continuous_decoder_writes_the_plain_loops_scripts(

@@ -122,7 +122,7 @@ def test_every_section_runs_and_the_fast_decoders_answer_as_generate(tmp_path):
     assert isinstance(factory["new_step_shapes"], int) and factory["prefix_store"] is True
     assert set(factory["step_seconds"]) >= {"propose", "identify+reason+synthesize"}
     # every decode step had a live row, and the clip's questions were prefilled (a video each, or fewer)
-    assert 1 <= factory["rows_per_step"] <= 32 and factory["decode_steps"] > 0
+    assert factory["decode_steps"] > 0 and 1 <= factory["rows_per_step"] <= 32
     assert factory["video_prefills_per_clip"] > 0
     assert any(line["step"] == "lora_step" for line in lines)
     assert "failed:" not in table(tmp_path)

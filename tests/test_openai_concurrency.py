@@ -27,7 +27,47 @@ from v2t_foley.foley_core.video import open_video
 from v2t_foley.foley_core.video.reader import Frames
 
 
-class HoldingServer(ChatServer):
+class ReadingServer(ChatServer):
+    """A ChatServer that sees each request's body before answering it (`arrived`, in the request's
+    thread: it may wait there)."""
+
+    def arrived(self, request: dict) -> Callable[[], None] | None:
+        """Called before the answer; what it returns is called once, just before the answer is sent (the
+        client may send its next request the moment it has it)."""
+        return None
+
+    def handler(self):
+        base = super().handler()
+        server = self
+
+        class Reading(base):
+            body = b""
+            leave: Callable[[], None] | None = None
+
+            def read_body(self) -> bytes:
+                return self.body  # read once, before `arrived`
+
+            def do_POST(self) -> None:
+                self.body = base.read_body(self)
+                self.leave = server.arrived(json.loads(self.body))
+                try:
+                    super().do_POST()
+                finally:
+                    self.left()
+
+            def send_json(self, *args, **kwargs) -> None:
+                self.left()
+                super().send_json(*args, **kwargs)
+
+            def left(self) -> None:
+                leave, self.leave = self.leave, None
+                if leave is not None:
+                    leave()
+
+        return Reading
+
+
+class HoldingServer(ReadingServer):
     """Counts the peak of requests open at once. Until `wanted` have been open at once, a request waits
     for that, up to `fill_s` (a slow machine's client is given the time to send that many; one that
     waited in vain ends every wait: the client never will). After, each is held `hold_s` or until more
@@ -48,54 +88,28 @@ class HoldingServer(ChatServer):
         self.cond = threading.Condition()
         super().__init__()
 
-    def handler(self):
-        base = super().handler()
-        server = self
+    def arrived(self, request: dict) -> Callable[[], None] | None:
+        if not self.counts(request):
+            return None
+        with self.cond:
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+            self.cond.notify_all()
+            # filling: released once the peak is reached (it may have passed by when it wakes)
+            filling = self.peak < self.wanted
+            deadline = time.monotonic() + (self.fill_s if filling else self.hold_s)
+            while not self.gave_up and (self.peak < self.wanted if filling else self.open <= self.wanted):
+                if time.monotonic() >= deadline:
+                    if filling:
+                        self.gave_up = True
+                        self.cond.notify_all()
+                    break
+                self.cond.wait(timeout=deadline - time.monotonic())
+        return self.leave
 
-        class Holding(base):
-            body = b""
-            counted = False
-
-            def read_body(self) -> bytes:
-                return self.body  # read once, before counting: the count may depend on it
-
-            def do_POST(self) -> None:
-                self.body = base.read_body(self)
-                if not server.counts(json.loads(self.body)):
-                    return super().do_POST()
-                with server.cond:
-                    server.open += 1
-                    server.peak = max(server.peak, server.open)
-                    server.cond.notify_all()
-                    # filling: released once the peak is reached (it may have passed by when it wakes)
-                    filling = server.peak < server.wanted
-                    deadline = time.monotonic() + (server.fill_s if filling else server.hold_s)
-                    while not server.gave_up and (
-                        server.peak < server.wanted if filling else server.open <= server.wanted
-                    ):
-                        if time.monotonic() >= deadline:
-                            if filling:
-                                server.gave_up = True
-                                server.cond.notify_all()
-                            break
-                        server.cond.wait(timeout=deadline - time.monotonic())
-                self.counted = True
-                try:
-                    super().do_POST()
-                finally:
-                    self.leave()
-
-            def send_json(self, *args, **kwargs) -> None:
-                self.leave()  # before the answer: the client may send its next request the moment it has it
-                super().send_json(*args, **kwargs)
-
-            def leave(self) -> None:
-                with server.cond:
-                    if self.counted:
-                        server.open -= 1
-                        self.counted = False
-
-        return Holding
+    def leave(self) -> None:
+        with self.cond:
+            self.open -= 1
 
 
 def frames(seed: int = 0) -> Frames:
@@ -227,7 +241,7 @@ def asks_identify(body: dict) -> bool:
     return "events" in schema.get("properties", {})
 
 
-class GatedServer(ChatServer):
+class GatedServer(ReadingServer):
     """Holds the first request `gated` matches until a request `opens` matches arrives, or `wait_s`
     passes (then `waited_in_vain`): a client that sends the second only once the first is answered is
     seen waiting."""
@@ -239,29 +253,15 @@ class GatedServer(ChatServer):
         self.waited_in_vain = False
         super().__init__()
 
-    def handler(self):
-        base = super().handler()
-        server = self
-
-        class Gated(base):
-            body = b""
-
-            def read_body(self) -> bytes:
-                return self.body
-
-            def do_POST(self) -> None:
-                self.body = base.read_body(self)
-                request = json.loads(self.body)
-                if server.opens(request):
-                    server.opened.set()
-                with server.lock:
-                    hold = server.gated(request) and not server.held
-                    server.held = server.held or hold
-                if hold and not server.opened.wait(server.wait_s):
-                    server.waited_in_vain = True
-                super().do_POST()
-
-        return Gated
+    def arrived(self, request: dict) -> Callable[[], None] | None:
+        if self.opens(request):
+            self.opened.set()
+        with self.lock:
+            hold = self.gated(request) and not self.held
+            self.held = self.held or hold
+        if hold and not self.opened.wait(self.wait_s):
+            self.waited_in_vain = True
+        return None
 
 
 def test_a_video_asks_its_next_step_while_another_still_answers_identify(tmp_path, prefect_harness):

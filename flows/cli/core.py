@@ -51,6 +51,7 @@ def script_video(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from v2t_foley.foley_core.backends import BackendSpec, load_backend
+    from v2t_foley.foley_core.backends.batching import BatchingVideoLLM
     from v2t_foley.foley_core.chain import ChainConfig, run_chain
     from v2t_foley.foley_core.prompts import load_prompts
     from v2t_foley.foley_core.video import open_video
@@ -83,21 +84,26 @@ def script_video(
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"loading {model or 'the default model'}", total=None)
         llm = load_backend(spec)
+        if spec.backend == "transformers":  # as a worker's: the events' questions side by side, so the
+            llm = BatchingVideoLLM(llm, max_batch=spec.batch_size)  # chain waits for its longest answer
         progress.update(
             task, description=f"{'one pass (adapter)' if adapter else 'chain'}: {Path(video).name}"
         )
-        if adapter:  # an adapter was trained to answer the simple prompt in one pass
-            from v2t_foley.foley_core.chain.simple import load_simple_prompt, run_simple
+        try:
+            if adapter:  # an adapter was trained to answer the simple prompt in one pass
+                from v2t_foley.foley_core.chain.simple import load_simple_prompt, run_simple
 
-            return run_simple(opened, llm, load_simple_prompt(prompts_dir), config)
-        result = run_chain(
-            opened,
-            llm,
-            prompts,
-            config,
-            on_step=lambda step: progress.update(task, description=f"{step}: {Path(video).name}"),
-        )
-    return result
+                return run_simple(opened, llm, load_simple_prompt(prompts_dir), config)
+            return run_chain(
+                opened,
+                llm,
+                prompts,
+                config,
+                on_step=lambda step: progress.update(task, description=f"{step}: {Path(video).name}"),
+            )
+        finally:
+            if isinstance(llm, BatchingVideoLLM):
+                llm.stop()  # its thread; the model goes with the process
 
 
 @app.command()

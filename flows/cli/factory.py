@@ -261,7 +261,8 @@ def run_build(manifest: str, store: str, **options):
 
 
 def per_step(seconds: dict[str, float]) -> str:
-    """Each step's wall time, slowest first: where a build's time went."""
+    """Each step task's wall time (the model's steps are one task), slowest first: where a build's time
+    went."""
     ranked = sorted(seconds.items(), key=lambda item: -item[1])
     return ", ".join(f"{step} {s:.1f}" for step, s in ranked) or "-"
 
@@ -278,7 +279,7 @@ def print_summary(summary, demo: bool) -> None:
             "chain steps computed / cached",
             f"{sum(summary.computed.values())} / {sum(summary.cached.values())}",
         ),
-        ("seconds per step", per_step(summary.step_seconds)),
+        ("seconds per step task", per_step(summary.step_seconds)),
         ("prompt version", summary.prompt_version),
         ("store", summary.store),
         ("seconds", f"{summary.seconds:.1f}"),

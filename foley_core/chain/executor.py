@@ -41,7 +41,10 @@ def step_threads(step: Step, ctx: ChainContext, threads: int) -> int:
     frees. A model that takes one caller at a time (1) keeps `threads`."""
     if not step.uses_model:
         return threads
-    parallel = ctx.model().parallel_requests
+    try:
+        parallel = ctx.model().parallel_requests
+    except Exception:  # a model that cannot load fails each item that asks it, as it always did
+        return threads
     return max(threads, 2 * parallel) if parallel > 1 else threads
 
 
@@ -73,8 +76,10 @@ def run_steps(
     """`run_step` for consecutive `steps` as a pipeline (chain/pipeline.py): a video moves on to its next
     step as soon as its own items of this one are done, so no step waits for the shard's slowest video
     of the one before. Each step's tally, by name."""
-    # a video of one item per step gains nothing from threads; a shard's videos or events do
-    many = len(works) > 1 or any(step.per_event for step in steps)
+    # a video of one item per step gains nothing from threads; a shard's videos or events do. The model
+    # is asked how many it takes only when a video is left to ask it (a failed load failed them all)
+    live = [work for work in works if work.error is None]
+    many = len(live) > 1 or (len(live) == 1 and any(step.per_event for step in steps))
     size = max(step_threads(step, ctx, threads) for step in steps) if many else 1
     return Pipeline(steps, works, ctx, cache, raise_transient).run(size)
 

@@ -10,7 +10,11 @@ live rows as with 32 on a GPU; bench/gpu_factory.py counts the rows).
 Each item is what `run_step` always did: looked up in the step cache under its key, computed when
 missing, cached; a video whose item fails is marked failed and stops. A transient fault (with
 `raise_transient`) stops its video where it is, unfailed, and is raised once every other video is
-done: the caller's retry finds the finished steps in the videos' results and the cache.
+done: the caller's retry finds the finished steps in the videos' results and the cache. What failed a
+whole step before (the step cache failing, keys that cannot be made) stops its video unfailed too, and
+is raised once the others are done. Later steps' items go first: a video that has answered a step
+finishes before new videos start, so the videos holding frames and pixel values stay about as many
+as the threads, whatever the shard's size.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from v2t_foley.foley_core.chain.graph import MISSING, ChainContext, Step, StepCa
 from v2t_foley.foley_core.chain.steps import StepResult, merge_results
 from v2t_foley.foley_core.errors import TransientBackendError
 
-STOPPED = StepResult(None)  # an item cut short by the step cache's failure: its work stops, unfailed
+STOPPED = StepResult(None)  # an item cut short (the run's failure, an interrupt): its work stops, unfailed
 
 
 @dataclass
@@ -59,7 +63,10 @@ class Pipeline:
         self.raise_transient = raise_transient
         self.tallies = {step.name: StepTally() for step in steps}
         self.transient: TransientBackendError | None = None
-        self.fatal: Exception | None = None  # the step cache's failure: the whole run's, as a step's was
+        # what fails the whole run, as it failed a step before: the step cache's failure, keys that cannot
+        # be made (a template missing), an interrupt; raised once every work stopped
+        self.fatal: BaseException | None = None
+        self._cancelled = False  # the caller was interrupted: what is queued is not computed
         self._lock = threading.Lock()  # tallies, counters
         self._moving = len(works)  # works not yet through every step (or stopped)
         self._all_done = threading.Event()
@@ -85,6 +92,9 @@ class Pipeline:
                 for work in self.works:
                     self._advance(work, 0)
                 self._all_done.wait()
+            except BaseException:
+                self._cancelled = True  # the threads drain the queue without computing
+                raise
             finally:
                 for _ in pool:  # after every queued item: a stop sorts after any step's
                     self._queue.put((len(self.steps), next(self._queued), None))
@@ -127,8 +137,8 @@ class Pipeline:
                     else:
                         run()
                 return
-        except Exception as failure:  # its keys could not be made: the video's failure
-            self._fail(work, self.steps[k], failure)
+        except BaseException as failure:  # its keys could not be made: the run's failure, not the video's
+            self._stop(failure)
         self._done()
 
     def _serve(self) -> None:
@@ -141,10 +151,9 @@ class Pipeline:
     def _item(self, visit: _Visit, index: int, item: Any, key: str) -> None:
         work, step = visit.work, self.steps[visit.k]
         try:
-            visit.outcomes[index] = self._answer(step, work, item, key)
-        except Exception as error:  # the step cache's (a store that cannot be read): raised at the end
-            with self._lock:
-                self.fatal = self.fatal or error
+            visit.outcomes[index] = STOPPED if self._cancelled else self._answer(step, work, item, key)
+        except BaseException as error:  # the step cache's (a store that cannot be read): the run's
+            self._stop(error)
             visit.outcomes[index] = STOPPED
         with self._lock:
             visit.left -= 1
@@ -152,8 +161,8 @@ class Pipeline:
                 return
         try:
             settled = self._settle(work, step, visit.outcomes)
-        except Exception as failure:
-            self._fail(work, step, failure)
+        except BaseException as failure:
+            self._stop(failure)
             settled = False
         if settled:
             self._advance(work, visit.k + 1)
@@ -195,6 +204,11 @@ class Pipeline:
             self._fail(work, step, failure)
             return False
         return True
+
+    def _stop(self, error: BaseException) -> None:
+        """The run fails with `error` once every work stopped (the work at hand stops unfailed)."""
+        with self._lock:
+            self.fatal = self.fatal or error
 
     def _fail(self, work: Work, step: Step, failure: BaseException) -> None:
         work.error = failure
