@@ -213,24 +213,24 @@ def distinct_clips(folder: Path, n: int) -> str:
     return write_manifest(rows, str(folder / "manifest.csv"))
 
 
+def build_against(server: ChatServer, folder: Path, clips: int, **options):
+    """A build of `clips` generated clips in one shard (model timing) on the openai backend at `server`."""
+    from v2t_foley.flows.build_dataset import build_dataset
+
+    manifest = distinct_clips(folder, clips)
+    store = str(folder / "store")
+    return build_dataset(
+        manifest, store, backend="openai", model="m", base_url=server.url, shard_size=clips, timing="model",
+        **options,
+    )  # fmt: skip
+
+
 def test_a_shards_model_steps_keep_every_slot_busy(tmp_path, prefect_harness):
     """The factory's step tasks put `--concurrency` requests in flight at once, past the step's 16
     threads (they once capped every step of one question per video at 16 of a server's or a decoder's
     32). Each step of this shard has one question per video: 20 at once."""
-    from v2t_foley.flows.build_dataset import build_dataset
-
-    manifest = distinct_clips(tmp_path, 20)
     with HoldingServer(wanted=20, fill_s=60.0, hold_s=0.5) as server:
-        summary = build_dataset(
-            manifest=manifest,
-            store=str(tmp_path / "store"),
-            backend="openai",
-            model="m",
-            base_url=server.url,
-            concurrency=20,
-            shard_size=20,
-            timing="model",
-        )
+        summary = build_against(server, tmp_path, clips=20, concurrency=20)
         assert summary.new_ok_rows == 20
         assert (server.peak, server.gave_up) == (20, False)
 
@@ -268,19 +268,8 @@ def test_a_video_asks_its_next_step_while_another_still_answers_identify(tmp_pat
     """A shard's model steps run as a pipeline: a video whose identify answer is in asks its events'
     reason questions while the other video's identify question is still open (the server holds it until
     a reason question arrives), not once the whole shard has answered identify."""
-    from v2t_foley.flows.build_dataset import build_dataset
-
-    manifest = distinct_clips(tmp_path, 2)
     with GatedServer(gated=asks_identify, opens=asks_reason, wait_s=30.0) as server:
-        summary = build_dataset(
-            manifest=manifest,
-            store=str(tmp_path / "store"),
-            backend="openai",
-            model="m",
-            base_url=server.url,
-            shard_size=2,
-            timing="model",
-        )
+        summary = build_against(server, tmp_path, clips=2)
         assert summary.new_ok_rows == 2
         assert summary.computed == {"sample": 2, "identify": 2, "reason": 2, "synthesize": 2, "validate": 2}
         assert server.held and not server.waited_in_vain
