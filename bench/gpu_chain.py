@@ -44,8 +44,8 @@ def chain_one_clip(llm, video, frames, config, decoder: str, share: bool, run: s
     )
     sync()
     caption_s = time.perf_counter() - t0
-    # as `foley script` runs it: through the batching wrapper the registry puts in front of the model,
-    # so that a step's questions (an event each) are asked side by side
+    # as `foley script` and the factory's workers run it: behind a batching wrapper, so that a step's
+    # questions (an event each) are asked side by side
     batching = BatchingVideoLLM(llm, max_batch=llm.batch_size)
     starts: list[tuple[str, float]] = []
     before = counts(llm.continuous)

@@ -5,10 +5,9 @@ Each step of the graph (foley_core.chain.graph) is one task over every video of 
 model's steps one task together (a pipeline: a video asks its next step's questions as soon as its own
 answers are in), so a shard makes a few task runs whatever its size; inside a task each video is cached
 under its own content key, and a video that fails a step becomes a failed row naming the reason while
-the others go on. The
-model is loaded once, inside the worker's GPU slot, before the first model step. The rows are committed
-at the end, under the store's commit lease: a run killed midway leaves no half shard, and a rerun finds
-the finished steps in the step cache.
+the others go on. The model is loaded once, inside the worker's GPU slot, before the first model step.
+The rows are committed at the end, under the store's commit lease: a run killed midway leaves no half
+shard, and a rerun finds the finished steps in the step cache.
 
 `process-shards` runs shards of a build in turn in one process (what a build on a work pool starts, a
 run per shard or `shard_runs` of them, each claiming shards as it goes: flows/shard_claims.py): the

@@ -211,14 +211,48 @@ def test_a_retried_pipeline_recomputes_only_the_missing_items(tmp_path, threads)
     assert works["b"].value("reason") == ["b-0", "b-1"]  # in item order, whatever order they finished in
 
 
+def test_a_video_that_answered_a_step_goes_before_new_videos(tmp_path):
+    """Later steps' items go first: with two threads and eight videos, the first video's second step
+    runs before the last videos start their first (a queue in order would run every first step
+    before any second). So the videos holding frames between steps stay about as many as the threads.
+    The executor is real; the steps are stand-ins that take a moment."""
+    import time
+
+    from v2t_foley.foley_core.chain.graph import ChainContext
+
+    calls: list[tuple[str, str]] = []
+
+    def slow(name: str):
+        def compute(ctx, work, item):
+            calls.append((name, work.id))
+            time.sleep(0.05)
+            return StepResult(name)
+
+        return compute
+
+    def keep(ctx, work, result):
+        return None
+
+    first = Step("sample", (), False, False, slow("sample"), keep, lambda c: {}, str)
+    second = Step("validate", ("sample",), False, False, slow("validate"), keep, lambda c: {}, str)
+    ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
+    clip = write_scene_video(tmp_path / "a.mp4", SceneSpec(duration=1.0, cuts=(), clicks=()))
+    works = [Work(id=f"v{k}", uri=str(clip), video=open_video(str(clip))) for k in range(8)]
+    run_steps([first, second], works, ctx, StepCache(), threads=2)  # one clip: no cache, each is asked
+    assert sorted(calls) == sorted([(s, w.id) for s in ("sample", "validate") for w in works])
+    assert calls.index(("validate", "v0")) < calls.index(("sample", "v7"))
+
+
 def test_keys_that_cannot_be_made_fail_the_run_not_the_videos(tmp_path):
     """A per-event step whose videos have no identify result cannot key its items (as a template missing
     from the prompt set): the run raises, once every video stopped, and no video is marked failed (their
     rows would blame them). The executor is real; the step is a stand-in."""
     from v2t_foley.foley_core.chain.graph import ChainContext
 
-    step = Step("reason", ("identify",), False, True, lambda c, w, i: StepResult([]), lambda c, w, r: None,
-                lambda c: {}, list)  # fmt: skip
+    def nothing(ctx, work, item):
+        return StepResult([])
+
+    step = Step("reason", ("identify",), False, True, nothing, lambda c, w, r: None, lambda c: {}, list)
     ctx = ChainContext(lambda: None, {}, None, None, ChainConfig())  # type: ignore[arg-type]
     clip = write_scene_video(tmp_path / "a.mp4", SceneSpec(duration=1.0, cuts=(), clicks=()))
     works = [Work(id=f"v{k}", uri=str(clip), video=open_video(str(clip))) for k in range(3)]

@@ -217,12 +217,8 @@ def build_against(server: ChatServer, folder: Path, clips: int, **options):
     """A build of `clips` generated clips in one shard (model timing) on the openai backend at `server`."""
     from v2t_foley.flows.build_dataset import build_dataset
 
-    manifest = distinct_clips(folder, clips)
-    store = str(folder / "store")
-    return build_dataset(
-        manifest, store, backend="openai", model="m", base_url=server.url, shard_size=clips, timing="model",
-        **options,
-    )  # fmt: skip
+    options |= {"backend": "openai", "model": "m", "base_url": server.url, "timing": "model"}
+    return build_dataset(distinct_clips(folder, clips), str(folder / "store"), shard_size=clips, **options)
 
 
 def test_a_shards_model_steps_keep_every_slot_busy(tmp_path, prefect_harness):

@@ -15,8 +15,8 @@ Two executors run it: `run_chain` (the plain loop: `foley script`, tests, benchm
 pipeline). Both call `run_step` or `run_steps` (chain/executor.py), which run steps over many videos:
 each video (and each event, for per-event steps) is looked up in the step cache under its own content
 key and computed only when missing; a video whose step fails is marked failed and drops out, the
-others go on. So both executors produce the same scripts and traces, and a
-retried or resumed shard recomputes only what is missing.
+others go on. So both executors produce the same scripts and traces, and a retried or resumed shard
+recomputes only what is missing.
 
 A step's key hashes the video's content, the step, the templates it renders, the model's identity
 (with its resolved revisions), the settings that shape the answer and the keys of the steps it builds
